@@ -1,0 +1,61 @@
+import type { JsonObject } from '../common/json';
+
+/**
+ * HQ list resources the client knows. The names are DET's `Data Source` names where DET has one
+ * (`form`, `case`, `user`, `web-user`, `location`, `application`, `messaging-event`, `ucr`), plus
+ * `case-v2`, `group`, `location-v2` and `location_type`.
+ */
+export type ResourceName =
+  | 'form'
+  | 'case'
+  | 'case-v2'
+  | 'user'
+  | 'web-user'
+  | 'group'
+  | 'location'
+  | 'location-v2'
+  | 'location_type'
+  | 'application'
+  | 'messaging-event'
+  | 'ucr';
+
+/** Query parameters as DET passes them: every name may repeat (repeated values are OR in HQ). */
+export type QueryParams = Readonly<Record<string, readonly string[]>>;
+
+/**
+ * Where an incremental pull stands after a page: the last `indexed_on` written (naive UTC ISO, as HQ
+ * accepts it back in `indexed_on_start`) and the ids of the records carrying exactly that value, which
+ * the next request (inclusive boundary) must drop. `cursor` is set for cursor-paged resources.
+ */
+export interface PullPosition {
+  readonly indexedOn: string | null;
+  readonly boundaryIds: readonly string[];
+  readonly cursor?: string | null;
+}
+
+/** What to pull. */
+export interface PullRequest {
+  readonly project: string;
+  readonly resource: ResourceName;
+  /** Filters sent on every request (`xmlns.exact`, `type`, `app_id`, `cases__full`, ...). */
+  readonly params?: QueryParams;
+  /** Resume point: send `indexed_on_start=position.indexedOn` and drop `boundaryIds`. */
+  readonly from?: PullPosition;
+  /** Explicit lower bound (DET `--since`), used when `from` is absent. */
+  readonly since?: string;
+  /** Explicit upper bound (DET `--until`), sent as `indexed_on_end`. */
+  readonly until?: string;
+  /** Page size; capped at the resource's maximum `limit`. */
+  readonly pageSize?: number;
+}
+
+/** One page of records, in order, with the position to resume from after it. */
+export interface Page {
+  readonly records: readonly JsonObject[];
+  /** Position after the last record of this page (null for resources without incremental paging). */
+  readonly position: PullPosition | null;
+  /** HQ's `total_count` / `matching_records` where it gives one. */
+  readonly totalCount: number | null;
+  /** 0-based page number within this pull. */
+  readonly pageNumber: number;
+}

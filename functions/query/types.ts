@@ -1,0 +1,36 @@
+import type { QueryParams, ResourceName } from '../commcare/types';
+import type { JsonObject } from '../common/json';
+
+/** DET's `Data Type` column values (`commcare_export/data_types.py`). */
+export type DataType = 'text' | 'boolean' | 'date' | 'datetime' | 'integer' | 'json';
+
+/** One output cell after Map Via / Format Via and DET's cell coercion. */
+export type Cell = string | number | boolean | Date | null | JsonObject | Cell[];
+
+/** An output table's declared shape. */
+export interface TableSpec {
+  readonly name: string;
+  readonly headings: readonly string[];
+  /** One entry per heading; null where the sheet gave no Data Type. */
+  readonly dataTypes: readonly (DataType | null)[];
+}
+
+/** One table fed by a source: turns one HQ record into zero or more rows (child tables give many). */
+export interface TablePlan extends TableSpec {
+  rowsFor(record: JsonObject): Cell[][];
+}
+
+/** One API pass: every table whose sheet has the same resource, filters and referenced items. */
+export interface SourcePlan {
+  readonly resource: ResourceName;
+  readonly params: QueryParams;
+  readonly tables: readonly TablePlan[];
+}
+
+/** A compiled query file, ready to run. */
+export interface CompiledQuery {
+  readonly sources: readonly SourcePlan[];
+  /** DET's default checkpoint key: MD5 of the query file's bytes (hex). */
+  readonly queryFileMd5: string;
+  readonly warnings: readonly string[];
+}
