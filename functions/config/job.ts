@@ -1,0 +1,92 @@
+/**
+ * The job the state machine hands to the export function: one export of one project space. Both sides
+ * share these types: the CDK app builds jobs from the config file (`exportJobs`), the handler receives
+ * them, and the core (`functions/export/slice.ts`) runs them.
+ */
+import type { ExportConfig, ExportsConfig } from './parse';
+
+export type KeyProvider = 'commcare' | 'conduce' | 'civicrm';
+
+/** Where a job's rows go. The bucket and database come from the deployment, not from the job. */
+export type ExportJobOutput =
+  | { readonly type: 's3'; readonly format: 'csv' | 'xlsx' | 'json' | 'markdown'; readonly prefix: string }
+  | { readonly type: 'postgres'; readonly schema: string };
+
+export interface ExportJob {
+  /** The export's name in the config: metric dimension, resource names, checkpoint namespace. */
+  readonly exportName: string;
+  /** The one project space (HQ domain) this job exports. */
+  readonly project: string;
+  /** Which key to use. The secret itself is found by the function (its ARN is in its environment). */
+  readonly credential: {
+    readonly name: string;
+    readonly provider: KeyProvider;
+    readonly baseUrl: string;
+    readonly username: string;
+  };
+  /**
+   * DET query file. In Lambda: relative to the function's code root, where the deployment bundles it
+   * (`query/<file name>`); the handler makes it absolute. Locally: a path on disk.
+   */
+  readonly queryFile: string;
+  readonly output: ExportJobOutput;
+  /** `incremental` resumes from the checkpoint; `snapshot` exports everything on every run. */
+  readonly mode: 'incremental' | 'snapshot';
+}
+
+/** The export function's event: a job and where the previous slice stopped (null for a fresh start). */
+export interface ExportSliceEvent {
+  readonly job: ExportJob;
+  readonly continuation: unknown | null;
+  /** Same for every slice of one run, across continue-as-new executions (the first execution's name). */
+  readonly runId?: string;
+}
+
+/** What one slice returns; the state machine loops while `done` is false. */
+export interface ExportSliceResult {
+  readonly done: boolean;
+  /** Opaque to the state machine; must stay small (Step Functions payloads are capped at 256 KB). */
+  readonly continuation: unknown | null;
+  readonly rows: number;
+  readonly pages: number;
+}
+
+/**
+ * An execution's input. The schedule sends every job with a null continuation; `ccexport trigger` may
+ * send `{}` (the state machine then uses the jobs it was deployed with); a continue-as-new execution
+ * receives the unfinished slices, the run id and the generation number.
+ */
+export interface ExportRunInput {
+  readonly slices?: readonly ExportSliceEvent[];
+  readonly runId?: string;
+  readonly generation?: number;
+}
+
+/** The code-root-relative path where the deployment puts an export's query file. */
+export function bundledQueryFile(exportConfig: Pick<ExportConfig, 'queryFile'>): string {
+  const base = exportConfig.queryFile.split(/[\\/]/).pop() as string;
+  return `query/${base}`;
+}
+
+/** One job per project of the named export, with the query file path as deployed. */
+export function exportJobs(config: ExportsConfig, exportName: string): ExportJob[] {
+  const exp = config.exports.find((e) => e.name === exportName);
+  if (!exp) {
+    throw new Error(
+      `No export named ${JSON.stringify(exportName)}; expected one of ${config.exports.map((e) => e.name).join(', ')}`,
+    );
+  }
+  const cred = config.credentials.find((c) => c.name === exp.credential);
+  if (!cred)
+    throw new Error(
+      `Export ${exp.name} names credential ${JSON.stringify(exp.credential)}, which is not defined`,
+    );
+  return exp.projects.map((project) => ({
+    exportName: exp.name,
+    project,
+    credential: { name: cred.name, provider: cred.provider, baseUrl: cred.baseUrl, username: cred.username },
+    queryFile: bundledQueryFile(exp),
+    output: exp.output,
+    mode: exp.mode,
+  }));
+}

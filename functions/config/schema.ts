@@ -1,0 +1,225 @@
+/**
+ * The schema of `exports.config.yaml`: the one file a user edits to say which exports run, when, with
+ * which key, and where the rows go. Parsed once (by the CDK app at synth, and by the CLI), validated
+ * loudly; see `parse.ts` for the entry point and the cross-field checks.
+ */
+import { z } from 'zod';
+import { cronProblem } from './schedule';
+
+/** Lower-case kebab names: they become parts of AWS resource names, S3 prefixes and metric dimensions. */
+const NAME = /^[a-z][a-z0-9-]{0,38}[a-z0-9]$/;
+const name = (what: string) =>
+  z.string().refine((v) => NAME.test(v), {
+    error: (iss) =>
+      `${JSON.stringify(iss.input)} is not a valid ${what} name; expected 2-40 characters of a-z, 0-9 and "-", starting with a letter`,
+  });
+
+/** A CommCare project space (domain) name as HQ allows it in URLs. */
+const PROJECT = /^[a-z0-9][a-z0-9-]*$/;
+const project = z.string().refine((v) => PROJECT.test(v), {
+  error: (iss) =>
+    `${JSON.stringify(iss.input)} is not a CommCare project space name; expected lower-case letters, digits and "-"`,
+});
+
+const httpsUrl = z.string().refine(
+  (v) => {
+    try {
+      const u = new URL(v);
+      // A key travels in the Authorization header; plain http would expose it. Loopback is allowed for
+      // the local sandbox server.
+      return (
+        u.protocol === 'https:' || (u.protocol === 'http:' && ['127.0.0.1', 'localhost'].includes(u.hostname))
+      );
+    } catch {
+      return false;
+    }
+  },
+  { error: (iss) => `${JSON.stringify(iss.input)} is not an https URL` },
+);
+
+/** True for names EventBridge Scheduler accepts as `ScheduleExpressionTimezone` (IANA zone names). */
+export function isIanaTimeZone(value: string): boolean {
+  // Intl also accepts offsets such as "+05:30", which Scheduler does not.
+  if (!/^[A-Za-z][A-Za-z0-9_+-]*(\/[A-Za-z0-9_+-]+)*$/.test(value)) return false;
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: value });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const timeZone = z.string().refine(isIanaTimeZone, {
+  error: (iss) => `${JSON.stringify(iss.input)} is not an IANA time zone (e.g. "Africa/Nairobi", "UTC")`,
+});
+
+const cron = z.string().superRefine((v, ctx) => {
+  const problem = cronProblem(v);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem, input: v });
+});
+
+const rotation = z.strictObject({
+  /**
+   * When Secrets Manager starts a rotation: a `cron(...)` or `rate(...)` expression in UTC.
+   * HQ keys are named after the month, so the default is early on the 1st.
+   */
+  schedule: z
+    .string()
+    .regex(/^(cron|rate)\(.+\)$/, {
+      error: 'expected "cron(...)" or "rate(...)" (UTC), e.g. "cron(0 4 1 * ? *)"',
+    })
+    .default('cron(0 4 1 * ? *)'),
+  /** Days the previous key stays valid after a new one becomes current. */
+  gracePeriodDays: z.number().int().min(0).max(60).default(7),
+  /** Who is reminded to create the new key where the provider has no key API (CommCare). */
+  reminderEmail: z.email({ error: 'expected an e-mail address' }).optional(),
+});
+
+export const credentialSchema = z.strictObject({
+  name: name('credential'),
+  provider: z.enum(['commcare', 'conduce', 'civicrm'], {
+    error: (iss) =>
+      `${JSON.stringify(iss.input)} is not a key provider; expected "commcare", "conduce" or "civicrm"`,
+  }),
+  baseUrl: httpsUrl,
+  /** The HQ web user that owns the key (an e-mail address on HQ). */
+  username: z.string().min(1, { error: 'expected a non-empty username' }),
+  /** Project spaces the key may read; exports using this credential must stay within them. */
+  projects: z.array(project).min(1, { error: 'expected at least one project' }),
+  rotation: rotation.prefault({}),
+});
+
+const s3Output = z.strictObject({
+  type: z.literal('s3'),
+  format: z.enum(['csv', 'xlsx', 'json', 'markdown'], {
+    error: (iss) =>
+      `${JSON.stringify(iss.input)} is not an output format; expected csv, xlsx, json or markdown`,
+  }),
+  /** Key prefix in the exports bucket; the export's role may write under it only. */
+  prefix: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9!_.*'()/-]*\/$/, {
+    error: 'expected a key prefix such as "forms/" (safe S3 key characters, ending with "/")',
+  }),
+});
+
+const postgresOutput = z.strictObject({
+  type: z.literal('postgres'),
+  /** Schema the tables are created in (created if missing). */
+  schema: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_]{0,62}$/, { error: 'expected a PostgreSQL schema name (a-z, 0-9, "_")' }),
+});
+
+const output = z.discriminatedUnion('type', [s3Output, postgresOutput], {
+  error: (iss) =>
+    `${JSON.stringify((iss.input as { type?: unknown } | undefined)?.type)} is not an output type; expected "s3" or "postgres"`,
+});
+
+export const exportSchema = z.strictObject({
+  name: name('export'),
+  /** One project, or several run in parallel by the state machine's Map state. */
+  projects: z.array(project).min(1, { error: 'expected at least one project' }),
+  credential: z.string().min(1),
+  /** DET query file (.xlsx or JSON), relative to the config file; bundled with the export's function. */
+  queryFile: z.string().min(1),
+  output,
+  schedule: z.strictObject({ cron, timezone: timeZone.default('UTC') }),
+  mode: z
+    .enum(['incremental', 'snapshot'], {
+      error: (iss) => `${JSON.stringify(iss.input)} is not a mode; expected "incremental" or "snapshot"`,
+    })
+    .default('incremental'),
+  /**
+   * Projects exported at the same time. HQ rate-limits per project space (and pools enterprise
+   * accounts), so parallel projects rarely throttle each other; keep it low for enterprise accounts.
+   */
+  concurrency: z.number().int().min(1).max(10).default(2),
+  /** Lambda memory for this export; xlsx output of large forms needs more. */
+  memoryMb: z.number().int().min(256).max(10240).default(1024),
+});
+
+const elasticIps = z.union(
+  [
+    z.strictObject({ create: z.number().int().min(1).max(2) }),
+    z.strictObject({
+      allocationIds: z
+        .array(
+          z.string().refine((v) => /^eipalloc-[0-9a-f]{8,17}$/.test(v), {
+            error: (iss) => `${JSON.stringify(iss.input)} is not an Elastic IP allocation id (eipalloc-...)`,
+          }),
+        )
+        .min(1)
+        .max(2),
+    }),
+  ],
+  {
+    error:
+      'expected { create: 1 | 2 } or { allocationIds: [eipalloc-...] } (one NAT gateway per address, at most 2)',
+  },
+);
+
+const database = z.discriminatedUnion(
+  'type',
+  [
+    z.strictObject({ type: z.literal('none') }),
+    z.strictObject({
+      type: z.literal('create'),
+      /** RDS instance class without the "db." prefix. */
+      instanceType: z
+        .string()
+        .regex(/^[a-z0-9]+\.[a-z0-9]+$/, { error: 'expected an instance type such as "t4g.micro"' })
+        .default('t4g.micro'),
+      allocatedStorageGb: z.number().int().min(20).max(65536).default(20),
+      databaseName: z
+        .string()
+        .regex(/^[a-z_][a-z0-9_]{0,62}$/)
+        .default('exports'),
+      backupRetentionDays: z.number().int().min(1).max(35).default(7),
+      deletionProtection: z.boolean().default(true),
+      multiAz: z.boolean().default(false),
+      /** Days between automatic rotations of the generated master password. */
+      rotationDays: z.number().int().min(1).max(365).default(30),
+    }),
+    z.strictObject({
+      type: z.literal('existing'),
+      /** Secret holding `{ host, port, username, password, dbname }` (the RDS secret shape). */
+      secretArn: z
+        .string()
+        .refine((v) => /^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$/.test(v), {
+          error: (iss) => `${JSON.stringify(iss.input)} is not a Secrets Manager secret ARN`,
+        }),
+      /** Security group of the database, to open its port to the export functions. */
+      securityGroupId: z
+        .string()
+        .regex(/^sg-[0-9a-f]{8,17}$/, { error: 'expected a security group id (sg-...)' })
+        .optional(),
+      port: z.number().int().min(1).max(65535).default(5432),
+    }),
+  ],
+  {
+    error: (iss) =>
+      `${JSON.stringify((iss.input as { type?: unknown } | undefined)?.type)} is not a database type; expected "none", "create" or "existing"`,
+  },
+);
+
+export const exportsConfigSchema = z.strictObject({
+  /** CloudFormation stack name; also the prefix of named resources. */
+  stackName: z
+    .string()
+    .regex(/^[A-Za-z][A-Za-z0-9-]{0,39}$/)
+    .default('CommCareExports'),
+  /** Where alarms are sent (an SNS e-mail subscription; confirm the e-mail AWS sends). */
+  alarmEmail: z.email({ error: (iss) => `${JSON.stringify(iss.input)} is not an e-mail address` }),
+  /** A run is stale when no run has succeeded within this many schedule periods. */
+  staleRunMultiple: z.number().min(1).max(30).default(2),
+  network: z.strictObject({ elasticIps }).prefault({ elasticIps: { create: 1 } }),
+  database: database.prefault({ type: 'none' }),
+  credentials: z.array(credentialSchema).min(1, { error: 'expected at least one credential' }),
+  exports: z.array(exportSchema).min(1, { error: 'expected at least one export' }),
+});
+
+export type ExportsConfigInput = z.input<typeof exportsConfigSchema>;
+export type CredentialConfig = z.output<typeof credentialSchema>;
+export type ExportConfig = z.output<typeof exportSchema>;
+export type ExportOutputConfig = ExportConfig['output'];
+export type DatabaseConfig = z.output<typeof exportsConfigSchema>['database'];
+export type ElasticIpsConfig = z.output<typeof exportsConfigSchema>['network']['elasticIps'];
