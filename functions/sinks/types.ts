@@ -1,3 +1,4 @@
+import type { S3Client } from '@aws-sdk/client-s3';
 import type { PullPosition } from '../commcare/types';
 import type { Cell, TableSpec } from '../query/types';
 
@@ -44,4 +45,48 @@ export interface ExportSink {
     project: string,
     dataSource: string,
   ): Promise<SourceCheckpoint | null>;
+}
+
+/** Output formats a sink writes. `sql` is PostgreSQL (a server URL) or embedded PGlite (a folder). */
+export type OutputFormat = 'csv' | 'xlsx' | 'json' | 'markdown' | 'sql';
+
+/**
+ * TLS mode as libpq names it. `prefer` (the default) tries TLS without verifying the certificate and
+ * falls back to plain TCP when the server has no TLS, as libpq does.
+ */
+export type SslMode = 'disable' | 'allow' | 'prefer' | 'require' | 'verify-ca' | 'verify-full';
+
+/** A PostgreSQL connection in the shape RDS generates for its secrets (`engine`, `dbInstanceIdentifier` ignored). */
+export interface DatabaseConnection {
+  readonly host: string;
+  readonly port?: number;
+  readonly username: string;
+  readonly password?: string;
+  readonly dbname: string;
+  readonly sslmode?: SslMode;
+  /** Path of a CA bundle file (e.g. RDS `global-bundle.pem`); required for `verify-ca`/`verify-full` with a private CA. */
+  readonly caFile?: string;
+}
+
+/** What `createSink` builds. */
+export interface SinkOptions {
+  readonly format: OutputFormat;
+  /** A folder path, `s3://bucket/prefix`, or (format `sql`) `postgresql://...`; a folder with `sql` means embedded PGlite. */
+  readonly output: string;
+  /** PostgreSQL connection object (RDS secret shape); used with format `sql` instead of a URL in `output`. */
+  readonly database?: DatabaseConnection;
+  /** S3 client for `s3://` outputs. @default - a client from the default credential chain */
+  readonly s3Client?: S3Client;
+  /** PostgreSQL: fail on a value that does not fit its column instead of widening the column to text. @default false */
+  readonly strictTypes?: boolean;
+  /** PostgreSQL schema for the tables and our checkpoint table. @default 'public' */
+  readonly schema?: string;
+  /** PostgreSQL: rows per COPY + merge batch. @default 5000 */
+  readonly batchRows?: number;
+  /** S3 multipart part size in bytes (S3 minimum 5 MiB). @default 8 MiB */
+  readonly partSizeBytes?: number;
+  /** xlsx: rows per sheet including the heading row before a table continues on `name (2)`. @default 1048576 (Excel's limit) */
+  readonly xlsxMaxRowsPerSheet?: number;
+  /** File outputs: how long a run's lease on its export lasts without a commit renewing it. @default 900 */
+  readonly leaseSeconds?: number;
 }

@@ -1,0 +1,26 @@
+/** Errors raised by sinks and checkpoint stores. Messages never contain a password or key. */
+
+export class SinkError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** Options that cannot work (bad URL, unknown format, missing `id` heading, ...). */
+export class SinkConfigError extends SinkError {}
+
+/** Another run of the same export (checkpoint key + project) holds the lock or lease. */
+export class ConcurrentRunError extends SinkError {}
+
+/** A value does not fit its column and `strictTypes` forbids widening. */
+export class TypeConflictError extends SinkError {}
+
+/** A conditional write lost: somebody else changed the object since we read it. */
+export class PreconditionFailedError extends SinkError {}
+
+/** The run's lease expired and another run took it; this run must stop without writing a checkpoint. */
+export class LeaseLostError extends SinkError {}
+
+/** Calls out of the order `begin`, `writeRows`/`commit`, `finish`/`abort`. */
+export class SinkStateError extends SinkError {}

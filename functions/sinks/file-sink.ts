@@ -1,0 +1,226 @@
+import { ExportLease, ObjectCheckpointStore } from '../checkpoints/object-store';
+import type { Cell, TableSpec } from '../query/types';
+import { safeKeySegment } from './cells';
+import { SinkConfigError, SinkStateError } from './errors';
+import type { FileFormat, TableEncoder } from './formats/types';
+import type { ObjectStore, ObjectUpload } from './store/types';
+import type { ExportSink, RunContext, SourceCheckpoint } from './types';
+
+/** One completed data object of a run, as the manifest lists it. */
+export interface ManifestObject {
+  readonly table: string;
+  /** Key relative to the output prefix. */
+  readonly key: string;
+  readonly uri: string;
+  /** 1 for `<run-id>.<ext>`, n for `<run-id>-000n.<ext>` (written after the (n-1)th commit). */
+  readonly part: number;
+  readonly rows: number;
+  readonly bytes: number;
+}
+
+/** `<prefix>/manifests/<run-id>.json`, rewritten at every commit and at the end of the run. */
+export interface RunManifest {
+  readonly format: 'ccexport-manifest/1';
+  readonly runId: string;
+  readonly checkpointKey: string;
+  readonly project: string;
+  readonly snapshot: boolean;
+  readonly outputFormat: FileFormat['name'];
+  readonly startedAt: string;
+  readonly updatedAt: string;
+  /** True once `finish` ran; false while running or after a failed run (then only committed parts are listed). */
+  readonly complete: boolean;
+  readonly tables: readonly { name: string; headings: readonly string[] }[];
+  readonly objects: readonly ManifestObject[];
+}
+
+export interface FileSinkOptions {
+  readonly maxRowsPerSheet?: number;
+  /** @default 900 */
+  readonly leaseSeconds?: number;
+}
+
+interface OpenPart {
+  readonly table: TableSpec;
+  readonly key: string;
+  readonly part: number;
+  readonly upload: ObjectUpload;
+  readonly encoder: TableEncoder;
+  rows: number;
+}
+
+export function dataObjectKey(table: string, runId: string, part: number, extension: string): string {
+  const name = part === 1 ? runId : `${runId}-${String(part).padStart(4, '0')}`;
+  return `${safeKeySegment(table)}/${safeKeySegment(name)}.${extension}`;
+}
+
+export function manifestKey(runId: string): string {
+  return `manifests/${safeKeySegment(runId)}.json`;
+}
+
+/**
+ * Files in a folder or under an S3 prefix: `<table>/<run-id>[-000n].<ext>` per table and part, a
+ * manifest per run and a checkpoint object per export. `commit` completes the open objects, rewrites
+ * the manifest, and only then writes the checkpoint, so a checkpoint never names an incomplete object.
+ */
+export class FileSink implements ExportSink {
+  private readonly checkpoints: ObjectCheckpointStore;
+  private tables = new Map<string, TableSpec>();
+  private open = new Map<string, OpenPart>();
+  private partCount = new Map<string, number>();
+  private done: ManifestObject[] = [];
+  private run: RunContext | undefined;
+  private lease: ExportLease | undefined;
+  private startedAt = '';
+  private state: 'new' | 'running' | 'closed' = 'new';
+
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly format: FileFormat,
+    private readonly options: FileSinkOptions = {},
+  ) {
+    this.checkpoints = new ObjectCheckpointStore(store);
+  }
+
+  async begin(tables: readonly TableSpec[], run: RunContext): Promise<void> {
+    if (this.state !== 'new') throw new SinkStateError(`begin called twice (run ${run.runId})`);
+    const seen = new Map<string, string>();
+    for (const table of tables) {
+      const folder = safeKeySegment(table.name);
+      const other = seen.get(folder.toLowerCase());
+      if (other !== undefined) {
+        throw new SinkConfigError(
+          `Tables "${other}" and "${table.name}" would share the folder "${folder}"; rename one of them`,
+        );
+      }
+      seen.set(folder.toLowerCase(), table.name);
+      this.tables.set(table.name, table);
+    }
+    this.run = run;
+    this.startedAt = new Date().toISOString();
+    this.lease = new ExportLease(
+      this.store,
+      run.checkpointKey,
+      run.project,
+      run.runId,
+      this.options.leaseSeconds ?? 900,
+    );
+    await this.lease.acquire();
+    this.state = 'running';
+  }
+
+  private requireRunning(what: string): RunContext {
+    if (this.state !== 'running' || !this.run)
+      throw new SinkStateError(`${what} called outside a run (state ${this.state})`);
+    return this.run;
+  }
+
+  private openPart(table: TableSpec): OpenPart {
+    const run = this.requireRunning('writeRows');
+    const part = (this.partCount.get(table.name) ?? 0) + 1;
+    this.partCount.set(table.name, part);
+    const key = dataObjectKey(table.name, run.runId, part, this.format.extension);
+    const upload = this.store.openUpload(key, this.format.contentType);
+    const encoder = this.format.open(table, upload, { maxRowsPerSheet: this.options.maxRowsPerSheet });
+    const open: OpenPart = { table, key, part, upload, encoder, rows: 0 };
+    this.open.set(table.name, open);
+    return open;
+  }
+
+  async writeRows(table: string, rows: readonly Cell[][]): Promise<void> {
+    this.requireRunning('writeRows');
+    const spec = this.tables.get(table);
+    if (!spec) throw new SinkConfigError(`writeRows for table "${table}", which begin did not declare`);
+    const part = this.open.get(table) ?? this.openPart(spec);
+    await part.encoder.writeRows(rows);
+    part.rows += rows.length;
+  }
+
+  /** Completes every open object (in table order) and records it for the manifest. */
+  private async completeOpen(): Promise<void> {
+    for (const [name, part] of this.open) {
+      await part.encoder.end();
+      const { bytes } = await part.upload.complete();
+      this.open.delete(name);
+      this.done.push({
+        table: part.table.name,
+        key: part.key,
+        uri: this.store.uri(part.key),
+        part: part.part,
+        rows: part.rows,
+        bytes,
+      });
+    }
+  }
+
+  private async writeManifest(complete: boolean): Promise<string> {
+    const run = this.run!;
+    const manifest: RunManifest = {
+      format: 'ccexport-manifest/1',
+      runId: run.runId,
+      checkpointKey: run.checkpointKey,
+      project: run.project,
+      snapshot: run.snapshot,
+      outputFormat: this.format.name,
+      startedAt: this.startedAt,
+      updatedAt: new Date().toISOString(),
+      complete,
+      tables: [...this.tables.values()].map((t) => ({ name: t.name, headings: t.headings })),
+      objects: this.done,
+    };
+    const key = manifestKey(run.runId);
+    await this.store.put(key, `${JSON.stringify(manifest, null, 2)}\n`, 'application/json');
+    return key;
+  }
+
+  async commit(checkpoints: readonly SourceCheckpoint[]): Promise<void> {
+    const run = this.requireRunning('commit');
+    // Order is the guarantee: data objects complete → manifest → lease still ours → checkpoint.
+    await this.completeOpen();
+    const manifest = await this.writeManifest(false);
+    await this.lease!.renew();
+    if (checkpoints.length > 0) {
+      await this.checkpoints.write(run.checkpointKey, checkpoints, { runId: run.runId, manifest });
+    }
+  }
+
+  async finish(): Promise<void> {
+    this.requireRunning('finish');
+    // Every declared table gets at least a header-only object, so the manifest shows the full run.
+    for (const table of this.tables.values()) {
+      if (!this.partCount.has(table.name)) this.openPart(table);
+    }
+    await this.completeOpen();
+    await this.writeManifest(true);
+    this.state = 'closed';
+    await this.lease!.release();
+  }
+
+  async abort(_error: unknown): Promise<void> {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    const parts = [...this.open.values()];
+    this.open.clear();
+    await Promise.allSettled(parts.map((p) => p.upload.abort()));
+    await this.lease?.release().catch(() => undefined);
+  }
+
+  readCheckpoint(
+    checkpointKey: string,
+    project: string,
+    dataSource: string,
+  ): Promise<SourceCheckpoint | null> {
+    return this.checkpoints.read(checkpointKey, project, dataSource);
+  }
+}
+
+/** Every run manifest under the output, oldest first (by `startedAt`, then run id). */
+export async function readManifests(store: ObjectStore): Promise<RunManifest[]> {
+  const keys = (await store.list('manifests/')).filter((k) => k.endsWith('.json'));
+  const manifests: RunManifest[] = [];
+  for (const key of keys) {
+    const found = await store.get(key);
+    if (found) manifests.push(JSON.parse(found.body) as RunManifest);
+  }
+  return manifests.sort((a, b) => a.startedAt.localeCompare(b.startedAt) || a.runId.localeCompare(b.runId));
+}

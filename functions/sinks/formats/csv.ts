@@ -1,0 +1,37 @@
+import type { Cell } from '../../query/types';
+import { cellToText } from '../cells';
+import type { FileFormat } from './types';
+
+/** RFC 4180 field: quoted when it holds a comma, quote, CR or LF; quotes doubled. */
+export function csvField(text: string): string {
+  return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+}
+
+export function csvLine(cells: readonly Cell[]): string {
+  return `${cells.map((c) => csvField(cellToText(c))).join(',')}\r\n`;
+}
+
+/** RFC 4180: CRLF line ends, header row, UTF-8 without BOM; cells rendered as DET's csv writer does. */
+export const csvFormat: FileFormat = {
+  name: 'csv',
+  extension: 'csv',
+  contentType: 'text/csv; charset=utf-8',
+  open(table, out) {
+    let started = false;
+    const header = async () => {
+      if (!started) {
+        started = true;
+        await out.write(csvLine(table.headings));
+      }
+    };
+    return {
+      async writeRows(rows) {
+        await header();
+        if (rows.length > 0) await out.write(rows.map(csvLine).join(''));
+      },
+      async end() {
+        await header();
+      },
+    };
+  },
+};

@@ -1,0 +1,43 @@
+import type { Cell } from '../../query/types';
+import { cellToText } from '../cells';
+import type { FileFormat } from './types';
+
+function mdCell(cell: Cell): string {
+  // A pipe would end the cell and a newline the row; GitHub-flavoured markdown escapes the first and
+  // has no escape for the second, so it becomes <br>.
+  return cellToText(cell)
+    .replaceAll('\\', '\\\\')
+    .replaceAll('|', '\\|')
+    .replace(/\r\n|\r|\n/g, '<br>');
+}
+
+function mdLine(cells: readonly Cell[]): string {
+  return `| ${cells.map(mdCell).join(' | ')} |\n`;
+}
+
+/** `# table`, then a pipe table like DET's streaming markdown writer. */
+export const markdownFormat: FileFormat = {
+  name: 'markdown',
+  extension: 'md',
+  contentType: 'text/markdown; charset=utf-8',
+  open(table, out) {
+    let started = false;
+    const header = async () => {
+      if (!started) {
+        started = true;
+        await out.write(
+          `# ${table.name}\n\n${mdLine(table.headings)}| ${table.headings.map(() => '---').join(' | ')} |\n`,
+        );
+      }
+    };
+    return {
+      async writeRows(rows) {
+        await header();
+        if (rows.length > 0) await out.write(rows.map(mdLine).join(''));
+      },
+      async end() {
+        await header();
+      },
+    };
+  },
+};

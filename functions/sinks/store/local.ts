@@ -1,0 +1,142 @@
+import { createHash } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { link, mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { dirname, join, relative, resolve, sep } from 'node:path';
+import { finished } from 'node:stream/promises';
+import { PreconditionFailedError, SinkError } from '../errors';
+import type { ObjectStore, ObjectUpload, PutCondition, StoredObject } from './types';
+import { CountingStream, writeWithBackpressure } from './upload';
+
+function etagOf(body: string | Buffer): string {
+  return createHash('sha256').update(body).digest('hex');
+}
+
+/**
+ * A local folder laid out like the S3 prefix. Objects are written to `name.tmp` and renamed, so a
+ * file with the final name is always complete. Conditional writes are best effort on one machine
+ * (create uses an atomic hard link; replace compares a content hash, then renames).
+ */
+export class LocalObjectStore implements ObjectStore {
+  readonly root: string;
+
+  constructor(folder: string) {
+    this.root = resolve(folder);
+  }
+
+  private path(key: string): string {
+    const path = resolve(this.root, ...key.split('/'));
+    if (path !== this.root && !path.startsWith(this.root + sep)) {
+      throw new SinkError(`Object key "${key}" escapes the output folder ${this.root}`);
+    }
+    return path;
+  }
+
+  uri(key: string): string {
+    return this.path(key);
+  }
+
+  openUpload(key: string, _contentType: string): ObjectUpload {
+    const path = this.path(key);
+    const tmp = `${path}.tmp`;
+    const body = new CountingStream();
+    let file: ReturnType<typeof createWriteStream> | undefined;
+    const ready = mkdir(dirname(path), { recursive: true }).then(() => {
+      file = createWriteStream(tmp);
+      body.pipe(file);
+    });
+    return {
+      stream: body,
+      write: async (chunk) => {
+        await ready;
+        await writeWithBackpressure(body, chunk);
+      },
+      complete: async () => {
+        await ready;
+        if (!body.writableEnded) body.end();
+        await finished(file!);
+        await rename(tmp, path);
+        return { bytes: body.bytes };
+      },
+      abort: async () => {
+        await ready.catch(() => undefined);
+        body.destroy();
+        file?.destroy();
+        await rm(tmp, { force: true });
+      },
+    };
+  }
+
+  async put(key: string, body: string, _contentType: string, condition: PutCondition = {}) {
+    const path = this.path(key);
+    await mkdir(dirname(path), { recursive: true });
+    const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
+    await writeFile(tmp, body);
+    try {
+      if (condition.ifNoneMatch) {
+        try {
+          await link(tmp, path); // fails with EEXIST: an atomic create-if-absent
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
+            throw new PreconditionFailedError(`${path} already exists (conditional create refused)`, {
+              cause: error,
+            });
+          }
+          throw error;
+        }
+        return { etag: etagOf(body) };
+      }
+      if (condition.ifMatch) {
+        const current = await this.get(key);
+        if (!current || current.etag !== condition.ifMatch) {
+          throw new PreconditionFailedError(`${path} changed since it was read (conditional write refused)`);
+        }
+      }
+      await rename(tmp, path);
+      return { etag: etagOf(body) };
+    } finally {
+      await rm(tmp, { force: true });
+    }
+  }
+
+  async get(key: string): Promise<StoredObject | null> {
+    try {
+      const bytes = await readFile(this.path(key));
+      return { body: bytes.toString('utf8'), etag: etagOf(bytes) };
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw error;
+    }
+  }
+
+  async delete(key: string, ifMatch?: string): Promise<void> {
+    if (ifMatch) {
+      const current = await this.get(key);
+      if (!current) return;
+      if (current.etag !== ifMatch)
+        throw new PreconditionFailedError(`${this.path(key)} changed; not deleted`);
+    }
+    await unlink(this.path(key)).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT') throw error;
+    });
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    const out: string[] = [];
+    const walk = async (dir: string): Promise<void> => {
+      let entries: import('node:fs').Dirent[];
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+        throw error;
+      }
+      for (const entry of entries) {
+        const full = join(dir, entry.name);
+        if (entry.isDirectory()) await walk(full);
+        else if (!entry.name.endsWith('.tmp')) out.push(relative(this.root, full).split(sep).join('/'));
+      }
+    };
+    await walk(this.root);
+    return out.filter((k) => k.startsWith(prefix)).sort();
+  }
+}

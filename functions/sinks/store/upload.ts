@@ -1,0 +1,26 @@
+import { once } from 'node:events';
+import { Transform, type Writable } from 'node:stream';
+
+/**
+ * A byte-counting pass-through in front of the real destination, with a `write` that honours
+ * backpressure: the caller waits whenever the destination is slower than the producer.
+ */
+export class CountingStream extends Transform {
+  bytes = 0;
+  override _transform(chunk: Buffer, _enc: BufferEncoding, callback: (e?: Error | null, d?: Buffer) => void) {
+    this.bytes += chunk.length;
+    callback(null, chunk);
+  }
+}
+
+export async function writeWithBackpressure(stream: Writable, chunk: string | Uint8Array): Promise<void> {
+  if (stream.destroyed) throw new Error('the object stream was closed before the write');
+  if (!stream.write(chunk)) {
+    await Promise.race([
+      once(stream, 'drain'),
+      once(stream, 'close').then(() => {
+        throw new Error('the object stream closed while waiting to write');
+      }),
+    ]);
+  }
+}
