@@ -1,0 +1,345 @@
+/**
+ * The CommCare HQ client: `pages()` / `records()` for any list resource, incremental on `indexed_on` for
+ * forms and cases, optionally in parallel windows, plus `userDomains()` for checking a key.
+ */
+import type { JsonObject } from '../common/json';
+import { formatNaiveUtc, type Micros, requireTimestamp, toNaiveUtc } from './dates';
+import { CommCareConfigError } from './errors';
+import { CommCareHttp, type CommCareLogger, type CommCareStats } from './http';
+import {
+  cursorPages,
+  fetchEnvelope,
+  keysetPages,
+  offsetPages,
+  type PagingContext,
+  type RawPage,
+} from './paginate';
+import {
+  parseEnvelope,
+  resolveBaseUrl,
+  resolveNext,
+  resourceSpec,
+  resourceUrl,
+  type UrlStyle,
+  userDomainsUrl,
+  withQuery,
+} from './resources';
+import type { Page, PullPosition, PullRequest, QueryParams } from './types';
+import { AimdLimiter, orderedMerge, splitRange } from './windows';
+
+export interface CommCareClientOptions {
+  /** `prod` (https://www.commcarehq.org), `local` (http://localhost:8000) or any http(s) base URL. */
+  readonly baseUrl: string;
+  /** The web user's login (email) the key belongs to. */
+  readonly username: string;
+  /** The API key; sent only in the `Authorization: ApiKey <username>:<key>` header. */
+  readonly apiKey: string;
+  /** @default 'resource-first' - `/a/<project>/api/form/v1/`; `legacy` is DET's `/a/<project>/api/v0.5/form/` */
+  readonly urlStyle?: UrlStyle;
+  /** Page size when a request gives none; always capped at the resource's maximum. @default 1000 */
+  readonly pageSize?: number;
+  /** Whole-request timeout. @default 60000 (DET's 60 s) */
+  readonly timeoutMs?: number;
+  /** Retries after 5xx, resets, timeouts and unreadable bodies, per request. @default 8 */
+  readonly maxRetries?: number;
+  /** Time a request may spend failing and retrying before giving up. @default 300000 (DET's 300 s) */
+  readonly maxRetryTimeMs?: number;
+  /** Total time one request may wait on 429s. @default 1800000 (30 min) */
+  readonly maxThrottleWaitMs?: number;
+  /** First backoff step; each retry doubles it (full jitter). @default 1000 */
+  readonly backoffBaseMs?: number;
+  /** Largest backoff step. @default 60000 */
+  readonly backoffMaxMs?: number;
+  /**
+   * Windows fetched at once for form and case pulls. 1 is DET's sequential pull with no extra requests.
+   * @default 1
+   */
+  readonly concurrency?: number;
+  /** Ceiling the adaptive limit may grow to after successes. @default the value of `concurrency` */
+  readonly maxConcurrency?: number;
+  /** Successful requests in a row before the adaptive limit grows by one. @default 10 */
+  readonly increaseAfter?: number;
+  /** Pages a window ahead of the head may buffer before it pauses. @default 2 */
+  readonly windowQueuePages?: number;
+  /** Pages of records aimed at per parallel window. @default 4 */
+  readonly pagesPerWindow?: number;
+  /** @default `commcare-export-service` */
+  readonly userAgent?: string;
+  /** Progress and warnings; nothing passed to it contains the key. @default no logging */
+  readonly logger?: CommCareLogger;
+  /** For tests. @default setTimeout-based */
+  readonly sleep?: (ms: number) => Promise<void>;
+  /** For tests; must return [0, 1). @default Math.random */
+  readonly random?: () => number;
+  /** For tests; milliseconds. @default Date.now */
+  readonly now?: () => number;
+}
+
+/** One project space the key can reach, from `/api/user_domains/v1/`. */
+export interface UserDomain {
+  readonly domainName: string;
+  readonly projectName: string | null;
+}
+
+const MAX_WINDOWS = 10_000;
+
+/** Query parameters the pager sets itself; a caller sending them would silently break paging. */
+const RESERVED: Record<'keyset' | 'offset' | 'cursor', readonly string[]> = {
+  keyset: ['limit', 'offset', 'order_by', 'indexed_on_start', 'indexed_on_end'],
+  offset: ['limit', 'offset'],
+  cursor: ['limit', 'cursor'],
+};
+
+function positiveInt(value: number | undefined, fallback: number, name: string): number {
+  const v = value ?? fallback;
+  if (!Number.isInteger(v) || v < 1) {
+    throw new CommCareConfigError(`${name} must be a positive integer; received ${String(value)}`);
+  }
+  return v;
+}
+
+function nonNegative(value: number | undefined, fallback: number, name: string): number {
+  const v = value ?? fallback;
+  if (!Number.isFinite(v) || v < 0) {
+    throw new CommCareConfigError(`${name} must be a number ≥ 0; received ${String(value)}`);
+  }
+  return v;
+}
+
+export class CommCareClient {
+  readonly baseUrl: string;
+  private readonly http: CommCareHttp;
+  private readonly urlStyle: UrlStyle;
+  private readonly pageSize: number;
+  private readonly concurrency: number;
+  private readonly maxConcurrency: number;
+  private readonly increaseAfter: number;
+  private readonly windowQueuePages: number;
+  private readonly pagesPerWindow: number;
+
+  constructor(options: CommCareClientOptions) {
+    this.baseUrl = resolveBaseUrl(options.baseUrl);
+    if (!options.username || /[:\s]/.test(options.username)) {
+      throw new CommCareConfigError(
+        `username must be the web user's login (an email, no ":" or spaces); received "${options.username}"`,
+      );
+    }
+    if (!options.apiKey || /\s/.test(options.apiKey)) {
+      // The message must not echo the key.
+      throw new CommCareConfigError('apiKey must be a non-empty string without whitespace');
+    }
+    this.urlStyle = options.urlStyle ?? 'resource-first';
+    if (this.urlStyle !== 'resource-first' && this.urlStyle !== 'legacy') {
+      throw new CommCareConfigError(
+        `urlStyle must be "resource-first" or "legacy"; received "${this.urlStyle}"`,
+      );
+    }
+    this.pageSize = positiveInt(options.pageSize, 1000, 'pageSize');
+    this.concurrency = positiveInt(options.concurrency, 1, 'concurrency');
+    this.maxConcurrency = positiveInt(options.maxConcurrency, this.concurrency, 'maxConcurrency');
+    if (this.maxConcurrency < this.concurrency) {
+      throw new CommCareConfigError(
+        `maxConcurrency (${this.maxConcurrency}) must be at least concurrency (${this.concurrency})`,
+      );
+    }
+    this.increaseAfter = positiveInt(options.increaseAfter, 10, 'increaseAfter');
+    this.windowQueuePages = positiveInt(options.windowQueuePages, 2, 'windowQueuePages');
+    this.pagesPerWindow = positiveInt(options.pagesPerWindow, 4, 'pagesPerWindow');
+    this.http = new CommCareHttp({
+      baseUrl: this.baseUrl,
+      username: options.username,
+      apiKey: options.apiKey,
+      timeoutMs: positiveInt(options.timeoutMs, 60_000, 'timeoutMs'),
+      maxRetries: nonNegative(options.maxRetries, 8, 'maxRetries'),
+      maxRetryTimeMs: nonNegative(options.maxRetryTimeMs, 300_000, 'maxRetryTimeMs'),
+      maxThrottleWaitMs: nonNegative(options.maxThrottleWaitMs, 1_800_000, 'maxThrottleWaitMs'),
+      backoffBaseMs: nonNegative(options.backoffBaseMs, 1000, 'backoffBaseMs'),
+      backoffMaxMs: nonNegative(options.backoffMaxMs, 60_000, 'backoffMaxMs'),
+      userAgent: options.userAgent ?? 'commcare-export-service',
+      sleep: options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms))),
+      random: options.random ?? Math.random,
+      now: options.now ?? Date.now,
+      logger: options.logger,
+    });
+  }
+
+  /** A copy of the counters so far. */
+  get stats(): CommCareStats {
+    return { ...this.http.stats };
+  }
+
+  /**
+   * Pages of `request.resource`, in order, each with the position to resume from after it. Holds one
+   * page at a time (plus, with concurrency > 1, a bounded number of pages of windows ahead).
+   */
+  async *pages(request: PullRequest): AsyncGenerator<Page> {
+    const spec = resourceSpec(request.resource);
+    const ctx: PagingContext = {
+      http: this.http,
+      baseUrl: this.baseUrl,
+      project: request.project,
+      url: resourceUrl(this.baseUrl, request.project, spec, this.urlStyle),
+      spec,
+    };
+    const params = request.params ?? {};
+    for (const name of RESERVED[spec.paging]) {
+      if (name in params) {
+        throw new CommCareConfigError(
+          `params must not set "${name}" for ${spec.name}: the client sets it while paging (use pageSize, since, until or from)`,
+        );
+      }
+    }
+    const requested = positiveInt(request.pageSize, this.pageSize, 'pageSize');
+    const pageSize = Math.min(requested, spec.maxLimit);
+    const since = request.since === undefined ? null : toNaiveUtc(request.since, 'since');
+    const until = request.until === undefined ? null : toNaiveUtc(request.until, 'until');
+    const start: PullPosition | null =
+      request.from ?? (since === null ? null : { indexedOn: since, boundaryIds: [] });
+
+    let raw: AsyncIterable<RawPage>;
+    if (spec.paging === 'keyset') {
+      raw =
+        this.maxConcurrency > 1
+          ? this.parallelKeyset(ctx, params, start, until, pageSize)
+          : keysetPages(ctx, { params, start, endParam: until, stopBefore: null, pageSize });
+    } else if (spec.paging === 'cursor') {
+      raw = cursorPages(ctx, { params, start: request.from ?? null, since, until, pageSize });
+    } else {
+      if (request.from || since !== null || until !== null) {
+        this.http.log('warn', 'since/until/from are ignored: this resource has no incremental paging', {
+          resource: spec.name,
+        });
+      }
+      raw = offsetPages(ctx, { params, pageSize });
+    }
+
+    let pageNumber = 0;
+    for await (const page of raw) {
+      this.http.stats.pages += 1;
+      this.http.stats.records += page.records.length;
+      this.http.log('debug', 'page', {
+        resource: spec.name,
+        project: request.project,
+        pageNumber,
+        records: page.records.length,
+        totalCount: page.totalCount,
+        indexedOn: page.position?.indexedOn ?? null,
+      });
+      yield { ...page, pageNumber };
+      pageNumber += 1;
+    }
+  }
+
+  /** Every record of the pull, one at a time. */
+  async *records(request: PullRequest): AsyncGenerator<JsonObject> {
+    for await (const page of this.pages(request)) yield* page.records;
+  }
+
+  /** The project spaces the key can reach (a cheap, unthrottled key check). */
+  async userDomains(): Promise<UserDomain[]> {
+    const out: UserDomain[] = [];
+    let url = withQuery(userDomainsUrl(this.baseUrl, this.urlStyle), { limit: ['1000'] });
+    const seen = new Set<string>();
+    for (;;) {
+      seen.add(url);
+      const body = await this.http.getJson(url, null);
+      const envelope = parseEnvelope({ envelope: 'tastypie' }, body, new URL(url).pathname);
+      for (const record of envelope.records) {
+        const domainName = record.domain_name;
+        if (typeof domainName !== 'string') continue;
+        const projectName = record.project_name;
+        out.push({ domainName, projectName: typeof projectName === 'string' ? projectName : null });
+      }
+      if (envelope.next === null || envelope.records.length === 0) return out;
+      const next = resolveNext(this.baseUrl, envelope.next);
+      if (seen.has(next)) return out;
+      url = next;
+    }
+  }
+
+  /**
+   * Cuts the pull into `indexed_on` windows and runs them under an AIMD limit. The range comes from the
+   * request (since/from, until) or from one-record probes sorted each way. Anything that cannot be
+   * planned (no records, a server ignoring `-indexed_on`) falls back to the sequential pull.
+   */
+  private async *parallelKeyset(
+    ctx: PagingContext,
+    params: QueryParams,
+    start: PullPosition | null,
+    until: string | null,
+    pageSize: number,
+  ): AsyncGenerator<RawPage> {
+    const limiter = new AimdLimiter({
+      initial: this.concurrency,
+      max: this.maxConcurrency,
+      increaseAfter: this.increaseAfter,
+    });
+    const hooks = { onThrottle: () => limiter.onThrottle(), onSuccess: () => limiter.onSuccess() };
+    const wctx: PagingContext = { ...ctx, hooks };
+    const sequential = () =>
+      keysetPages(wctx, { params, start, endParam: until, stopBefore: null, pageSize });
+
+    const probe = async (order: string, extra: Record<string, readonly string[]>) => {
+      const envelope = await fetchEnvelope(
+        wctx,
+        withQuery(ctx.url, { ...params, ...extra, order_by: [order], limit: ['1'] }),
+      );
+      const first = envelope.records[0];
+      const value = first?.indexed_on;
+      return {
+        key: typeof value === 'string' ? requireTimestamp(value, 'indexed_on in a probe') : null,
+        total: envelope.totalCount,
+      };
+    };
+    let lo: Micros | null = start?.indexedOn ? requireTimestamp(start.indexedOn, 'from.indexedOn') : null;
+    let hi: Micros | null = until === null ? null : requireTimestamp(until, 'until');
+    let total: number | null = null;
+    const bounds: Record<string, readonly string[]> = {};
+    if (lo !== null) bounds.indexed_on_start = [start!.indexedOn!];
+    if (until !== null) bounds.indexed_on_end = [until];
+    if (lo === null || hi !== null) {
+      const first = await probe('indexed_on', bounds);
+      total = first.total;
+      lo ??= first.key;
+    }
+    if (lo !== null && hi === null) {
+      const last = await probe('-indexed_on', bounds);
+      total ??= last.total;
+      hi = last.key;
+    }
+    let count =
+      total === null ? this.maxConcurrency * 4 : Math.ceil(total / (pageSize * this.pagesPerWindow));
+    count = Math.min(MAX_WINDOWS, Math.max(1, count));
+    const cuts = lo !== null && hi !== null && hi > lo ? splitRange(lo, hi, count) : [];
+    if (cuts.length === 0) {
+      this.http.log('info', 'pulling sequentially: the range is empty, too narrow or small', {
+        resource: ctx.spec.name,
+        total,
+      });
+      yield* sequential();
+      return;
+    }
+    this.http.log('info', 'pulling in parallel indexed_on windows', {
+      resource: ctx.spec.name,
+      windows: cuts.length + 1,
+      total,
+      concurrency: this.concurrency,
+      maxConcurrency: this.maxConcurrency,
+    });
+    const windows = function* (): Generator<() => AsyncIterable<RawPage>> {
+      for (let i = 0; i <= cuts.length; i += 1) {
+        const last = i === cuts.length;
+        const stopBefore = last ? null : cuts[i]!;
+        const windowStart: PullPosition | null =
+          i === 0 ? start : { indexedOn: formatNaiveUtc(cuts[i - 1]!), boundaryIds: [] };
+        const endParam = last ? until : formatNaiveUtc(stopBefore!);
+        yield () => keysetPages(wctx, { params, start: windowStart, endParam, stopBefore, pageSize });
+      }
+    };
+    yield* orderedMerge(windows(), { limiter, queuePages: this.windowQueuePages });
+  }
+}
+
+export function createCommCareClient(options: CommCareClientOptions): CommCareClient {
+  return new CommCareClient(options);
+}

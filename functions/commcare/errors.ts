@@ -1,0 +1,99 @@
+/**
+ * Errors thrown by the CommCare HQ client. Every message names the project, the resource path and what
+ * HQ answered, and none ever contains the API key: axios errors carry the request headers in
+ * `config.headers`, so they are never attached as `cause`; a plain, redacted `Error` is attached instead.
+ */
+
+/** Base class: everything the client throws on purpose is a `CommCareError`. */
+export class CommCareError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** Options the caller gave are unusable (bad base URL, unknown resource, unparseable date, ...). */
+export class CommCareConfigError extends CommCareError {}
+
+/**
+ * HQ refused the credentials (401) or the permission (403). Not retried: a retry cannot fix it, and
+ * repeated failures can lock the account out.
+ */
+export class CommCareAuthError extends CommCareError {
+  readonly status: 401 | 403;
+  readonly project: string | null;
+  readonly username: string;
+  constructor(args: {
+    status: 401 | 403;
+    project: string | null;
+    username: string;
+    path: string;
+    hqMessage: string | null;
+  }) {
+    const where = args.project === null ? 'a URL without a project' : `project "${args.project}"`;
+    const causes =
+      args.status === 401
+        ? [
+            'the API key is wrong, or belongs to another user than the username',
+            'the key has expired or was deactivated or deleted',
+            'the key is scoped to another project space',
+            "the calling IP address is not on the key's IP allow-list",
+            "the project's subscription has no API access, or API access was cut off for too many requests",
+          ]
+        : [
+            'the user is not a member of the project space',
+            'the user\'s role lacks the "API Access" permission or the permission the resource needs (forms and cases need Edit Data)',
+            'the key is limited to a role without that permission',
+          ];
+    const said = args.hqMessage ? ` HQ said: ${args.hqMessage}.` : '';
+    super(
+      `CommCare HQ answered ${args.status} for user "${args.username}" on ${where} (${args.path}).${said} ` +
+        `Likely causes: ${causes.join('; ')}.`,
+    );
+    this.status = args.status;
+    this.project = args.project;
+    this.username = args.username;
+  }
+}
+
+/** HQ rejected the request itself (400 bad filter or date, 404 unknown project or resource, a redirect, ...). */
+export class CommCareRequestError extends CommCareError {
+  readonly status: number;
+  /** HQ's own error text (the `error` field of a JSON body, or the text body), redacted and shortened. */
+  readonly hqMessage: string | null;
+  constructor(message: string, args: { status: number; hqMessage: string | null; cause?: unknown }) {
+    super(message, { cause: args.cause });
+    this.status = args.status;
+    this.hqMessage = args.hqMessage;
+  }
+}
+
+/** HQ kept failing (5xx, resets, timeouts, unreadable bodies) until the retry count or time ran out. */
+export class CommCareUnavailableError extends CommCareError {
+  readonly attempts: number;
+  constructor(message: string, args: { attempts: number; cause?: unknown }) {
+    super(message, { cause: args.cause });
+    this.attempts = args.attempts;
+  }
+}
+
+/** HQ kept answering 429 for longer than the throttle budget allows. */
+export class CommCareThrottledError extends CommCareError {}
+
+/** A response was valid JSON but not the envelope the resource should have. */
+export class CommCareResponseError extends CommCareError {}
+
+/**
+ * Keyset paging cannot advance: more records share one `indexed_on` value than the resource's maximum
+ * page holds, so the same request would repeat forever (DET's `ResourceRepeatException`).
+ */
+export class CommCareStuckError extends CommCareError {}
+
+/** Replaces every occurrence of each secret in `text` (secrets shorter than 4 characters are ignored). */
+export function redact(text: string, secrets: readonly string[]): string {
+  let out = text;
+  for (const secret of secrets) {
+    if (secret.length >= 4) out = out.split(secret).join('[redacted]');
+  }
+  return out;
+}

@@ -1,0 +1,289 @@
+/**
+ * The HTTP layer: one GET with HQ's auth header, a request timeout, and the retry policy.
+ *
+ * - 429: wait `Retry-After` when HQ sends it (case v2, messaging-event, ucr do); tastypie resources send
+ *   none, so back off exponentially from 1 s. 429s do not use up the error retry count; they are bounded
+ *   by their own total wait (`maxThrottleWaitMs`), because a busy HQ is not a broken HQ.
+ * - 5xx, connection resets, timeouts, truncated or invalid JSON bodies: exponential backoff with full
+ *   jitter, bounded by `maxRetries` and `maxRetryTimeMs` (DET gives up after 300 s).
+ * - 401/403: `CommCareAuthError` at once. 400 and other 4xx: `CommCareRequestError` with HQ's text.
+ * - Redirects are not followed: following one would send the Authorization header to wherever it points.
+ *
+ * axios is asked never to throw on a status (`validateStatus`) and to hand over the raw text, so every
+ * error we raise is built here from status, path and a redacted body, never from an axios error (whose
+ * `config.headers` holds the key).
+ */
+import axios, { type AxiosInstance } from 'axios';
+import {
+  CommCareAuthError,
+  CommCareRequestError,
+  CommCareThrottledError,
+  CommCareUnavailableError,
+  redact,
+} from './errors';
+
+export type CommCareLogLevel = 'debug' | 'info' | 'warn' | 'error';
+
+/** A progress or warning event; fields are plain values (never the key). */
+export interface CommCareLogEvent {
+  readonly level: CommCareLogLevel;
+  readonly message: string;
+  readonly [field: string]: unknown;
+}
+
+export type CommCareLogger = (event: CommCareLogEvent) => void;
+
+/** Counters over the life of a client. */
+export interface CommCareStats {
+  /** HTTP requests sent, retries included. */
+  requests: number;
+  /** Pages handed to the caller. */
+  pages: number;
+  /** Records handed to the caller. */
+  records: number;
+  /** Retries after errors (5xx, resets, timeouts, bad bodies); 429s are counted in `throttled`. */
+  retries: number;
+  /** 429 answers. */
+  throttled: number;
+  /** Total time waited because of 429s. */
+  throttleWaitMs: number;
+}
+
+export interface HttpOptions {
+  readonly baseUrl: string;
+  readonly username: string;
+  readonly apiKey: string;
+  readonly timeoutMs: number;
+  readonly maxRetries: number;
+  readonly maxRetryTimeMs: number;
+  readonly maxThrottleWaitMs: number;
+  readonly backoffBaseMs: number;
+  readonly backoffMaxMs: number;
+  readonly userAgent: string;
+  readonly sleep: (ms: number) => Promise<void>;
+  readonly random: () => number;
+  readonly now: () => number;
+  readonly logger: CommCareLogger | undefined;
+}
+
+/** Per-request observers: the window scheduler listens for 429s and successes to adapt its limit. */
+export interface RequestHooks {
+  onThrottle?(): void;
+  onSuccess?(): void;
+}
+
+type Attempt =
+  | { kind: 'ok'; body: unknown }
+  | { kind: 'retry'; reason: string }
+  | { kind: 'throttle'; retryAfterMs: number | null };
+
+const BODY_EXCERPT = 300;
+
+export class CommCareHttp {
+  readonly stats: CommCareStats = {
+    requests: 0,
+    pages: 0,
+    records: 0,
+    retries: 0,
+    throttled: 0,
+    throttleWaitMs: 0,
+  };
+  private readonly axios: AxiosInstance;
+  private readonly secrets: string[];
+
+  constructor(private readonly options: HttpOptions) {
+    this.secrets = [options.apiKey, encodeURIComponent(options.apiKey)];
+    this.axios = axios.create({
+      timeout: options.timeoutMs,
+      maxRedirects: 0,
+      responseType: 'text',
+      // Keep the raw text: we parse it ourselves so a truncated body is a retry, not a crash.
+      transformResponse: [(data: unknown) => data],
+      validateStatus: () => true,
+      headers: {
+        Authorization: `ApiKey ${options.username}:${options.apiKey}`,
+        Accept: 'application/json',
+        'User-Agent': options.userAgent,
+      },
+    });
+  }
+
+  /** Logs through the caller's logger with every string redacted (belt and braces: nothing should carry the key). */
+  log(level: CommCareLogLevel, message: string, fields: Record<string, unknown> = {}): void {
+    const logger = this.options.logger;
+    if (!logger) return;
+    const clean: Record<string, unknown> = {};
+    for (const [name, value] of Object.entries(fields)) {
+      clean[name] = typeof value === 'string' ? this.redact(value) : value;
+    }
+    try {
+      logger({ ...clean, level, message: this.redact(message) });
+    } catch {
+      // A failing logger must not fail the export.
+    }
+  }
+
+  redact(text: string): string {
+    return redact(text, this.secrets);
+  }
+
+  /**
+   * GETs `url` (absolute, built by us, never carrying credentials) and returns the parsed JSON body.
+   * `project` is only used in error messages.
+   */
+  async getJson(url: string, project: string | null, hooks: RequestHooks = {}): Promise<unknown> {
+    const o = this.options;
+    const path = pathOf(url);
+    const started = o.now();
+    let errors = 0;
+    let throttles = 0;
+    let throttleWaited = 0;
+    for (;;) {
+      const attempt = await this.attempt(url, path, project);
+      if (attempt.kind === 'ok') {
+        hooks.onSuccess?.();
+        return attempt.body;
+      }
+      if (attempt.kind === 'throttle') {
+        this.stats.throttled += 1;
+        hooks.onThrottle?.();
+        const backoff = Math.max(1000, this.jitter(throttles));
+        const wait = attempt.retryAfterMs ?? backoff;
+        throttles += 1;
+        if (throttleWaited + wait > o.maxThrottleWaitMs) {
+          throw new CommCareThrottledError(
+            `CommCare HQ kept answering 429 (rate limited) for ${path} on project "${project}": ${throttles} times, ` +
+              `${Math.round(throttleWaited / 1000)} s waited; the next wait of ${Math.ceil(wait / 1000)} s would pass ` +
+              `the limit of ${Math.round(o.maxThrottleWaitMs / 1000)} s (maxThrottleWaitMs)`,
+          );
+        }
+        this.log('info', 'CommCare HQ is rate limiting; waiting', {
+          path,
+          waitMs: wait,
+          retryAfter: attempt.retryAfterMs !== null,
+        });
+        throttleWaited += wait;
+        this.stats.throttleWaitMs += wait;
+        await o.sleep(wait);
+        continue;
+      }
+      errors += 1;
+      const wait = this.jitter(errors - 1);
+      const elapsed = o.now() - started;
+      if (errors > o.maxRetries || elapsed + wait > o.maxRetryTimeMs) {
+        throw new CommCareUnavailableError(
+          `CommCare HQ request ${path} on project "${project}" failed ${errors} times over ` +
+            `${Math.round(elapsed / 1000)} s (limits: ${o.maxRetries} retries, ${Math.round(o.maxRetryTimeMs / 1000)} s); ` +
+            `last failure: ${attempt.reason}`,
+          { attempts: errors, cause: new Error(attempt.reason) },
+        );
+      }
+      this.stats.retries += 1;
+      this.log('warn', 'CommCare HQ request failed; retrying', {
+        path,
+        reason: attempt.reason,
+        attempt: errors,
+        waitMs: Math.round(wait),
+      });
+      await o.sleep(wait);
+    }
+  }
+
+  /** Full jitter: uniform in [0, min(max, base·2^n)]. */
+  private jitter(n: number): number {
+    const o = this.options;
+    return o.random() * Math.min(o.backoffMaxMs, o.backoffBaseMs * 2 ** Math.min(n, 30));
+  }
+
+  private async attempt(url: string, path: string, project: string | null): Promise<Attempt> {
+    this.stats.requests += 1;
+    this.log('debug', 'GET', { path });
+    let status: number;
+    let text: string;
+    let headers: Record<string, unknown>;
+    try {
+      const response = await this.axios.get<string>(url, {
+        // axios' `timeout` is a socket idle timeout in Node; the signal bounds the whole exchange.
+        signal: AbortSignal.timeout(this.options.timeoutMs),
+      });
+      status = response.status;
+      text = typeof response.data === 'string' ? response.data : String(response.data ?? '');
+      headers = response.headers as Record<string, unknown>;
+    } catch (error) {
+      return { kind: 'retry', reason: this.describeNetworkError(error) };
+    }
+    if (status >= 200 && status < 300) {
+      try {
+        return { kind: 'ok', body: JSON.parse(text) };
+      } catch {
+        return {
+          kind: 'retry',
+          reason: `HTTP ${status} with a body that is not complete JSON (${text.length} characters)`,
+        };
+      }
+    }
+    if (status === 429)
+      return { kind: 'throttle', retryAfterMs: parseRetryAfter(headers['retry-after'], this.options.now()) };
+    if (status >= 500)
+      return { kind: 'retry', reason: `HTTP ${status}: ${this.excerpt(text) ?? 'empty body'}` };
+    const hqMessage = this.excerpt(text);
+    if (status === 401 || status === 403) {
+      throw new CommCareAuthError({ status, project, username: this.options.username, path, hqMessage });
+    }
+    if (status >= 300 && status < 400) {
+      const location = typeof headers.location === 'string' ? this.redact(headers.location) : 'nowhere';
+      throw new CommCareRequestError(
+        `CommCare HQ answered ${status} for ${path} redirecting to ${location}; redirects are not followed ` +
+          `(the API key would travel with them), so set the base URL to the final host`,
+        { status, hqMessage },
+      );
+    }
+    const hint = status === 404 ? ' (unknown project space or resource at this base URL?)' : '';
+    throw new CommCareRequestError(
+      `CommCare HQ rejected ${path} on project "${project}" with ${status}${hint}: ${hqMessage ?? 'empty body'}`,
+      { status, hqMessage },
+    );
+  }
+
+  private describeNetworkError(error: unknown): string {
+    const e = error as { code?: unknown; message?: unknown; name?: unknown };
+    const code = typeof e.code === 'string' ? e.code : typeof e.name === 'string' ? e.name : 'error';
+    const message = typeof e.message === 'string' ? e.message : 'request failed';
+    const timedOut = code === 'ECONNABORTED' || code === 'ERR_CANCELED' || code === 'ETIMEDOUT';
+    const reason = timedOut
+      ? `no complete answer within ${this.options.timeoutMs} ms (${code})`
+      : `${code}: ${message}`;
+    return this.redact(reason);
+  }
+
+  /** HQ's error text: the `error` field of a JSON body, else the text; redacted, shortened, one line. */
+  private excerpt(text: string): string | null {
+    let message = text.trim();
+    if (!message) return null;
+    try {
+      const parsed = JSON.parse(message) as unknown;
+      if (parsed && typeof parsed === 'object' && typeof (parsed as { error?: unknown }).error === 'string') {
+        message = (parsed as { error: string }).error;
+      }
+    } catch {
+      if (/^<(!doctype|html)/i.test(message)) message = `an HTML page (${message.length} characters)`;
+    }
+    message = message.replace(/\s+/g, ' ');
+    if (message.length > BODY_EXCERPT) message = `${message.slice(0, BODY_EXCERPT)}…`;
+    return this.redact(message);
+  }
+}
+
+/** Seconds (DET rounds up) or an HTTP date; null when absent or unreadable. */
+export function parseRetryAfter(value: unknown, now: number): number | null {
+  if (typeof value !== 'string' || value.trim() === '') return null;
+  const seconds = Number(value.trim());
+  if (Number.isFinite(seconds)) return Math.max(0, Math.ceil(seconds) * 1000);
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? null : Math.max(0, date - now);
+}
+
+function pathOf(url: string): string {
+  const u = new URL(url);
+  return `${u.pathname}${u.search}`;
+}

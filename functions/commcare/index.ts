@@ -1,0 +1,21 @@
+/** The CommCare HQ client's public API. */
+export {
+  CommCareClient,
+  type CommCareClientOptions,
+  createCommCareClient,
+  type UserDomain,
+} from './client';
+export { formatNaiveUtc, parseTimestamp, toNaiveUtc } from './dates';
+export {
+  CommCareAuthError,
+  CommCareConfigError,
+  CommCareError,
+  CommCareRequestError,
+  CommCareResponseError,
+  CommCareStuckError,
+  CommCareThrottledError,
+  CommCareUnavailableError,
+} from './errors';
+export type { CommCareLogEvent, CommCareLogger, CommCareLogLevel, CommCareStats } from './http';
+export { RESOURCE_NAMES, type ResourceSpec, resolveBaseUrl, resourceSpec, type UrlStyle } from './resources';
+export type { Page, PullPosition, PullRequest, QueryParams, ResourceName } from './types';

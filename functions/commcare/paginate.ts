@@ -1,0 +1,253 @@
+/**
+ * The three ways HQ pages a list, each an async generator of pages that holds one page at a time.
+ *
+ * - keyset (form, case v1): DET's DatePaginator. `order_by=indexed_on`, and each next request sends
+ *   `indexed_on_start=<indexed_on of the last record>`; the bound is inclusive, so records at that exact
+ *   value that were already emitted are dropped by id. `meta.next` only says whether more may exist.
+ * - offset (users, groups, locations, applications, ...): follow tastypie's relative `meta.next`.
+ * - cursor (case v2, messaging-event, ucr): follow the `next` link; its `cursor` is the resume point.
+ *
+ * A page is the last when HQ gives no `next`, or it is empty, or it is shorter than the limit HQ applied
+ * (which also covers resources whose `total_count` is null and whose `next` is always present).
+ */
+import type { JsonObject, JsonValue } from '../common/json';
+import { formatNaiveUtc, type Micros, parseTimestamp, requireTimestamp } from './dates';
+import { CommCareResponseError, CommCareStuckError } from './errors';
+import type { CommCareHttp, RequestHooks } from './http';
+import { type Envelope, parseEnvelope, type ResourceSpec, resolveNext, withQuery } from './resources';
+import type { PullPosition, QueryParams } from './types';
+
+export interface PagingContext {
+  readonly http: CommCareHttp;
+  readonly baseUrl: string;
+  readonly project: string;
+  /** The resource's list URL (no query). */
+  readonly url: string;
+  readonly spec: ResourceSpec;
+  readonly hooks?: RequestHooks;
+}
+
+/** A page before numbering. */
+export interface RawPage {
+  readonly records: JsonObject[];
+  readonly position: PullPosition | null;
+  readonly totalCount: number | null;
+}
+
+export async function fetchEnvelope(ctx: PagingContext, url: string): Promise<Envelope> {
+  const body = await ctx.http.getJson(url, ctx.project, ctx.hooks);
+  return parseEnvelope(ctx.spec, body, new URL(url).pathname);
+}
+
+/** True when this response is the last page. */
+function isLastPage(envelope: Envelope, requestedLimit: number): boolean {
+  if (envelope.records.length === 0 || envelope.next === null) return true;
+  return envelope.records.length < (envelope.limit ?? requestedLimit);
+}
+
+function recordId(record: JsonObject, spec: ResourceSpec): string {
+  const value: JsonValue | undefined = record[spec.idField] ?? record.id;
+  if (typeof value !== 'string' && typeof value !== 'number') {
+    throw new CommCareResponseError(
+      `a ${spec.name} record has no "${spec.idField}" (string or number) to identify it; received ${JSON.stringify(value ?? null)}`,
+    );
+  }
+  return String(value);
+}
+
+function recordKey(record: JsonObject, field: string, spec: ResourceSpec): Micros {
+  const value = record[field];
+  const key = typeof value === 'string' ? parseTimestamp(value) : null;
+  if (key === null) {
+    throw new CommCareResponseError(
+      `a ${spec.name} record has no readable "${field}" timestamp; received ${JSON.stringify(value ?? null)}`,
+    );
+  }
+  return key;
+}
+
+/**
+ * The resume point as records are emitted: the last emitted timestamp and the ids emitted at exactly that
+ * timestamp (which an inclusive `*_start` bound will send again).
+ */
+class PositionTracker {
+  key: Micros | null;
+  ids: string[];
+  constructor(start: PullPosition | null) {
+    this.key = start?.indexedOn ? requireTimestamp(start.indexedOn, 'from.indexedOn') : null;
+    this.ids = this.key === null ? [] : [...(start?.boundaryIds ?? [])];
+  }
+  add(key: Micros, id: string): void {
+    if (key === this.key) {
+      this.ids.push(id);
+    } else {
+      this.key = key;
+      this.ids = [id];
+    }
+  }
+  snapshot(cursor?: string | null): PullPosition {
+    const base = {
+      indexedOn: this.key === null ? null : formatNaiveUtc(this.key),
+      boundaryIds: [...this.ids],
+    };
+    return cursor === undefined ? base : { ...base, cursor };
+  }
+}
+
+export interface KeysetOptions {
+  readonly params: QueryParams;
+  /** Where to start: `indexed_on_start` and the ids already emitted there. */
+  readonly start: PullPosition | null;
+  /** `indexed_on_end` to send (naive UTC), or null. */
+  readonly endParam: string | null;
+  /**
+   * Stop before records at or after this instant (parallel windows: the next window owns them). The
+   * window ends as soon as a page reaches it, so a crowd of records at the boundary cannot get it stuck.
+   */
+  readonly stopBefore: Micros | null;
+  readonly pageSize: number;
+}
+
+const KEY_FIELD = 'indexed_on';
+
+export async function* keysetPages(ctx: PagingContext, options: KeysetOptions): AsyncGenerator<RawPage> {
+  const { spec } = ctx;
+  const position = new PositionTracker(options.start);
+  let startKey = position.key;
+  let boundary = new Set(position.ids);
+  let limit = options.pageSize;
+  for (;;) {
+    const params: Record<string, readonly string[]> = {
+      ...options.params,
+      order_by: [KEY_FIELD],
+      limit: [String(limit)],
+    };
+    if (startKey !== null) params.indexed_on_start = [formatNaiveUtc(startKey)];
+    if (options.endParam !== null) params.indexed_on_end = [options.endParam];
+    const envelope = await fetchEnvelope(ctx, withQuery(ctx.url, params));
+
+    const records: JsonObject[] = [];
+    let reachedStop = false;
+    let lastKey: Micros | null = null;
+    for (const record of envelope.records) {
+      const key = recordKey(record, KEY_FIELD, spec);
+      if (options.stopBefore !== null && key >= options.stopBefore) {
+        reachedStop = true;
+        break;
+      }
+      lastKey = key;
+      const id = recordId(record, spec);
+      if (key === startKey && boundary.has(id)) continue;
+      records.push(record);
+      position.add(key, id);
+    }
+    yield { records, position: position.snapshot(), totalCount: envelope.totalCount };
+
+    if (reachedStop || isLastPage(envelope, limit) || lastKey === null) return;
+    if (lastKey === startKey) {
+      // Every record of a full page shares the start value: the same request would come back unchanged.
+      if (limit >= spec.maxLimit) {
+        throw new CommCareStuckError(
+          `paging ${spec.name} on project "${ctx.project}" is stuck: more than ${limit} records share ` +
+            `indexed_on ${formatNaiveUtc(lastKey)}, and ${spec.maxLimit} is the largest page HQ serves for ` +
+            `this resource, so indexed_on_start cannot advance past them`,
+        );
+      }
+      const grown = Math.min(spec.maxLimit, limit * 2);
+      ctx.http.log('warn', 'more records share one indexed_on than fit in a page; growing the page', {
+        resource: spec.name,
+        indexedOn: formatNaiveUtc(lastKey),
+        from: limit,
+        to: grown,
+      });
+      limit = grown;
+      // Everything emitted at this value so far must be dropped when the bigger page repeats it.
+      boundary = new Set(position.ids);
+      continue;
+    }
+    startKey = lastKey;
+    boundary = new Set(position.key === startKey ? position.ids : []);
+    limit = options.pageSize;
+  }
+}
+
+export interface OffsetOptions {
+  readonly params: QueryParams;
+  readonly pageSize: number;
+}
+
+export async function* offsetPages(ctx: PagingContext, options: OffsetOptions): AsyncGenerator<RawPage> {
+  let url = withQuery(ctx.url, { ...options.params, limit: [String(options.pageSize)] });
+  for (;;) {
+    const envelope = await fetchEnvelope(ctx, url);
+    yield { records: envelope.records, position: null, totalCount: envelope.totalCount };
+    if (isLastPage(envelope, options.pageSize) || envelope.next === null) return;
+    const next = resolveNext(ctx.baseUrl, envelope.next);
+    if (next === url) {
+      throw new CommCareStuckError(
+        `paging ${ctx.spec.name} on project "${ctx.project}" is stuck: HQ's next link repeats the request just made (${new URL(next).pathname})`,
+      );
+    }
+    url = next;
+  }
+}
+
+export interface CursorOptions {
+  readonly params: QueryParams;
+  readonly start: PullPosition | null;
+  readonly since: string | null;
+  readonly until: string | null;
+  readonly pageSize: number;
+}
+
+function cursorOf(baseUrl: string, next: string | null): string | null {
+  if (next === null) return null;
+  return new URL(next, `${baseUrl}/`).searchParams.get('cursor');
+}
+
+export async function* cursorPages(ctx: PagingContext, options: CursorOptions): AsyncGenerator<RawPage> {
+  const { spec } = ctx;
+  const window = spec.dateWindow;
+  const position = new PositionTracker(window ? options.start : null);
+  const startKey = position.key;
+  const boundary = new Set(position.ids);
+  const params: Record<string, readonly string[]> = { ...options.params, limit: [String(options.pageSize)] };
+  if (options.start?.cursor) {
+    params.cursor = [options.start.cursor];
+  } else if (window) {
+    const since = options.start?.indexedOn ?? options.since;
+    if (since !== null) params[window.sinceParam] = [since];
+    if (window.orderBy) params.order_by = [window.orderBy];
+  }
+  if (window && options.until !== null && !options.start?.cursor) params[window.untilParam] = [options.until];
+  let url = withQuery(ctx.url, params);
+  let cursor: string | null = options.start?.cursor ?? null;
+  for (;;) {
+    const envelope = await fetchEnvelope(ctx, url);
+    const records: JsonObject[] = [];
+    for (const record of envelope.records) {
+      if (window) {
+        const key = recordKey(record, window.field, spec);
+        const id = recordId(record, spec);
+        if (key === startKey && boundary.has(id)) continue;
+        position.add(key, id);
+      }
+      records.push(record);
+    }
+    const last = isLastPage(envelope, options.pageSize);
+    cursor = last ? null : cursorOf(ctx.baseUrl, envelope.next);
+    yield {
+      records,
+      position: position.snapshot(cursor),
+      totalCount: envelope.totalCount,
+    };
+    if (last || envelope.next === null) return;
+    const next = resolveNext(ctx.baseUrl, envelope.next);
+    if (next === url) {
+      throw new CommCareStuckError(
+        `paging ${spec.name} on project "${ctx.project}" is stuck: HQ's next link repeats the request just made`,
+      );
+    }
+    url = next;
+  }
+}
