@@ -1,0 +1,167 @@
+/**
+ * Where `ccexport run` gets the HQ username and API key, safest first:
+ *
+ * 1. `--secret-id ID`: a Secrets Manager secret (read by its AWSCURRENT stage), JSON with `username`
+ *    and `key` (the rotation secret's shape) or `apiKey`.
+ * 2. The environment variable named by `--api-key-env` (default `CCEXPORT_API_KEY`).
+ * 3. `--password VALUE`, DET's flag: it works, but every user of the machine can read a process's
+ *    command line, so it warns.
+ * 4. A prompt on the terminal, without echo.
+ *
+ * The username comes from `--username`, else `CCEXPORT_USERNAME`, else the secret, else the prompt.
+ */
+import { GetSecretValueCommand, type SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { UsageError } from './args';
+
+export interface HqCredentials {
+  readonly username: string;
+  readonly apiKey: string;
+  /** Where the key came from, for logs (never the key itself). */
+  readonly source: 'secret' | 'environment' | 'command-line' | 'prompt';
+  /** Base URL stored with the secret, when it has one. */
+  readonly baseUrl?: string;
+}
+
+export interface CredentialInputs {
+  readonly username?: string;
+  readonly password?: string;
+  readonly secretId?: string;
+  readonly apiKeyEnv?: string;
+}
+
+export interface CredentialEnvironment {
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly isTTY: boolean;
+  readonly warn: (message: string) => void;
+  readonly prompt: (question: string, hidden: boolean) => Promise<string>;
+  readonly secretsManager?: () => SecretsManagerClient;
+}
+
+export class CredentialError extends Error {
+  override readonly name = 'CredentialError';
+}
+
+export async function resolveCredentials(
+  inputs: CredentialInputs,
+  context: CredentialEnvironment,
+): Promise<HqCredentials> {
+  let username = inputs.username ?? context.env.CCEXPORT_USERNAME;
+  if (inputs.secretId !== undefined) {
+    const fromSecret = await readSecret(inputs.secretId, context);
+    return {
+      username: username ?? fromSecret.username,
+      apiKey: fromSecret.apiKey,
+      source: 'secret',
+      ...(fromSecret.baseUrl ? { baseUrl: fromSecret.baseUrl } : {}),
+    };
+  }
+  const envName = inputs.apiKeyEnv ?? 'CCEXPORT_API_KEY';
+  const fromEnv = context.env[envName];
+  let apiKey: string | undefined;
+  let source: HqCredentials['source'];
+  if (inputs.password !== undefined) {
+    context.warn(
+      'warning: --password puts the API key on the command line, where other users of this machine can read it ' +
+        `(ps, /proc). Prefer the ${envName} environment variable, a prompt, or --secret-id.`,
+    );
+    apiKey = inputs.password;
+    source = 'command-line';
+  } else if (fromEnv !== undefined && fromEnv !== '') {
+    apiKey = fromEnv;
+    source = 'environment';
+  } else {
+    source = 'prompt';
+  }
+  if (username === undefined || username === '') {
+    if (!context.isTTY) {
+      throw new CredentialError('no username: pass --username or set CCEXPORT_USERNAME');
+    }
+    username = (await context.prompt('CommCare HQ username (e-mail): ', false)).trim();
+  }
+  if (apiKey === undefined) {
+    if (!context.isTTY) {
+      throw new CredentialError(
+        `no API key: set the ${envName} environment variable, pass --secret-id, or run on a terminal to be prompted`,
+      );
+    }
+    apiKey = (await context.prompt(`API key for ${username}: `, true)).trim();
+  }
+  if (apiKey === '') throw new CredentialError('the API key is empty');
+  if (username === '') throw new CredentialError('the username is empty');
+  return { username, apiKey, source };
+}
+
+async function readSecret(
+  secretId: string,
+  context: CredentialEnvironment,
+): Promise<{ username: string; apiKey: string; baseUrl?: string }> {
+  if (!context.secretsManager) throw new UsageError('--secret-id needs AWS access');
+  let text: string | undefined;
+  try {
+    const result = await context
+      .secretsManager()
+      .send(new GetSecretValueCommand({ SecretId: secretId, VersionStage: 'AWSCURRENT' }));
+    text = result.SecretString;
+  } catch (error) {
+    const name = error instanceof Error ? error.name : 'Error';
+    throw new CredentialError(`could not read secret "${secretId}" from Secrets Manager (${name})`, {
+      cause: error,
+    });
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text ?? '');
+  } catch {
+    // Never echo the secret's text: it holds the key.
+    throw new CredentialError(`secret "${secretId}" is not a JSON document with "username" and "key"`);
+  }
+  const doc = (parsed ?? {}) as Record<string, unknown>;
+  const username = doc.username;
+  const apiKey = doc.key ?? doc.apiKey;
+  if (typeof username !== 'string' || username === '') {
+    throw new CredentialError(`secret "${secretId}": field "username" is missing or not a string`);
+  }
+  if (typeof apiKey !== 'string' || apiKey === '') {
+    throw new CredentialError(`secret "${secretId}": field "key" is missing or not a string`);
+  }
+  const baseUrl = typeof doc.baseUrl === 'string' ? doc.baseUrl : undefined;
+  return { username, apiKey, ...(baseUrl ? { baseUrl } : {}) };
+}
+
+/** Reads one line from the terminal; with `hidden`, typed characters are not echoed. */
+export async function promptOnTerminal(
+  input: NodeJS.ReadStream,
+  output: NodeJS.WriteStream,
+  question: string,
+  hidden: boolean,
+): Promise<string> {
+  output.write(question);
+  return await new Promise((resolve, reject) => {
+    let answer = '';
+    const wasRaw = input.isRaw;
+    if (input.isTTY) input.setRawMode(true);
+    input.setEncoding('utf8');
+    input.resume();
+    const done = (error?: Error) => {
+      input.off('data', onData);
+      if (input.isTTY) input.setRawMode(wasRaw);
+      input.pause();
+      output.write('\n');
+      if (error) reject(error);
+      else resolve(answer);
+    };
+    const onData = (chunk: string) => {
+      for (const ch of chunk) {
+        if (ch === '\r' || ch === '\n') return done();
+        if (ch === '\u0003') return done(new CredentialError('cancelled'));
+        if (ch === '\u007f' || ch === '\b') {
+          answer = answer.slice(0, -1);
+          continue;
+        }
+        answer += ch;
+        if (!hidden) output.write(ch);
+      }
+    };
+    input.on('data', onData);
+  });
+}

@@ -1,0 +1,75 @@
+/**
+ * `ccexport`: the command-line entry point. Subcommands dispatch here; given DET's flags and no
+ * subcommand it behaves as `ccexport run`, so an existing `commcare-export ...` command line works by
+ * changing only the program's name.
+ */
+import { UsageError } from './args';
+import { CredentialError } from './credentials';
+import { type CommandIO, processIO } from './io';
+import { runRunCommand } from './run-command';
+
+export const VERSION = '0.1.0';
+
+const HELP = `ccexport ${VERSION}: scheduled, incremental exports of CommCare HQ data
+
+Usage:
+  ccexport [run] --project P --query FILE --output-format F --output OUT [DET flags...]
+  ccexport validate-query FILE          check a DET query file and print its tables
+  ccexport sandbox [--port N]           run the local CommCare HQ sandbox server
+  ccexport demo                         export the bundled sample from the sandbox into ./demo-output
+  ccexport keys status|submit|rotate|generate ...   monthly API-key rotation
+  ccexport trigger EXPORT | runs EXPORT            deployed exports (AWS Step Functions)
+
+Run "ccexport run --help" for the export flags (DET's, plus ours).
+`;
+
+type Command = (argv: string[], io: CommandIO) => Promise<number>;
+
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  run: async () => runRunCommand,
+  'validate-query': async () => (await import('./validate-command')).runValidateCommand,
+  sandbox: async () => (await import('./sandbox-command')).runSandboxCliCommand,
+  demo: async () => (await import('./demo-command')).runDemoCommand,
+  keys: async () => (await import('./keys-entry')).runKeysEntry,
+  trigger: async () => (await import('./aws-entry')).runTriggerEntry,
+  runs: async () => (await import('./aws-entry')).runRunsEntry,
+};
+
+export async function main(argv: string[], io: CommandIO = processIO()): Promise<number> {
+  const [first, ...rest] = argv;
+  if (first === undefined || first === '--help' || first === '-h' || first === 'help') {
+    io.stdout.write(HELP);
+    return first === undefined ? 2 : 0;
+  }
+  if (first === '--version') {
+    io.stdout.write(`ccexport version ${VERSION}\n`);
+    return 0;
+  }
+  const load = COMMANDS[first];
+  const [command, args] = load ? [await load(), rest] : first.startsWith('-') ? [runRunCommand, argv] : [null, rest];
+  if (!command) {
+    io.stderr.write(`ccexport: unknown command "${first}"\n\n${HELP}`);
+    return 2;
+  }
+  try {
+    return await command(args, io);
+  } catch (error) {
+    return reportError(error, io);
+  }
+}
+
+/** Last line of defence: a clear message and exit code, never a stack trace (unless --verbose asked). */
+export function reportError(error: unknown, io: CommandIO): number {
+  if (error instanceof UsageError) {
+    io.stderr.write(`ccexport: ${error.message}\n`);
+    return 2;
+  }
+  if (error instanceof CredentialError) {
+    io.stderr.write(`ccexport: ${error.message}\n`);
+    return 1;
+  }
+  const message = error instanceof Error ? `${error.name === 'Error' ? '' : `${error.name}: `}${error.message}` : String(error);
+  io.stderr.write(`ccexport: ${message}\n`);
+  if (io.env.CCEXPORT_DEBUG === '1' && error instanceof Error && error.stack) io.stderr.write(`${error.stack}\n`);
+  return 1;
+}

@@ -1,0 +1,242 @@
+/** `ccexport run`: one export, DET's command line. */
+import { randomUUID } from 'node:crypto';
+import { resolve } from 'node:path';
+import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { CommCareClient, type CommCareLogEvent, RESOURCE_NAMES } from '../commcare';
+import type { ResourceName } from '../commcare/types';
+import { jsonLinesProgress, ttyProgress } from '../export/progress';
+import { JsonLinesSink, rawRecordsPlan } from '../export/raw-records';
+import { type ExportSummary, type ProgressListener, runExport } from '../export/run';
+import type { SourcePlan } from '../query/types';
+import type { ExportSink } from '../sinks/types';
+import { booleanFlag, formatHelp, integerFlag, type ParsedFlags, parseArgs, stringFlag, UsageError } from './args';
+import { promptOnTerminal, resolveCredentials } from './credentials';
+import type { CommandIO } from './io';
+import { RUN_FLAGS } from './run-flags';
+
+const FILE_FORMATS = ['json', 'csv', 'xlsx', 'xls', 'markdown', 'sql', 'jsonl'] as const;
+type OutputFormatFlag = (typeof FILE_FORMATS)[number];
+
+/** Everything `ccexport run` decided from its flags, before touching the network. */
+export interface RunSettings {
+  readonly project: string;
+  readonly baseUrl: string;
+  readonly queryFile?: string;
+  readonly resources: readonly ResourceName[];
+  readonly format: OutputFormatFlag;
+  readonly output: string;
+  readonly since?: string;
+  readonly until?: string;
+  readonly startOver: boolean;
+  readonly batchSize: number;
+  readonly checkpointKey?: string;
+  readonly missingValue?: string;
+  readonly strictTypes: boolean;
+  readonly users: boolean;
+  readonly locations: boolean;
+  readonly withOrganization: boolean;
+  readonly exportRootIfNoSubdocument: boolean;
+  readonly concurrency: number;
+  readonly maxConcurrency: number;
+  readonly verbose: boolean;
+  readonly progress: 'tty' | 'json' | 'none';
+}
+
+const DATE_PATTERN = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?$/;
+
+export function settingsFromFlags(flags: ParsedFlags, io: CommandIO): RunSettings {
+  const project = stringFlag(flags, 'project');
+  if (!project) throw new UsageError('--project is required (the project space, e.g. --project my-project)');
+  const authMode = stringFlag(flags, 'auth-mode') ?? 'apikey';
+  if (authMode !== 'apikey') {
+    throw new UsageError(
+      `--auth-mode ${authMode} is not supported: this tool uses HQ API keys only (header "Authorization: ApiKey"). ` +
+        'Create a key at https://www.commcarehq.org/account/api_keys/ and pass --auth-mode apikey.',
+    );
+  }
+  const format = (stringFlag(flags, 'output-format') ?? 'json') as OutputFormatFlag;
+  if (!FILE_FORMATS.includes(format)) {
+    throw new UsageError(`--output-format expects one of ${FILE_FORMATS.join(', ')} (got "${format}")`);
+  }
+  const queryFile = stringFlag(flags, 'query');
+  const resourceList = (flags.resource as string[] | undefined) ?? [];
+  for (const r of resourceList) {
+    if (!(RESOURCE_NAMES as readonly string[]).includes(r)) {
+      throw new UsageError(`--resource expects one of ${RESOURCE_NAMES.join(', ')} (got "${r}")`);
+    }
+  }
+  const withOrganization = booleanFlag(flags, 'with-organization');
+  const users = booleanFlag(flags, 'users') || withOrganization;
+  const locations = booleanFlag(flags, 'locations') || withOrganization;
+  if (!queryFile && resourceList.length === 0 && !users && !locations) {
+    throw new UsageError('nothing to export: give --query FILE (or --users, --locations, or --resource NAME)');
+  }
+  if (queryFile && resourceList.length > 0) {
+    throw new UsageError('--resource exports raw records without a query; give either --query or --resource');
+  }
+  if (resourceList.length > 0 && format !== 'jsonl') {
+    throw new UsageError('--resource writes raw records: use --output-format jsonl');
+  }
+  for (const name of ['since', 'until'] as const) {
+    const value = stringFlag(flags, name);
+    if (value !== undefined && !DATE_PATTERN.test(value)) {
+      throw new UsageError(`--${name} expects YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS (got "${value}")`);
+    }
+  }
+  const concurrency = integerFlag(flags, 'concurrency', 1, 32) ?? 1;
+  const maxConcurrency = integerFlag(flags, 'max-concurrency', 1, 32) ?? Math.max(concurrency, 4);
+  if (maxConcurrency < concurrency) {
+    throw new UsageError(`--max-concurrency (${maxConcurrency}) must be at least --concurrency (${concurrency})`);
+  }
+  const progressFlag = stringFlag(flags, 'progress');
+  if (progressFlag !== undefined && !['tty', 'json', 'none'].includes(progressFlag)) {
+    throw new UsageError(`--progress expects tty, json or none (got "${progressFlag}")`);
+  }
+  const since = stringFlag(flags, 'since');
+  const until = stringFlag(flags, 'until');
+  const checkpointKey = stringFlag(flags, 'checkpoint-key');
+  const missingValue = stringFlag(flags, 'missing-value');
+  return {
+    project,
+    baseUrl: stringFlag(flags, 'commcare-hq') ?? 'prod',
+    ...(queryFile ? { queryFile: resolve(io.cwd, queryFile) } : {}),
+    resources: resourceList as ResourceName[],
+    format,
+    output: stringFlag(flags, 'output') ?? 'ccexport-output',
+    ...(since !== undefined ? { since } : {}),
+    ...(until !== undefined ? { until } : {}),
+    startOver: booleanFlag(flags, 'start-over'),
+    batchSize: integerFlag(flags, 'batch-size', 1, 10_000) ?? 1000,
+    ...(checkpointKey !== undefined ? { checkpointKey } : {}),
+    ...(missingValue !== undefined ? { missingValue } : {}),
+    strictTypes: booleanFlag(flags, 'strict-types'),
+    users,
+    locations,
+    withOrganization,
+    exportRootIfNoSubdocument: booleanFlag(flags, 'export-root-if-no-subdocument'),
+    concurrency,
+    maxConcurrency,
+    verbose: booleanFlag(flags, 'verbose'),
+    progress: (progressFlag as RunSettings['progress'] | undefined) ?? (io.stderr.isTTY ? 'tty' : 'json'),
+  };
+}
+
+export async function runRunCommand(argv: string[], io: CommandIO): Promise<number> {
+  const { flags, positionals } = parseArgs(argv, RUN_FLAGS);
+  if (booleanFlag(flags, 'help')) {
+    io.stdout.write(formatHelp('ccexport run: export CommCare HQ data (DET command line)', RUN_FLAGS));
+    return 0;
+  }
+  if (booleanFlag(flags, 'version')) {
+    io.stdout.write('ccexport version 0.1.0\n');
+    return 0;
+  }
+  if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
+  const settings = settingsFromFlags(flags, io);
+  const warn = (message: string) => io.stderr.write(`${message}\n`);
+  if (booleanFlag(flags, 'no-logfile') === false && stringFlag(flags, 'log-dir') !== undefined) {
+    warn('note: --log-dir is accepted for DET compatibility; ccexport logs to stderr only');
+  }
+
+  const credentials = await resolveCredentials(
+    {
+      ...(stringFlag(flags, 'username') !== undefined ? { username: stringFlag(flags, 'username') } : {}),
+      ...(stringFlag(flags, 'password') !== undefined ? { password: stringFlag(flags, 'password') } : {}),
+      ...(stringFlag(flags, 'secret-id') !== undefined ? { secretId: stringFlag(flags, 'secret-id') } : {}),
+      ...(stringFlag(flags, 'api-key-env') !== undefined ? { apiKeyEnv: stringFlag(flags, 'api-key-env') } : {}),
+    },
+    {
+      env: io.env,
+      isTTY: Boolean(io.stdin.isTTY && io.stderr.isTTY),
+      warn,
+      prompt: (question, hidden) =>
+        promptOnTerminal(io.stdin as NodeJS.ReadStream, io.stderr as NodeJS.WriteStream, question, hidden),
+      secretsManager: () => new SecretsManagerClient({}),
+    },
+  );
+
+  const logLine = (event: CommCareLogEvent) => {
+    if (event.level === 'debug' && !settings.verbose) return;
+    if (settings.progress === 'json' || settings.progress === 'none') {
+      if (settings.progress === 'json') io.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), ...event })}\n`);
+    } else {
+      io.stderr.write(`\r\x1b[2K${event.level}: ${event.message}\n`);
+    }
+  };
+  const client = new CommCareClient({
+    baseUrl: stringFlag(flags, 'commcare-hq') === undefined && credentials.baseUrl ? credentials.baseUrl : settings.baseUrl,
+    username: credentials.username,
+    apiKey: credentials.apiKey,
+    pageSize: settings.batchSize,
+    concurrency: settings.concurrency,
+    maxConcurrency: settings.maxConcurrency,
+    logger: logLine,
+  });
+
+  const { sources, checkpointKey, warnings } = await planSources(settings);
+  for (const warning of warnings) warn(`warning: ${warning}`);
+  const sink = await openSink(settings);
+  const progress = progressListener(settings, io);
+
+  let interrupted = false;
+  const onSignal = () => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    warn('\ninterrupted: committing what is written so far (press Ctrl-C again to stop at once)');
+  };
+  process.on('SIGINT', onSignal);
+  let summary: ExportSummary;
+  try {
+    summary = await runExport(
+      { source: client, sink, runId: newRunId(), progress, shouldYield: () => interrupted },
+      {
+        project: settings.project,
+        sources,
+        checkpointKey,
+        ...(settings.since !== undefined ? { since: settings.since } : {}),
+        ...(settings.until !== undefined ? { until: settings.until } : {}),
+        startOver: settings.startOver,
+        pageSize: settings.batchSize,
+        commitEveryPages: settings.format === 'sql' ? 5 : Number.POSITIVE_INFINITY,
+      },
+    );
+  } finally {
+    process.off('SIGINT', onSignal);
+  }
+  const stats = client.stats;
+  io.stdout.write(
+    `${summary.done ? 'Export finished' : 'Export interrupted (run again to resume)'}: ${summary.records.toLocaleString('en-US')} records, ` +
+      `${summary.rows.toLocaleString('en-US')} rows, ${summary.pages} pages, ${stats.retries} retries, ${stats.throttled} throttled\n`,
+  );
+  if (sink instanceof JsonLinesSink) for (const file of sink.written) io.stdout.write(`wrote ${file}\n`);
+  return summary.done ? 0 : 130;
+}
+
+export function newRunId(now: Date = new Date()): string {
+  // Sortable by time, unique across concurrent runs.
+  return `${now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}-${randomUUID().slice(0, 8)}`;
+}
+
+async function planSources(
+  settings: RunSettings,
+): Promise<{ sources: SourcePlan[]; checkpointKey: string; warnings: readonly string[] }> {
+  if (settings.resources.length > 0) {
+    return {
+      sources: settings.resources.map((r) => rawRecordsPlan(r)),
+      checkpointKey: settings.checkpointKey ?? `raw:${settings.resources.join(',')}`,
+      warnings: [],
+    };
+  }
+  throw new UsageError('query files are not supported yet');
+}
+
+async function openSink(settings: RunSettings): Promise<ExportSink> {
+  if (settings.format === 'jsonl') return new JsonLinesSink(settings.output);
+  throw new UsageError(`--output-format ${settings.format} is not supported yet`);
+}
+
+function progressListener(settings: RunSettings, io: CommandIO): ProgressListener | undefined {
+  if (settings.progress === 'tty') return ttyProgress(io.stderr);
+  if (settings.progress === 'json') return jsonLinesProgress(io.stderr);
+  return undefined;
+}
