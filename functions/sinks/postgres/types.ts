@@ -1,0 +1,128 @@
+import type { Cell, DataType } from '../../query/types';
+import { cellToJson, formatDetDateTime, formatIsoDate } from '../cells';
+
+/** Column types we create. Existing columns of other types are read as `other` and treated like text. */
+export type PgType = 'text' | 'boolean' | 'integer' | 'bigint' | 'timestamp' | 'date' | 'jsonb';
+
+const INT32_MIN = -2_147_483_648;
+const INT32_MAX = 2_147_483_647;
+
+/** Maps `information_schema.columns.data_type` to our names. */
+export function pgTypeFromCatalog(dataType: string): PgType | 'other' {
+  switch (dataType) {
+    case 'text':
+    case 'character varying':
+    case 'character':
+      return 'text';
+    case 'boolean':
+      return 'boolean';
+    case 'integer':
+    case 'smallint':
+      return 'integer';
+    case 'bigint':
+      return 'bigint';
+    case 'timestamp without time zone':
+    case 'timestamp with time zone':
+      return 'timestamp';
+    case 'date':
+      return 'date';
+    case 'jsonb':
+    case 'json':
+      return 'jsonb';
+    default:
+      return 'other';
+  }
+}
+
+/** DET's Data Type column → our column type. */
+export function pgTypeForDataType(dataType: DataType): PgType {
+  switch (dataType) {
+    case 'text':
+      return 'text';
+    case 'boolean':
+      return 'boolean';
+    case 'date':
+      return 'date';
+    case 'datetime':
+      return 'timestamp';
+    case 'integer':
+      return 'integer';
+    case 'json':
+      return 'jsonb';
+  }
+}
+
+/**
+ * The column type DET would create for a first value (`best_type_for`): bool → boolean, date → timestamp,
+ * integer → integer (bigint beyond 32 bits: DET would overflow), everything else (strings, floats,
+ * dicts, lists) → text.
+ */
+export function inferPgType(cell: Exclude<Cell, null>): PgType {
+  if (typeof cell === 'boolean') return 'boolean';
+  if (cell instanceof Date) return 'timestamp';
+  if (typeof cell === 'number' && Number.isInteger(cell)) {
+    return cell >= INT32_MIN && cell <= INT32_MAX
+      ? 'integer'
+      : Number.isSafeInteger(cell)
+        ? 'bigint'
+        : 'text';
+  }
+  return 'text';
+}
+
+const ISO_DATE = /^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?$/;
+
+/**
+ * Whether a value can go into a column of this type. When it cannot, the column is widened:
+ * integer → bigint for a big integer, anything else → text (DET's least upper bound).
+ */
+export function fits(cell: Exclude<Cell, null>, column: PgType | 'other'): boolean {
+  switch (column) {
+    case 'text':
+    case 'jsonb':
+    case 'other':
+      return true;
+    case 'boolean':
+      return typeof cell === 'boolean';
+    case 'integer':
+      return typeof cell === 'number' && Number.isInteger(cell) && cell >= INT32_MIN && cell <= INT32_MAX;
+    case 'bigint':
+      return typeof cell === 'number' && Number.isSafeInteger(cell);
+    case 'timestamp':
+    case 'date':
+      return (
+        cell instanceof Date ||
+        (typeof cell === 'string' && ISO_DATE.test(cell) && !Number.isNaN(Date.parse(cell)))
+      );
+  }
+}
+
+/** The type to widen `column` to so that `cell` fits. */
+export function widen(column: PgType, cell: Exclude<Cell, null>): PgType {
+  if (column === 'integer' && typeof cell === 'number' && Number.isSafeInteger(cell)) return 'bigint';
+  return 'text';
+}
+
+/**
+ * A value as COPY CSV text for a column of this type, or null for SQL NULL. NUL characters are
+ * dropped (PostgreSQL text cannot hold them).
+ */
+export function copyText(cell: Cell, column: PgType | 'other'): string | null {
+  if (cell === null) return null;
+  if (column === 'jsonb') return cellToJson(cell);
+  if (typeof cell === 'string') return cell.includes('\0') ? cell.replaceAll('\0', '') : cell;
+  // 'true'/'false' in text columns: what PostgreSQL's boolean::text gives when a column is widened.
+  if (typeof cell === 'boolean') return column === 'text' ? String(cell) : cell ? 't' : 'f';
+  if (typeof cell === 'number') return String(cell);
+  if (cell instanceof Date) {
+    if (column === 'date') return formatIsoDate(cell);
+    if (column === 'timestamp') return cell.toISOString().replace('T', ' ').replace('Z', '');
+    return formatDetDateTime(cell);
+  }
+  return cellToJson(cell);
+}
+
+/** SQL spelling of a type. */
+export function sqlType(type: PgType): string {
+  return type === 'timestamp' ? 'timestamp without time zone' : type;
+}
