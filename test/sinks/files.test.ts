@@ -1,0 +1,151 @@
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import ExcelJS from 'exceljs';
+import { describe, expect, it } from 'vitest';
+import { cellToText, formatDetDateTime, safeKeySegment } from '../../functions/sinks/cells';
+import { sheetName } from '../../functions/sinks/formats/xlsx';
+import { createSink, LocalObjectStoreFor, readManifests } from './local-helpers';
+import { checkpoint, childTable, formRow, formsTable, parseCsv, run } from './helpers';
+
+function tempDir(): string {
+  return mkdtempSync(join(tmpdir(), 'ccexport-files-'));
+}
+
+async function exportRows(format: 'csv' | 'json' | 'markdown' | 'xlsx', dir: string, count: number, extra = {}) {
+  const sink = await createSink({ format, output: dir, ...extra });
+  await sink.begin([formsTable, childTable], run('run-1'));
+  const rows = Array.from({ length: count }, (_, i) => formRow(i));
+  for (let i = 0; i < rows.length; i += 10) await sink.writeRows('forms', rows.slice(i, i + 10));
+  await sink.writeRows(childTable.name, [['c1', 'form-00001', 'a|b']]);
+  await sink.finish();
+  return rows;
+}
+
+describe('file formats', () => {
+  it('renders cells as DET does for csv', () => {
+    expect(formatDetDateTime(new Date(Date.UTC(2024, 1, 3, 4, 5, 6)))).toBe('2024-02-03 04:05:06');
+    expect(cellToText(null)).toBe('');
+    expect(cellToText(true)).toBe('True');
+    expect(cellToText({ d: new Date(Date.UTC(2024, 0, 1)) })).toBe('{"d":"2024-01-01 00:00:00"}');
+  });
+
+  it('writes csv that reads back cell by cell, one file per table', async () => {
+    const dir = tempDir();
+    const rows = await exportRows('csv', dir, 35);
+    const parsed = parseCsv(readFileSync(join(dir, 'forms', 'run-1.csv'), 'utf8'));
+    expect(parsed[0]).toEqual(formsTable.headings);
+    expect(parsed.slice(1)).toEqual(rows.map((r) => r.map(cellToText)));
+    const childFolder = safeKeySegment(childTable.name);
+    expect(readdirSync(join(dir, childFolder))).toEqual(['run-1.csv']);
+  });
+
+  it('writes one streamed JSON document per table with its rows', async () => {
+    const dir = tempDir();
+    const rows = await exportRows('json', dir, 12);
+    const doc = JSON.parse(readFileSync(join(dir, 'forms', 'run-1.json'), 'utf8'));
+    expect(doc.name).toBe('forms');
+    expect(doc.headings).toEqual(formsTable.headings);
+    expect(doc.rows).toHaveLength(12);
+    expect(doc.rows[5]).toEqual([
+      'form-00005',
+      'name 5',
+      5,
+      false,
+      '2024-01-06 10:20:30',
+      5.5,
+      { a: 5, b: [1, 'x'] },
+      null,
+    ]);
+    expect(doc.rows.map((r: unknown[]) => r[0])).toEqual(rows.map((r) => r[0]));
+  });
+
+  it('writes markdown tables with a title and escaped pipes', async () => {
+    const dir = tempDir();
+    await exportRows('markdown', dir, 2);
+    const text = readFileSync(join(dir, safeKeySegment(childTable.name), 'run-1.md'), 'utf8');
+    expect(text).toBe(`# ${childTable.name}\n\n| id | parent | note |\n| --- | --- | --- |\n| c1 | form-00001 | a\\|b |\n`);
+  });
+
+  it('writes xlsx with native numbers, booleans and dates that exceljs reads back', async () => {
+    const dir = tempDir();
+    const rows = await exportRows('xlsx', dir, 30);
+    const workbook = new ExcelJS.Workbook();
+    await workbook.xlsx.readFile(join(dir, 'forms', 'run-1.xlsx'));
+    const sheet = workbook.worksheets[0]!;
+    expect(sheet.name).toBe('forms');
+    expect(sheet.rowCount).toBe(31);
+    const row = sheet.getRow(8).values as unknown[];
+    const source = rows[6]!;
+    expect(row[1]).toBe(source[0]);
+    expect(row[3]).toBe(6);
+    expect(row[4]).toBe(true);
+    expect((row[5] as Date).toISOString()).toBe((source[4] as Date).toISOString());
+    expect(row[6]).toBe(6.5);
+    expect(row[8]).toBeUndefined();
+  });
+
+  it('continues a table past the row limit on a sheet named "name (2)"', async () => {
+    const dir = tempDir();
+    await exportRows('xlsx', dir, 25, { xlsxMaxRowsPerSheet: 11 });
+    const workbook = new ExcelJS.Workbook();
+    await workbook.xlsx.readFile(join(dir, 'forms', 'run-1.xlsx'));
+    expect(workbook.worksheets.map((s) => [s.name, s.rowCount])).toEqual([
+      ['forms', 11],
+      ['forms (2)', 11],
+      ['forms (3)', 6],
+    ]);
+    expect(workbook.worksheets[2]!.getRow(2).getCell(1).value).toBe('form-00020');
+  });
+
+  it('keeps sheet names within 31 characters and free of forbidden characters', () => {
+    const long = 'a'.repeat(40);
+    expect(sheetName(long)).toHaveLength(31);
+    expect(sheetName(long, 12)).toBe(`${'a'.repeat(26)} (12)`);
+    expect(sheetName("'x[1]:y/z'")).toBe('x_1__y_z');
+  });
+
+  it('starts new part objects after a commit and records them in the manifest', async () => {
+    const dir = tempDir();
+    const sink = await createSink({ format: 'csv', output: dir });
+    await sink.begin([formsTable], run('run-9'));
+    await sink.writeRows('forms', [formRow(1)]);
+    await sink.commit([checkpoint('2024-01-01T00:00:00')]);
+    await sink.writeRows('forms', [formRow(2), formRow(3)]);
+    await sink.finish();
+    expect(readdirSync(join(dir, 'forms')).sort()).toEqual(['run-9-0002.csv', 'run-9.csv']);
+    const [manifest] = await readManifests(LocalObjectStoreFor(dir));
+    expect(manifest?.complete).toBe(true);
+    expect(manifest?.objects.map((o) => [o.key, o.rows])).toEqual([
+      ['forms/run-9.csv', 1],
+      ['forms/run-9-0002.csv', 2],
+    ]);
+    expect(await sink.readCheckpoint('key-1', 'demo', 'form')).toMatchObject({
+      position: { indexedOn: '2024-01-01T00:00:00' },
+    });
+  });
+
+  it('leaves no partial file when a run aborts, only the parts committed before', async () => {
+    const dir = tempDir();
+    const sink = await createSink({ format: 'csv', output: dir });
+    await sink.begin([formsTable], run('run-a'));
+    await sink.writeRows('forms', [formRow(1)]);
+    await sink.commit([checkpoint('2024-01-01T00:00:00')]);
+    await sink.writeRows('forms', [formRow(2)]);
+    await sink.abort(new Error('boom'));
+    expect(readdirSync(join(dir, 'forms'))).toEqual(['run-a.csv']);
+    const reread = await createSink({ format: 'csv', output: dir });
+    expect((await reread.readCheckpoint('key-1', 'demo', 'form'))?.position.indexedOn).toBe('2024-01-01T00:00:00');
+  });
+
+  it('refuses a second run of the same export while the first holds its lease', async () => {
+    const dir = tempDir();
+    const first = await createSink({ format: 'csv', output: dir });
+    await first.begin([formsTable], run('run-1'));
+    const second = await createSink({ format: 'csv', output: dir });
+    await expect(second.begin([formsTable], run('run-2'))).rejects.toThrow(/Another run \(run-1\)/);
+    await first.finish();
+    await second.begin([formsTable], run('run-3'));
+    await second.finish();
+  });
+});
