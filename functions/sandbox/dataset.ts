@@ -1,0 +1,189 @@
+/**
+ * The sandbox's data, as ground truth for tests: deterministic from (seed, projects), generated lazily.
+ */
+import type { JsonObject } from '../common/json';
+import { ProjectModel, type SandboxProject } from './records';
+
+/** Resources the sandbox serves (the `ResourceName`s of functions/commcare/types.ts it implements). */
+export type SandboxResource =
+  | 'form'
+  | 'case'
+  | 'case-v2'
+  | 'user'
+  | 'web-user'
+  | 'group'
+  | 'location'
+  | 'location-v2'
+  | 'location_type'
+  | 'application';
+
+export const SANDBOX_RESOURCES: readonly SandboxResource[] = [
+  'form',
+  'case',
+  'case-v2',
+  'user',
+  'web-user',
+  'group',
+  'location',
+  'location-v2',
+  'location_type',
+  'application',
+];
+
+export interface DatasetOptions {
+  /**
+   * Whether live re-index events (records updated during a pull) exist. The server turns this on
+   * when `liveReindexAfterRequests` is set; ground truth then includes them (the final visible state).
+   * @default false
+   */
+  readonly liveReindex?: boolean;
+}
+
+export class UnknownProjectError extends Error {
+  constructor(
+    readonly project: string,
+    known: readonly string[],
+  ) {
+    super(`Sandbox project '${project}' does not exist; expected one of: ${known.join(', ')}`);
+    this.name = 'UnknownProjectError';
+  }
+}
+
+export interface SandboxDataset {
+  readonly seed: number;
+  readonly projects: readonly SandboxProject[];
+  readonly liveReindex: boolean;
+  /** The generator behind one project (record builders and the timelines). */
+  model(project: string): ProjectModel;
+  /** Number of distinct records (ids) of a resource in its final state. */
+  count(project: string, resource: SandboxResource): number;
+  /** Final state: the latest version of each record, as [id, record] pairs, lazily. */
+  finalState(project: string, resource: SandboxResource): Generator<[string, JsonObject]>;
+  /**
+   * Every version in indexed_on order (form, case, case-v2; live events last when enabled); for
+   * the other resources, their listing order. Lazy.
+   */
+  timeline(project: string, resource: SandboxResource): Generator<JsonObject>;
+}
+
+function idOf(resource: SandboxResource, record: JsonObject): string {
+  switch (resource) {
+    case 'case-v2':
+      return String(record.case_id);
+    case 'location-v2':
+      return String(record.location_id);
+    default:
+      return String(record.id);
+  }
+}
+
+export function createDataset(
+  seed: number,
+  projects: readonly SandboxProject[],
+  options: DatasetOptions = {},
+): SandboxDataset {
+  const liveReindex = options.liveReindex ?? false;
+  const models = new Map<string, ProjectModel>();
+  for (const project of projects) models.set(project.name, new ProjectModel(seed, project, liveReindex));
+
+  const model = (project: string): ProjectModel => {
+    const found = models.get(project);
+    if (!found) throw new UnknownProjectError(project, [...models.keys()]);
+    return found;
+  };
+
+  /** Listing of a non-event resource, index by index. */
+  function* listing(m: ProjectModel, resource: SandboxResource): Generator<JsonObject> {
+    switch (resource) {
+      case 'user':
+        for (let u = 0; u < m.mobileUsers; u++) yield m.user(u);
+        return;
+      case 'web-user':
+        for (let u = 0; u < m.webUsers; u++) yield m.webUser(u);
+        return;
+      case 'group':
+        for (let g = 0; g < m.groups; g++) yield m.group(g);
+        return;
+      case 'location':
+        for (let l = 0; l < m.locations; l++) yield m.locationV1(l);
+        return;
+      case 'location-v2':
+        for (let l = 0; l < m.locations; l++) yield m.locationV2(l);
+        return;
+      case 'location_type':
+        for (let level = 0; level < m.locationTypeCount; level++) yield m.locationType(level);
+        return;
+      case 'application':
+        yield m.application();
+        return;
+      default:
+        return;
+    }
+  }
+
+  return {
+    seed,
+    projects,
+    liveReindex,
+    model,
+    count(project, resource) {
+      const m = model(project);
+      switch (resource) {
+        case 'form':
+          return m.forms.count;
+        case 'case':
+        case 'case-v2':
+          return m.cases.count;
+        case 'user':
+          return m.mobileUsers;
+        case 'web-user':
+          return m.webUsers;
+        case 'group':
+          return m.groups;
+        case 'location':
+        case 'location-v2':
+          return m.locations;
+        case 'location_type':
+          return m.locationTypeCount;
+        case 'application':
+          return 1;
+      }
+    },
+    *finalState(project, resource) {
+      const m = model(project);
+      if (resource === 'form' || resource === 'case' || resource === 'case-v2') {
+        const t = resource === 'form' ? m.forms : m.cases;
+        const visible = t.totalLength;
+        for (let i = 0; i < t.count; i++) {
+          const j = t.latest(i, visible);
+          const kind = t.event(j).kind;
+          const record =
+            resource === 'form'
+              ? m.form(i, j, kind)
+              : resource === 'case'
+                ? m.caseV1(i, j, kind)
+                : m.caseV2(i, j, kind);
+          yield [idOf(resource, record), record];
+        }
+        return;
+      }
+      for (const record of listing(m, resource)) yield [idOf(resource, record), record];
+    },
+    *timeline(project, resource) {
+      const m = model(project);
+      if (resource === 'form' || resource === 'case' || resource === 'case-v2') {
+        const t = resource === 'form' ? m.forms : m.cases;
+        for (let j = 0; j < t.totalLength; j++) {
+          const { record, kind } = t.event(j);
+          yield resource === 'form'
+            ? m.form(record, j, kind)
+            : resource === 'case'
+              ? m.caseV1(record, j, kind)
+              : m.caseV2(record, j, kind);
+        }
+        return;
+      }
+      yield* listing(m, resource);
+    },
+  };
+}

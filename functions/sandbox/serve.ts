@@ -1,0 +1,766 @@
+/**
+ * The pure core of the sandbox: (dataset, project, resource, query) -> JSON page. No sockets here.
+ * Each quirk copied from HQ cites /work/shared/reference/commcare-hq-api.md ("ref §x").
+ */
+import type { JsonObject, JsonValue } from '../common/json';
+import type { SandboxDataset, SandboxResource } from './dataset';
+import { FORM_TYPES, formatMicros, type ProjectModel } from './records';
+import type { Timeline } from './timeline';
+
+export type SandboxParams = Readonly<Record<string, readonly string[]>>;
+
+/** A 400 answer: `{"error": message}` (tastypie BadRequest and the case v2 view both answer so). */
+export class SandboxBadRequest extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SandboxBadRequest';
+  }
+}
+
+export interface ServeRequest {
+  readonly project: string;
+  readonly resource: SandboxResource;
+  readonly params: SandboxParams;
+  /** Request path, used for tastypie's relative `next`/`previous` links (ref §2.2). */
+  readonly path?: string;
+  /** `http://host:port`, used for case v2's absolute `next` (ref §2.6). */
+  readonly origin?: string;
+  /** Whether live re-index events are visible yet. @default true */
+  readonly liveVisible?: boolean;
+  /** Parameter order as received (for links); defaults to the order of `params`. */
+  readonly paramOrder?: readonly [string, string][];
+}
+
+const CHUNK = 1024;
+
+/** Per-dataset caches: the per-filter chunk counts that make filtered counts O(N/1024) after the first. */
+class Engine {
+  private readonly chunks = new Map<string, Int32Array>();
+  private readonly ownerIndex = new Map<string, Map<string, number>>();
+  constructor(readonly dataset: SandboxDataset) {}
+
+  chunkCounts(key: string, total: number): Int32Array {
+    let counts = this.chunks.get(key);
+    if (!counts) {
+      counts = new Int32Array(Math.ceil(total / CHUNK) + 1).fill(-1);
+      if (this.chunks.size > 256) this.chunks.clear();
+      this.chunks.set(key, counts);
+    }
+    return counts;
+  }
+
+  owners(m: ProjectModel): Map<string, number> {
+    let map = this.ownerIndex.get(m.name);
+    if (!map) {
+      map = new Map();
+      for (let u = 0; u < m.mobileUsers; u++) map.set(m.userId(u), u);
+      this.ownerIndex.set(m.name, map);
+    }
+    return map;
+  }
+}
+
+const engines = new WeakMap<SandboxDataset, Engine>();
+function engineFor(dataset: SandboxDataset): Engine {
+  let engine = engines.get(dataset);
+  if (!engine) {
+    engine = new Engine(dataset);
+    engines.set(dataset, engine);
+  }
+  return engine;
+}
+
+// ---- parameter helpers -----------------------------------------------------------------------------
+
+function first(params: SandboxParams, name: string): string | undefined {
+  return params[name]?.[0];
+}
+
+/** tastypie's Paginator.get_limit: non-integers and negatives are 400, 0 or > max clamps to max. */
+function tastypieLimit(params: SandboxParams, max: number): number {
+  const raw = first(params, 'limit');
+  if (raw === undefined) return Math.min(20, max);
+  if (!/^-?\d+$/.test(raw.trim()))
+    throw new SandboxBadRequest(`Invalid limit '${raw}' provided. Please provide a positive integer.`);
+  const limit = Number.parseInt(raw, 10);
+  if (limit < 0)
+    throw new SandboxBadRequest(`Invalid limit '${raw}' provided. Please provide a positive integer >= 0.`);
+  return limit === 0 || limit > max ? max : limit;
+}
+
+function tastypieOffset(params: SandboxParams): number {
+  const raw = first(params, 'offset');
+  if (raw === undefined) return 0;
+  if (!/^-?\d+$/.test(raw.trim()))
+    throw new SandboxBadRequest(`Invalid offset '${raw}' provided. Please provide an integer.`);
+  const offset = Number.parseInt(raw, 10);
+  if (offset < 0)
+    throw new SandboxBadRequest(`Invalid offset '${raw}' provided. Please provide a positive integer >= 0.`);
+  return offset;
+}
+
+const DATE_RE =
+  /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?)?(Z|[+-]\d{2}:?\d{2})?$/;
+
+/**
+ * Parses a filter date to microseconds since the epoch. v1 (tastypie) accepts naive values and the
+ * legacy `YYYY-MM-DDTHH:MMZ` only: "A real UTC offset such as +00:00 gives 400" (ref §2.3), and the
+ * client must "remove the Z before sending the value back (v1 rejects offsets)" (ref §8).
+ * v2 accepts `Z` and offsets (ref §2.6).
+ */
+export function parseFilterDate(name: string, value: string, style: 'v1' | 'v2'): number {
+  const m = DATE_RE.exec(value.trim());
+  const expected =
+    style === 'v1'
+      ? 'a naive UTC date or datetime (YYYY-MM-DD, YYYY-MM-DDTHH:MM:SS or YYYY-MM-DDTHH:MM:SS.ffffff)'
+      : 'an ISO 8601 date or datetime';
+  if (!m) throw new SandboxBadRequest(`'${name}' must be ${expected}; got '${value}'`);
+  const [, y, mo, d, h, mi, s, frac, zone] = m;
+  if (style === 'v1' && zone !== undefined && !(zone === 'Z' && s === undefined && h !== undefined))
+    throw new SandboxBadRequest(
+      `'${name}' must be ${expected}; got '${value}' (time zone offsets are not accepted)`,
+    );
+  let ms = Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h ?? 0), Number(mi ?? 0), Number(s ?? 0));
+  if (Number.isNaN(ms)) throw new SandboxBadRequest(`'${name}' must be ${expected}; got '${value}'`);
+  if (zone && zone !== 'Z') {
+    const sign = zone.startsWith('-') ? -1 : 1;
+    const digits = zone.slice(1).replace(':', '');
+    ms -= sign * (Number(digits.slice(0, 2)) * 60 + Number(digits.slice(2, 4))) * 60_000;
+  }
+  return ms * 1000 + (frac ? Number(frac.padEnd(6, '0')) : 0);
+}
+
+// ---- range + predicate scanning over a timeline -----------------------------------------------------
+
+interface EventQuery {
+  lo: number;
+  hi: number;
+  /** null = every event in [lo, hi) matches. */
+  predicate: ((j: number) => boolean) | null;
+  /** Cache key of the predicate (per project/resource); null = do not cache. */
+  key: string | null;
+}
+
+class Scanner {
+  constructor(
+    private readonly engine: Engine,
+    private readonly t: Timeline,
+    private readonly q: EventQuery,
+  ) {}
+
+  private chunkCount(k: number): number {
+    const pred = this.q.predicate!;
+    const counts = this.engine.chunkCounts(this.q.key!, this.t.totalLength);
+    let n = counts[k]!;
+    if (n < 0) {
+      n = 0;
+      const end = Math.min((k + 1) * CHUNK, this.t.totalLength);
+      for (let j = k * CHUNK; j < end; j++) if (pred(j)) n++;
+      counts[k] = n;
+    }
+    return n;
+  }
+
+  private usesChunks(): boolean {
+    return this.q.key !== null && this.q.hi - this.q.lo >= 2 * CHUNK;
+  }
+
+  count(): number {
+    const { lo, hi, predicate } = this.q;
+    if (hi <= lo) return 0;
+    if (!predicate) return hi - lo;
+    let n = 0;
+    let j = lo;
+    if (this.usesChunks()) {
+      const firstFull = Math.ceil(lo / CHUNK) * CHUNK;
+      for (; j < firstFull; j++) if (predicate(j)) n++;
+      for (; j + CHUNK <= hi; j += CHUNK) n += this.chunkCount(j / CHUNK);
+    }
+    for (; j < hi; j++) if (predicate(j)) n++;
+    return n;
+  }
+
+  /** Event indexes of matches number skip..skip+take-1, in ascending or descending order. */
+  collect(skip: number, take: number, descending: boolean): number[] {
+    const { lo, hi, predicate } = this.q;
+    const out: number[] = [];
+    if (take <= 0 || hi <= lo) return out;
+    if (!predicate) {
+      for (let k = skip; k < skip + take && k < hi - lo; k++) out.push(descending ? hi - 1 - k : lo + k);
+      return out;
+    }
+    let remaining = skip;
+    if (!descending) {
+      let j = lo;
+      if (this.usesChunks() && remaining > 0) {
+        const firstFull = Math.ceil(lo / CHUNK) * CHUNK;
+        for (; j < firstFull && remaining > 0; j++) if (predicate(j)) remaining--;
+        if (j === firstFull)
+          for (; j + CHUNK <= hi; j += CHUNK) {
+            const c = this.chunkCount(j / CHUNK);
+            if (c > remaining) break;
+            remaining -= c;
+          }
+      }
+      for (; j < hi && out.length < take; j++) {
+        if (!predicate(j)) continue;
+        if (remaining > 0) remaining--;
+        else out.push(j);
+      }
+    } else {
+      let j = hi - 1;
+      if (this.usesChunks() && remaining > 0) {
+        const lastFull = Math.floor(hi / CHUNK) * CHUNK; // events [lastFull, hi) are a partial chunk
+        for (; j >= lastFull && remaining > 0; j--) if (predicate(j)) remaining--;
+        if (j === lastFull - 1)
+          for (; j + 1 - CHUNK >= lo; j -= CHUNK) {
+            const c = this.chunkCount((j + 1 - CHUNK) / CHUNK);
+            if (c > remaining) break;
+            remaining -= c;
+          }
+      }
+      for (; j >= lo && out.length < take; j--) {
+        if (!predicate(j)) continue;
+        if (remaining > 0) remaining--;
+        else out.push(j);
+      }
+    }
+    return out;
+  }
+}
+
+// ---- tastypie envelope --------------------------------------------------------------------------------
+
+function pageLink(path: string, order: readonly [string, string][], limit: number, offset: number): string {
+  // tastypie's Paginator._generate_uri: the request's query with limit/offset replaced, appended last.
+  const qs = new URLSearchParams();
+  for (const [k, v] of order) if (k !== 'limit' && k !== 'offset') qs.append(k, v);
+  qs.append('limit', String(limit));
+  qs.append('offset', String(offset));
+  return `${path}?${qs.toString()}`;
+}
+
+function envelope(
+  req: ServeRequest,
+  order: readonly [string, string][],
+  limit: number,
+  offset: number,
+  total: number,
+  objects: JsonValue[],
+): string {
+  const path = req.path ?? `/a/${req.project}/api/${req.resource}/v1/`;
+  const meta = {
+    limit,
+    next: offset + limit < total ? pageLink(path, order, limit, offset + limit) : null,
+    offset,
+    previous: offset - limit >= 0 ? pageLink(path, order, limit, offset - limit) : null,
+    total_count: total,
+  };
+  return JSON.stringify({ meta, objects });
+}
+
+function paramOrder(req: ServeRequest): readonly [string, string][] {
+  if (req.paramOrder) return req.paramOrder;
+  const out: [string, string][] = [];
+  for (const [k, values] of Object.entries(req.params)) for (const v of values) out.push([k, v]);
+  return out;
+}
+
+// ---- forms and cases v1 ---------------------------------------------------------------------------------
+
+interface RangeSpec {
+  readonly start: string;
+  readonly end: string;
+  readonly which: 'indexed' | 'received';
+}
+
+function applyRanges(t: Timeline, params: SandboxParams, ranges: readonly RangeSpec[], visible: number) {
+  let lo = 0;
+  let hi = visible;
+  for (const r of ranges) {
+    const starts = params[r.start];
+    if (starts?.length) {
+      // Repeated values are OR in HQ: the loosest bound wins.
+      const micros = Math.min(...starts.map((v) => parseFilterDate(r.start, v, 'v1')));
+      lo = Math.max(lo, Math.min(visible, t.lowerBound(micros, r.which)));
+    }
+    const ends = params[r.end];
+    if (ends?.length) {
+      const micros = Math.max(...ends.map((v) => parseFilterDate(r.end, v, 'v1')));
+      hi = Math.min(hi, t.lowerBound(micros + 1, r.which));
+    }
+  }
+  return { lo, hi };
+}
+
+function combine(preds: ((j: number) => boolean)[]): ((j: number) => boolean) | null {
+  if (preds.length === 0) return null;
+  if (preds.length === 1) return preds[0]!;
+  return (j) => {
+    for (const p of preds) if (!p(j)) return false;
+    return true;
+  };
+}
+
+/** tastypie HQ resources turn unknown parameters into raw, lower-cased ES term filters (ref §2.3, §2.5). */
+function termPredicate(name: string, values: readonly string[], build: (j: number) => JsonObject) {
+  const wanted = new Set(values.map((v) => v.toLowerCase()));
+  return (j: number) => {
+    const record = build(j);
+    const props = record.properties;
+    const value =
+      name in record
+        ? record[name]
+        : props && typeof props === 'object' && !Array.isArray(props)
+          ? (props as JsonObject)[name]
+          : undefined;
+    return value !== undefined && value !== null && wanted.has(String(value));
+  };
+}
+
+const UNSUPPORTED_V1 = new Set([
+  'case_id',
+  'date_modified_start',
+  'date_modified_end',
+  'xforms_by_name__full',
+  'xforms_by_xmlns__full',
+  'child_cases__full',
+  'parent_cases__full',
+]);
+
+function serveForms(engine: Engine, m: ProjectModel, req: ServeRequest): string {
+  const p = req.params;
+  const t = m.forms;
+  const visible = t.visibleLength(req.liveVisible ?? true);
+  const limit = tastypieLimit(p, 1000);
+  const offset = tastypieOffset(p);
+  const orderBy = first(p, 'order_by') ?? '-received_on';
+  // Sandbox simplification: indexed_on, received_on and server_modified_on advance together.
+  if (!/^-?(indexed_on|server_modified_on|received_on)$/.test(orderBy))
+    throw new SandboxBadRequest(
+      `Invalid order_by '${orderBy}'; expected indexed_on, server_modified_on or received_on, optionally with '-'`,
+    );
+  const descending = orderBy.startsWith('-');
+  const { lo, hi } = applyRanges(
+    t,
+    p,
+    [
+      { start: 'indexed_on_start', end: 'indexed_on_end', which: 'indexed' },
+      { start: 'received_on_start', end: 'received_on_end', which: 'received' },
+    ],
+    visible,
+  );
+  const preds: ((j: number) => boolean)[] = [];
+  const keyParts: string[] = ['form', m.name];
+  const xmlns = [...(p.xmlns ?? []), ...(p['xmlns.exact'] ?? [])];
+  if (xmlns.length) {
+    const types = new Set(FORM_TYPES.flatMap((ft, k) => (xmlns.includes(ft.xmlns) ? [k] : [])));
+    preds.push((j) => types.has(m.formTypeIndex(t.event(j).record)));
+    keyParts.push(`x=${[...types].sort().join(',')}`);
+  }
+  if (p.app_id?.length) {
+    const ok = p.app_id.includes(m.appId);
+    preds.push(() => ok);
+    keyParts.push(`a=${ok}`);
+  }
+  // "include_archived – only its presence counts" (ref §2.3).
+  if (!('include_archived' in p)) {
+    preds.push((j) => {
+      const e = t.event(j);
+      return !m.formArchived(e.record, j, e.kind);
+    });
+    keyParts.push('noarch');
+  }
+  let cacheable = true;
+  const known = new Set([
+    'limit',
+    'offset',
+    'order_by',
+    'format',
+    'xmlns',
+    'xmlns.exact',
+    'app_id',
+    'indexed_on_start',
+    'indexed_on_end',
+    'received_on_start',
+    'received_on_end',
+    'include_archived',
+    'cases__full',
+  ]);
+  for (const [name, values] of Object.entries(p)) {
+    if (known.has(name)) continue;
+    if (UNSUPPORTED_V1.has(name))
+      throw new SandboxBadRequest(`The sandbox does not implement the '${name}' filter`);
+    cacheable = false;
+    preds.push(
+      termPredicate(name, values, (j) => {
+        const e = t.event(j);
+        return m.form(e.record, j, e.kind);
+      }),
+    );
+  }
+  const scanner = new Scanner(engine, t, {
+    lo,
+    hi,
+    predicate: combine(preds),
+    key: cacheable ? keyParts.join('|') : null,
+  });
+  const total = scanner.count();
+  const casesFull = first(p, 'cases__full') === 'true';
+  const objects = scanner.collect(offset, limit, descending).map((j) => {
+    const e = t.event(j);
+    return m.form(e.record, j, e.kind, { casesFull });
+  });
+  return envelope(req, paramOrder(req), limit, offset, total, objects);
+}
+
+function parseBool(name: string, value: string): boolean {
+  const v = value.toLowerCase();
+  if (v === 'true') return true;
+  if (v === 'false') return false;
+  throw new SandboxBadRequest(`'${name}' must be 'true' or 'false'; got '${value}'`);
+}
+
+function caseFacetPredicates(engine: Engine, m: ProjectModel, p: SandboxParams, typeParam: string) {
+  const t = m.cases;
+  const preds: ((j: number) => boolean)[] = [];
+  const keyParts: string[] = [];
+  const types = p[typeParam];
+  if (types?.length) {
+    const set = new Set(types);
+    preds.push((j) => set.has(m.caseType(t.event(j).record)));
+    keyParts.push(`t=${[...set].sort().join(',')}`);
+  }
+  const owners = p.owner_id;
+  if (owners?.length) {
+    const index = engine.owners(m);
+    const set = new Set(owners.flatMap((o) => (index.has(o) ? [index.get(o)!] : [])));
+    preds.push((j) => set.has(m.caseOwner(t.event(j).record)));
+    keyParts.push(`o=${[...set].sort().join(',')}`);
+  }
+  const closed = p.closed;
+  if (closed?.length) {
+    const set = new Set(closed.map((v) => parseBool('closed', v)));
+    preds.push((j) => {
+      const e = t.event(j);
+      return set.has(m.caseClosed(j, e.kind));
+    });
+    keyParts.push(`c=${[...set].sort().join(',')}`);
+  }
+  return { preds, keyParts };
+}
+
+function serveCasesV1(engine: Engine, m: ProjectModel, req: ServeRequest): string {
+  const p = req.params;
+  const t = m.cases;
+  const visible = t.visibleLength(req.liveVisible ?? true);
+  const limit = tastypieLimit(p, 5000);
+  const offset = tastypieOffset(p);
+  const orderBy = first(p, 'order_by') ?? 'server_date_modified';
+  if (!/^-?(indexed_on|date_modified|server_date_modified)$/.test(orderBy))
+    throw new SandboxBadRequest(
+      `Invalid order_by '${orderBy}'; expected indexed_on, date_modified or server_date_modified, optionally with '-'`,
+    );
+  const { lo, hi } = applyRanges(
+    t,
+    p,
+    [
+      { start: 'indexed_on_start', end: 'indexed_on_end', which: 'indexed' },
+      { start: 'server_date_modified_start', end: 'server_date_modified_end', which: 'received' },
+    ],
+    visible,
+  );
+  const { preds, keyParts } = caseFacetPredicates(engine, m, p, 'type');
+  let cacheable = true;
+  const known = new Set([
+    'limit',
+    'offset',
+    'order_by',
+    'format',
+    'type',
+    'owner_id',
+    'closed',
+    'indexed_on_start',
+    'indexed_on_end',
+    'server_date_modified_start',
+    'server_date_modified_end',
+  ]);
+  for (const [name, values] of Object.entries(p)) {
+    if (known.has(name)) continue;
+    if (UNSUPPORTED_V1.has(name))
+      throw new SandboxBadRequest(`The sandbox does not implement the '${name}' filter`);
+    cacheable = false;
+    preds.push(
+      termPredicate(name, values, (j) => {
+        const e = t.event(j);
+        return m.caseV1(e.record, j, e.kind);
+      }),
+    );
+  }
+  const scanner = new Scanner(engine, t, {
+    lo,
+    hi,
+    predicate: combine(preds),
+    key: cacheable ? ['case', m.name, ...keyParts].join('|') : null,
+  });
+  const total = scanner.count();
+  const objects = scanner.collect(offset, limit, orderBy.startsWith('-')).map((j) => {
+    const e = t.event(j);
+    return m.caseV1(e.record, j, e.kind);
+  });
+  return envelope(req, paramOrder(req), limit, offset, total, objects);
+}
+
+// ---- case v2 (cursor) -----------------------------------------------------------------------------------
+
+const V2_DATE_FIELDS = ['last_modified', 'server_last_modified', 'indexed_on', 'date_opened', 'date_closed'];
+const V2_SIMPLE = new Set([
+  'limit',
+  'cursor',
+  'case_type',
+  'case_name',
+  'external_id',
+  'owner_id',
+  'closed',
+  'include_deprecated',
+  'query',
+  'fields',
+  'exclude',
+]);
+
+function isV2Param(name: string): boolean {
+  if (V2_SIMPLE.has(name)) return true;
+  if (name.startsWith('properties.') || name.startsWith('indices.')) return true;
+  const dot = name.lastIndexOf('.');
+  return (
+    dot > 0 &&
+    V2_DATE_FIELDS.includes(name.slice(0, dot)) &&
+    ['gt', 'gte', 'lt', 'lte'].includes(name.slice(dot + 1))
+  );
+}
+
+/** Position marker inside our cursor (HQ encodes indexed_on.gte + last_case_id; an index is exact under ties). */
+const CURSOR_POSITION = 'sandbox_position';
+
+function encodeCursor(order: readonly [string, string][], position: number): string {
+  const qs = new URLSearchParams();
+  for (const [k, v] of order) if (k !== 'cursor' && k !== CURSOR_POSITION) qs.append(k, v);
+  qs.append(CURSOR_POSITION, String(position));
+  // HQ's cursor is base64 of a query string (ref §2.6: "The cursor encodes the whole original query").
+  return Buffer.from(qs.toString(), 'utf8').toString('base64');
+}
+
+function decodeCursor(cursor: string): { order: [string, string][]; position: number } {
+  const text = Buffer.from(cursor, 'base64').toString('utf8');
+  const qs = new URLSearchParams(text);
+  const position = Number(qs.get(CURSOR_POSITION));
+  if (!Number.isInteger(position) || position < 0)
+    throw new SandboxBadRequest(`Invalid cursor '${cursor.slice(0, 40)}'`);
+  const order: [string, string][] = [];
+  for (const [k, v] of qs) if (k !== CURSOR_POSITION) order.push([k, v]);
+  return { order, position };
+}
+
+function toParams(order: readonly [string, string][]): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const [k, v] of order) {
+    const list = out[k] ?? [];
+    list.push(v);
+    out[k] = list;
+  }
+  return out;
+}
+
+function serveCasesV2(engine: Engine, m: ProjectModel, req: ServeRequest): string {
+  let order = paramOrder(req);
+  let p = req.params;
+  let position = 0;
+  const cursor = first(p, 'cursor');
+  if (cursor !== undefined) {
+    // "any other parameters sent alongside it are ignored" (ref §2.6).
+    const decoded = decodeCursor(cursor);
+    order = decoded.order;
+    p = toParams(order);
+    position = decoded.position;
+  }
+  for (const name of Object.keys(p))
+    if (!isV2Param(name)) throw new SandboxBadRequest(`'${name}' is not a valid parameter.`);
+  if ('query' in p)
+    throw new SandboxBadRequest(`The sandbox does not implement the 'query' (case search) filter`);
+  const rawLimit = first(p, 'limit');
+  let limit = 20;
+  if (rawLimit !== undefined) {
+    if (!/^\d+$/.test(rawLimit))
+      throw new SandboxBadRequest(`limit must be a positive integer; got '${rawLimit}'`);
+    limit = Number.parseInt(rawLimit, 10);
+    if (limit > 5000) throw new SandboxBadRequest('Cannot request more than 5000 cases per request.');
+    if (limit < 1) throw new SandboxBadRequest(`limit must be a positive integer; got '${rawLimit}'`);
+  }
+  const t = m.cases;
+  const visible = t.visibleLength(req.liveVisible ?? true);
+  let lo = 0;
+  let hi = visible;
+  const preds: ((j: number) => boolean)[] = [];
+  let cacheable = true;
+  const build = (j: number) => {
+    const e = t.event(j);
+    return m.caseV2(e.record, j, e.kind);
+  };
+  for (const field of V2_DATE_FIELDS) {
+    for (const op of ['gt', 'gte', 'lt', 'lte'] as const) {
+      const values = p[`${field}.${op}`];
+      if (!values?.length) continue;
+      const micros = values.map((v) => parseFilterDate(`${field}.${op}`, v, 'v2'));
+      if (field === 'indexed_on' || field === 'server_last_modified') {
+        const which = field === 'indexed_on' ? 'indexed' : 'received';
+        if (op === 'gt' || op === 'gte') {
+          const x = Math.min(...micros) + (op === 'gt' ? 1 : 0);
+          lo = Math.max(lo, Math.min(visible, t.lowerBound(x, which)));
+        } else {
+          const x = Math.max(...micros) + (op === 'lte' ? 1 : 0);
+          hi = Math.min(hi, t.lowerBound(x, which));
+        }
+      } else {
+        cacheable = false;
+        preds.push((j) => {
+          const value = build(j)[field];
+          if (typeof value !== 'string') return false;
+          const v = parseFilterDate(field, value, 'v2');
+          return micros.some((x) =>
+            op === 'gt' ? v > x : op === 'gte' ? v >= x : op === 'lt' ? v < x : v <= x,
+          );
+        });
+      }
+    }
+  }
+  const { preds: facetPreds, keyParts } = caseFacetPredicates(engine, m, p, 'case_type');
+  preds.push(...facetPreds);
+  for (const [name, values] of Object.entries(p)) {
+    const wanted = new Set(values);
+    if (name === 'case_name' || name === 'external_id') {
+      cacheable = false;
+      preds.push((j) => wanted.has(String(build(j)[name])));
+    } else if (name.startsWith('properties.')) {
+      cacheable = false;
+      const prop = name.slice('properties.'.length);
+      preds.push((j) => wanted.has(String((build(j).properties as JsonObject)[prop])));
+    } else if (name.startsWith('indices.')) {
+      cacheable = false;
+      const index = name.slice('indices.'.length);
+      preds.push((j) => {
+        const entry = (build(j).indices as JsonObject)[index] as JsonObject | undefined;
+        return entry !== undefined && wanted.has(String(entry.case_id));
+      });
+    }
+  }
+  lo = Math.max(lo, position);
+  const scanner = new Scanner(engine, t, {
+    lo,
+    hi,
+    predicate: combine(preds),
+    key: cacheable ? ['case-v2', m.name, ...keyParts].join('|') : null,
+  });
+  // With the cursor applied, HQ's matching_records counts what is left (its cursor adds indexed_on.gte).
+  const matching = scanner.count();
+  const events = scanner.collect(0, limit, false);
+  const fields = p.fields?.flatMap((f) => f.split(',')) ?? null;
+  const exclude = new Set(p.exclude?.flatMap((f) => f.split(',')) ?? []);
+  const cases = events.map((j) => {
+    const record = build(j);
+    if (!fields && exclude.size === 0) return record;
+    const out: JsonObject = {};
+    for (const [k, v] of Object.entries(record))
+      if ((!fields || fields.includes(k)) && !exclude.has(k)) out[k] = v;
+    return out;
+  });
+  const body: JsonObject = { matching_records: matching, cases };
+  if (matching > events.length && events.length > 0) {
+    const next = encodeCursor(order, events[events.length - 1]! + 1);
+    const path = req.path ?? `/a/${m.name}/api/case/v2/`;
+    body.next = `${req.origin ?? 'http://127.0.0.1'}${path}?cursor=${encodeURIComponent(next)}`;
+  }
+  return JSON.stringify(body);
+}
+
+// ---- small resources ---------------------------------------------------------------------------------
+
+function serveSmall(req: ServeRequest, all: () => JsonObject[], max: number): string {
+  const limit = tastypieLimit(req.params, max);
+  const offset = tastypieOffset(req.params);
+  let records = all();
+  if (req.resource === 'location-v2') {
+    for (const name of ['site_code', 'name', 'location_type_code', 'parent_location_id']) {
+      const values = req.params[name];
+      if (values?.length) records = records.filter((r) => values.includes(String(r[name])));
+    }
+  }
+  if (req.resource === 'user' && req.params.group?.length) {
+    const groups = req.params.group;
+    records = records.filter((r) => (r.groups as string[]).some((g) => groups.includes(g)));
+  }
+  return envelope(req, paramOrder(req), limit, offset, records.length, records.slice(offset, offset + limit));
+}
+
+function range<T>(n: number, f: (k: number) => T): T[] {
+  const out: T[] = [];
+  for (let k = 0; k < n; k++) out.push(f(k));
+  return out;
+}
+
+/** Serves one list request; throws SandboxBadRequest for a 400 and UnknownProjectError for no such project. */
+export function serveList(dataset: SandboxDataset, req: ServeRequest): string {
+  const engine = engineFor(dataset);
+  const m = dataset.model(req.project);
+  switch (req.resource) {
+    case 'form':
+      return serveForms(engine, m, req);
+    case 'case':
+      return serveCasesV1(engine, m, req);
+    case 'case-v2':
+      return serveCasesV2(engine, m, req);
+    case 'user':
+      return serveSmall(req, () => range(m.mobileUsers, (u) => m.user(u)), 1000);
+    case 'web-user':
+      return serveSmall(req, () => range(m.webUsers, (u) => m.webUser(u)), 1000);
+    case 'group':
+      return serveSmall(req, () => range(m.groups, (g) => m.group(g)), 1000);
+    case 'location':
+      return serveSmall(req, () => range(m.locations, (l) => m.locationV1(l)), 1000);
+    case 'location-v2':
+      return serveSmall(req, () => range(m.locations, (l) => m.locationV2(l)), 5000);
+    case 'location_type':
+      return serveSmall(req, () => range(m.locationTypeCount, (l) => m.locationType(l)), 1000);
+    case 'application':
+      // DoesNothingPaginatorCompat: every app at once, meta.limit null (ref §3).
+      return JSON.stringify({
+        meta: { limit: null, next: null, offset: 0, previous: null, total_count: 1 },
+        objects: [m.application()],
+      });
+  }
+}
+
+/**
+ * One page as the server would send it, without HTTP: for benchmarks measuring pure serve cost.
+ * `params` may be a record of arrays (repeated names) or URLSearchParams.
+ */
+export function servePageDirect(
+  dataset: SandboxDataset,
+  project: string,
+  resource: SandboxResource,
+  params: SandboxParams | URLSearchParams = {},
+): string {
+  let record: SandboxParams;
+  let order: [string, string][] | undefined;
+  if (params instanceof URLSearchParams) {
+    order = [...params.entries()];
+    record = toParams(order);
+  } else record = params;
+  return serveList(dataset, { project, resource, params: record, ...(order ? { paramOrder: order } : {}) });
+}
+
+/** Helper for tests and clients: HQ's naive form of an indexed_on value (drop the Z, ref §8). */
+export function naive(value: string): string {
+  return value.endsWith('Z') ? value.slice(0, -1) : value;
+}
+
+export { formatMicros };
