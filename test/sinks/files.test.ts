@@ -5,14 +5,19 @@ import ExcelJS from 'exceljs';
 import { describe, expect, it } from 'vitest';
 import { cellToText, formatDetDateTime, safeKeySegment } from '../../functions/sinks/cells';
 import { sheetName } from '../../functions/sinks/formats/xlsx';
-import { createSink, LocalObjectStoreFor, readManifests } from './local-helpers';
 import { checkpoint, childTable, formRow, formsTable, parseCsv, run } from './helpers';
+import { createSink, LocalObjectStoreFor, readManifests } from './local-helpers';
 
 function tempDir(): string {
   return mkdtempSync(join(tmpdir(), 'ccexport-files-'));
 }
 
-async function exportRows(format: 'csv' | 'json' | 'markdown' | 'xlsx', dir: string, count: number, extra = {}) {
+async function exportRows(
+  format: 'csv' | 'json' | 'markdown' | 'xlsx',
+  dir: string,
+  count: number,
+  extra = {},
+) {
   const sink = await createSink({ format, output: dir, ...extra });
   await sink.begin([formsTable, childTable], run('run-1'));
   const rows = Array.from({ length: count }, (_, i) => formRow(i));
@@ -64,7 +69,9 @@ describe('file formats', () => {
     const dir = tempDir();
     await exportRows('markdown', dir, 2);
     const text = readFileSync(join(dir, safeKeySegment(childTable.name), 'run-1.md'), 'utf8');
-    expect(text).toBe(`# ${childTable.name}\n\n| id | parent | note |\n| --- | --- | --- |\n| c1 | form-00001 | a\\|b |\n`);
+    expect(text).toBe(
+      `# ${childTable.name}\n\n| id | parent | note |\n| --- | --- | --- |\n| c1 | form-00001 | a\\|b |\n`,
+    );
   });
 
   it('writes xlsx with native numbers, booleans and dates that exceljs reads back', async () => {
@@ -135,7 +142,9 @@ describe('file formats', () => {
     await sink.abort(new Error('boom'));
     expect(readdirSync(join(dir, 'forms'))).toEqual(['run-a.csv']);
     const reread = await createSink({ format: 'csv', output: dir });
-    expect((await reread.readCheckpoint('key-1', 'demo', 'form'))?.position.indexedOn).toBe('2024-01-01T00:00:00');
+    expect((await reread.readCheckpoint('key-1', 'demo', 'form'))?.position.indexedOn).toBe(
+      '2024-01-01T00:00:00',
+    );
   });
 
   it('refuses a second run of the same export while the first holds its lease', async () => {

@@ -1,4 +1,5 @@
 export { createSink, readManifests } from '../../functions/sinks';
+
 import { LocalObjectStore } from '../../functions/sinks/store/local';
 
 export function LocalObjectStoreFor(dir: string): LocalObjectStore {

@@ -122,7 +122,9 @@ export class S3ObjectStore implements ObjectStore {
       return { etag: out.ETag ?? '' };
     } catch (error) {
       const status = httpStatus(error);
-      if (status === 412 || status === 409 || errorName(error) === 'PreconditionFailed') {
+      // If-Match on a key that no longer exists answers 404: the version we read is gone all the same.
+      const missing = condition.ifMatch !== undefined && (status === 404 || errorName(error) === 'NoSuchKey');
+      if (status === 412 || status === 409 || errorName(error) === 'PreconditionFailed' || missing) {
         throw new PreconditionFailedError(
           `${this.uri(key)} changed since it was read (conditional write refused)`,
           {

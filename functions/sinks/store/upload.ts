@@ -1,4 +1,3 @@
-import { once } from 'node:events';
 import { Transform, type Writable } from 'node:stream';
 
 /**
@@ -15,12 +14,17 @@ export class CountingStream extends Transform {
 
 export async function writeWithBackpressure(stream: Writable, chunk: string | Uint8Array): Promise<void> {
   if (stream.destroyed) throw new Error('the object stream was closed before the write');
-  if (!stream.write(chunk)) {
-    await Promise.race([
-      once(stream, 'drain'),
-      once(stream, 'close').then(() => {
-        throw new Error('the object stream closed while waiting to write');
-      }),
-    ]);
-  }
+  if (stream.write(chunk)) return;
+  await new Promise<void>((resolve, reject) => {
+    const done = (error?: Error) => {
+      stream.off('drain', onDrain);
+      stream.off('close', onClose);
+      if (error) reject(error);
+      else resolve();
+    };
+    const onDrain = () => done();
+    const onClose = () => done(new Error('the object stream closed while waiting to write'));
+    stream.on('drain', onDrain);
+    stream.on('close', onClose);
+  });
 }
