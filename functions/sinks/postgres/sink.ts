@@ -101,6 +101,7 @@ export class PostgresSink implements ExportSink {
     );
     if (!rows[0]?.locked) {
       await this.close();
+      this.state = 'new';
       throw new ConcurrentRunError(
         `Another run of export "${run.checkpointKey}" for project "${run.project}" is writing to ${this.where()}; ` +
           'this run stops without writing (try again when it has finished)',
