@@ -177,6 +177,8 @@ async function finishSecret(event: RotationEvent, deps: RotationDeps): Promise<s
       RemoveFromVersionId: currentVersion,
     }),
   );
+  // Leave no AWSPENDING at all: a valid end state on AWS, and the one moto's RotateSecret guard accepts.
+  await removeStage(deps.sm, secretId, AWSPENDING, token);
   // The submitted key (if this rotation took it) has been used; its label must not be taken again.
   const submittedVersion = versionWith(meta, SUBMITTED);
   if (submittedVersion) {

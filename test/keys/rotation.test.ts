@@ -1,0 +1,257 @@
+import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { UpdateSecretVersionStageCommand } from '@aws-sdk/client-secrets-manager';
+import { afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { RotationStepError } from '../../functions/keys/errors';
+import type { KeyProvider, ProviderFactory } from '../../functions/keys/provider';
+import { civicrmProvider, conduceProvider, defaultProviderFactory } from '../../functions/keys/providers';
+import { rotateStep, STEPS } from '../../functions/keys/rotation';
+import type { CiviCrmSecret } from '../../functions/keys/secret';
+import { type CiviCrmServer, startCiviCrmServer } from '../../functions/keys/servers/civicrm';
+import type { RunningServer } from '../../functions/keys/servers/common';
+import { type ConduceServer, startConduceServer } from '../../functions/keys/servers/conduce';
+import { motoSecretsManager } from '../support/aws';
+import {
+  baseDoc,
+  beginRotation,
+  captureOutput,
+  createCredential,
+  deps,
+  errorText,
+  readCurrent,
+  recordingLog,
+  rotate,
+  stages,
+} from './fixtures';
+
+const NOW = new Date('2026-01-24T12:00:00Z'); // on the rotation day (22nd with leadDays 7): key for 2026-02
+const now = () => NOW;
+let sm: SecretsManagerClient;
+const servers: RunningServer[] = [];
+
+beforeAll(() => {
+  sm = motoSecretsManager(inject('motoEndpoint'));
+});
+afterEach(async () => {
+  await Promise.all(servers.splice(0).map((s) => s.close()));
+});
+
+const OLD_CONDUCE = 'conduce-old-key-0000000000000000';
+const CIVI_A = 'civiKeyOfContactA0000000000000000000';
+const SITE_KEY = 'site-key-0000000000';
+
+async function conduceSetup(extraKeys: { apikey: string; description: string }[] = []) {
+  const server = await startConduceServer({ keys: [{ apikey: OLD_CONDUCE, description: 'det-2026-01' }, ...extraKeys] });
+  servers.push(server);
+  const id = await createCredential(sm, baseDoc('conduce', server.url, OLD_CONDUCE));
+  return { server, id };
+}
+
+async function civiSetup() {
+  const perms = ['edit api keys', 'authenticate with api key'];
+  const server = await startCiviCrmServer({
+    siteKey: SITE_KEY,
+    contacts: [
+      { id: 100, display_name: 'Exporter A', api_key: CIVI_A, permissions: perms },
+      { id: 101, display_name: 'Exporter B', api_key: null, permissions: perms },
+    ],
+  });
+  servers.push(server);
+  const id = await createCredential(
+    sm,
+    baseDoc('civicrm', server.url, CIVI_A, {
+      providerKeyId: '100',
+      options: { contactIds: { a: 100, b: 101 }, activeContact: 'a', siteKey: SITE_KEY },
+    }),
+  );
+  return { server, id };
+}
+
+/** Wraps the real providers so that one operation fails once. */
+function failingOnce(op: 'create' | 'set' | 'test'): ProviderFactory {
+  let failed = false;
+  return (secret) => {
+    const real = defaultProviderFactory(secret);
+    const fail = () => {
+      failed = true;
+      throw new Error(`injected ${op} failure`);
+    };
+    const wrapped: KeyProvider = {
+      ...real,
+      create: (name) => (op === 'create' && !failed ? fail() : real.create(name)),
+      set: async (issued) => (op === 'set' && !failed ? fail() : real.set?.(issued)),
+      test: (key) => (op === 'test' && !failed ? fail() : real.test(key)),
+    };
+    return wrapped;
+  };
+}
+
+/** A client whose first finishing UpdateSecretVersionStage fails. */
+function failingFinish(client: SecretsManagerClient): SecretsManagerClient {
+  let failed = false;
+  const proxy = Object.create(client) as SecretsManagerClient;
+  // biome-ignore lint/suspicious/noExplicitAny: overriding the overloaded send() for one command
+  (proxy as any).send = async (command: any) => {
+    if (!failed && command instanceof UpdateSecretVersionStageCommand && command.input.MoveToVersionId) {
+      failed = true;
+      throw new Error('injected finishSecret failure');
+    }
+    return await client.send(command);
+  };
+  return proxy;
+}
+
+describe('Conduce-style rotation', () => {
+  it('rotates to a month-named key with every step run twice and creates it once', async () => {
+    const { server, id } = await conduceSetup();
+
+    await rotate({ sm, now }, id, 2);
+
+    const current = await readCurrent(sm, id);
+    expect(current.keyName).toBe('det-2026-02');
+    expect(current.previous).toEqual({ keyName: 'det-2026-01' });
+    expect(server.createdCount()).toBe(1);
+    expect(server.descriptions()).toEqual(['det-2026-01', 'det-2026-02']);
+    await conduceProvider({ baseUrl: server.url, key: current.key }).test(current.key);
+    await conduceProvider({ baseUrl: server.url, key: current.key }).test(OLD_CONDUCE);
+    const s = Object.values(await stages(sm, id));
+    expect(s).toContainEqual(['AWSPREVIOUS']);
+    expect(s.filter((v) => v.includes('AWSCURRENT'))).toHaveLength(1);
+  });
+
+  it('reuses the key that already exists for the month', async () => {
+    const { server, id } = await conduceSetup([{ apikey: 'already-made-for-feb-0000', description: 'det-2026-02' }]);
+
+    await rotate({ sm, now }, id);
+
+    expect((await readCurrent(sm, id)).key).toBe('already-made-for-feb-0000');
+    expect(server.createdCount()).toBe(0);
+  });
+
+  it('makes a second rotation in the same month a no-op that keeps the key', async () => {
+    const { server, id } = await conduceSetup();
+    await rotate({ sm, now }, id);
+    const first = await readCurrent(sm, id);
+
+    await rotate({ sm, now }, id);
+
+    expect(await readCurrent(sm, id)).toEqual(first);
+    expect(server.createdCount()).toBe(1);
+  });
+
+  for (const step of STEPS) {
+    it(`keeps AWSCURRENT working when ${step} fails, and the next attempt succeeds`, async () => {
+      const { server, id } = await conduceSetup();
+      const failing =
+        step === 'finishSecret'
+          ? { sm: failingFinish(sm), now }
+          : { sm, now, providers: failingOnce(step === 'createSecret' ? 'create' : step === 'setSecret' ? 'set' : 'test') };
+
+      await expect(rotate(failing, id)).rejects.toBeInstanceOf(RotationStepError);
+
+      const current = await readCurrent(sm, id);
+      expect(current.keyName).toBe('det-2026-01');
+      await conduceProvider({ baseUrl: server.url, key: OLD_CONDUCE }).test(current.key);
+      for (const v of Object.values(await stages(sm, id))) {
+        expect(v.includes('AWSPENDING') && !v.includes('AWSCURRENT')).toBe(false);
+      }
+      await rotate({ sm, now }, id);
+      expect((await readCurrent(sm, id)).keyName).toBe('det-2026-02');
+      expect(server.createdCount()).toBe(1);
+    });
+  }
+
+  it('fails a step whose token is not pending, and names the version', async () => {
+    const { id } = await conduceSetup();
+    await beginRotation(sm, id, '11111111-1111-4111-8111-111111111111');
+
+    const run = rotateStep({ SecretId: id, ClientRequestToken: '22222222-2222-4222-8222-222222222222', Step: 'createSecret' }, deps({ sm, now }));
+
+    await expect(run).rejects.toThrow(/has no version 22222222/);
+  });
+});
+
+describe('CiviCRM rotation', () => {
+  it('puts a generated alphanumeric key on the other contact and keeps the old one valid', async () => {
+    const { server, id } = await civiSetup();
+
+    await rotate({ sm, now }, id, 2);
+
+    const current = (await readCurrent(sm, id)) as CiviCrmSecret;
+    expect(current.keyName).toBe('det-2026-02');
+    expect(current.options.activeContact).toBe('b');
+    expect(current.providerKeyId).toBe('101');
+    expect(current.previous).toEqual({ keyName: 'det-2026-01', providerKeyId: '100' });
+    expect(current.key).toMatch(/^[A-Za-z0-9]{43,}$/);
+    expect(server.contact(101)?.api_key).toBe(current.key);
+    expect(server.contact(100)?.api_key).toBe(CIVI_A);
+    await civicrmProvider(current).test(current.key);
+    await civicrmProvider(current).test(CIVI_A);
+  });
+
+  it('keeps contact A working when the test of the new key fails, then succeeds', async () => {
+    const { server, id } = await civiSetup();
+    server.failNext('/civicrm/authx/id', 401);
+
+    await expect(rotate({ sm, now }, id)).rejects.toThrow(/testSecret/);
+    expect((await readCurrent(sm, id)).key).toBe(CIVI_A);
+
+    await rotate({ sm, now }, id);
+    expect(((await readCurrent(sm, id)) as CiviCrmSecret).options.activeContact).toBe('b');
+  });
+});
+
+describe('exports during rotation', () => {
+  it('never fail while the key rotates, for Conduce and CiviCRM', async () => {
+    for (const setup of [conduceSetup, civiSetup]) {
+      const { id } = await setup();
+      let running = true;
+      let calls = 0;
+      const failures: unknown[] = [];
+      const exporter = (async () => {
+        while (running) {
+          try {
+            const secret = await readCurrent(sm, id);
+            await defaultProviderFactory(secret as never).test(secret.key);
+            calls += 1;
+          } catch (e) {
+            failures.push(e);
+          }
+        }
+      })();
+
+      await rotate({ sm, now }, id);
+      await new Promise((r) => setTimeout(r, 50));
+      running = false;
+      await exporter;
+
+      expect(failures).toEqual([]);
+      expect(calls).toBeGreaterThan(1);
+    }
+  });
+});
+
+describe('secrecy', () => {
+  it('never writes a key to output, logs or errors, even when steps fail', async () => {
+    const log = recordingLog();
+    const errors: unknown[] = [];
+    const keys: string[] = [OLD_CONDUCE, CIVI_A, SITE_KEY];
+
+    const { output } = await captureOutput(async () => {
+      const c = await conduceSetup();
+      c.server.failNext('/conduce/api/v1/apikeys/list', 401);
+      await rotate({ sm, now, log }, c.id).catch((e) => errors.push(e));
+      await rotate({ sm, now, log }, c.id);
+      keys.push((await readCurrent(sm, c.id)).key);
+      const v = await civiSetup();
+      v.server.failNext('/civicrm/ajax/api4/Contact/update', 403);
+      await rotate({ sm, now, log }, v.id).catch((e) => errors.push(e));
+      await rotate({ sm, now, log }, v.id);
+      keys.push((await readCurrent(sm, v.id)).key);
+    });
+
+    expect(errors).toHaveLength(2);
+    const everything = [output, ...log.lines, ...errors.map(errorText)].join('\n');
+    for (const key of keys) expect(everything).not.toContain(key);
+    expect(log.lines.some((l) => l.includes('rotation step failed'))).toBe(true);
+  });
+});
