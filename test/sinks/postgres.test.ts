@@ -34,7 +34,11 @@ async function query<R = Record<string, unknown>>(text: string, params?: unknown
   }
 }
 
-function table(name: string, headings: string[], dataTypes: TableSpec['dataTypes'] = headings.map(() => null)): TableSpec {
+function table(
+  name: string,
+  headings: string[],
+  dataTypes: TableSpec['dataTypes'] = headings.map(() => null),
+): TableSpec {
   return { name, headings, dataTypes };
 }
 
@@ -46,7 +50,11 @@ describe('PostgreSQL output', () => {
     await first.begin([v1], run('r1', { checkpointKey: name }));
     await first.writeRows(name, [['a', 1, new Date(Date.UTC(2024, 0, 2, 3, 4, 5)), true, null]]);
     await first.finish();
-    const v2 = table(name, ['id', 'count', 'when', 'flag', 'always_null', 'new_field', 'doc'], [null, null, null, null, null, null, 'json']);
+    const v2 = table(
+      name,
+      ['id', 'count', 'when', 'flag', 'always_null', 'new_field', 'doc'],
+      [null, null, null, null, null, null, 'json'],
+    );
     const second = await createSink({ format: 'sql', output: dbUrl });
     await second.begin([v2], run('r2', { checkpointKey: name }));
     await second.writeRows(name, [
@@ -69,7 +77,14 @@ describe('PostgreSQL output', () => {
     const rows = await query(`SELECT * FROM "${name}" ORDER BY id`);
     expect(rows).toEqual([
       { id: 'a', count: '1', when: new Date(2024, 0, 2, 3, 4, 5), flag: true, new_field: null, doc: null },
-      { id: 'b', count: 'not a number', when: new Date(2024, 0, 3), flag: false, new_field: '3000000000', doc: { k: [1, 2] } },
+      {
+        id: 'b',
+        count: 'not a number',
+        when: new Date(2024, 0, 3),
+        flag: false,
+        new_field: '3000000000',
+        doc: { k: [1, 2] },
+      },
     ]);
   });
 
@@ -94,11 +109,16 @@ describe('PostgreSQL output', () => {
       const sink = await createSink({ format: 'sql', output: dbUrl, batchRows: 100 });
       await sink.begin([spec], run(runId, { checkpointKey: name }));
       await sink.writeRows(name, rows);
-      await sink.writeRows(name, [['id-0', null, 'changed'], ['id-0', 99, null]]);
+      await sink.writeRows(name, [
+        ['id-0', null, 'changed'],
+        ['id-0', 99, null],
+      ]);
       await sink.finish();
     }
     expect(await query(`SELECT count(*)::int AS n FROM "${name}"`)).toEqual([{ n: 250 }]);
-    expect(await query(`SELECT * FROM "${name}" WHERE id = 'id-0'`)).toEqual([{ id: 'id-0', v: 99, w: 'changed' }]);
+    expect(await query(`SELECT * FROM "${name}" WHERE id = 'id-0'`)).toEqual([
+      { id: 'id-0', v: 99, w: 'changed' },
+    ]);
   });
 
   it('keeps nothing after the last commit when the connection dies, and the checkpoint matches the data', async () => {
@@ -106,9 +126,15 @@ describe('PostgreSQL output', () => {
     const spec = table(name, ['id', 'v']);
     const sink = await createSink({ format: 'sql', output: dbUrl, batchRows: 10 });
     await sink.begin([spec], run('r1', { checkpointKey: name }));
-    await sink.writeRows(name, Array.from({ length: 30 }, (_, i) => [`a${i}`, i]));
+    await sink.writeRows(
+      name,
+      Array.from({ length: 30 }, (_, i) => [`a${i}`, i]),
+    );
     await sink.commit([checkpoint('2024-01-01T00:00:00', { checkpointKey: name })]);
-    await sink.writeRows(name, Array.from({ length: 30 }, (_, i) => [`b${i}`, i]));
+    await sink.writeRows(
+      name,
+      Array.from({ length: 30 }, (_, i) => [`b${i}`, i]),
+    );
     await admin.query(
       `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'ccexport' AND datname = $1`,
       [new URL(dbUrl).pathname.slice(1)],
@@ -117,7 +143,9 @@ describe('PostgreSQL output', () => {
     await sink.abort(new Error('connection lost'));
     expect(await query(`SELECT count(*)::int AS n FROM "${name}"`)).toEqual([{ n: 30 }]);
     const reader = await createSink({ format: 'sql', output: dbUrl });
-    expect((await reader.readCheckpoint(name, 'demo', 'form'))?.position.indexedOn).toBe('2024-01-01T00:00:00');
+    expect((await reader.readCheckpoint(name, 'demo', 'form'))?.position.indexedOn).toBe(
+      '2024-01-01T00:00:00',
+    );
   });
 
   it('stores hostile table and column names safely, with distinct names after truncation', async () => {
@@ -139,7 +167,14 @@ describe('PostgreSQL output', () => {
     expect(Buffer.byteLength(one)).toBeLessThanOrEqual(63);
     expect(one).not.toBe(two);
     const [row] = await query(`SELECT * FROM "${spec.name.replaceAll('"', '""')}"`);
-    expect(row).toEqual({ id: '1', 'col"quote': 'q', 'semi;colon': 's', [one]: 'one', [two]: 'two', 'ünïcødé 名前': 'u' });
+    expect(row).toEqual({
+      id: '1',
+      'col"quote': 'q',
+      'semi;colon': 's',
+      [one]: 'one',
+      [two]: 'two',
+      'ünïcødé 名前': 'u',
+    });
   });
 
   it('refuses a second run of the same export at once with a clear message', async () => {
@@ -156,7 +191,7 @@ describe('PostgreSQL output', () => {
     await second.finish();
   });
 
-  it('writes checkpoints in the target database without touching DET\'s table, readable without a run', async () => {
+  it("writes checkpoints in the target database without touching DET's table, readable without a run", async () => {
     const name = `ckpt_${randomUUID().slice(0, 6)}`;
     const sink = await createSink({ format: 'sql', output: dbUrl });
     await sink.begin([table(name, ['id'])], run('r1', { checkpointKey: name }));
@@ -177,6 +212,8 @@ describe('PostgreSQL output', () => {
     const sink = await createSink({ format: 'sql', output: url.toString() });
     const error = await sink.begin([table('t', ['id'])], run('r1')).catch((e: unknown) => e as Error);
     expect(String(error)).toMatch(/Cannot connect to PostgreSQL postgres@127\.0\.0\.1:1\//);
-    expect(`${String(error)} ${(error as Error).stack} ${JSON.stringify(error)}`).not.toContain('S3cretPassw0rd');
+    expect(`${String(error)} ${(error as Error).stack} ${JSON.stringify(error)}`).not.toContain(
+      'S3cretPassw0rd',
+    );
   });
 });
