@@ -32,7 +32,7 @@ describe('file formats', () => {
     expect(formatDetDateTime(new Date(Date.UTC(2024, 1, 3, 4, 5, 6)))).toBe('2024-02-03 04:05:06');
     expect(cellToText(null)).toBe('');
     expect(cellToText(true)).toBe('True');
-    expect(cellToText({ d: new Date(Date.UTC(2024, 0, 1)) })).toBe('{"d":"2024-01-01 00:00:00"}');
+    expect(cellToText([new Date(Date.UTC(2024, 0, 1)), 1])).toBe('["2024-01-01 00:00:00",1]');
   });
 
   it('writes csv that reads back cell by cell, one file per table', async () => {

@@ -96,7 +96,7 @@ describe('S3 output', () => {
       await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `${prefix}/forms/run-1.xlsx` }))
     ).Body!.transformToByteArray();
     const workbook = new ExcelJS.Workbook();
-    await workbook.xlsx.load(Buffer.from(body));
+    await workbook.xlsx.load(body.buffer as ArrayBuffer);
     expect(workbook.worksheets[0]?.rowCount).toBe(501);
     expect(workbook.worksheets[0]?.getRow(501).getCell(3).value).toBe(499);
   });
