@@ -87,6 +87,11 @@ function crossCheck(config: z.output<typeof exportsConfigSchema>): string[] {
       );
     }
     credentials.set(c.name, c);
+    if (c.provider === 'civicrm' && !c.civicrm) {
+      problems.push(
+        `credentials[${i}].civicrm: is missing; provider "civicrm" needs civicrm.contactIds { a, b } (two contacts that take turns holding the key)`,
+      );
+    }
   });
 
   const exportNames = new Set<string>();

@@ -58,21 +58,30 @@ const cron = z.string().superRefine((v, ctx) => {
   if (problem) ctx.addIssue({ code: 'custom', message: problem, input: v });
 });
 
+/**
+ * Rotation policy of one key. Field names and defaults follow the key secret's `policy`
+ * (`functions/keys/secret.ts`), which the rotation function reads.
+ */
 const rotation = z.strictObject({
-  /**
-   * When Secrets Manager starts a rotation: a `cron(...)` or `rate(...)` expression in UTC.
-   * HQ keys are named after the month, so the default is early on the 1st.
-   */
-  schedule: z
+  /** Key names are `<namePrefix>-YYYY-MM` (Dimagi's advice: name a key after its month). */
+  namePrefix: z
     .string()
-    .regex(/^(cron|rate)\(.+\)$/, {
-      error: 'expected "cron(...)" or "rate(...)" (UTC), e.g. "cron(0 4 1 * ? *)"',
+    .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,40}$/, {
+      error: 'expected 1-41 characters of A-Z, a-z, 0-9, "_", "." and "-"',
     })
-    .default('cron(0 4 1 * ? *)'),
-  /** Days the previous key stays valid after a new one becomes current. */
-  gracePeriodDays: z.number().int().min(0).max(60).default(7),
+    .default('det'),
+  /** IANA zone in which months start. */
+  timeZone: timeZone.default('UTC'),
+  /** Rotate this many days before the month the key serves. */
+  leadDays: z.number().int().min(1).max(28).default(7),
+  /** Days the previous key stays valid after the switch. */
+  graceDays: z.number().int().min(0).max(60).default(7),
+  /** CommCare (no key API): first reminder to the key owner this many days before the month starts. */
+  reminderDays: z.number().int().min(1).max(28).default(14),
   /** Who is reminded to create the new key where the provider has no key API (CommCare). */
-  reminderEmail: z.email({ error: 'expected an e-mail address' }).optional(),
+  reminderEmail: z
+    .email({ error: (iss) => `${JSON.stringify(iss.input)} is not an e-mail address` })
+    .optional(),
 });
 
 export const credentialSchema = z.strictObject({
@@ -87,6 +96,12 @@ export const credentialSchema = z.strictObject({
   /** Project spaces the key may read; exports using this credential must stay within them. */
   projects: z.array(project).min(1, { error: 'expected at least one project' }),
   rotation: rotation.prefault({}),
+  /** CiviCRM holds one key per contact, so rotation alternates between two service contacts. */
+  civicrm: z
+    .strictObject({
+      contactIds: z.strictObject({ a: z.number().int().positive(), b: z.number().int().positive() }),
+    })
+    .optional(),
 });
 
 const s3Output = z.strictObject({

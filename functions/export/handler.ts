@@ -1,0 +1,278 @@
+/**
+ * Export function: runs one slice of one project of one export and tells the state machine whether it
+ * is done. Thin: it checks the event, builds its clients once per container, reads the key through a
+ * cache, and calls the core (`runExportSlice`), which receives everything as arguments.
+ */
+import { isAbsolute, resolve } from 'node:path';
+import { Logger } from '@aws-lambda-powertools/logger';
+import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
+import { getSecret } from '@aws-lambda-powertools/parameters/secrets';
+import { S3Client } from '@aws-sdk/client-s3';
+import { CommCareAuthError } from '../commcare/errors';
+import type { ExportJob, ExportSliceEvent, ExportSliceResult } from '../config/job';
+import { parseCredentialSecret } from '../keys/secret';
+import { runExportSlice } from './slice';
+
+/** HQ credentials as the core uses them. Never logged. */
+export interface SliceCredentials {
+  readonly username: string;
+  readonly apiKey: string;
+  readonly baseUrl: string;
+}
+
+/** The RDS secret document (`host`, `port`, `username`, `password`, `dbname`). Never logged. */
+export interface DatabaseCredentials {
+  readonly host: string;
+  readonly port: number;
+  readonly username: string;
+  readonly password: string;
+  readonly dbname: string;
+}
+
+export interface ExportSliceDeps {
+  /** The current key (AWSCURRENT), cached for a few minutes. */
+  readonly credentials: () => Promise<SliceCredentials>;
+  /** Reads the key again, bypassing the cache (after HQ rejected the cached one). */
+  readonly refreshCredentials: () => Promise<SliceCredentials>;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly s3Client: S3Client;
+  /** Bucket for S3 outputs; the function may use the job's prefix only. */
+  readonly bucket?: string;
+  /** Database credentials for PostgreSQL outputs (pass `{ refresh: true }` after a 28P01). */
+  readonly databaseSecret?: (options?: { refresh?: boolean }) => Promise<DatabaseCredentials>;
+}
+
+export interface SliceClock {
+  /** Milliseconds left before Lambda stops the invocation. */
+  readonly remainingMs: () => number;
+  /** Stop starting new pages when fewer than this many milliseconds remain. */
+  readonly safetyMarginMs: number;
+}
+
+/** The core's signature (`functions/export/slice.ts`). */
+export type ExportSliceRunner = (
+  deps: ExportSliceDeps,
+  input: ExportSliceEvent,
+  clock: SliceClock,
+) => Promise<ExportSliceResult>;
+
+/** The part of the Lambda context the handler uses. */
+export interface SliceContext {
+  getRemainingTimeInMillis(): number;
+  readonly awsRequestId?: string;
+}
+
+/** The event is not `{ job, continuation }` with a complete job. */
+export class ExportEventError extends Error {
+  override readonly name = 'ExportEventError';
+}
+
+/** Settings from the function's environment (set by the CDK stack). */
+export interface HandlerSettings {
+  readonly credentialSecretArn: string;
+  readonly bucket?: string;
+  readonly databaseSecretArn?: string;
+  readonly safetyMarginMs: number;
+  /** Where relative query file paths are resolved (the function's code root). */
+  readonly codeRoot: string;
+  /** Seconds a secret value is cached; key rotation is monthly, so minutes are plenty. */
+  readonly secretMaxAgeSeconds: number;
+}
+
+export function settingsFromEnv(env: NodeJS.ProcessEnv): HandlerSettings {
+  const credentialSecretArn = env.CREDENTIAL_SECRET_ARN;
+  if (!credentialSecretArn)
+    throw new ExportEventError('CREDENTIAL_SECRET_ARN is not set; expected the ARN of the key secret');
+  const margin = Number(env.SLICE_SAFETY_MARGIN_MS ?? '90000');
+  return {
+    credentialSecretArn,
+    bucket: env.EXPORT_BUCKET || undefined,
+    databaseSecretArn: env.DATABASE_SECRET_ARN || undefined,
+    safetyMarginMs: Number.isFinite(margin) && margin > 0 ? margin : 90_000,
+    codeRoot: env.LAMBDA_TASK_ROOT ?? process.cwd(),
+    secretMaxAgeSeconds: 300,
+  };
+}
+
+/** Reads a secret string by its AWSCURRENT stage (explicitly: see reference/aws.md on moto). */
+export type SecretReader = (
+  secretId: string,
+  options: { forceFetch: boolean; maxAge: number },
+) => Promise<string | undefined>;
+
+const powertoolsSecretReader: SecretReader = async (secretId, options) =>
+  (await getSecret<string>(secretId, {
+    maxAge: options.maxAge,
+    forceFetch: options.forceFetch,
+    sdkOptions: { VersionStage: 'AWSCURRENT' },
+  })) as string | undefined;
+
+function checkEvent(event: unknown): ExportSliceEvent {
+  const e = event as Partial<ExportSliceEvent> | null;
+  const job = e?.job as Partial<ExportJob> | undefined;
+  const missing = [
+    ['job', job && typeof job === 'object'],
+    ['job.exportName', typeof job?.exportName === 'string'],
+    ['job.project', typeof job?.project === 'string'],
+    ['job.credential', typeof job?.credential === 'object' && job?.credential !== null],
+    ['job.queryFile', typeof job?.queryFile === 'string'],
+    ['job.output', typeof job?.output === 'object' && job?.output !== null],
+    ['continuation', e !== null && e !== undefined && 'continuation' in e],
+  ]
+    .filter(([, ok]) => !ok)
+    .map(([name]) => name);
+  if (missing.length > 0) {
+    throw new ExportEventError(
+      `The event lacks ${missing.join(', ')}; expected { job: ExportJob, continuation, runId? }`,
+    );
+  }
+  return e as ExportSliceEvent;
+}
+
+/**
+ * Builds the handler around a runner and its clients; the module's `handler` uses the real ones, tests
+ * pass their own.
+ */
+export function makeHandler(args: {
+  runner: ExportSliceRunner;
+  settings: HandlerSettings;
+  logger: Logger;
+  metrics: Metrics;
+  s3Client: S3Client;
+  readSecret: SecretReader;
+  now?: () => Date;
+}) {
+  const { runner, settings, logger, metrics, s3Client, readSecret } = args;
+  const now = args.now ?? (() => new Date());
+
+  async function loadCredentials(job: ExportJob, forceFetch: boolean): Promise<SliceCredentials> {
+    const text = await readSecret(settings.credentialSecretArn, {
+      forceFetch,
+      maxAge: settings.secretMaxAgeSeconds,
+    });
+    const secret = parseCredentialSecret(text, `credential secret of ${job.credential.name}`);
+    const ageDays = (now().getTime() - Date.parse(secret.createdAt)) / 86_400_000;
+    if (Number.isFinite(ageDays) && ageDays >= 0)
+      metrics.addMetric('KeyAgeDays', MetricUnit.Count, Math.floor(ageDays));
+    return {
+      username: secret.username || job.credential.username,
+      apiKey: secret.key,
+      baseUrl: secret.baseUrl || job.credential.baseUrl,
+    };
+  }
+
+  async function loadDatabase(forceFetch: boolean): Promise<DatabaseCredentials> {
+    const arn = settings.databaseSecretArn as string;
+    const text = await readSecret(arn, { forceFetch, maxAge: settings.secretMaxAgeSeconds });
+    let parsed: Partial<DatabaseCredentials>;
+    try {
+      parsed = JSON.parse(text ?? '') as Partial<DatabaseCredentials>;
+    } catch {
+      // Never quote the text: it holds the password.
+      throw new ExportEventError(
+        'The database secret is not JSON; expected { host, port, username, password, dbname }',
+      );
+    }
+    for (const field of ['host', 'username', 'password'] as const) {
+      if (typeof parsed[field] !== 'string') {
+        throw new ExportEventError(
+          `The database secret lacks "${field}"; expected { host, port, username, password, dbname }`,
+        );
+      }
+    }
+    return {
+      host: parsed.host as string,
+      port: Number(parsed.port ?? 5432),
+      username: parsed.username as string,
+      password: parsed.password as string,
+      dbname: parsed.dbname ?? 'postgres',
+    };
+  }
+
+  return async function handler(event: unknown, context: SliceContext): Promise<ExportSliceResult> {
+    const started = Date.now();
+    const input = checkEvent(event);
+    const job: ExportJob = isAbsolute(input.job.queryFile)
+      ? input.job
+      : { ...input.job, queryFile: resolve(settings.codeRoot, input.job.queryFile) };
+    logger.appendKeys({ exportName: job.exportName, project: job.project, runId: input.runId ?? null });
+    metrics.setDefaultDimensions({ Export: job.exportName });
+
+    let refreshed = false;
+    const deps: ExportSliceDeps = {
+      credentials: () => loadCredentials(job, false),
+      refreshCredentials: () => {
+        refreshed = true;
+        return loadCredentials(job, true);
+      },
+      logger,
+      metrics,
+      s3Client,
+      bucket: settings.bucket,
+      databaseSecret: settings.databaseSecretArn ? (o) => loadDatabase(o?.refresh ?? false) : undefined,
+    };
+    const clock: SliceClock = {
+      remainingMs: () => context.getRemainingTimeInMillis(),
+      safetyMarginMs: settings.safetyMarginMs,
+    };
+    const sliceInput: ExportSliceEvent = { ...input, job };
+
+    try {
+      let result: ExportSliceResult;
+      try {
+        result = await runner(deps, sliceInput, clock);
+      } catch (error) {
+        // The key may have rotated since it was cached: read it once more and, if it changed, run the
+        // slice again from the same continuation. A second rejection is final (repeated failures can
+        // lock the HQ account).
+        if (!(error instanceof CommCareAuthError) || refreshed) throw error;
+        const used = await loadCredentials(job, false);
+        const fresh = await deps.refreshCredentials();
+        if (fresh.apiKey === used.apiKey && fresh.username === used.username) throw error;
+        logger.warn('HQ rejected the cached key; retrying the slice once with the refreshed key', {
+          status: error.status,
+        });
+        metrics.addMetric('CredentialRefreshes', MetricUnit.Count, 1);
+        result = await runner(deps, sliceInput, clock);
+      }
+      metrics.addMetric('Rows', MetricUnit.Count, result.rows);
+      metrics.addMetric('Pages', MetricUnit.Count, result.pages);
+      metrics.addMetric('SliceDurationMs', MetricUnit.Milliseconds, Date.now() - started);
+      logger.info('Slice finished', { done: result.done, rows: result.rows, pages: result.pages });
+      return {
+        done: result.done,
+        continuation: result.continuation ?? null,
+        rows: result.rows,
+        pages: result.pages,
+      };
+    } catch (error) {
+      metrics.addMetric('SliceFailures', MetricUnit.Count, 1);
+      logger.error('Slice failed', error as Error);
+      throw error;
+    } finally {
+      metrics.publishStoredMetrics();
+      logger.resetKeys();
+    }
+  };
+}
+
+// Module scope: built once per container and reused by every invocation it serves.
+const logger = new Logger();
+const metrics = new Metrics();
+const s3Client = new S3Client({});
+
+let built: ReturnType<typeof makeHandler> | undefined;
+
+/** The Lambda entry point. */
+export const handler = (event: unknown, context: SliceContext): Promise<ExportSliceResult> => {
+  built ??= makeHandler({
+    runner: runExportSlice,
+    settings: settingsFromEnv(process.env),
+    logger,
+    metrics,
+    s3Client,
+    readSecret: powertoolsSecretReader,
+  });
+  return built(event, context);
+};

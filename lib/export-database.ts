@@ -1,0 +1,186 @@
+/**
+ * The PostgreSQL database exports may write to: a new private RDS instance, or an existing database
+ * given by the ARN of its credentials secret.
+ */
+import { Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as rds from 'aws-cdk-lib/aws-rds';
+import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import { Construct } from 'constructs';
+
+export interface NewDatabaseOptions {
+  /**
+   * Instance type.
+   * @default t4g.micro
+   */
+  readonly instanceType?: ec2.InstanceType;
+  /**
+   * Storage in GiB (20 to 65,536); grows automatically up to four times this.
+   * @default 20
+   */
+  readonly allocatedStorageGb?: number;
+  /**
+   * Name of the database created on the instance.
+   * @default "exports"
+   */
+  readonly databaseName?: string;
+  /**
+   * Days automated backups are kept (1 to 35).
+   * @default 7
+   */
+  readonly backupRetentionDays?: number;
+  /**
+   * Whether the instance refuses deletion (CloudFormation cannot delete it until this is turned off).
+   * @default true
+   */
+  readonly deletionProtection?: boolean;
+  /**
+   * A standby in a second zone.
+   * @default false - one instance; exports can be re-run from HQ, backups restore the rest
+   */
+  readonly multiAz?: boolean;
+  /**
+   * Interval of the generated password's automatic rotation.
+   * @default Duration.days(30)
+   */
+  readonly rotationInterval?: Duration;
+}
+
+export interface ExistingDatabaseOptions {
+  /** ARN of a secret with `{ host, port, username, password, dbname }` (the RDS secret shape). */
+  readonly secretArn: string;
+  /**
+   * Security group of the database; when given, its port is opened to the export functions.
+   * @default - no ingress rule is added; open the database to the functions' security group yourself
+   */
+  readonly securityGroupId?: string;
+  /**
+   * Port the database listens on.
+   * @default 5432
+   */
+  readonly port?: number;
+}
+
+export interface ExportDatabaseProps {
+  /** VPC of the export functions (and of a new instance). */
+  readonly vpc: ec2.IVpc;
+  /** Subnets for a new instance; should have no internet route. */
+  readonly vpcSubnets: ec2.SubnetSelection;
+  /** Subnets with egress for the rotation function (it calls the Secrets Manager API). */
+  readonly rotationSubnets: ec2.SubnetSelection;
+  /**
+   * Create a new instance with these options. Exactly one of `create` and `existing` must be set.
+   * @default - no new instance
+   */
+  readonly create?: NewDatabaseOptions;
+  /**
+   * Use an existing database.
+   * @default - no existing database
+   */
+  readonly existing?: ExistingDatabaseOptions;
+}
+
+/** A database endpoint that export functions may connect to, and the secret they connect with. */
+export class ExportDatabase extends Construct {
+  /** Secret with the connection details (`host`, `port`, `username`, `password`, `dbname`). */
+  public readonly secret: secretsmanager.ISecret;
+  /** The new instance, when one was created. */
+  public readonly instance?: rds.DatabaseInstance;
+  private readonly port: number;
+  private readonly securityGroup?: ec2.ISecurityGroup;
+
+  constructor(scope: Construct, id: string, props: ExportDatabaseProps) {
+    super(scope, id);
+    if (!!props.create === !!props.existing) {
+      throw new Error('ExportDatabase: set exactly one of `create` and `existing`');
+    }
+    if (props.existing) {
+      this.secret = secretsmanager.Secret.fromSecretCompleteArn(this, 'Secret', props.existing.secretArn);
+      this.port = props.existing.port ?? 5432;
+      if (props.existing.securityGroupId) {
+        this.securityGroup = ec2.SecurityGroup.fromSecurityGroupId(
+          this,
+          'SecurityGroup',
+          props.existing.securityGroupId,
+          {
+            mutable: true,
+          },
+        );
+      }
+      return;
+    }
+
+    const opts = props.create as NewDatabaseOptions;
+    const storage = opts.allocatedStorageGb ?? 20;
+    const instance = new rds.DatabaseInstance(this, 'Instance', {
+      engine: rds.DatabaseInstanceEngine.postgres({ version: rds.PostgresEngineVersion.VER_17 }),
+      instanceType: opts.instanceType ?? ec2.InstanceType.of(ec2.InstanceClass.T4G, ec2.InstanceSize.MICRO),
+      vpc: props.vpc,
+      vpcSubnets: props.vpcSubnets,
+      credentials: rds.Credentials.fromGeneratedSecret('exporter'),
+      databaseName: opts.databaseName ?? 'exports',
+      allocatedStorage: storage,
+      maxAllocatedStorage: storage * 4,
+      storageEncrypted: true,
+      multiAz: opts.multiAz ?? false,
+      backupRetention: Duration.days(opts.backupRetentionDays ?? 7),
+      deletionProtection: opts.deletionProtection ?? true,
+      removalPolicy: RemovalPolicy.SNAPSHOT,
+      publiclyAccessible: false,
+      autoMinorVersionUpgrade: true,
+      // Export tables are read by BI tools over TLS; refuse plain connections.
+      parameters: { 'rds.force_ssl': '1' },
+      cloudwatchLogsExports: ['postgresql'],
+    });
+    // The hosted rotation function calls the Secrets Manager API, so it needs subnets with egress
+    // (from isolated subnets it times out; aws-rds README).
+    instance.addRotationSingleUser({
+      automaticallyAfter: opts.rotationInterval ?? Duration.days(30),
+      vpcSubnets: props.rotationSubnets,
+    });
+    this.instance = instance;
+    this.secret = instance.secret as secretsmanager.ISecret;
+    this.port = 5432;
+
+    Validations.of(instance).acknowledge(
+      {
+        id: 'AwsSolutions-RDS11',
+        reason:
+          'Default port 5432: only the export functions security group may reach it; a different port adds no protection.',
+      },
+      {
+        id: 'AwsSolutions-IAM4',
+        reason: 'The hosted rotation application from AWS uses the AWS managed Lambda execution policies.',
+      },
+    );
+    if (!(opts.multiAz ?? false)) {
+      Validations.of(instance).acknowledge({
+        id: 'AwsSolutions-RDS3',
+        reason:
+          'Single-AZ by configuration (database.multiAz: false): exports can be re-run from HQ and backups are kept.',
+      });
+    }
+    if (opts.deletionProtection === false) {
+      Validations.of(instance).acknowledge({
+        id: 'AwsSolutions-RDS10',
+        reason:
+          'Deletion protection turned off explicitly in the config (database.deletionProtection: false).',
+      });
+    }
+  }
+
+  /** Opens the database port to `other` (both security group sides when the group is known). */
+  public allowFrom(other: ec2.IConnectable, description: string): void {
+    if (this.instance) {
+      this.instance.connections.allowDefaultPortFrom(other, description);
+      return;
+    }
+    const port = ec2.Port.tcp(this.port);
+    if (this.securityGroup) {
+      this.securityGroup.connections.allowFrom(other, port, description);
+    } else {
+      // Unknown database security group: let the functions out to the port; the owner opens the inbound side.
+      other.connections.allowToAnyIpv4(port, description);
+    }
+  }
+}

@@ -1,0 +1,452 @@
+/**
+ * One export, end to end: its function (with its query file bundled in), the state machine that runs
+ * the function in slices for each project, and the schedule that starts it.
+ *
+ * Each export gets its own function and role, so its permissions are exactly its own: it reads its own
+ * credential secret and touches its own S3 prefix only. Functions cost nothing while idle.
+ */
+import { basename } from 'node:path';
+import { Duration, RemovalPolicy, Stack, TimeZone, Validations } from 'aws-cdk-lib';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import type * as iam from 'aws-cdk-lib/aws-iam';
+import type * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as scheduler from 'aws-cdk-lib/aws-scheduler';
+import * as schedulerTargets from 'aws-cdk-lib/aws-scheduler-targets';
+import type * as sqs from 'aws-cdk-lib/aws-sqs';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
+import { Construct } from 'constructs';
+import type { ExportJob, ExportSliceEvent } from '../functions/config/job';
+import type { ExportBucket } from './export-bucket';
+import type { ExportDatabase } from './export-database';
+import { ServiceFunction } from './function-defaults';
+
+/** CloudWatch namespace of the export metrics (function and state machine). */
+export const METRICS_NAMESPACE = 'CommCareExports';
+
+/** Step Functions closes a Standard execution at 25,000 history events; hand over well before. */
+const HISTORY_EVENT_BUDGET = 20_000;
+/**
+ * Events one loop iteration writes: the task (entered, scheduled, started, succeeded, exited), the
+ * counter and the choice (2 each) is 9; the rest leaves room for about one retry per iteration.
+ */
+const EVENTS_PER_ITERATION = 12;
+
+/** Errors a retry cannot fix (names of the error classes the function throws). */
+const PERMANENT_ERRORS = [
+  'CommCareAuthError',
+  'CommCareRequestError',
+  'CommCareConfigError',
+  'CommCareStuckError',
+  'ConfigError',
+  'QueryFileError',
+  'SecretShapeError',
+];
+
+export interface ExportPipelineProps {
+  /** The export's name (lower-case kebab); part of resource names and the metric dimension. */
+  readonly exportName: string;
+  /** One job per project, as the schedule sends them. At least one. */
+  readonly jobs: readonly ExportJob[];
+  /** Absolute path of the DET query file; bundled with the function at `job.queryFile`. */
+  readonly queryFilePath: string;
+  /** Entry file of the export handler. */
+  readonly handlerEntry: string;
+  /** Scheduler cron expression, six fields (`0 2 * * ? *`). */
+  readonly cron: string;
+  /** IANA time zone of the cron expression. */
+  readonly timeZone: string;
+  /**
+   * Projects exported at the same time (the Map state's maxConcurrency). HQ rate-limits per project
+   * space, and enterprise accounts share one limit, so keep it small.
+   * @default 2
+   */
+  readonly concurrency?: number;
+  /**
+   * Function memory in MiB.
+   * @default 1024
+   */
+  readonly memorySize?: number;
+  /** Network the function runs in (its egress IPs are on the HQ allow-list). */
+  readonly vpc: ec2.IVpc;
+  /** Subnets with NAT egress. */
+  readonly vpcSubnets: ec2.SubnetSelection;
+  /** Grants read of the export's credential secret (and its KMS key) to a principal. */
+  readonly grantCredentialRead: (grantee: iam.IGrantable) => void;
+  /** ARN of the credential secret, passed to the function. */
+  readonly credentialSecretArn: string;
+  /**
+   * Bucket for S3 outputs (the function may use `s3Prefix` only).
+   * @default - no bucket access
+   */
+  readonly bucket?: ExportBucket;
+  /**
+   * Key prefix of this export in `bucket`. Required with `bucket`.
+   * @default - no bucket access
+   */
+  readonly s3Prefix?: string;
+  /**
+   * Database for PostgreSQL outputs; the function may read its secret and reach its port.
+   * @default - no database access
+   */
+  readonly database?: ExportDatabase;
+  /** Queue for schedule invocations that could not be delivered. */
+  readonly scheduleDeadLetterQueue: sqs.IQueue;
+  /** Stack-unique prefix of named resources (the state machine name). */
+  readonly namePrefix: string;
+  /**
+   * Safety margin before the function's timeout at which a slice stops and returns its continuation.
+   * @default Duration.seconds(90)
+   */
+  readonly sliceSafetyMargin?: Duration;
+}
+
+/** The function, state machine and schedule of one export. */
+export class ExportPipeline extends Construct {
+  /** The export function (one slice per invocation). */
+  public readonly function: ServiceFunction;
+  /** The state machine that loops over slices and projects. */
+  public readonly stateMachine: sfn.StateMachine;
+  /** The schedule that starts the state machine. */
+  public readonly schedule: scheduler.Schedule;
+  /** Security group of the function (egress 443, and the database port when there is one). */
+  public readonly securityGroup: ec2.SecurityGroup;
+  /** Loop iterations per project before an execution hands over to a fresh one. */
+  public readonly iterationsPerExecution: number;
+  /** The export's name. */
+  public readonly exportName: string;
+
+  constructor(scope: Construct, id: string, props: ExportPipelineProps) {
+    super(scope, id);
+    this.exportName = props.exportName;
+    if (props.jobs.length === 0)
+      throw new Error(`ExportPipeline ${props.exportName}: expected at least one job`);
+    if (!!props.bucket !== !!props.s3Prefix) {
+      throw new Error(`ExportPipeline ${props.exportName}: set both \`bucket\` and \`s3Prefix\`, or neither`);
+    }
+    const stateMachineName = `${props.namePrefix}-${props.exportName}`;
+    if (stateMachineName.length > 80) {
+      throw new Error(`ExportPipeline: state machine name ${stateMachineName} is longer than 80 characters`);
+    }
+
+    this.securityGroup = new ec2.SecurityGroup(this, 'SecurityGroup', {
+      vpc: props.vpc,
+      description: `Export ${props.exportName}: HTTPS out only (CommCare HQ, AWS APIs)`,
+      allowAllOutbound: false,
+    });
+    this.securityGroup.addEgressRule(
+      ec2.Peer.anyIpv4(),
+      ec2.Port.tcp(443),
+      'HTTPS to CommCare HQ and AWS APIs',
+    );
+
+    const queryFileName = basename(props.queryFilePath);
+    const sliceTimeout = Duration.minutes(15);
+    this.function = new ServiceFunction(this, 'Function', {
+      entry: props.handlerEntry,
+      description: `CommCare export ${props.exportName}: one slice of one project`,
+      timeout: sliceTimeout,
+      memorySize: props.memorySize ?? 1024,
+      vpc: props.vpc,
+      vpcSubnets: props.vpcSubnets,
+      securityGroups: [this.securityGroup],
+      // The state machine retries; an async retry on top would run a slice twice.
+      retryAttempts: 0,
+      environment: {
+        EXPORT_NAME: props.exportName,
+        CREDENTIAL_SECRET_ARN: props.credentialSecretArn,
+        ...(props.bucket ? { EXPORT_BUCKET: props.bucket.bucket.bucketName } : {}),
+        ...(props.database ? { DATABASE_SECRET_ARN: props.database.secret.secretArn } : {}),
+        SLICE_SAFETY_MARGIN_MS: String((props.sliceSafetyMargin ?? Duration.seconds(90)).toMilliseconds()),
+        POWERTOOLS_SERVICE_NAME: 'commcare-export',
+        POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
+      },
+      bundling: {
+        // The query file is deployed inside the function's code asset, so a changed file changes the
+        // asset hash and redeploys the function.
+        commandHooks: {
+          beforeBundling: () => [],
+          beforeInstall: () => [],
+          afterBundling: (_inputDir: string, outputDir: string) => [
+            `mkdir -p "${outputDir}/query"`,
+            `cp "${props.queryFilePath}" "${outputDir}/query/${queryFileName}"`,
+          ],
+        },
+      },
+    });
+
+    props.grantCredentialRead(this.function);
+    if (props.bucket && props.s3Prefix) props.bucket.grantExportAccess(this.function, props.s3Prefix);
+    if (props.database) {
+      props.database.secret.grantRead(this.function);
+      props.database.allowFrom(this.function, `Export ${props.exportName} to its PostgreSQL output`);
+    }
+    const managed = 'Policy::arn:<AWS::Partition>:iam::aws:policy/service-role';
+    Validations.of(this.function).acknowledge(
+      {
+        id: `AwsSolutions-IAM4[${managed}/AWSLambdaBasicExecutionRole]`,
+        reason: 'The AWS managed minimum for writing the function logs (CreateLogStream/PutLogEvents).',
+      },
+      {
+        id: `AwsSolutions-IAM4[${managed}/AWSLambdaVPCAccessExecutionRole]`,
+        reason:
+          'The AWS managed minimum for a function in a VPC (network interface actions, which take no resource ARNs).',
+      },
+    );
+
+    this.iterationsPerExecution = Math.max(
+      1,
+      Math.floor(HISTORY_EVENT_BUDGET / (EVENTS_PER_ITERATION * props.jobs.length)),
+    );
+    const slices: ExportSliceEvent[] = props.jobs.map((job) => ({ job, continuation: null }));
+
+    this.stateMachine = this.buildStateMachine(props, stateMachineName, slices);
+
+    this.schedule = new scheduler.Schedule(this, 'Schedule', {
+      description: `Starts export ${props.exportName}`,
+      schedule: scheduler.ScheduleExpression.expression(`cron(${props.cron})`, TimeZone.of(props.timeZone)),
+      target: new schedulerTargets.StepFunctionsStartExecution(this.stateMachine, {
+        input: scheduler.ScheduleTargetInput.fromObject({ slices }),
+        deadLetterQueue: props.scheduleDeadLetterQueue,
+        retryAttempts: 3,
+        maxEventAge: Duration.hours(1),
+      }),
+    });
+  }
+
+  private buildStateMachine(
+    props: ExportPipelineProps,
+    stateMachineName: string,
+    slices: readonly ExportSliceEvent[],
+  ): sfn.StateMachine {
+    // --- Where the execution's slices come from ---------------------------------------------------
+    const fromContinuation = new sfn.Pass(this, 'Resume run', {
+      parameters: {
+        'slices.$': '$.slices',
+        'runId.$': '$.runId',
+        'generation.$': '$.generation',
+      },
+    });
+    const fromInput = new sfn.Pass(this, 'Start run from input', {
+      parameters: { 'slices.$': '$.slices', 'runId.$': '$$.Execution.Name', generation: 0 },
+    });
+    const fromDeployment = new sfn.Pass(this, 'Start run with deployed jobs', {
+      parameters: { slices, 'runId.$': '$$.Execution.Name', generation: 0 },
+    });
+
+    // --- One project: loop over slices ------------------------------------------------------------
+    const startProject = new sfn.Pass(this, 'Start project', {
+      parameters: {
+        'job.$': '$.item.job',
+        'continuation.$': '$.item.continuation',
+        'runId.$': '$.runId',
+        done: false,
+        rows: 0,
+        iteration: 0,
+      },
+    });
+    const resumeProject = new sfn.Pass(this, 'Resume project', {
+      parameters: {
+        'job.$': '$.item.job',
+        'continuation.$': '$.item.continuation',
+        'runId.$': '$.runId',
+        'done.$': '$.item.done',
+        'rows.$': '$.item.rows',
+        iteration: 0,
+      },
+    });
+
+    const slice = new tasks.LambdaInvoke(this, 'Export slice', {
+      lambdaFunction: this.function,
+      payload: sfn.TaskInput.fromObject({
+        'job.$': '$.job',
+        'continuation.$': '$.continuation',
+        'runId.$': '$.runId',
+      }),
+      resultSelector: {
+        'done.$': '$.Payload.done',
+        'continuation.$': '$.Payload.continuation',
+        'rows.$': '$.Payload.rows',
+      },
+      resultPath: '$.slice',
+      taskTimeout: sfn.Timeout.duration(Duration.minutes(16)),
+      retryOnServiceExceptions: true,
+    });
+    slice.addRetry({ errors: PERMANENT_ERRORS, maxAttempts: 0 });
+    // Throttling past the function's own budget, HQ 5xx, timeouts: back off and try again. Each slice
+    // resumes from the continuation it was given, so a retried slice does not duplicate rows.
+    slice.addRetry({
+      errors: [sfn.Errors.ALL],
+      interval: Duration.seconds(30),
+      backoffRate: 3,
+      maxAttempts: 4,
+      maxDelay: Duration.minutes(15),
+      jitterStrategy: sfn.JitterType.FULL,
+    });
+
+    const count = new sfn.Pass(this, 'Count slice', {
+      parameters: {
+        'job.$': '$.job',
+        'runId.$': '$.runId',
+        'continuation.$': '$.slice.continuation',
+        'done.$': '$.slice.done',
+        'rows.$': 'States.MathAdd($.rows, $.slice.rows)',
+        'iteration.$': 'States.MathAdd($.iteration, 1)',
+      },
+    });
+    const projectResult = new sfn.Pass(this, 'Project result', {
+      parameters: {
+        'job.$': '$.job',
+        'continuation.$': '$.continuation',
+        'done.$': '$.done',
+        'rows.$': '$.rows',
+        metric: {
+          MetricName: 'RunRows',
+          Unit: 'Count',
+          'Value.$': '$.rows',
+          Dimensions: [{ Name: 'Export', Value: props.exportName }],
+        },
+      },
+    });
+    const more = new sfn.Choice(this, 'More slices?')
+      .when(sfn.Condition.booleanEquals('$.done', true), projectResult)
+      .when(sfn.Condition.numberGreaterThanEquals('$.iteration', this.iterationsPerExecution), projectResult)
+      .otherwise(slice);
+    slice.next(count).next(more);
+    startProject.next(more);
+    resumeProject.next(more);
+    const projectEntry = new sfn.Choice(this, 'Resumed project?')
+      .when(sfn.Condition.isPresent('$.item.done'), resumeProject)
+      .otherwise(startProject);
+
+    const projects = new sfn.Map(this, 'Export projects', {
+      itemsPath: '$.slices',
+      itemSelector: { 'item.$': '$$.Map.Item.Value', 'runId.$': '$.runId' },
+      maxConcurrency: props.concurrency ?? 2,
+      resultPath: '$.results',
+    });
+    projects.itemProcessor(projectEntry);
+
+    // --- After all projects: finish, or hand over to a fresh execution ------------------------------
+    const summarize = new sfn.Pass(this, 'Summarize', {
+      parameters: {
+        // A filter path always yields a list (empty when every project is done).
+        'pending.$': '$.results[?(@.done == false)]',
+        'slices.$': '$.results',
+        'metrics.$': '$.results[*].metric',
+        'runId.$': '$.runId',
+        'nextGeneration.$': 'States.MathAdd($.generation, 1)',
+      },
+    });
+    // Continue-as-new: the 25,000-event history limit ends a Standard execution, so a long run
+    // continues in a new execution of this same state machine, named after the run for idempotency.
+    const self = sfn.StateMachine.fromStateMachineName(this, 'Self', stateMachineName);
+    const continueAsNew = new tasks.StepFunctionsStartExecution(this, 'Continue in new execution', {
+      stateMachine: self,
+      name: sfn.JsonPath.format(
+        '{}-g{}',
+        sfn.JsonPath.stringAt('$.runId'),
+        sfn.JsonPath.stringAt('$.nextGeneration'),
+      ),
+      input: sfn.TaskInput.fromObject({
+        'slices.$': '$.slices',
+        'runId.$': '$.runId',
+        'generation.$': '$.nextGeneration',
+      }),
+      associateWithParent: true,
+      resultPath: sfn.JsonPath.DISCARD,
+    });
+    const recordRun = new tasks.CallAwsService(this, 'Record run', {
+      service: 'cloudwatch',
+      action: 'putMetricData',
+      parameters: { Namespace: METRICS_NAMESPACE, 'MetricData.$': '$.metrics' },
+      iamResources: ['*'],
+      iamAction: 'cloudwatch:PutMetricData',
+      resultPath: sfn.JsonPath.DISCARD,
+    });
+    const finish = summarize.next(
+      new sfn.Choice(this, 'All projects done?')
+        .when(
+          sfn.Condition.isPresent('$.pending[0]'),
+          continueAsNew.next(
+            new sfn.Succeed(this, 'Handed over', { comment: 'The run continues in a new execution' }),
+          ),
+        )
+        .otherwise(recordRun.next(new sfn.Succeed(this, 'Run finished'))),
+    );
+    projects.next(finish);
+
+    fromContinuation.next(projects);
+    fromInput.next(projects);
+    fromDeployment.next(projects);
+    const start = new sfn.Choice(this, 'Continuation?')
+      .when(sfn.Condition.isPresent('$.runId'), fromContinuation)
+      .when(sfn.Condition.isPresent('$.slices'), fromInput)
+      .otherwise(fromDeployment);
+
+    const logGroup = new logs.LogGroup(this, 'StateMachineLogs', {
+      retention: logs.RetentionDays.THREE_MONTHS,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    const machine = new sfn.StateMachine(this, 'StateMachine', {
+      stateMachineName,
+      comment: `Runs export ${props.exportName} in slices, per project`,
+      definitionBody: sfn.DefinitionBody.fromChainable(start),
+      // One execution covers at most iterationsPerExecution slices per project; the run continues in
+      // a new execution after that.
+      timeout: Duration.days(7),
+      tracingEnabled: true,
+      logs: { destination: logGroup, level: sfn.LogLevel.ALL, includeExecutionData: false },
+    });
+    const fnLogicalId = Stack.of(this).getLogicalId(this.function.node.defaultChild as lambda.CfnFunction);
+    Validations.of(machine).acknowledge(
+      {
+        id: 'AwsSolutions-IAM5[Resource::*]',
+        reason:
+          'cloudwatch:PutMetricData (Record run), X-Ray tracing and log delivery actions support no resource-level permissions.',
+      },
+      {
+        id: `AwsSolutions-IAM5[Resource::<${fnLogicalId}.Arn>:*]`,
+        reason:
+          "Invoking the export's own function, any version or alias of it (the grant CDK's LambdaInvoke makes).",
+      },
+    );
+    return machine;
+  }
+
+  /** Executions that failed, timed out or were aborted. */
+  public metricFailedRuns(): cloudwatch.MathExpression {
+    return new cloudwatch.MathExpression({
+      expression: 'failed + timedOut + aborted',
+      usingMetrics: {
+        failed: this.stateMachine.metricFailed({ statistic: 'Sum' }),
+        timedOut: this.stateMachine.metricTimedOut({ statistic: 'Sum' }),
+        aborted: this.stateMachine.metricAborted({ statistic: 'Sum' }),
+      },
+      period: Duration.minutes(5),
+      label: 'failed runs',
+    });
+  }
+
+  /** Rows written per finished run (sum of the run's projects), from the state machine. */
+  public metricRunRows(props: cloudwatch.MetricOptions = {}): cloudwatch.Metric {
+    return new cloudwatch.Metric({
+      namespace: METRICS_NAMESPACE,
+      metricName: 'RunRows',
+      dimensionsMap: { Export: this.exportName },
+      ...props,
+    });
+  }
+
+  /** A metric the export function emits (Powertools EMF, dimensions `service` and `Export`). */
+  public metricFunction(metricName: string, props: cloudwatch.MetricOptions = {}): cloudwatch.Metric {
+    return new cloudwatch.Metric({
+      namespace: METRICS_NAMESPACE,
+      metricName,
+      dimensionsMap: { service: 'commcare-export', Export: this.exportName },
+      ...props,
+    });
+  }
+}

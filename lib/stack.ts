@@ -1,0 +1,172 @@
+/**
+ * The whole deployment, driven by one exports config: network, bucket, optional database,
+ * credentials, one pipeline per export, alarms and dashboard.
+ */
+import { fileURLToPath } from 'node:url';
+import { Annotations, CfnOutput, Duration, Stack, type StackProps } from 'aws-cdk-lib';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import type { Construct } from 'constructs';
+import { exportJobs } from '../functions/config/job';
+import type { ExportsConfig } from '../functions/config/parse';
+import { maxRunGapSeconds } from '../functions/config/schedule';
+import { ApiKeySecret } from './api-key-secret';
+import { ExportBucket } from './export-bucket';
+import { ExportDatabase } from './export-database';
+import { ExportPipeline } from './export-pipeline';
+import { ExportMonitoring } from './monitoring';
+import { ExportNetwork } from './network';
+
+const DEFAULT_HANDLER = fileURLToPath(new URL('../functions/export/handler.ts', import.meta.url));
+
+export interface CommCareExportStackProps extends StackProps {
+  /** The parsed exports config (`parseExportsConfig` / `loadExportsConfig`). */
+  readonly config: ExportsConfig;
+  /**
+   * Entry file of the export function.
+   * @default functions/export/handler.ts
+   */
+  readonly handlerEntry?: string;
+}
+
+/** Output key under which the stack publishes an export's state machine ARN (`ccexport trigger`). */
+export function stateMachineOutputKey(exportName: string): string {
+  return `StateMachine${exportName
+    .split('-')
+    .map((w) => w.charAt(0).toUpperCase() + w.slice(1))
+    .join('')}`;
+}
+
+export class CommCareExportStack extends Stack {
+  public readonly network: ExportNetwork;
+  public readonly monitoring: ExportMonitoring;
+  /** Present when an export writes to S3. */
+  public readonly bucket?: ExportBucket;
+  /** Present when the config has a database. */
+  public readonly database?: ExportDatabase;
+  public readonly credentials: ReadonlyMap<string, ApiKeySecret>;
+  public readonly pipelines: ReadonlyMap<string, ExportPipeline>;
+
+  constructor(scope: Construct, id: string, props: CommCareExportStackProps) {
+    super(scope, id, props);
+    const { config } = props;
+    const handlerEntry = props.handlerEntry ?? DEFAULT_HANDLER;
+
+    const eips = config.network.elasticIps;
+    this.network = new ExportNetwork(
+      this,
+      'Network',
+      'create' in eips ? { elasticIpCount: eips.create } : { eipAllocationIds: eips.allocationIds },
+    );
+
+    this.monitoring = new ExportMonitoring(this, 'Monitoring', {
+      alarmEmail: config.alarmEmail,
+      dashboardName: `${config.stackName}-exports`,
+    });
+
+    if (config.exports.some((e) => e.output.type === 's3')) {
+      this.bucket = new ExportBucket(this, 'Exports');
+      new CfnOutput(this, 'ExportsBucketName', { value: this.bucket.bucket.bucketName });
+    }
+
+    const db = config.database;
+    if (db.type === 'create') {
+      this.database = new ExportDatabase(this, 'Database', {
+        vpc: this.network.vpc,
+        vpcSubnets: this.network.dataSubnets,
+        rotationSubnets: this.network.appSubnets,
+        create: {
+          instanceType: new ec2.InstanceType(db.instanceType),
+          allocatedStorageGb: db.allocatedStorageGb,
+          databaseName: db.databaseName,
+          backupRetentionDays: db.backupRetentionDays,
+          deletionProtection: db.deletionProtection,
+          multiAz: db.multiAz,
+          rotationInterval: Duration.days(db.rotationDays),
+        },
+      });
+    } else if (db.type === 'existing') {
+      this.database = new ExportDatabase(this, 'Database', {
+        vpc: this.network.vpc,
+        vpcSubnets: this.network.dataSubnets,
+        rotationSubnets: this.network.appSubnets,
+        existing: { secretArn: db.secretArn, securityGroupId: db.securityGroupId, port: db.port },
+      });
+    }
+    if (this.database) {
+      new CfnOutput(this, 'DatabaseSecretArn', { value: this.database.secret.secretArn });
+    }
+
+    // Swap point: when lib/credential.ts (the rotating credential construct) lands, build it here
+    // instead of ApiKeySecret; the pipelines only need `secretArn` and a read grant.
+    const credentials = new Map<string, ApiKeySecret>();
+    for (const cred of config.credentials) {
+      const { reminderEmail: _reminderEmail, ...policy } = cred.rotation;
+      const secret = new ApiKeySecret(this, `Credential-${cred.name}`, {
+        credentialName: cred.name,
+        provider: cred.provider,
+        baseUrl: cred.baseUrl,
+        username: cred.username,
+        projects: cred.projects,
+        policy,
+        options:
+          cred.provider === 'commcare'
+            ? { allowListIps: this.network.egressIps }
+            : cred.provider === 'civicrm' && cred.civicrm
+              ? { contactIds: cred.civicrm.contactIds, activeContact: 'a' }
+              : undefined,
+      });
+      credentials.set(cred.name, secret);
+      new CfnOutput(
+        this,
+        `CredentialSecret${stateMachineOutputKey(cred.name).slice('StateMachine'.length)}`,
+        {
+          description: `Secret of credential ${cred.name} (submit keys to it with ccexport)`,
+          value: secret.secret.secretArn,
+        },
+      );
+    }
+    this.credentials = credentials;
+
+    const pipelines = new Map<string, ExportPipeline>();
+    for (const exp of config.exports) {
+      const credential = credentials.get(exp.credential) as ApiKeySecret;
+      const pipeline = new ExportPipeline(this, exp.name, {
+        exportName: exp.name,
+        jobs: exportJobs(config, exp.name),
+        queryFilePath: exp.queryFilePath,
+        handlerEntry,
+        cron: exp.schedule.cron.replace(/^cron\((.*)\)$/, '$1'),
+        timeZone: exp.schedule.timezone,
+        concurrency: exp.concurrency,
+        memorySize: exp.memoryMb,
+        vpc: this.network.vpc,
+        vpcSubnets: this.network.appSubnets,
+        grantCredentialRead: (grantee) => credential.grantRead(grantee),
+        credentialSecretArn: credential.secret.secretArn,
+        ...(exp.output.type === 's3' && this.bucket
+          ? { bucket: this.bucket, s3Prefix: exp.output.prefix }
+          : {}),
+        ...(exp.output.type === 'postgres' && this.database ? { database: this.database } : {}),
+        scheduleDeadLetterQueue: this.monitoring.scheduleDeadLetterQueue,
+        namePrefix: config.stackName,
+      });
+      pipelines.set(exp.name, pipeline);
+
+      const gap = maxRunGapSeconds(exp.schedule.cron);
+      const staleSeconds = gap === null ? null : gap * config.staleRunMultiple;
+      if (staleSeconds !== null && staleSeconds <= 7 * 86_400) {
+        this.monitoring.addExport(pipeline, Duration.seconds(Math.ceil(staleSeconds)));
+      } else {
+        this.monitoring.addExport(pipeline);
+        Annotations.of(pipeline).addInfo(
+          `Export ${exp.name} runs less often than every ${7 / config.staleRunMultiple} days: no "no successful run" alarm (CloudWatch alarms look back 7 days at most); the failed-run alarm still applies.`,
+        );
+      }
+      new CfnOutput(this, stateMachineOutputKey(exp.name), {
+        description: `State machine of export ${exp.name}`,
+        value: pipeline.stateMachine.stateMachineArn,
+      });
+    }
+    this.pipelines = pipelines;
+  }
+}
