@@ -308,7 +308,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Runnin
     const entry: RequestLogEntry = {
       method: req.method ?? 'GET',
       path: url.pathname,
-      query: toRecord(url.searchParams),
+      query: redact(toRecord(url.searchParams)),
       status: 0,
       ip: clientIp(req),
       at: Date.now(),
@@ -365,4 +365,11 @@ function toRecord(search: URLSearchParams): Record<string, string[]> {
     out[k] = list;
   }
   return out;
+}
+
+/** Legacy `?api_key=` credentials are refused, but a caller may still send them: keep them out of the log. */
+function redact(query: Record<string, string[]>): Record<string, string[]> {
+  for (const name of Object.keys(query))
+    if (/^(api_?key|key|password|token)$/i.test(name)) query[name] = query[name]!.map(() => '[redacted]');
+  return query;
 }

@@ -65,7 +65,9 @@ export class Timeline {
     this.salt = config.salt >>> 0;
     const share = Math.min(0.5, Math.max(0, config.reindexedShare));
     this.reindexing = share > 0 && this.count >= 2;
-    this.perBlock = this.reindexing ? Math.max(2, Math.round(1 / share)) : 20;
+    // perBlock >= tieRun + 2 keeps two versions of one record out of one tie group (HQ's index holds
+    // one document per id, so a tie never repeats an id; DatePaginator drops boundary ids by id).
+    this.perBlock = this.reindexing ? Math.max(2, this.tieRun + 2, Math.round(1 / share)) : 20;
     this.blockSize = this.perBlock + (this.reindexing ? 1 : 0);
     this.fullBlocks = Math.floor(this.count / this.perBlock);
     const remainder = this.count - this.fullBlocks * this.perBlock;
@@ -89,8 +91,29 @@ export class Timeline {
     return liveVisible ? this.totalLength : this.baseLength;
   }
 
+  /** Slot edited by the re-index event of a block b >= lag (in block b - lag). */
   private reindexSlot(block: number): number {
     return hash(this.salt, 5, block) % (this.perBlock - 1);
+  }
+
+  /** Slot edited by the re-index event of a block b < lag (in its own block, >= tieRun events back). */
+  private ownSlot(block: number): number {
+    return hash(this.salt, 6, block) % (this.perBlock - 1 - this.tieRun);
+  }
+
+  /** Tie groups of base events; live events start a fresh group so they never tie with base events. */
+  get baseGroups(): number {
+    return Math.ceil(this.baseLength / this.tieRun);
+  }
+
+  private groupOf(j: number): number {
+    return j < this.baseLength
+      ? Math.floor(j / this.tieRun)
+      : this.baseGroups + Math.floor((j - this.baseLength) / this.tieRun);
+  }
+
+  private firstEventOf(g: number): number {
+    return g < this.baseGroups ? g * this.tieRun : this.baseLength + (g - this.baseGroups) * this.tieRun;
   }
 
   private liveBlock(m: number): number {
@@ -105,8 +128,8 @@ export class Timeline {
     const block = Math.floor(j / this.blockSize);
     const position = j - block * this.blockSize;
     if (position < this.perBlock) return { record: block * this.perBlock + position, kind: 'original' };
-    const target = block < this.lag ? block : block - this.lag;
-    return { record: target * this.perBlock + this.reindexSlot(block), kind: 'reindex' };
+    if (block < this.lag) return { record: block * this.perBlock + this.ownSlot(block), kind: 'reindex' };
+    return { record: (block - this.lag) * this.perBlock + this.reindexSlot(block), kind: 'reindex' };
   }
 
   /** Event indexes of every version of record i, ascending (live ones included). */
@@ -116,8 +139,7 @@ export class Timeline {
     const out = [block * this.blockSize + slot];
     if (block >= this.fullBlocks) return out;
     if (this.reindexing && slot < this.perBlock - 1) {
-      if (block < this.lag && this.reindexSlot(block) === slot)
-        out.push(block * this.blockSize + this.perBlock);
+      if (block < this.lag && this.ownSlot(block) === slot) out.push(block * this.blockSize + this.perBlock);
       const later = block + this.lag;
       if (later < this.fullBlocks && this.reindexSlot(later) === slot)
         out.push(later * this.blockSize + this.perBlock);
@@ -147,11 +169,11 @@ export class Timeline {
   }
 
   time(j: number): number {
-    return this.groupTime(Math.floor(j / this.tieRun));
+    return this.groupTime(this.groupOf(j));
   }
 
   received(j: number): number {
-    return this.groupReceived(Math.floor(j / this.tieRun));
+    return this.groupReceived(this.groupOf(j));
   }
 
   /** First event index whose value (per `which`) is >= micros; O(1) thanks to the affine layout. */
@@ -160,6 +182,6 @@ export class Timeline {
     let g = Math.max(0, Math.floor((micros - START_MICROS) / this.step) - 1);
     while (g > 0 && f(g) >= micros) g--;
     while (f(g) < micros) g++;
-    return g * this.tieRun;
+    return this.firstEventOf(g);
   }
 }
