@@ -42,7 +42,11 @@ export async function createCredential(
   return out.ARN!;
 }
 
-export async function beginRotation(sm: SecretsManagerClient, secretId: string, token: string): Promise<void> {
+export async function beginRotation(
+  sm: SecretsManagerClient,
+  secretId: string,
+  token: string,
+): Promise<void> {
   const meta = await sm.send(new DescribeSecretCommand({ SecretId: secretId }));
   if (meta.VersionIdsToStages?.[token]) return;
   try {
@@ -67,11 +71,21 @@ export interface DriverOptions {
 }
 
 export function deps(o: DriverOptions): RotationDeps {
-  return { sm: o.sm, now: o.now, providers: o.providers ?? defaultProviderFactory, log: o.log ?? recordingLog() };
+  return {
+    sm: o.sm,
+    now: o.now,
+    providers: o.providers ?? defaultProviderFactory,
+    log: o.log ?? recordingLog(),
+  };
 }
 
 /** One whole rotation with every step run `times` times. Resolves to the token. */
-export async function rotate(o: DriverOptions, secretId: string, times = 1, token = randomUUID()): Promise<string> {
+export async function rotate(
+  o: DriverOptions,
+  secretId: string,
+  times = 1,
+  token = randomUUID(),
+): Promise<string> {
   await beginRotation(o.sm, secretId, token);
   for (const Step of STEPS) {
     for (let i = 0; i < times; i += 1) {
@@ -134,7 +148,9 @@ export function baseDoc(
 }
 
 /** Captures everything written to stdout/stderr and the console while `fn` runs. */
-export async function captureOutput<T>(fn: () => Promise<T>): Promise<{ result: T | undefined; error: unknown; output: string }> {
+export async function captureOutput<T>(
+  fn: () => Promise<T>,
+): Promise<{ result: T | undefined; error: unknown; output: string }> {
   const chunks: string[] = [];
   const out = process.stdout.write.bind(process.stdout);
   const err = process.stderr.write.bind(process.stderr);

@@ -40,7 +40,9 @@ const CIVI_A = 'civiKeyOfContactA0000000000000000000';
 const SITE_KEY = 'site-key-0000000000';
 
 async function conduceSetup(extraKeys: { apikey: string; description: string }[] = []) {
-  const server = await startConduceServer({ keys: [{ apikey: OLD_CONDUCE, description: 'det-2026-01' }, ...extraKeys] });
+  const server = await startConduceServer({
+    keys: [{ apikey: OLD_CONDUCE, description: 'det-2026-01' }, ...extraKeys],
+  });
   servers.push(server);
   const id = await createCredential(sm, baseDoc('conduce', server.url, OLD_CONDUCE));
   return { server, id };
@@ -119,7 +121,9 @@ describe('Conduce-style rotation', () => {
   });
 
   it('reuses the key that already exists for the month', async () => {
-    const { server, id } = await conduceSetup([{ apikey: 'already-made-for-feb-0000', description: 'det-2026-02' }]);
+    const { server, id } = await conduceSetup([
+      { apikey: 'already-made-for-feb-0000', description: 'det-2026-02' },
+    ]);
 
     await rotate({ sm, now }, id);
 
@@ -144,7 +148,13 @@ describe('Conduce-style rotation', () => {
       const failing =
         step === 'finishSecret'
           ? { sm: failingFinish(sm), now }
-          : { sm, now, providers: failingOnce(step === 'createSecret' ? 'create' : step === 'setSecret' ? 'set' : 'test') };
+          : {
+              sm,
+              now,
+              providers: failingOnce(
+                step === 'createSecret' ? 'create' : step === 'setSecret' ? 'set' : 'test',
+              ),
+            };
 
       await expect(rotate(failing, id)).rejects.toBeInstanceOf(RotationStepError);
 
@@ -164,7 +174,10 @@ describe('Conduce-style rotation', () => {
     const { id } = await conduceSetup();
     await beginRotation(sm, id, '11111111-1111-4111-8111-111111111111');
 
-    const run = rotateStep({ SecretId: id, ClientRequestToken: '22222222-2222-4222-8222-222222222222', Step: 'createSecret' }, deps({ sm, now }));
+    const run = rotateStep(
+      { SecretId: id, ClientRequestToken: '22222222-2222-4222-8222-222222222222', Step: 'createSecret' },
+      deps({ sm, now }),
+    );
 
     await expect(run).rejects.toThrow(/has no version 22222222/);
   });
