@@ -80,7 +80,9 @@ function resolveFlag(rawName: string, byName: ReadonlyMap<string, FlagSpec>): Fl
   const candidates = [...byName.keys()].filter((name) => name.startsWith(rawName));
   if (candidates.length === 1) return byName.get(candidates[0] as string) as FlagSpec;
   if (candidates.length > 1) {
-    throw new UsageError(`option --${rawName} is ambiguous: could be ${candidates.map((c) => `--${c}`).join(', ')}`);
+    throw new UsageError(
+      `option --${rawName} is ambiguous: could be ${candidates.map((c) => `--${c}`).join(', ')}`,
+    );
   }
   throw new UsageError(`unknown option --${rawName}; run "ccexport --help" for the list`);
 }

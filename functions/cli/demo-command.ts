@@ -23,15 +23,38 @@ export async function runDemoCommand(argv: string[], io: CommandIO): Promise<num
     projects: [{ name: 'demo', forms: 2500, cases: 600, mobileUsers: 25, groups: 4, locations: 12 }],
     credentials: [{ username: DEMO_USERNAME, apiKey: DEMO_KEY }],
   });
-  io.stdout.write(`Started the CommCare sandbox at ${sandbox.url} (project "demo", 2,500 forms, 600 cases)\n`);
+  io.stdout.write(
+    `Started the CommCare sandbox at ${sandbox.url} (project "demo", 2,500 forms, 600 cases)\n`,
+  );
   const env = { ...io.env, CCEXPORT_API_KEY: DEMO_KEY };
   const runIo: CommandIO = { ...io, env };
   try {
-    const common = ['--project', 'demo', '--commcare-hq', sandbox.url, '--username', DEMO_USERNAME, '--auth-mode', 'apikey'];
+    const common = [
+      '--project',
+      'demo',
+      '--commcare-hq',
+      sandbox.url,
+      '--username',
+      DEMO_USERNAME,
+      '--auth-mode',
+      'apikey',
+    ];
     const steps: Array<{ title: string; args: string[] }> = [
       {
         title: 'raw form and case records as JSON lines',
-        args: [...common, '--resource', 'form', '--resource', 'case', '--output-format', 'jsonl', '--output', join(output, 'raw'), '--progress', 'none'],
+        args: [
+          ...common,
+          '--resource',
+          'form',
+          '--resource',
+          'case',
+          '--output-format',
+          'jsonl',
+          '--output',
+          join(output, 'raw'),
+          '--progress',
+          'none',
+        ],
       },
     ];
     for (const step of steps) {
@@ -41,7 +64,9 @@ export async function runDemoCommand(argv: string[], io: CommandIO): Promise<num
     }
     io.stdout.write(`\nWrote ${output}:\n`);
     for (const file of listFiles(output)) {
-      io.stdout.write(`  ${relative(io.cwd, file)}  (${statSync(file).size.toLocaleString('en-US')} bytes)\n`);
+      io.stdout.write(
+        `  ${relative(io.cwd, file)}  (${statSync(file).size.toLocaleString('en-US')} bytes)\n`,
+      );
     }
     return 0;
   } finally {

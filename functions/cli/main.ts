@@ -46,7 +46,11 @@ export async function main(argv: string[], io: CommandIO = processIO()): Promise
     return 0;
   }
   const load = COMMANDS[first];
-  const [command, args] = load ? [await load(), rest] : first.startsWith('-') ? [runRunCommand, argv] : [null, rest];
+  const [command, args] = load
+    ? [await load(), rest]
+    : first.startsWith('-')
+      ? [runRunCommand, argv]
+      : [null, rest];
   if (!command) {
     io.stderr.write(`ccexport: unknown command "${first}"\n\n${HELP}`);
     return 2;
@@ -68,8 +72,12 @@ export function reportError(error: unknown, io: CommandIO): number {
     io.stderr.write(`ccexport: ${error.message}\n`);
     return 1;
   }
-  const message = error instanceof Error ? `${error.name === 'Error' ? '' : `${error.name}: `}${error.message}` : String(error);
+  const message =
+    error instanceof Error
+      ? `${error.name === 'Error' ? '' : `${error.name}: `}${error.message}`
+      : String(error);
   io.stderr.write(`ccexport: ${message}\n`);
-  if (io.env.CCEXPORT_DEBUG === '1' && error instanceof Error && error.stack) io.stderr.write(`${error.stack}\n`);
+  if (io.env.CCEXPORT_DEBUG === '1' && error instanceof Error && error.stack)
+    io.stderr.write(`${error.stack}\n`);
   return 1;
 }

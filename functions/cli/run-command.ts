@@ -2,14 +2,24 @@
 import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import { CommCareClient, type CommCareLogEvent, RESOURCE_NAMES } from '../commcare';
+import { CommCareClient, type CommCareLogEvent, RESOURCE_NAMES, resolveBaseUrl } from '../commcare';
 import type { ResourceName } from '../commcare/types';
 import { jsonLinesProgress, ttyProgress } from '../export/progress';
 import { JsonLinesSink, rawRecordsPlan } from '../export/raw-records';
 import { type ExportSummary, type ProgressListener, runExport } from '../export/run';
+import { compileQueryFile } from '../query';
 import type { SourcePlan } from '../query/types';
+import { createSink } from '../sinks';
 import type { ExportSink } from '../sinks/types';
-import { booleanFlag, formatHelp, integerFlag, type ParsedFlags, parseArgs, stringFlag, UsageError } from './args';
+import {
+  booleanFlag,
+  formatHelp,
+  integerFlag,
+  type ParsedFlags,
+  parseArgs,
+  stringFlag,
+  UsageError,
+} from './args';
 import { promptOnTerminal, resolveCredentials } from './credentials';
 import type { CommandIO } from './io';
 import { RUN_FLAGS } from './run-flags';
@@ -69,7 +79,9 @@ export function settingsFromFlags(flags: ParsedFlags, io: CommandIO): RunSetting
   const users = booleanFlag(flags, 'users') || withOrganization;
   const locations = booleanFlag(flags, 'locations') || withOrganization;
   if (!queryFile && resourceList.length === 0 && !users && !locations) {
-    throw new UsageError('nothing to export: give --query FILE (or --users, --locations, or --resource NAME)');
+    throw new UsageError(
+      'nothing to export: give --query FILE (or --users, --locations, or --resource NAME)',
+    );
   }
   if (queryFile && resourceList.length > 0) {
     throw new UsageError('--resource exports raw records without a query; give either --query or --resource');
@@ -86,7 +98,9 @@ export function settingsFromFlags(flags: ParsedFlags, io: CommandIO): RunSetting
   const concurrency = integerFlag(flags, 'concurrency', 1, 32) ?? 1;
   const maxConcurrency = integerFlag(flags, 'max-concurrency', 1, 32) ?? Math.max(concurrency, 4);
   if (maxConcurrency < concurrency) {
-    throw new UsageError(`--max-concurrency (${maxConcurrency}) must be at least --concurrency (${concurrency})`);
+    throw new UsageError(
+      `--max-concurrency (${maxConcurrency}) must be at least --concurrency (${concurrency})`,
+    );
   }
   const progressFlag = stringFlag(flags, 'progress');
   if (progressFlag !== undefined && !['tty', 'json', 'none'].includes(progressFlag)) {
@@ -143,7 +157,9 @@ export async function runRunCommand(argv: string[], io: CommandIO): Promise<numb
       ...(stringFlag(flags, 'username') !== undefined ? { username: stringFlag(flags, 'username') } : {}),
       ...(stringFlag(flags, 'password') !== undefined ? { password: stringFlag(flags, 'password') } : {}),
       ...(stringFlag(flags, 'secret-id') !== undefined ? { secretId: stringFlag(flags, 'secret-id') } : {}),
-      ...(stringFlag(flags, 'api-key-env') !== undefined ? { apiKeyEnv: stringFlag(flags, 'api-key-env') } : {}),
+      ...(stringFlag(flags, 'api-key-env') !== undefined
+        ? { apiKeyEnv: stringFlag(flags, 'api-key-env') }
+        : {}),
     },
     {
       env: io.env,
@@ -158,13 +174,17 @@ export async function runRunCommand(argv: string[], io: CommandIO): Promise<numb
   const logLine = (event: CommCareLogEvent) => {
     if (event.level === 'debug' && !settings.verbose) return;
     if (settings.progress === 'json' || settings.progress === 'none') {
-      if (settings.progress === 'json') io.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), ...event })}\n`);
+      if (settings.progress === 'json')
+        io.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), ...event })}\n`);
     } else {
       io.stderr.write(`\r\x1b[2K${event.level}: ${event.message}\n`);
     }
   };
   const client = new CommCareClient({
-    baseUrl: stringFlag(flags, 'commcare-hq') === undefined && credentials.baseUrl ? credentials.baseUrl : settings.baseUrl,
+    baseUrl:
+      stringFlag(flags, 'commcare-hq') === undefined && credentials.baseUrl
+        ? credentials.baseUrl
+        : settings.baseUrl,
     username: credentials.username,
     apiKey: credentials.apiKey,
     pageSize: settings.batchSize,
@@ -175,6 +195,7 @@ export async function runRunCommand(argv: string[], io: CommandIO): Promise<numb
 
   const { sources, checkpointKey, warnings } = await planSources(settings);
   for (const warning of warnings) warn(`warning: ${warning}`);
+  if (settings.format === 'xls') warn('note: --output-format xls writes xlsx (Excel 2007 and later)');
   const sink = await openSink(settings);
   const progress = progressListener(settings, io);
 
@@ -214,7 +235,10 @@ export async function runRunCommand(argv: string[], io: CommandIO): Promise<numb
 
 export function newRunId(now: Date = new Date()): string {
   // Sortable by time, unique across concurrent runs.
-  return `${now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}-${randomUUID().slice(0, 8)}`;
+  return `${now
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'Z')}-${randomUUID().slice(0, 8)}`;
 }
 
 async function planSources(
@@ -227,12 +251,28 @@ async function planSources(
       warnings: [],
     };
   }
-  throw new UsageError('query files are not supported yet');
+  if (settings.users || settings.locations) {
+    throw new UsageError('--users, --locations and --with-organization are not supported yet');
+  }
+  const compiled = await compileQueryFile(settings.queryFile as string, {
+    baseUrl: resolveBaseUrl(settings.baseUrl),
+    missingValue: settings.missingValue ?? null,
+    exportRootIfNoSubdocument: settings.exportRootIfNoSubdocument,
+    withOrganization: settings.withOrganization,
+    forSql: settings.format === 'sql',
+  });
+  return {
+    sources: [...compiled.sources],
+    checkpointKey: settings.checkpointKey ?? compiled.queryFileMd5,
+    warnings: compiled.warnings,
+  };
 }
 
 async function openSink(settings: RunSettings): Promise<ExportSink> {
   if (settings.format === 'jsonl') return new JsonLinesSink(settings.output);
-  throw new UsageError(`--output-format ${settings.format} is not supported yet`);
+  // DET's xls is the Excel 2003 format; we write xlsx, which every Excel since 2007 opens.
+  const format = settings.format === 'xls' ? 'xlsx' : settings.format;
+  return await createSink({ format, output: settings.output, strictTypes: settings.strictTypes });
 }
 
 function progressListener(settings: RunSettings, io: CommandIO): ProgressListener | undefined {

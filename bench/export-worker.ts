@@ -1,0 +1,24 @@
+/**
+ * Runs one `ccexport run` in this process and prints a JSON line with its wall time and peak RSS,
+ * so the benchmark measures the exporter alone (the sandbox runs in another process).
+ */
+import { PassThrough } from 'node:stream';
+import { runRunCommand } from '../functions/cli/run-command';
+
+const started = performance.now();
+const stdout = new PassThrough();
+const stderr = new PassThrough();
+stdout.resume();
+stderr.resume();
+const code = await runRunCommand(process.argv.slice(2), {
+  stdin: process.stdin,
+  stdout,
+  stderr,
+  env: process.env,
+  cwd: process.cwd(),
+});
+const seconds = (performance.now() - started) / 1000;
+process.stdout.write(
+  `${JSON.stringify({ code, seconds, peakRssMb: process.resourceUsage().maxRSS / 1024 })}\n`,
+);
+process.exit(code);
