@@ -25,7 +25,8 @@ function toUnicode(v: unknown): string {
 }
 
 /** Python's `str.split()` with no separator. */
-const PY_SPACE = /[\s\x1c-\x1f\x85]+/u; // Python's str.isspace set
+// Python's str.isspace set: Unicode whitespace plus U+001C..U+001F and U+0085.
+const PY_SPACE = new RegExp(`[\\s${String.fromCharCode(0x1c, 0x1d, 0x1e, 0x1f, 0x85)}]+`, 'u');
 export function pySplit(s: string): string[] {
   return s.split(PY_SPACE).filter((x) => x.length > 0);
 }

@@ -371,8 +371,6 @@ const ROOT_SEG: Seg = { t: 'root' };
 
 /** A value with where it came from (jsonpath-ng `DatumInContext`, plus `AutoIdForDatum` via `autoIdOf`). */
 export class Datum {
-  /** Set when DET's `JsonPathEnv.lookup` would have injected an `id` key into this dict. */
-  lookedUp = false;
   constructor(
     readonly value: unknown,
     readonly seg: Seg,
@@ -432,12 +430,33 @@ export function idPseudopath(d: Datum): string {
   return pathToString(acc);
 }
 
+/**
+ * DET's `JsonPathEnv.lookup` writes `id = <AutoIdForDatum value>` into every dict a lookup returns that
+ * has no `id`, mutating the document, and later ids and `json2str` output see it. We keep those ids
+ * beside the document, keyed by the dict object, so the caller's record is never modified while every
+ * table fed the same record object sees what DET's tables would (in table order).
+ */
+const INJECTED = new WeakMap<object, string>();
+
+export function injectedIdOf(dict: object): string | undefined {
+  return INJECTED.get(dict);
+}
+
+/** Marks a lookup's matches the way DET's `JsonPathEnv.lookup` mutates them. */
+export function injectIds(matches: readonly Datum[]): void {
+  for (const m of matches) {
+    const v = m.value;
+    if (m.autoIdOf === null && isDict(v) && !Object.hasOwn(v, 'id') && !INJECTED.has(v))
+      INJECTED.set(v, rawPseudo(m));
+  }
+}
+
 function ownPseudo(d: Datum): PathNode {
   const v = d.value;
   if (isDict(v)) {
     if (Object.hasOwn(v, 'id')) return { t: 'fields', names: [pyStr(v.id)] };
-    // DET injected `id = <path so far>` into this dict when it was returned by a lookup.
-    if (d.lookedUp) return { t: 'fields', names: [rawPseudo(d)] };
+    const injected = INJECTED.get(v);
+    if (injected !== undefined) return { t: 'fields', names: [injected] };
   }
   return segNode(d.seg);
 }
@@ -466,17 +485,39 @@ function segNode(s: Seg): PathNode {
   }
 }
 
-/** The `id` value DET's injection gives a dict returned by a lookup (`AutoIdForDatum(datum).value`). */
-export function injectedId(d: Datum): string {
-  return rawPseudo(d);
-}
-
 /** The value of a match as DET sees it after `JsonPathEnv.lookup` (auto ids resolved, `id` injected). */
 export function datumValue(d: Datum): unknown {
   if (d.autoIdOf) return idPseudopath(d.autoIdOf);
-  const v = d.value;
-  if (d.lookedUp && isDict(v) && !Object.hasOwn(v, 'id')) return { ...v, id: injectedId(d) };
-  return v;
+  return withInjectedIds(d.value);
+}
+
+/** A dict as DET's mutated document would show it: injected `id` keys added (last), recursively. */
+export function withInjectedIds(v: unknown): unknown {
+  if (Array.isArray(v)) {
+    let changed = false;
+    const out = v.map((x) => {
+      const y = withInjectedIds(x);
+      if (y !== x) changed = true;
+      return y;
+    });
+    return changed ? out : v;
+  }
+  if (!isDict(v)) return v;
+  let out: Record<string, unknown> | null = null;
+  for (const k of Object.keys(v)) {
+    const x = v[k];
+    const y = withInjectedIds(x);
+    if (y !== x) {
+      out ??= { ...v };
+      out[k] = y;
+    }
+  }
+  const id = INJECTED.get(v);
+  if (id !== undefined && !Object.hasOwn(v, 'id')) {
+    out ??= { ...v };
+    out.id = id;
+  }
+  return out ?? v;
 }
 
 export function wrap(v: unknown): Datum {
@@ -624,7 +665,7 @@ export function plainFieldChain(node: PathNode): { fromRoot: boolean; names: str
 export interface CompiledPath {
   readonly source: string;
   readonly node: PathNode;
-  /** Full match list (with contexts), each match marked as looked up. */
+  /** Full match list (with contexts); dicts among them get DET's injected ids. */
   find(data: unknown): Datum[];
   /**
    * Fast answer for the common case of one plain field chain: the value, `NO_MATCH`, or `SLOW`
@@ -668,7 +709,7 @@ export function compilePath(source: string): CompiledPath {
     quick,
     find(data: unknown) {
       const res = find(node, wrap(data));
-      for (const m of res) m.lookedUp = true;
+      injectIds(res);
       return res;
     },
   };
