@@ -2,7 +2,7 @@
  * The network the exports run in: private subnets whose traffic leaves through NAT gateways with fixed
  * Elastic IPs, because CommCare HQ API keys accept an allow-list of single IPv4 addresses only.
  */
-import { CfnOutput, Fn, RemovalPolicy, Validations } from 'aws-cdk-lib';
+import { CfnOutput, Fn, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
@@ -107,14 +107,15 @@ export class ExportNetwork extends Construct {
         "The endpoint's only ingress rule is HTTPS from the VPC's own CIDR (an intrinsic cdk-nag cannot resolve), not from 0.0.0.0/0.",
     });
 
+    // Stack-level outputs keep short, stable keys (EgressIps) that docs and scripts can name.
     if (this.egressIps.length > 0) {
-      new CfnOutput(this, 'EgressIps', {
+      new CfnOutput(Stack.of(this), 'EgressIps', {
         description:
           "Public IPv4 addresses the exports call CommCare HQ from: add each to every HQ API key's IP allow-list",
         value: Fn.join(',', this.egressIps),
       });
     }
-    new CfnOutput(this, 'EgressAllocationIds', {
+    new CfnOutput(Stack.of(this), 'EgressAllocationIds', {
       description:
         'Elastic IP allocation ids of the NAT gateways (import them into a new stack to keep the addresses)',
       value: Fn.join(',', this.eipAllocationIds),
