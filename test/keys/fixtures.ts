@@ -115,7 +115,7 @@ export function drivingClient(o: DriverOptions): SecretsManagerClient {
   // biome-ignore lint/suspicious/noExplicitAny: overriding the overloaded send() for one command
   (proxy as any).send = async (command: any, ...rest: any[]) => {
     if (command instanceof RotateSecretCommand) {
-      const token = command.input.ClientRequestToken ?? randomUUID();
+      const token: string = command.input.ClientRequestToken ?? randomUUID();
       try {
         await rotate(o, command.input.SecretId!, 1, token);
       } catch {
