@@ -84,7 +84,7 @@ export async function rotate(
   o: DriverOptions,
   secretId: string,
   times = 1,
-  token = randomUUID(),
+  token: string = randomUUID(),
 ): Promise<string> {
   await beginRotation(o.sm, secretId, token);
   for (const Step of STEPS) {
