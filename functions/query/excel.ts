@@ -501,6 +501,11 @@ export function compileSheets(sheets: readonly SheetGrid[], opts: ExcelCompileOp
       try {
         safe = safeSourceField(s.source);
         parsePath(safe);
+        if (safe !== s.source)
+          warn(
+            s.sourceRef,
+            `Source Field "${s.source}" is read as ${safe} (DET quotes segments that are not valid paths)`,
+          );
       } catch (e) {
         err(s.sourceRef, `Source Field ${(e as Error).message}`);
         continue;
@@ -549,7 +554,7 @@ export function compileSheets(sheets: readonly SheetGrid[], opts: ExcelCompileOp
               `${label} "${text}" has ${need === Number.POSITIVE_INFINITY ? 'named' : need} placeholder(s) but ${r.node.args.length - 1} value(s); DET would fail on the first record`,
             );
         }
-        expr = r.node;
+        if (r.unknownFunction === undefined) expr = r.node;
       }
       const mapping = mappings.get(s.heading);
       if (mapping) expr = mappedField(mapping, expr);

@@ -51,11 +51,11 @@ describe('query-file compatibility corpus', () => {
         const got = out[table]!;
         expect(got.headings, table).toEqual(exp.headings);
         expect(got.rows.length, table).toBe(exp.rows.length);
-        exp.rows.forEach((row, r) =>
-          row.forEach((cell, c) =>
-            expect(got.rows[r]![c], `${table} row ${r} column ${exp.headings[c]}`).toEqual(cell),
-          ),
-        );
+        for (let r = 0; r < exp.rows.length; r++) {
+          const row = exp.rows[r]!;
+          for (let c = 0; c < row.length; c++)
+            expect(got.rows[r]![c], `${table} row ${r} column ${exp.headings[c]}`).toEqual(row[c]);
+        }
       }
     });
   }

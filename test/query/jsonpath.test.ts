@@ -1,0 +1,127 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { JsonPathSyntaxError } from '../../functions/query/errors';
+import {
+  compilePath,
+  type Datum,
+  datumValue,
+  parsePath,
+  safeSourceField,
+} from '../../functions/query/jsonpath';
+
+const values = (path: string, data: unknown) => compilePath(path).find(data).map(datumValue);
+
+describe('jsonpath-ng 1.6 dialect', () => {
+  it('auto-quotes segments that do not parse (tests/test_excel_query.py::test_get_safe_source_field)', () => {
+    expect(safeSourceField('foo.bar.baz')).toBe('foo.bar.baz');
+    expect(safeSourceField('foo[*].baz')).toBe('foo[*].baz');
+    expect(safeSourceField('foo..baz[*]')).toBe('foo..baz[*]');
+    expect(safeSourceField('foo.#baz')).toBe('foo."#baz"');
+    expect(safeSourceField('foo.bar[*]..%baz')).toBe('foo.bar[*].."%baz"');
+    expect(safeSourceField('foo.bar:1.baz')).toBe('foo."bar:1".baz');
+  });
+
+  it('fails on a trailing dot', () => {
+    expect(() => safeSourceField('foo.bar.')).toThrow(JsonPathSyntaxError);
+  });
+
+  it('reads fields, @-names, indexes, slices, descendants, root and this', () => {
+    const doc = {
+      id: 'F',
+      form: { '@name': 'N', child: [{ n: 'a' }, { n: 'b' }], g: { case: { x: 1 } }, case: { x: 2 } },
+    };
+    expect(values('form.@name', doc)).toEqual(['N']);
+    expect(values('form.child[*].n', doc)).toEqual(['a', 'b']);
+    expect(values('form.child[1].n', doc)).toEqual(['b']);
+    expect(values('form.child[-1].n', doc)).toEqual(['b']);
+    expect(values('form.child[0:1].n', doc)).toEqual(['a']);
+    expect(values('form..x', doc)).toEqual([1, 2]);
+    expect(values('form.$.id', doc)).toEqual(['F']);
+    expect(values('`this`.form.@name', doc)).toEqual(['N']);
+    expect(values("form.'@name'", doc)).toEqual(['N']);
+  });
+
+  it('treats a single object under [*] as a one-item list (tests/test_minilinq.py::test_eval_collapsed_list)', () => {
+    expect(values('foo[*]', { foo: 2 })).toEqual([2]);
+    expect(values('foo[*].a', { foo: { a: 1 } })).toEqual([1]);
+    expect(values('foo[*]', { foo: '' })).toEqual([]);
+  });
+
+  it('gives auto ids: a string for a top-level id, the path for others (tests/test_minilinq.py::test_eval_auto_id_reference)', () => {
+    expect(values('foo.id', { foo: [2] })).toEqual(['foo']);
+    expect(values('foo.id', { foo: { id: 2 } })).toEqual(['2']);
+  });
+
+  it('fails on malformed paths with its own error class only', () => {
+    for (const bad of ['', 'a.', '..a', 'a[', 'a[0', '#x', 'a b', 'a.`nope`', '"open']) {
+      expect(() => parsePath(bad), bad).toThrow(JsonPathSyntaxError);
+    }
+  });
+});
+
+describe('path properties', () => {
+  it('parsing never throws anything but JsonPathSyntaxError', () => {
+    const alphabet = fc.constantFrom(...'ab@_.-[]*$,:|&()0123456789 `\'"#%'.split(''));
+    fc.assert(
+      fc.property(fc.array(alphabet, { maxLength: 16 }), (chars) => {
+        try {
+          parsePath(chars.join(''));
+        } catch (e) {
+          expect(e).toBeInstanceOf(JsonPathSyntaxError);
+        }
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  // A reference walker written independently: fields and [*] (with the one-object rule) over plain JSON.
+  function walk(steps: { f?: string; star?: boolean }[], data: unknown): unknown[] {
+    let cur: unknown[] = [data];
+    for (const s of steps) {
+      const next: unknown[] = [];
+      for (const v of cur) {
+        if (s.star) {
+          if (
+            !v ||
+            (Array.isArray(v) && v.length === 0) ||
+            (typeof v === 'object' && !Array.isArray(v) && Object.keys(v as object).length === 0)
+          )
+            continue;
+          next.push(...(Array.isArray(v) ? v : [v]));
+        } else if (v !== null && typeof v === 'object' && !Array.isArray(v) && Object.hasOwn(v, s.f!)) {
+          next.push((v as Record<string, unknown>)[s.f!]);
+        }
+      }
+      cur = next;
+    }
+    return cur;
+  }
+
+  it('evaluating a compiled path equals a simple reference walker', () => {
+    const key = fc.constantFrom('a', 'b', 'c');
+    const json = fc.letrec((tie) => ({
+      v: fc.oneof(
+        { depthSize: 'small' },
+        fc.string({ maxLength: 3 }),
+        fc.integer(),
+        fc.constant(null),
+        fc.array(tie('v'), { maxLength: 3 }),
+        fc.dictionary(key, tie('v'), { maxKeys: 3 }),
+      ),
+    })).v;
+    const step = fc.oneof(
+      key.map((f) => ({ f })),
+      fc.constant({ star: true }),
+    );
+    fc.assert(
+      fc.property(fc.array(step, { minLength: 1, maxLength: 4 }), json, (steps, data) => {
+        const src = steps.map((s, i) => (s.star ? '[*]' : `${i === 0 ? '' : '.'}${s.f}`)).join('');
+        const got = compilePath(src)
+          .find(data)
+          .map((d: Datum) => d.value);
+        expect(got).toEqual(walk(steps, data));
+      }),
+      { numRuns: 1000 },
+    );
+  });
+});
