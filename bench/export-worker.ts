@@ -8,7 +8,10 @@ import { runRunCommand } from '../functions/cli/run-command';
 const started = performance.now();
 const stdout = new PassThrough();
 const stderr = new PassThrough();
-stdout.resume();
+let summary = '';
+stdout.on('data', (chunk: Buffer) => {
+  summary += chunk.toString();
+});
 stderr.resume();
 const code = await runRunCommand(process.argv.slice(2), {
   stdin: process.stdin,
@@ -18,7 +21,12 @@ const code = await runRunCommand(process.argv.slice(2), {
   cwd: process.cwd(),
 });
 const seconds = (performance.now() - started) / 1000;
+/** Reads `12,345 records` style figures from the run's summary line. */
+const count = (label: string): number => {
+  const match = new RegExp(`([\\d,]+) ${label}`).exec(summary);
+  return Number((match?.[1] ?? '0').replaceAll(',', ''));
+};
 process.stdout.write(
-  `${JSON.stringify({ code, seconds, peakRssMb: process.resourceUsage().maxRSS / 1024 })}\n`,
+  `${JSON.stringify({ code, seconds, peakRssMb: process.resourceUsage().maxRSS / 1024, records: count('records'), rows: count('rows'), pages: count('pages') })}\n`,
 );
 process.exit(code);

@@ -10,7 +10,7 @@
  *
  * The username comes from `--username`, else `CCEXPORT_USERNAME`, else the secret, else the prompt.
  */
-import { GetSecretValueCommand, type SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { UsageError } from './args';
 
 export interface HqCredentials {
@@ -34,7 +34,7 @@ export interface CredentialEnvironment {
   readonly isTTY: boolean;
   readonly warn: (message: string) => void;
   readonly prompt: (question: string, hidden: boolean) => Promise<string>;
-  readonly secretsManager?: () => SecretsManagerClient;
+  readonly secretsManager?: () => Promise<SecretsManagerClient>;
 }
 
 export class CredentialError extends Error {
@@ -98,9 +98,9 @@ async function readSecret(
   if (!context.secretsManager) throw new UsageError('--secret-id needs AWS access');
   let text: string | undefined;
   try {
-    const result = await context
-      .secretsManager()
-      .send(new GetSecretValueCommand({ SecretId: secretId, VersionStage: 'AWSCURRENT' }));
+    const client = await context.secretsManager();
+    const { GetSecretValueCommand } = await import('@aws-sdk/client-secrets-manager');
+    const result = await client.send(new GetSecretValueCommand({ SecretId: secretId, VersionStage: 'AWSCURRENT' }));
     text = result.SecretString;
   } catch (error) {
     const name = error instanceof Error ? error.name : 'Error';
