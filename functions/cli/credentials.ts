@@ -100,7 +100,9 @@ async function readSecret(
   try {
     const client = await context.secretsManager();
     const { GetSecretValueCommand } = await import('@aws-sdk/client-secrets-manager');
-    const result = await client.send(new GetSecretValueCommand({ SecretId: secretId, VersionStage: 'AWSCURRENT' }));
+    const result = await client.send(
+      new GetSecretValueCommand({ SecretId: secretId, VersionStage: 'AWSCURRENT' }),
+    );
     text = result.SecretString;
   } catch (error) {
     const name = error instanceof Error ? error.name : 'Error';

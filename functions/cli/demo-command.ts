@@ -5,6 +5,7 @@
  */
 import { readdirSync, rmSync, statSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { startSandbox } from '../sandbox';
 import { parseArgs, stringFlag } from './args';
 import type { CommandIO } from './io';
@@ -39,19 +40,30 @@ export async function runDemoCommand(argv: string[], io: CommandIO): Promise<num
       '--auth-mode',
       'apikey',
     ];
+    const query = ['--query', DEMO_QUERY];
     const steps: Array<{ title: string; args: string[] }> = [
       {
-        title: 'raw form and case records as JSON lines',
+        title: 'the households and household_members tables as an Excel workbook',
         args: [
           ...common,
-          '--resource',
-          'form',
-          '--resource',
-          'case',
+          ...query,
           '--output-format',
-          'jsonl',
+          'xlsx',
           '--output',
-          join(output, 'raw'),
+          join(output, 'xlsx'),
+          '--progress',
+          'none',
+        ],
+      },
+      {
+        title: 'the same tables into an embedded PostgreSQL database (no server needed)',
+        args: [
+          ...common,
+          ...query,
+          '--output-format',
+          'sql',
+          '--output',
+          join(output, 'database'),
           '--progress',
           'none',
         ],
@@ -62,17 +74,52 @@ export async function runDemoCommand(argv: string[], io: CommandIO): Promise<num
       const code = await runRunCommand(step.args, runIo);
       if (code !== 0) return code;
     }
-    io.stdout.write(`\nWrote ${output}:\n`);
-    for (const file of listFiles(output)) {
+    io.stdout.write(`\nWrote ${relative(io.cwd, output) || output}:\n`);
+    for (const file of listFiles(join(output, 'xlsx'))) {
       io.stdout.write(
         `  ${relative(io.cwd, file)}  (${statSync(file).size.toLocaleString('en-US')} bytes)\n`,
       );
     }
+    io.stdout.write(`  ${relative(io.cwd, join(output, 'database'))}/  (embedded PostgreSQL)\n`);
+    await printDemoQuery(join(output, 'database'), io);
     return 0;
   } finally {
     await sandbox.close();
     io.stdout.write('Stopped the sandbox.\n');
   }
+}
+
+/** The bundled sample query: households and a child table of members (examples/build-demo-query.ts). */
+export const DEMO_QUERY = fileURLToPath(
+  new URL('../../examples/household-registration.xlsx', import.meta.url),
+);
+
+const DEMO_SQL = `select h.village, count(distinct h.id) as households, count(m.id) as members,
+       round(avg(m.age)::numeric, 1) as mean_age
+  from households h left join household_members m on m.form_id = h.id
+ group by h.village order by households desc, h.village limit 5`;
+
+async function printDemoQuery(folder: string, io: CommandIO): Promise<void> {
+  const { openEmbeddedDatabase } = await import('../sinks');
+  const db = await openEmbeddedDatabase(folder);
+  try {
+    const result = await db.query<Record<string, unknown>>(DEMO_SQL);
+    io.stdout.write(`\nA query over the embedded database:\n\n${DEMO_SQL}\n\n`);
+    io.stdout.write(formatTable(result.rows));
+  } finally {
+    await db.close();
+  }
+}
+
+function formatTable(rows: readonly Record<string, unknown>[]): string {
+  const first = rows[0];
+  if (!first) return '(no rows)\n';
+  const headings = Object.keys(first);
+  const cells = rows.map((row) => headings.map((h) => String(row[h] ?? '')));
+  const widths = headings.map((h, i) => Math.max(h.length, ...cells.map((c) => (c[i] as string).length)));
+  const line = (values: readonly string[]) =>
+    `  ${values.map((v, i) => v.padEnd(widths[i] as number)).join('  ')}\n`;
+  return line(headings) + line(widths.map((w) => '-'.repeat(w))) + cells.map(line).join('');
 }
 
 function quote(arg: string): string {

@@ -164,7 +164,8 @@ export async function runRunCommand(argv: string[], io: CommandIO): Promise<numb
       warn,
       prompt: (question, hidden) =>
         promptOnTerminal(io.stdin as NodeJS.ReadStream, io.stderr as NodeJS.WriteStream, question, hidden),
-      secretsManager: async () => new (await import('@aws-sdk/client-secrets-manager')).SecretsManagerClient({}),
+      secretsManager: async () =>
+        new (await import('@aws-sdk/client-secrets-manager')).SecretsManagerClient({}),
     },
   );
 
