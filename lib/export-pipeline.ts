@@ -19,6 +19,7 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
 import type { ExportJob, ExportSliceEvent } from '../functions/config/job';
+import { stateMachineName } from '../functions/config/naming';
 import type { ExportBucket } from './export-bucket';
 import type { ExportDatabase } from './export-database';
 import { ServiceFunction } from './function-defaults';
@@ -126,9 +127,9 @@ export class ExportPipeline extends Construct {
     if (!!props.bucket !== !!props.s3Prefix) {
       throw new Error(`ExportPipeline ${props.exportName}: set both \`bucket\` and \`s3Prefix\`, or neither`);
     }
-    const stateMachineName = `${props.namePrefix}-${props.exportName}`;
-    if (stateMachineName.length > 80) {
-      throw new Error(`ExportPipeline: state machine name ${stateMachineName} is longer than 80 characters`);
+    const machineName = stateMachineName(props.namePrefix, props.exportName);
+    if (machineName.length > 80) {
+      throw new Error(`ExportPipeline: state machine name ${machineName} is longer than 80 characters`);
     }
 
     this.securityGroup = new ec2.SecurityGroup(this, 'SecurityGroup', {
@@ -202,7 +203,7 @@ export class ExportPipeline extends Construct {
     );
     const slices: ExportSliceEvent[] = props.jobs.map((job) => ({ job, continuation: null }));
 
-    this.stateMachine = this.buildStateMachine(props, stateMachineName, slices);
+    this.stateMachine = this.buildStateMachine(props, machineName, slices);
 
     this.schedule = new scheduler.Schedule(this, 'Schedule', {
       description: `Starts export ${props.exportName}`,
@@ -218,7 +219,7 @@ export class ExportPipeline extends Construct {
 
   private buildStateMachine(
     props: ExportPipelineProps,
-    stateMachineName: string,
+    machineName: string,
     slices: readonly ExportSliceEvent[],
   ): sfn.StateMachine {
     // --- Where the execution's slices come from ---------------------------------------------------
@@ -342,7 +343,7 @@ export class ExportPipeline extends Construct {
     });
     // Continue-as-new: the 25,000-event history limit ends a Standard execution, so a long run
     // continues in a new execution of this same state machine, named after the run for idempotency.
-    const self = sfn.StateMachine.fromStateMachineName(this, 'Self', stateMachineName);
+    const self = sfn.StateMachine.fromStateMachineName(this, 'Self', machineName);
     const continueAsNew = new tasks.StepFunctionsStartExecution(this, 'Continue in new execution', {
       stateMachine: self,
       name: sfn.JsonPath.format(
@@ -391,7 +392,7 @@ export class ExportPipeline extends Construct {
       removalPolicy: RemovalPolicy.DESTROY,
     });
     const machine = new sfn.StateMachine(this, 'StateMachine', {
-      stateMachineName,
+      stateMachineName: machineName,
       comment: `Runs export ${props.exportName} in slices, per project`,
       definitionBody: sfn.DefinitionBody.fromChainable(start),
       // One execution covers at most iterationsPerExecution slices per project; the run continues in

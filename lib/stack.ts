@@ -7,6 +7,7 @@ import { Annotations, CfnOutput, Duration, Stack, type StackProps } from 'aws-cd
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import type { Construct } from 'constructs';
 import { exportJobs } from '../functions/config/job';
+import { credentialSecretOutputKey, stateMachineOutputKey } from '../functions/config/naming';
 import type { ExportsConfig } from '../functions/config/parse';
 import { maxRunGapSeconds } from '../functions/config/schedule';
 import { ApiKeySecret } from './api-key-secret';
@@ -26,14 +27,6 @@ export interface CommCareExportStackProps extends StackProps {
    * @default functions/export/handler.ts
    */
   readonly handlerEntry?: string;
-}
-
-/** Output key under which the stack publishes an export's state machine ARN (`ccexport trigger`). */
-export function stateMachineOutputKey(exportName: string): string {
-  return `StateMachine${exportName
-    .split('-')
-    .map((w) => w.charAt(0).toUpperCase() + w.slice(1))
-    .join('')}`;
 }
 
 export class CommCareExportStack extends Stack {
