@@ -42,7 +42,9 @@ export function ttyProgress(out: ProgressOutput, now: () => number = Date.now): 
   let lastDraw = 0;
   return {
     sourceStarted(p) {
-      out.write(`${p.dataSource}: starting${p.resumedFrom?.indexedOn ? ` from ${p.resumedFrom.indexedOn}` : ''}\n`);
+      out.write(
+        `${p.dataSource}: starting${p.resumedFrom?.indexedOn ? ` from ${p.resumedFrom.indexedOn}` : ''}\n`,
+      );
     },
     pageWritten(p) {
       const t = now();

@@ -2,11 +2,12 @@
  * Raw mode: no query file, one data source, every HQ record written as one JSON line. This is what
  * `ccexport run --resource form` does, and what the client benchmark measures.
  */
-import { createWriteStream, mkdirSync, renameSync, rmSync, type WriteStream } from 'node:fs';
+
 import { once } from 'node:events';
+import { createWriteStream, mkdirSync, renameSync, rmSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
-import type { JsonObject } from '../common/json';
 import type { ResourceName } from '../commcare/types';
+import type { JsonObject } from '../common/json';
 import type { Cell, SourcePlan, TableSpec } from '../query/types';
 import type { ExportSink, SourceCheckpoint } from '../sinks/types';
 
@@ -58,7 +59,9 @@ export class JsonLinesSink implements ExportSink {
 
   async finish(): Promise<void> {
     for (const { stream, temp, final } of this.streams.values()) {
-      await new Promise<void>((resolve, reject) => stream.end((err?: Error | null) => (err ? reject(err) : resolve())));
+      await new Promise<void>((resolve, reject) =>
+        stream.end((err?: Error | null) => (err ? reject(err) : resolve())),
+      );
       renameSync(temp, final);
       this.written.push(final);
     }
