@@ -15,7 +15,9 @@ describe('PostgreSQL connection settings', () => {
     const verifyCa = tlsOptions('verify-ca', '/certs/rds.pem', readCa).ssl;
     expect(verifyCa).toMatchObject({ ca, rejectUnauthorized: true });
     // verify-ca checks the chain only: any host name passes.
-    expect(verifyCa === false ? 'no tls' : verifyCa.checkServerIdentity?.('other.host', {} as never)).toBeUndefined();
+    expect(
+      verifyCa === false ? 'no tls' : verifyCa.checkServerIdentity?.('other.host', {} as never),
+    ).toBeUndefined();
     expect(tlsOptions('verify-full', '/certs/rds.pem', readCa)).toEqual({
       ssl: { ca, rejectUnauthorized: true },
       fallbackToPlain: false,

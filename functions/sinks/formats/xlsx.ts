@@ -77,6 +77,9 @@ export const xlsxFormat: FileFormat = {
         }
         // The zip writer buffers sheet data until the destination takes it; wait for it to drain so
         // memory stays flat however many rows come.
+        // exceljs hands rows to its zip stream without backpressure; yielding lets the zip and the
+        // destination consume them before the next batch arrives.
+        await new Promise((resolve) => setImmediate(resolve));
         if (out.stream.writableNeedDrain) await once(out.stream, 'drain');
       },
       async end() {
