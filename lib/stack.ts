@@ -109,14 +109,10 @@ export class CommCareExportStack extends Stack {
               : undefined,
       });
       credentials.set(cred.name, secret);
-      new CfnOutput(
-        this,
-        `CredentialSecret${stateMachineOutputKey(cred.name).slice('StateMachine'.length)}`,
-        {
-          description: `Secret of credential ${cred.name} (submit keys to it with ccexport)`,
-          value: secret.secret.secretArn,
-        },
-      );
+      new CfnOutput(this, credentialSecretOutputKey(cred.name), {
+        description: `Secret of credential ${cred.name} (submit keys to it with ccexport)`,
+        value: secret.secret.secretArn,
+      });
     }
     this.credentials = credentials;
 
