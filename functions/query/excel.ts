@@ -15,7 +15,7 @@ import {
   safeSourceField,
   splitLeftmost,
 } from './jsonpath';
-import { Apply, type CompileContext, compileExpr, Lit, type MLNode, Ref } from './minilinq';
+import { Apply, type CompileContext, compileExpr, compileValue, Lit, type MLNode, Ref } from './minilinq';
 import { DATA_TYPES, paramText, RESOURCES, type TableDraft } from './plan';
 import type { DataType } from './types';
 import { unwrapVal } from './values';
@@ -625,7 +625,7 @@ function safeOrSelf(p: string): string {
 function compileField(node: MLNode, cc: CompileContext) {
   if (node.t === 'Apply' && node.fn.t === 'Ref' && node.fn.ref === '__mapping') {
     const mapping = (node.args[0] as { v: Map<unknown, unknown> }).v;
-    const inner = compileExpr(node.args[1]!, cc);
+    const inner = compileValue(node.args[1]!, cc);
     return (env: Parameters<typeof inner>[0]) => {
       const raw = inner(env);
       const v = unwrapForMapping(raw);
@@ -636,7 +636,7 @@ function compileField(node: MLNode, cc: CompileContext) {
       return raw;
     };
   }
-  return compileExpr(node, cc);
+  return compileValue(node, cc);
 }
 
 function unwrapForMapping(raw: unknown): unknown {

@@ -326,9 +326,9 @@ export function pathToString(n: PathNode): string {
   }
 }
 
+const NEEDS_QUOTES = /[*.[\]()$,:|&~]/;
 function quoteField(f: string): string {
-  for (const l of LITERALS) if (f.includes(l)) return `'${f}'`;
-  return f;
+  return NEEDS_QUOTES.test(f) ? `'${f}'` : f;
 }
 
 /**
@@ -436,18 +436,26 @@ export function idPseudopath(d: Datum): string {
  * beside the document, keyed by the dict object, so the caller's record is never modified while every
  * table fed the same record object sees what DET's tables would (in table order).
  */
-const INJECTED = new WeakMap<object, string>();
+const INJECTED = new WeakMap<object, string | Datum>();
+
+/** The injected id of a dict; rendered on first use (ancestors rarely change in between). */
+function injectedGet(dict: object): string | undefined {
+  const v = INJECTED.get(dict);
+  if (v === undefined || typeof v === 'string') return v;
+  const s = rawPseudo(v);
+  INJECTED.set(dict, s);
+  return s;
+}
 
 export function injectedIdOf(dict: object): string | undefined {
-  return INJECTED.get(dict);
+  return injectedGet(dict);
 }
 
 /** Marks a lookup's matches the way DET's `JsonPathEnv.lookup` mutates them. */
 export function injectIds(matches: readonly Datum[]): void {
   for (const m of matches) {
     const v = m.value;
-    if (m.autoIdOf === null && isDict(v) && !Object.hasOwn(v, 'id') && !INJECTED.has(v))
-      INJECTED.set(v, rawPseudo(m));
+    if (m.autoIdOf === null && isDict(v) && !Object.hasOwn(v, 'id') && !INJECTED.has(v)) INJECTED.set(v, m);
   }
 }
 
@@ -455,7 +463,7 @@ function ownPseudo(d: Datum): PathNode {
   const v = d.value;
   if (isDict(v)) {
     if (Object.hasOwn(v, 'id')) return { t: 'fields', names: [pyStr(v.id)] };
-    const injected = INJECTED.get(v);
+    const injected = injectedGet(v);
     if (injected !== undefined) return { t: 'fields', names: [injected] };
   }
   return segNode(d.seg);
@@ -512,7 +520,7 @@ export function withInjectedIds(v: unknown): unknown {
       out[k] = y;
     }
   }
-  const id = INJECTED.get(v);
+  const id = INJECTED.has(v) ? injectedGet(v) : undefined;
   if (id !== undefined && !Object.hasOwn(v, 'id')) {
     out ??= { ...v };
     out.id = id;
@@ -693,13 +701,14 @@ export function compilePath(source: string): CompiledPath {
           v = cur.value;
         } else v = data.value;
       } else v = data;
+      // Records are parsed JSON: an object that is not an array is a dict here.
       for (let i = 0; i < names.length; i++) {
-        if (!isDict(v)) return NO_MATCH;
+        if (typeof v !== 'object' || v === null || Array.isArray(v)) return NO_MATCH;
         const name = names[i]!;
         if (!Object.hasOwn(v, name)) return NO_MATCH;
-        v = v[name];
+        v = (v as Record<string, unknown>)[name];
       }
-      if (isDict(v)) return SLOW;
+      if (typeof v === 'object' && v !== null && !Array.isArray(v)) return SLOW;
       return v;
     };
   }

@@ -187,8 +187,15 @@ export interface CompileContext {
 
 const EMPTY = new Matches([]);
 
-/** Compiles a path reference into a lookup closure (builtins and `api_data` first, as DET's env chain). */
-function compileRef(source: string, cc: CompileContext): Compiled {
+/** No match, as an already-unwrapped value (DET's empty match list unwraps to `[]`). */
+export const NONE: readonly unknown[] = Object.freeze([]);
+
+/**
+ * Compiles a path reference into a lookup closure (builtins and `api_data` first, as DET's env chain).
+ * With `raw`, a single scalar match is returned as the bare value (what unwrapping would give) to save
+ * allocations; callers that unwrap anyway use it.
+ */
+function compileRef(source: string, cc: CompileContext, raw = false): Compiled {
   if (Object.hasOwn(BUILTINS, source)) {
     // DET would hand the cell a Python function object; nothing useful can come of it.
     cc.report(
@@ -211,8 +218,11 @@ function compileRef(source: string, cc: CompileContext): Compiled {
     if (env.rootOnly && !rootOnlyAllowed) return EMPTY;
     if (quick) {
       const q = quick(env.data);
-      if (q === NO_MATCH) return EMPTY;
-      if (q !== SLOW) return new Matches([new Datum(q, { t: 'this' }, null)]);
+      if (q === NO_MATCH) return raw ? NONE : EMPTY;
+      if (q !== SLOW) {
+        if (raw && !Array.isArray(q)) return q;
+        return new Matches([new Datum(q, { t: 'this' }, null)]);
+      }
     }
     return new Matches(path.find(env.data));
   };
@@ -247,6 +257,37 @@ function bindingsWith(env: Env, name: string, value: unknown): Env {
   const base = env.data instanceof Datum ? env.data.value : env.data;
   const stored = value instanceof Matches || value instanceof Datum ? unwrapVal(value) : value;
   return makeEnv({ ...(isDict(base) ? base : {}), [name]: stored }, env.record);
+}
+
+/** Builtins that unwrap their first argument (`@unwrap('val')`) or every argument. */
+const UNWRAP_FIRST = new Set([
+  'str2bool',
+  'str2num',
+  'str2date',
+  'bool2int',
+  'sha1',
+  'selected-at',
+  'selected',
+  'count-selected',
+  'json2str',
+  'format-uuid',
+  'default',
+  'attachment_url',
+  'form_url',
+  'case_url',
+  'substr',
+  'unique',
+  'len',
+]);
+const UNWRAP_ALL = new Set(['template', 'join', 'or', '+', '-', '*', '//', '/', '>', '>=', '<', '<=']);
+
+/**
+ * Compiles an expression whose result will be unwrapped by the consumer (a cell, or an unwrapping
+ * function's argument): plain scalar lookups skip the match wrappers.
+ */
+export function compileValue(node: MLNode, cc: CompileContext): Compiled {
+  if (node.t === 'Ref' && typeof node.ref === 'string') return compileRef(node.ref, cc, true);
+  return compileExpr(node, cc);
 }
 
 export function compileExpr(node: MLNode, cc: CompileContext): Compiled {
@@ -297,8 +338,23 @@ export function compileExpr(node: MLNode, cc: CompileContext): Compiled {
   }
 }
 
+class Ctx implements FnContext {
+  constructor(
+    readonly baseUrl: string,
+    private readonly env: Env,
+  ) {}
+  lookup(p: string): unknown {
+    return dynamicLookup(p, this.env);
+  }
+}
+
 function compileApply(fnNode: MLNode, argNodes: readonly MLNode[], cc: CompileContext): Compiled {
-  const args = argNodes.map((a) => compileExpr(a, cc));
+  const fnName = fnNode.t === 'Ref' && typeof fnNode.ref === 'string' ? fnNode.ref : '';
+  const args = argNodes.map((a, i) =>
+    UNWRAP_ALL.has(fnName) || (i === 0 && UNWRAP_FIRST.has(fnName))
+      ? compileValue(a, cc)
+      : compileExpr(a, cc),
+  );
   if (fnNode.t !== 'Ref' || typeof fnNode.ref !== 'string') {
     cc.report('Apply needs a function name ({"Ref": "<name>"}) as "fn"');
     return () => null;
@@ -312,14 +368,15 @@ function compileApply(fnNode: MLNode, argNodes: readonly MLNode[], cc: CompileCo
     return () => null;
   }
   const baseUrl = cc.baseUrl;
-  return (env) => {
-    const vals = args.map((a) => a(env));
-    const ctx: FnContext = {
-      baseUrl,
-      lookup: (p) => dynamicLookup(p, env),
-    };
-    return fn(ctx, vals);
-  };
+  if (args.length === 1) {
+    const a0 = args[0]!;
+    return (env) => fn(new Ctx(baseUrl, env), [a0(env)]);
+  }
+  return (env) =>
+    fn(
+      new Ctx(baseUrl, env),
+      args.map((a) => a(env)),
+    );
 }
 
 /** True when `node` (or anything inside it) calls `api_data`. */

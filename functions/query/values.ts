@@ -32,6 +32,20 @@ export function notVal(v: unknown): boolean {
 
 /** `Emit.coerce_cell` then `EmitterEnv._unwrap_row_vals`. */
 export function coerceCell(raw: unknown, missing: string | null): Cell {
+  const t = typeof raw;
+  if (t === 'string' || t === 'number' || t === 'boolean' || raw === null) return raw as Cell;
+  if (raw instanceof Matches && raw.items.length === 1) {
+    // An XML element with attributes: its '#text' is the cell, no need to render DET's injected id.
+    const v = raw.items[0]!.value;
+    if (
+      v !== null &&
+      typeof v === 'object' &&
+      !Array.isArray(v) &&
+      Object.hasOwn(v, '#text') &&
+      raw.items[0]!.autoIdOf === null
+    )
+      return ((v as Record<string, unknown>)['#text'] ?? null) as Cell;
+  }
   return unwrapRowVal(coerceInner(raw, missing));
 }
 
