@@ -109,9 +109,9 @@ describe('path properties', () => {
         fc.dictionary(key, tie('v'), { maxKeys: 3 }),
       ),
     })).v;
-    const step = fc.oneof(
-      key.map((f) => ({ f })),
-      fc.constant({ star: true }),
+    const step: fc.Arbitrary<{ f?: string; star?: boolean }> = fc.oneof(
+      key.map((f): { f?: string; star?: boolean } => ({ f })),
+      fc.constant<{ f?: string; star?: boolean }>({ star: true }),
     );
     fc.assert(
       fc.property(fc.array(step, { minLength: 1, maxLength: 4 }), json, (steps, data) => {
