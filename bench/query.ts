@@ -12,7 +12,7 @@ function record(i: number): JsonObject {
   const child = [0, 1, 2].map((k) => ({
     name: `c${i}-${k}`,
     sex: k % 2 ? 'female' : 'male',
-    dob: '2020-01-0' + (k + 1),
+    dob: `2020-01-0${k + 1}`,
     age: String(k + 1),
   }));
   return {
@@ -53,7 +53,7 @@ async function workbook(): Promise<Buffer> {
     ...Array.from({ length: 20 }, (_, k): [string, string] => [`q${k}`, `form.q.q${k}`]),
   ];
   forms.addRow(['Data Source', 'Filter Name', 'Filter Value', 'Field', 'Source Field', 'Map Via']);
-  fields.forEach(([f, s, via], i) =>
+  fields.forEach(([f, s, via], i) => {
     forms.addRow([
       i === 0 ? 'form' : null,
       i === 0 ? 'xmlns.exact' : null,
@@ -61,8 +61,8 @@ async function workbook(): Promise<Buffer> {
       f,
       s,
       via ?? null,
-    ]),
-  );
+    ]);
+  });
   const kids = wb.addWorksheet('children');
   kids.addRow(['Data Source', 'Filter Name', 'Filter Value', 'Field', 'Source Field', 'Map Via']);
   kids.addRow(['form.form.child[*]', 'xmlns.exact', 'x', 'id', 'id']);
