@@ -194,7 +194,7 @@ export async function runRunCommand(argv: string[], io: CommandIO): Promise<numb
   const { sources, checkpointKey, warnings } = await planSources(settings);
   for (const warning of warnings) warn(`warning: ${warning}`);
   if (settings.format === 'xls') warn('note: --output-format xls writes xlsx (Excel 2007 and later)');
-  const sink = await openSink(settings);
+  const sink = await openSink(settings, io.env);
   const progress = progressListener(settings, io);
 
   let interrupted = false;
@@ -269,12 +269,29 @@ async function planSources(
   };
 }
 
-async function openSink(settings: RunSettings): Promise<ExportSink> {
+async function openSink(settings: RunSettings, env: CommandIO['env']): Promise<ExportSink> {
   if (settings.format === 'jsonl') return new JsonLinesSink(settings.output);
   // DET's xls is the Excel 2003 format; we write xlsx, which every Excel since 2007 opens.
   const format = settings.format === 'xls' ? 'xlsx' : settings.format;
   const { createSink } = await import('../sinks');
-  return await createSink({ format, output: settings.output, strictTypes: settings.strictTypes });
+  const s3Client = settings.output.startsWith('s3://') ? await s3ClientFor(env) : undefined;
+  return await createSink({
+    format,
+    output: settings.output,
+    strictTypes: settings.strictTypes,
+    ...(s3Client ? { s3Client } : {}),
+  });
+}
+
+/**
+ * The S3 client for s3:// outputs: the SDK's default chain (credentials, region, and the endpoint from
+ * AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL). A custom endpoint (an S3-compatible store, or moto in tests)
+ * usually has no per-bucket host names, so it gets path-style addressing.
+ */
+async function s3ClientFor(env: CommandIO['env']) {
+  const { S3Client } = await import('@aws-sdk/client-s3');
+  const customEndpoint = Boolean(env.AWS_ENDPOINT_URL_S3 || env.AWS_ENDPOINT_URL);
+  return new S3Client({ forcePathStyle: customEndpoint || env.CCEXPORT_S3_PATH_STYLE === '1' });
 }
 
 function progressListener(settings: RunSettings, io: CommandIO): ProgressListener | undefined {
