@@ -184,19 +184,6 @@ export class ExportPipeline extends Construct {
       props.database.secret.grantRead(this.function);
       props.database.allowFrom(this.function, `Export ${props.exportName} to its PostgreSQL output`);
     }
-    const managed = 'Policy::arn:<AWS::Partition>:iam::aws:policy/service-role';
-    Validations.of(this.function).acknowledge(
-      {
-        id: `AwsSolutions-IAM4[${managed}/AWSLambdaBasicExecutionRole]`,
-        reason: 'The AWS managed minimum for writing the function logs (CreateLogStream/PutLogEvents).',
-      },
-      {
-        id: `AwsSolutions-IAM4[${managed}/AWSLambdaVPCAccessExecutionRole]`,
-        reason:
-          'The AWS managed minimum for a function in a VPC (network interface actions, which take no resource ARNs).',
-      },
-    );
-
     this.iterationsPerExecution = Math.max(
       1,
       Math.floor(HISTORY_EVENT_BUDGET / (EVENTS_PER_ITERATION * props.jobs.length)),

@@ -43,6 +43,8 @@ export class ServiceFunction extends NodejsFunction {
       bundling: {
         minify: true,
         sourceMap: true,
+        // Stack traces need names and lines, not the sources: keeps the asset a few MB smaller.
+        sourcesContent: false,
         target: 'node22',
         format: OutputFormat.CJS,
         // pg has optional native bindings it never needs on Lambda.
@@ -54,10 +56,24 @@ export class ServiceFunction extends NodejsFunction {
         ...props.environment,
       },
     });
-    Validations.of(this).acknowledge({
-      id: 'AwsSolutions-L1',
-      reason:
-        'Pinned to nodejs22.x on purpose: NODEJS_LATEST makes NodejsFunction bundle the whole AWS SDK; 22.x is in standard support.',
-    });
+    const managed = 'Policy::arn:<AWS::Partition>:iam::aws:policy/service-role';
+    Validations.of(this).acknowledge(
+      {
+        id: 'AwsSolutions-L1',
+        reason:
+          'Pinned to nodejs22.x on purpose: NODEJS_LATEST makes NodejsFunction bundle the whole AWS SDK; 22.x is in standard support.',
+      },
+      {
+        id: `AwsSolutions-IAM4[${managed}/AWSLambdaBasicExecutionRole]`,
+        reason: 'The AWS managed minimum for writing the function logs (CreateLogStream/PutLogEvents).',
+      },
+    );
+    if (props.vpc) {
+      Validations.of(this).acknowledge({
+        id: `AwsSolutions-IAM4[${managed}/AWSLambdaVPCAccessExecutionRole]`,
+        reason:
+          'The AWS managed minimum for a function in a VPC (network interface actions, which take no resource ARNs).',
+      });
+    }
   }
 }

@@ -73,6 +73,17 @@ export class ExportMonitoring extends Construct {
       });
     dlqAlarm.addAlarmAction(this.action);
 
+    this.dashboard = new cloudwatch.Dashboard(this, 'Dashboard', {
+      dashboardName: props.dashboardName,
+      defaultInterval: Duration.days(14),
+    });
+  }
+
+  /**
+   * Sends Secrets Manager rotation failures (key or database password) to the topic. Call it unless
+   * another construct already routes them (lib/credential.ts adds one such rule per stack).
+   */
+  public watchRotationFailures(): void {
     // Secrets Manager reports rotation problems as CloudTrail service events.
     new events.Rule(this, 'RotationFailed', {
       description: 'A key or database password rotation failed',
@@ -82,11 +93,6 @@ export class ExportMonitoring extends Construct {
         detail: { eventName: ['RotationFailed', 'RotationAbandoned', 'TestRotationFailed'] },
       },
       targets: [new eventTargets.SnsTopic(this.topic)],
-    });
-
-    this.dashboard = new cloudwatch.Dashboard(this, 'Dashboard', {
-      dashboardName: props.dashboardName,
-      defaultInterval: Duration.days(14),
     });
   }
 

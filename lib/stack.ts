@@ -3,14 +3,15 @@
  * credentials, one pipeline per export, alarms and dashboard.
  */
 import { fileURLToPath } from 'node:url';
-import { Annotations, CfnOutput, Duration, Stack, type StackProps } from 'aws-cdk-lib';
+import { Annotations, CfnOutput, Duration, Stack, type StackProps, Validations } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import type { Construct } from 'constructs';
 import { exportJobs } from '../functions/config/job';
 import { credentialSecretOutputKey, stateMachineOutputKey } from '../functions/config/naming';
 import type { ExportsConfig } from '../functions/config/parse';
 import { maxRunGapSeconds } from '../functions/config/schedule';
-import { ApiKeySecret } from './api-key-secret';
+import { Credential } from './credential';
 import { ExportBucket } from './export-bucket';
 import { ExportDatabase } from './export-database';
 import { ExportPipeline } from './export-pipeline';
@@ -36,7 +37,7 @@ export class CommCareExportStack extends Stack {
   public readonly bucket?: ExportBucket;
   /** Present when the config has a database. */
   public readonly database?: ExportDatabase;
-  public readonly credentials: ReadonlyMap<string, ApiKeySecret>;
+  public readonly credentials: ReadonlyMap<string, Credential>;
   public readonly pipelines: ReadonlyMap<string, ExportPipeline>;
 
   constructor(scope: Construct, id: string, props: CommCareExportStackProps) {
@@ -89,36 +90,66 @@ export class CommCareExportStack extends Stack {
       new CfnOutput(this, 'DatabaseSecretArn', { value: this.database.secret.secretArn });
     }
 
-    // Swap point: when lib/credential.ts (the rotating credential construct) lands, build it here
-    // instead of ApiKeySecret; the pipelines only need `secretArn` and a read grant.
-    const credentials = new Map<string, ApiKeySecret>();
+    // One rotating credential per config entry (lib/credential.ts): KMS key, secret, rotation function
+    // in the app subnets (so its test call to HQ leaves from the allow-listed addresses), reminders.
+    const credentials = new Map<string, Credential>();
     for (const cred of config.credentials) {
-      const { reminderEmail: _reminderEmail, ...policy } = cred.rotation;
-      const secret = new ApiKeySecret(this, `Credential-${cred.name}`, {
+      const credential = new Credential(this, `Credential-${cred.name}`, {
         credentialName: cred.name,
         provider: cred.provider,
         baseUrl: cred.baseUrl,
         username: cred.username,
-        projects: cred.projects,
-        policy,
-        options:
+        projects: [...cred.projects],
+        providerOptions:
           cred.provider === 'commcare'
             ? { allowListIps: this.network.egressIps }
             : cred.provider === 'civicrm' && cred.civicrm
               ? { contactIds: cred.civicrm.contactIds, activeContact: 'a' }
               : undefined,
+        vpc: this.network.vpc,
+        vpcSubnets: this.network.appSubnets,
+        notificationTopic: this.monitoring.topic,
+        timeZone: cred.rotation.timeZone,
+        leadDays: cred.rotation.leadDays,
+        graceDays: cred.rotation.graceDays,
+        reminderDays: cred.rotation.reminderDays,
+        keyNamePrefix: cred.rotation.namePrefix,
       });
-      credentials.set(cred.name, secret);
+      credentials.set(cred.name, credential);
+      const rotateFnId = this.getLogicalId(
+        credential.rotationFunction.node.defaultChild as lambda.CfnFunction,
+      );
+      Validations.of(credential).acknowledge(
+        {
+          id: 'AwsSolutions-IAM5[Resource::*]',
+          reason:
+            'secretsmanager:GetRandomPassword (added by addRotationSchedule) and X-Ray actions support no resource-level permissions.',
+        },
+        {
+          id: 'AwsSolutions-IAM5[Action::kms:GenerateDataKey*]',
+          reason:
+            "kms:GenerateDataKey* on the credential's own KMS key only (the grant CDK makes for PutSecretValue).",
+        },
+      );
+      // The maintenance schedule's role is created at stack level by aws-scheduler-targets.
+      Validations.of(this).acknowledge({
+        id: `AwsSolutions-IAM5[Resource::<${rotateFnId}.Arn>:*]`,
+        reason:
+          "The scheduler may invoke the credential's own rotation function, any version of it (CDK's LambdaInvoke grant).",
+      });
       new CfnOutput(this, credentialSecretOutputKey(cred.name), {
-        description: `Secret of credential ${cred.name} (submit keys to it with ccexport)`,
-        value: secret.secret.secretArn,
+        description: `Secret of credential ${cred.name} (submit keys to it with ccexport keys)`,
+        value: credential.secret.secretArn,
       });
     }
     this.credentials = credentials;
+    // The credential construct routes rotation failures itself (one rule per stack); without one,
+    // the database password rotation still needs watching.
+    if (!this.node.tryFindChild('CcexportRotationFailedRule')) this.monitoring.watchRotationFailures();
 
     const pipelines = new Map<string, ExportPipeline>();
     for (const exp of config.exports) {
-      const credential = credentials.get(exp.credential) as ApiKeySecret;
+      const credential = credentials.get(exp.credential) as Credential;
       const pipeline = new ExportPipeline(this, exp.name, {
         exportName: exp.name,
         jobs: exportJobs(config, exp.name),
@@ -130,7 +161,11 @@ export class CommCareExportStack extends Stack {
         memorySize: exp.memoryMb,
         vpc: this.network.vpc,
         vpcSubnets: this.network.appSubnets,
-        grantCredentialRead: (grantee) => credential.grantRead(grantee),
+        grantCredentialRead: (grantee) => {
+          credential.grantRead(grantee);
+          // "Last successful export with key X" lets rotation revoke the previous key safely.
+          credential.grantRecordExport(grantee);
+        },
         credentialSecretArn: credential.secret.secretArn,
         ...(exp.output.type === 's3' && this.bucket
           ? { bucket: this.bucket, s3Prefix: exp.output.prefix }

@@ -31,9 +31,14 @@ describe('the stack built from the example config', () => {
     expect(secretStatements.length).toBeGreaterThan(0);
     for (const s of secretStatements) {
       expect(s.Resource).toEqual({ Ref: expect.stringMatching(/^Credentialhqmain.*Secret/) });
+      // Read the key; tag the secret with "last successful export" (lets rotation revoke the old key).
       expect(
         actionsOf(s).every((a) =>
-          ['secretsmanager:GetSecretValue', 'secretsmanager:DescribeSecret'].includes(a),
+          [
+            'secretsmanager:GetSecretValue',
+            'secretsmanager:DescribeSecret',
+            'secretsmanager:TagResource',
+          ].includes(a),
         ),
       ).toBe(true);
     }
