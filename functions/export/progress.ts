@@ -6,6 +6,8 @@ import type { ProgressListener, SourceProgress } from './run';
 
 export interface ProgressOutput {
   write(text: string): unknown;
+  /** Terminal width, where the output is a terminal. */
+  readonly columns?: number;
 }
 
 export function formatRate(records: number, startedAt: number, nowMs: number): number {
@@ -35,25 +37,36 @@ export function describeProgress(p: SourceProgress, nowMs: number): string {
     const remaining = Math.max(p.totalCount - p.records, 0);
     parts.push(`ETA ${formatDuration(remaining / Math.max(rate, 1e-9))}`);
   }
-  return `${p.dataSource}: ${parts.join(', ')}`;
+  return `${sourceLabel(p)}: ${parts.join(', ')}`;
+}
+
+/** `households, household_members (form)`: the tables a person named, not the filter string. */
+export function sourceLabel(p: Pick<SourceProgress, 'dataSource' | 'tables'>): string {
+  const resource = p.dataSource.split('?')[0] ?? p.dataSource;
+  return p.tables.length > 0 ? `${p.tables.join(', ')} (${resource})` : resource;
+}
+
+/** Cuts a status line to the terminal's width so that redrawing it never wraps. */
+function fit(line: string, columns: number | undefined): string {
+  const width = columns && columns > 10 ? columns - 1 : 119;
+  return line.length > width ? `${line.slice(0, width - 1)}…` : line;
 }
 
 export function ttyProgress(out: ProgressOutput, now: () => number = Date.now): ProgressListener {
   let lastDraw = 0;
   return {
     sourceStarted(p) {
-      out.write(
-        `${p.dataSource}: starting${p.resumedFrom?.indexedOn ? ` from ${p.resumedFrom.indexedOn}` : ''}\n`,
-      );
+      const from = p.resumedFrom?.indexedOn ? ` from the checkpoint at ${p.resumedFrom.indexedOn}` : '';
+      out.write(`${fit(`${sourceLabel(p)}: starting${from}`, out.columns)}\n`);
     },
     pageWritten(p) {
       const t = now();
       if (t - lastDraw < 100) return;
       lastDraw = t;
-      out.write(`\r\x1b[2K${describeProgress(p, t)}`);
+      out.write(`\r\x1b[2K${fit(describeProgress(p, t), out.columns)}`);
     },
     sourceFinished(p) {
-      out.write(`\r\x1b[2K${describeProgress(p, now())}, done\n`);
+      out.write(`\r\x1b[2K${fit(`${describeProgress(p, now())}, done`, out.columns)}\n`);
     },
   };
 }
