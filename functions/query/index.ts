@@ -14,6 +14,18 @@ import { groupSources, makeTablePlan } from './plan';
 import type { CompiledQuery } from './types';
 
 export {
+  BUILTIN_TABLE_NAMES,
+  type BuiltinOptions,
+  BuiltinPrefetchError,
+  type BuiltinRecordSource,
+  type BuiltinResource,
+  builtinSources,
+  LOCATIONS_TABLE_NAME,
+  locationsTablePlan,
+  USERS_TABLE_NAME,
+  usersTablePlan,
+} from './builtin';
+export {
   formatIssue,
   JsonPathSyntaxError,
   QueryFileError,
