@@ -149,6 +149,9 @@ export async function runRunCommand(argv: string[], io: CommandIO): Promise<numb
     warn('note: --log-dir is accepted for DET compatibility; ccexport logs to stderr only');
   }
 
+  const { sources: querySources, checkpointKey, warnings } = await planQuerySources(settings);
+  for (const warning of warnings) warn(`warning: ${warning}`);
+
   const credentials = await resolveCredentials(
     {
       ...(stringFlag(flags, 'username') !== undefined ? { username: stringFlag(flags, 'username') } : {}),
@@ -191,8 +194,8 @@ export async function runRunCommand(argv: string[], io: CommandIO): Promise<numb
     logger: logLine,
   });
 
-  const { sources, checkpointKey, warnings } = await planSources(settings);
-  for (const warning of warnings) warn(`warning: ${warning}`);
+  const builtins = await planBuiltinSources(settings, client, warn);
+  const sources = [...querySources, ...builtins];
   if (settings.format === 'xls') warn('note: --output-format xls writes xlsx (Excel 2007 and later)');
   const sink = await openSink(settings, io.env);
   const progress = progressListener(settings, io);
@@ -239,7 +242,11 @@ export function newRunId(now: Date = new Date()): string {
     .replace(/\.\d+Z$/, 'Z')}-${randomUUID().slice(0, 8)}`;
 }
 
-async function planSources(
+/**
+ * The sources of the query file (or of the raw resources). Runs before credentials are asked for, so a
+ * broken query file fails at once, without a prompt or a request.
+ */
+async function planQuerySources(
   settings: RunSettings,
 ): Promise<{ sources: SourcePlan[]; checkpointKey: string; warnings: readonly string[] }> {
   if (settings.resources.length > 0) {
@@ -249,13 +256,14 @@ async function planSources(
       warnings: [],
     };
   }
-  if (settings.users || settings.locations) {
-    throw new UsageError('--users, --locations and --with-organization are not supported yet');
+  if (!settings.queryFile) {
+    // --users/--locations alone (DET crashes here with SQL output; we export the tables).
+    return { sources: [], checkpointKey: settings.checkpointKey ?? 'builtin-tables', warnings: [] };
   }
   // Loaded on demand: the query engine and the sinks pull in exceljs, PGlite and the AWS SDK, which a
   // raw export does not need (about 100 MB of resident memory).
   const { compileQueryFile } = await import('../query');
-  const compiled = await compileQueryFile(settings.queryFile as string, {
+  const compiled = await compileQueryFile(settings.queryFile, {
     baseUrl: resolveBaseUrl(settings.baseUrl),
     missingValue: settings.missingValue ?? null,
     exportRootIfNoSubdocument: settings.exportRootIfNoSubdocument,
@@ -267,6 +275,25 @@ async function planSources(
     checkpointKey: settings.checkpointKey ?? compiled.queryFileMd5,
     warnings: compiled.warnings,
   };
+}
+
+/**
+ * DET's built-in `commcare_users` and `commcare_locations` tables (`--users`, `--locations`,
+ * `--with-organization`). They are pulled in full on every run, as DET does; the locations table needs
+ * every location and location type first to fill its ancestor columns.
+ */
+async function planBuiltinSources(
+  settings: RunSettings,
+  client: CommCareClient,
+  warn: (message: string) => void,
+): Promise<SourcePlan[]> {
+  if (!settings.users && !settings.locations) return [];
+  const { builtinSources } = await import('../query');
+  return await builtinSources(client, settings.project, {
+    users: settings.users,
+    locations: settings.locations,
+    onWarning: (message) => warn(`warning: ${message}`),
+  });
 }
 
 async function openSink(settings: RunSettings, env: CommandIO['env']): Promise<ExportSink> {

@@ -135,4 +135,46 @@ describe('ccexport run outputs', () => {
     expect(await main(args('xlsx', output), io)).toBe(0);
     expect(readdirSync(join(output, 'households')).some((f) => f.endsWith('.xlsx'))).toBe(true);
   });
+
+  it("exports DET's users and locations tables with --with-organization, and commcare_userid on form tables", async () => {
+    const io = captureIO({ CCEXPORT_API_KEY: KEY });
+    expect(await main(args('sql', dbUrl, '--with-organization', '--start-over'), io)).toBe(0);
+    expect(await count('commcare_users')).toBe(sandbox.dataset.count('district', 'user'));
+    expect(await count('commcare_locations')).toBe(sandbox.dataset.count('district', 'location'));
+    const client = new pg.Client({ connectionString: dbUrl });
+    await client.connect();
+    try {
+      const result = await client.query<{ n: string }>(
+        'select count(*) as n from households where commcare_userid is not null',
+      );
+      expect(Number(result.rows[0]?.n)).toBe(expectedHouseholds);
+    } finally {
+      await client.end();
+    }
+  });
+
+  it('exports --users alone to SQL without a query file (DET crashes on this)', async () => {
+    const output = join(work, 'users-only');
+    const io = captureIO({ CCEXPORT_API_KEY: KEY });
+    const code = await main(
+      [
+        '--project',
+        'district',
+        '--commcare-hq',
+        sandbox.url,
+        '--username',
+        USER,
+        '--users',
+        '--output-format',
+        'csv',
+        '--output',
+        output,
+        '--progress',
+        'none',
+      ],
+      io,
+    );
+    expect(code).toBe(0);
+    expect(readdirSync(join(output, 'commcare_users')).some((f) => f.endsWith('.csv'))).toBe(true);
+  });
 });
