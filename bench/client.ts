@@ -5,124 +5,113 @@
  * The sandbox runs in its own process and the exporter in another, so each gets one of the two cores.
  * The serve rate is the sandbox's page generation and serialisation alone (no HTTP), timed in-process.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createDataset, DEFAULT_API_KEY, DEFAULT_PROJECT, DEFAULT_USERNAME, servePageDirect } from '../functions/sandbox';
-import { median, round, runNodeScript, startSandboxProcess } from './harness';
+import { fileURLToPath } from 'node:url';
+import { createDataset, DEFAULT_PROJECT, servePageDirect } from '../functions/sandbox';
+import { median, round } from './harness';
+import { type ExportMeasure, measureExport, withSandbox } from './scenarios';
 
 export interface ClientBenchResult {
   readonly forms: number;
   readonly concurrency: number;
   readonly runs: number;
+  /** Medians over the runs. */
   readonly recordsPerSecond: number;
   readonly pagesPerSecond: number;
+  /** Largest peak RSS of the exporter process over the runs, MB. */
   readonly peakRssMb: number;
   readonly sandboxServeRecordsPerSecond: number;
   readonly ratioToServeRate: number;
+  /** Exporter and sandbox CPU per record (µs): what the two processes cost whatever else the machine runs. */
+  readonly exporterCpuUsPerRecord: number;
+  readonly sandboxCpuUsPerRecord: number;
+  /**
+   * The rate the two processes could reach if each had a core to itself and requests were pipelined:
+   * 1 / the larger CPU cost per record. Above the measured rate when the shared machine starved them.
+   */
+  readonly pipelinedCpuCeiling: number;
+  readonly measure: ExportMeasure;
 }
 
-interface WorkerResult {
-  code: number;
-  seconds: number;
-  peakRssMb: number;
-  records: number;
-  pages: number;
-}
-
-/** Records per second the sandbox produces for the keyset pages of a full pull, without HTTP. */
-export function sandboxServeRate(forms: number, pageSize = 1000): number {
+/**
+ * Records per second the sandbox produces for the keyset pages of a pull, without HTTP: the ceiling a
+ * client on this machine can reach. `params` adds filters (a query's `xmlns.exact`); `maxPages` caps the
+ * walk (a deep page costs what the first does, so a 1M-form project needs no full walk); the figure is
+ * the median of `passes` walks, because other work on a shared machine lands on one walk or another.
+ */
+export function sandboxServeRate(
+  forms: number,
+  opts: { pageSize?: number; params?: Record<string, string>; maxPages?: number; passes?: number } = {},
+): number {
+  const pageSize = opts.pageSize ?? 1000;
   const dataset = createDataset(1, [{ ...DEFAULT_PROJECT, forms, cases: 10 }]);
-  let start: string | undefined;
-  let served = 0;
-  let elapsed = 0;
-  for (;;) {
-    const params: Record<string, string> = { order_by: 'indexed_on', limit: String(pageSize) };
-    if (start) params.indexed_on_start = start;
-    const t0 = performance.now();
-    const body = servePageDirect(dataset, DEFAULT_PROJECT.name, 'form', new URLSearchParams(params));
-    elapsed += performance.now() - t0;
-    const page = JSON.parse(body) as { objects: Array<{ indexed_on: string }>; meta: { next: string | null } };
-    served += page.objects.length;
-    const last = page.objects.at(-1);
-    if (!page.meta.next || !last || page.objects.length < pageSize) break;
-    const next = last.indexed_on.replace(/Z$/, '');
-    if (next === start) break;
-    start = next;
+  const rates: number[] = [];
+  for (let pass = 0; pass < (opts.passes ?? 3); pass++) {
+    let start: string | undefined;
+    let served = 0;
+    let elapsed = 0;
+    for (let pages = 0; pages < (opts.maxPages ?? 100); pages++) {
+      const params: Record<string, string> = {
+        ...opts.params,
+        order_by: 'indexed_on',
+        limit: String(pageSize),
+      };
+      if (start) params.indexed_on_start = start;
+      const t0 = performance.now();
+      const body = servePageDirect(dataset, DEFAULT_PROJECT.name, 'form', new URLSearchParams(params));
+      elapsed += performance.now() - t0;
+      const page = JSON.parse(body) as {
+        objects: Array<{ indexed_on: string }>;
+        meta: { next: string | null };
+      };
+      served += page.objects.length;
+      const last = page.objects.at(-1);
+      if (!page.meta.next || !last || page.objects.length < pageSize) break;
+      const next = last.indexed_on.replace(/Z$/, '');
+      if (next === start) break;
+      start = next;
+    }
+    rates.push(served / (elapsed / 1000));
   }
-  return served / (elapsed / 1000);
+  return median(rates);
 }
 
 export async function benchClient(
   opts: { forms?: number; concurrency?: readonly number[]; runs?: number; latencyMs?: number } = {},
 ): Promise<ClientBenchResult[]> {
-  const forms = opts.forms ?? 100_000;
+  const project = { forms: opts.forms ?? 100_000, ...(opts.latencyMs ? { latencyMs: opts.latencyMs } : {}) };
   const runs = opts.runs ?? 3;
-  const serveRate = sandboxServeRate(forms);
-  const sandbox = await startSandboxProcess([
-    '--seed',
-    '1',
-    '--forms',
-    String(forms),
-    '--cases',
-    '10',
-    ...(opts.latencyMs ? ['--latency-ms', String(opts.latencyMs)] : []),
-  ]);
-  const results: ClientBenchResult[] = [];
-  try {
+  return await withSandbox(project, async (sandbox) => {
+    const results: ClientBenchResult[] = [];
     for (const concurrency of opts.concurrency ?? [1, 2]) {
-      const samples: WorkerResult[] = [];
-      for (let run = 0; run < runs; run++) {
-        const output = mkdtempSync(join(tmpdir(), 'ccexport-bench-'));
-        try {
-          samples.push(
-            await runNodeScript<WorkerResult>(
-              'bench/export-worker.ts',
-              [
-                '--project',
-                DEFAULT_PROJECT.name,
-                '--commcare-hq',
-                sandbox.url,
-                '--username',
-                DEFAULT_USERNAME,
-                '--resource',
-                'form',
-                '--output-format',
-                'jsonl',
-                '--output',
-                output,
-                '--progress',
-                'none',
-                '--concurrency',
-                String(concurrency),
-                '--max-concurrency',
-                String(concurrency),
-              ],
-              { CCEXPORT_API_KEY: DEFAULT_API_KEY },
-            ),
-          );
-        } finally {
-          rmSync(output, { recursive: true, force: true });
-        }
-      }
-      const recordsPerSecond = median(samples.map((s) => s.records / s.seconds));
+      // Measured next to each export, so both figures see the same load from other work on the machine.
+      const serveRate = sandboxServeRate(project.forms);
+      const measure = await measureExport(sandbox, project, { output: 'jsonl', concurrency, runs });
       results.push({
-        forms,
+        forms: project.forms,
         concurrency,
         runs,
-        recordsPerSecond: round(recordsPerSecond, 0),
-        pagesPerSecond: round(median(samples.map((s) => s.pages / s.seconds)), 2),
-        peakRssMb: round(Math.max(...samples.map((s) => s.peakRssMb))),
+        recordsPerSecond: measure.recordsPerSecond,
+        pagesPerSecond: measure.pagesPerSecond,
+        peakRssMb: measure.peakRssMb,
         sandboxServeRecordsPerSecond: round(serveRate, 0),
-        ratioToServeRate: round(recordsPerSecond / serveRate, 2),
+        ratioToServeRate: round(measure.recordsPerSecond / serveRate, 2),
+        exporterCpuUsPerRecord: measure.exporterCpuUsPerRecord,
+        sandboxCpuUsPerRecord: measure.sandboxCpuUsPerRecord,
+        pipelinedCpuCeiling: round(
+          1e6 / Math.max(measure.exporterCpuUsPerRecord, measure.sandboxCpuUsPerRecord),
+          0,
+        ),
+        measure,
       });
     }
-  } finally {
-    await sandbox.stop();
-  }
-  return results;
+    return results;
+  });
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  console.log(JSON.stringify(await benchClient({ forms: Number(process.argv[2] ?? 100_000), runs: Number(process.argv[3] ?? 3) }), null, 2));
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const results = await benchClient({
+    forms: Number(process.argv[2] ?? 100_000),
+    runs: Number(process.argv[3] ?? 3),
+  });
+  console.log(JSON.stringify(results, (k, v) => (k === 'measure' ? undefined : v), 2));
 }

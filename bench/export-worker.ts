@@ -26,7 +26,19 @@ const count = (label: string): number => {
   const match = new RegExp(`([\\d,]+) ${label}`).exec(summary);
   return Number((match?.[1] ?? '0').replaceAll(',', ''));
 };
+const cpu = process.cpuUsage();
 process.stdout.write(
-  `${JSON.stringify({ code, seconds, peakRssMb: process.resourceUsage().maxRSS / 1024, records: count('records'), rows: count('rows'), pages: count('pages') })}\n`,
+  `${JSON.stringify({
+    code,
+    seconds,
+    // CPU the exporter itself used: on a shared machine this is steadier than wall time.
+    cpuSeconds: (cpu.user + cpu.system) / 1e6,
+    peakRssMb: process.resourceUsage().maxRSS / 1024,
+    records: count('records'),
+    rows: count('rows'),
+    pages: count('pages'),
+    retries: count('retries'),
+    throttled: count('throttled'),
+  })}\n`,
 );
 process.exit(code);

@@ -1,5 +1,6 @@
 /** Shared pieces of the benchmark scripts: child processes, free ports, a sandbox in its own process. */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 
@@ -19,7 +20,22 @@ export async function freePort(): Promise<number> {
 
 export interface SandboxProcess {
   readonly url: string;
+  /** CPU seconds (user + system) the sandbox process has used so far. */
+  cpuSeconds(): number;
   stop(): Promise<void>;
+}
+
+/** User + system CPU seconds of a process, from /proc (Linux); 0 where /proc is missing. */
+export function processCpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    // Fields after the ")" of the command name: utime and stime are the 12th and 13th, in clock ticks.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0;
+  }
 }
 
 /** Starts `ccexport sandbox` in its own process, so server and client each get a core. */
@@ -39,6 +55,7 @@ export async function startSandboxProcess(args: readonly string[]): Promise<Sand
   });
   return {
     url: `http://127.0.0.1:${port}`,
+    cpuSeconds: () => processCpuSeconds(child.pid),
     stop: () => stopChild(child),
   };
 }
@@ -74,7 +91,14 @@ export async function runNodeScript<T>(
 export function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+  return sorted.length % 2 === 1
+    ? (sorted[mid] as number)
+    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+}
+
+/** Median and spread of a set of samples (the spread shows how noisy the shared machine was). */
+export function quantiles(values: readonly number[]): { median: number; min: number; max: number } {
+  return { median: median(values), min: Math.min(...values), max: Math.max(...values) };
 }
 
 export function round(value: number, digits = 1): number {

@@ -1,0 +1,256 @@
+/**
+ * `npm run bench`: the issue benchmarks, written to `bench/results/latest.json` with a printed summary.
+ *
+ *   --only client,query,sinks   which benches (default all); env BENCH_ONLY
+ *   --forms N                   issue 2 project size (default 100000); env BENCH_FORMS
+ *   --concurrency 1,2           issue 2 concurrencies (default 1,2); env BENCH_CONCURRENCY
+ *   --runs N                    repetitions, medians reported (default 3, at least 3 advised); env BENCH_RUNS
+ *   --query-records N           issue 3 forms transformed (default 50000); env BENCH_QUERY_RECORDS
+ *   --sink-rows N               issue 4 rows per sink (default 100000); env BENCH_SINK_ROWS
+ *   --pg-url URL                PostgreSQL for issue 4 (default: a throwaway cluster); env BENCH_PG_URL
+ *   --out FILE                  results file (default bench/results/latest.json)
+ *
+ * Every repetition runs in child processes (the query bench as this script with `--child query`; the
+ * sinks bench starts its own per output), so a repetition's peak RSS and JIT state are its own.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, totalmem } from 'node:os';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startPostgres } from '../test/support/services';
+import { benchClient, type ClientBenchResult } from './client';
+import { median, ROOT, round, runNodeScript } from './harness';
+import type { SinkBenchResult } from './sinks';
+
+const BENCHES = ['client', 'query', 'sinks'] as const;
+type Bench = (typeof BENCHES)[number];
+
+export interface BenchOptions {
+  readonly only: readonly Bench[];
+  readonly forms: number;
+  readonly concurrency: readonly number[];
+  readonly runs: number;
+  readonly queryRecords: number;
+  readonly sinkRows: number;
+  readonly pgUrl?: string;
+  readonly out: string;
+}
+
+/** Reads `--name value` from argv, else the environment variable, else the default. */
+export function option(argv: readonly string[], name: string, env: string, fallback: string): string {
+  const at = argv.indexOf(`--${name}`);
+  const value = at >= 0 ? argv[at + 1] : process.env[env];
+  if (at >= 0 && value === undefined) throw new Error(`--${name} expects a value`);
+  return value ?? fallback;
+}
+
+export function positiveInts(text: string, name: string): number[] {
+  const values = text.split(',').map((v) => Number(v.trim().replaceAll('_', '')));
+  for (const v of values)
+    if (!Number.isInteger(v) || v < 1) throw new Error(`--${name} expects positive integers; got '${text}'`);
+  return values;
+}
+
+function parseOptions(argv: readonly string[]): BenchOptions {
+  const only = option(argv, 'only', 'BENCH_ONLY', BENCHES.join(','))
+    .split(',')
+    .map((b) => b.trim());
+  for (const b of only)
+    if (!(BENCHES as readonly string[]).includes(b))
+      throw new Error(`--only expects some of ${BENCHES.join(', ')}; got '${b}'`);
+  const pgUrl = option(argv, 'pg-url', 'BENCH_PG_URL', '');
+  return {
+    only: only as Bench[],
+    forms: positiveInts(option(argv, 'forms', 'BENCH_FORMS', '100000'), 'forms')[0]!,
+    concurrency: positiveInts(option(argv, 'concurrency', 'BENCH_CONCURRENCY', '1,2'), 'concurrency'),
+    runs: positiveInts(option(argv, 'runs', 'BENCH_RUNS', '3'), 'runs')[0]!,
+    queryRecords: positiveInts(
+      option(argv, 'query-records', 'BENCH_QUERY_RECORDS', '50000'),
+      'query-records',
+    )[0]!,
+    sinkRows: positiveInts(option(argv, 'sink-rows', 'BENCH_SINK_ROWS', '100000'), 'sink-rows')[0]!,
+    ...(pgUrl ? { pgUrl } : {}),
+    out: resolve(ROOT, option(argv, 'out', 'BENCH_OUT', 'bench/results/latest.json')),
+  };
+}
+
+/** The machine the figures came from; `loadavg` shows how much else was running. */
+export function machine(): Record<string, unknown> {
+  return {
+    node: process.version,
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model ?? 'unknown',
+    memoryGb: round(totalmem() / 2 ** 30),
+    loadAverage1m: round(loadavg()[0] ?? 0, 2),
+    shared: 'yes: other sessions ran tests on the same 2 cores, so wall-clock figures are noisy',
+  };
+}
+
+interface QueryResult {
+  rows: number;
+  seconds: number;
+  rowsPerSecond: number;
+}
+
+export interface QueryBenchSummary {
+  readonly records: number;
+  readonly runs: number;
+  readonly rowsPerSecond: number;
+  readonly samples: readonly number[];
+  readonly goal: string;
+  readonly met: boolean;
+}
+
+export interface SinkBenchSummary {
+  readonly rows: number;
+  readonly runs: number;
+  readonly outputs: ReadonlyArray<{
+    output: string;
+    rowsPerSecond: number;
+    peakRssMb: number;
+    samples: number[];
+  }>;
+  /** PostgreSQL server sink rows/s over raw `psql \copy` rows/s of the same rows, median of the runs. */
+  readonly serverToRawCopyRatio: number | null;
+}
+
+export async function benchQuery(records: number, runs: number): Promise<QueryBenchSummary> {
+  const samples: number[] = [];
+  for (let run = 0; run < runs; run++) {
+    const r = await runNodeScript<QueryResult>('bench/run.ts', ['--child', 'query', String(records)]);
+    samples.push(r.rowsPerSecond);
+  }
+  const rowsPerSecond = round(median(samples), 0);
+  return {
+    records,
+    runs,
+    rowsPerSecond,
+    samples,
+    goal: '>= 100,000 rows/s on one core',
+    met: rowsPerSecond >= 100_000,
+  };
+}
+
+export async function benchSinkOutputs(
+  rows: number,
+  runs: number,
+  pgUrl?: string,
+): Promise<SinkBenchSummary> {
+  // benchSinks runs every output in its own child process already.
+  const { benchSinks } = await import('./sinks');
+  const all: SinkBenchResult[][] = [];
+  for (let run = 0; run < runs; run++) all.push(await benchSinks({ rows, ...(pgUrl ? { pgUrl } : {}) }));
+  const names = all[0]?.map((r) => r.output) ?? [];
+  const outputs = names.map((output) => {
+    const mine = all
+      .map((results) => results.find((r) => r.output === output))
+      .filter((r) => r !== undefined);
+    return {
+      output,
+      rowsPerSecond: round(median(mine.map((r) => r.rowsPerSecond)), 0),
+      peakRssMb: Math.max(...mine.map((r) => r.peakRssMb)),
+      samples: mine.map((r) => r.rowsPerSecond),
+    };
+  });
+  // The ratio per run (the sink and its ceiling measured back to back), then the median.
+  const ratios = all.flatMap((results) => {
+    const server = results.find((r) => r.output === 'postgresql');
+    const copy = results.find((r) => r.output === 'copy');
+    return server && copy ? [server.rowsPerSecond / copy.rowsPerSecond] : [];
+  });
+  return { rows, runs, outputs, serverToRawCopyRatio: ratios.length ? round(median(ratios), 2) : null };
+}
+
+function printClient(results: readonly ClientBenchResult[]): void {
+  console.log('\nissue 2: client, sandbox project to JSON lines (medians)');
+  console.table(
+    results.map((r) => ({
+      forms: r.forms,
+      concurrency: r.concurrency,
+      'records/s': r.recordsPerSecond,
+      'pages/s': r.pagesPerSecond,
+      'peak RSS MB': r.peakRssMb,
+      'serve rate/s': r.sandboxServeRecordsPerSecond,
+      ratio: r.ratioToServeRate,
+      'exporter µs/rec': r.exporterCpuUsPerRecord,
+      'sandbox µs/rec': r.sandboxCpuUsPerRecord,
+      'pipelined CPU ceiling/s': r.pipelinedCpuCeiling,
+    })),
+  );
+  const best = results.reduce((a, b) => (b.ratioToServeRate > a.ratioToServeRate ? b : a));
+  console.log(
+    `goal >= 0.80 of serve rate: best ${best.ratioToServeRate} at concurrency ${best.concurrency} ` +
+      `(${best.ratioToServeRate >= 0.8 ? 'met' : 'missed'}); goal RSS < 200 MB: ` +
+      `${results.every((r) => r.peakRssMb < 200) ? 'met' : 'missed'} (max ${Math.max(...results.map((r) => r.peakRssMb))} MB)`,
+  );
+}
+
+async function main(argv: readonly string[]): Promise<void> {
+  const options = parseOptions(argv);
+  const started = Date.now();
+  const results: Record<string, unknown> = { startedAt: new Date().toISOString(), machine: machine() };
+
+  if (options.only.includes('client')) {
+    const client = await benchClient({
+      forms: options.forms,
+      concurrency: options.concurrency,
+      runs: options.runs,
+    });
+    results.client = {
+      goals: { ratioToServeRate: 0.8, peakRssMb: 200 },
+      results: client,
+    };
+    printClient(client);
+  }
+
+  if (options.only.includes('query')) {
+    const query = await benchQuery(options.queryRecords, options.runs);
+    results.query = query;
+    console.log(
+      `\nissue 3: query transform ${query.rowsPerSecond.toLocaleString('en-US')} rows/s (median of ${query.runs}; ` +
+        `samples ${query.samples.join(', ')}); goal ${query.goal}: ${query.met ? 'met' : 'missed'}`,
+    );
+  }
+
+  if (options.only.includes('sinks')) {
+    const pg = options.pgUrl ? null : await startPostgres();
+    try {
+      const sinks = await benchSinkOutputs(options.sinkRows, options.runs, options.pgUrl ?? pg?.url);
+      results.sinks = sinks;
+      console.log(`\nissue 4: sinks, ${sinks.rows.toLocaleString('en-US')} rows of 30 columns (medians)`);
+      console.table(
+        sinks.outputs.map((o) => ({
+          output: o.output,
+          'rows/s': o.rowsPerSecond,
+          'peak RSS MB': o.peakRssMb,
+        })),
+      );
+      // `copy` is the raw psql \copy ceiling for PostgreSQL, not an output of ours.
+      console.log(`PostgreSQL server sink / raw COPY: ${sinks.serverToRawCopyRatio ?? 'n/a'}`);
+    } finally {
+      pg?.stop();
+    }
+  }
+
+  results.seconds = Math.round((Date.now() - started) / 1000);
+  mkdirSync(dirname(options.out), { recursive: true });
+  writeFileSync(options.out, `${JSON.stringify(results, null, 2)}\n`);
+  console.log(`\nwrote ${options.out} (${results.seconds} s)`);
+}
+
+/** One repetition of the query bench in its own process (one core, fresh JIT); prints one JSON line. */
+async function child(argv: readonly string[]): Promise<void> {
+  const [kind, size] = argv;
+  if (kind === 'query') {
+    const { benchQueryTransform } = await import('./query');
+    console.log(JSON.stringify(await benchQueryTransform({ records: Number(size) })));
+  } else {
+    throw new Error(`--child expects query; got '${kind ?? ''}'`);
+  }
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === resolve(process.argv[1])) {
+  const argv = process.argv.slice(2);
+  if (argv[0] === '--child') await child(argv.slice(1));
+  else await main(argv);
+}
