@@ -51,6 +51,16 @@ const world: ChaosWorld = {
   bucket: 'chaos',
   batchSize,
 };
+// Ctrl-C or kill: stop the servers this script started before leaving.
+const stopAll = async (signal: string) => {
+  console.log(`chaos: ${signal}, stopping the sandbox, moto and PostgreSQL`);
+  await sandbox.close().catch(() => undefined);
+  moto.stop();
+  postgres.stop();
+  process.exit(130);
+};
+process.once('SIGINT', () => void stopAll('SIGINT'));
+process.once('SIGTERM', () => void stopAll('SIGTERM'));
 const started = Date.now();
 let failed = 0;
 let kills = 0;
