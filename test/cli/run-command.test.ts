@@ -117,7 +117,8 @@ describe('ccexport command line', () => {
     // HQ leaves archived forms out unless include_archived is sent (reference §2.3); a form archived
     // later was still served, unarchived, at its earlier indexed_on.
     const expected = new Set<string>();
-    for (const r of sandbox.dataset.timeline('clinic', 'form')) if (r.archived !== true) expected.add(String(r.id));
+    for (const r of sandbox.dataset.timeline('clinic', 'form'))
+      if (r.archived !== true) expected.add(String(r.id));
     expect([...ids].sort()).toEqual([...expected].sort());
     expect(io.out()).toContain('Export finished');
     expect(io.err()).toContain('"event":"source-finished"');
