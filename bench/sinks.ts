@@ -1,13 +1,21 @@
 /**
- * Sink throughput: synthetic DET-like rows (30 columns) to xlsx, csv, PostgreSQL (server and embedded),
- * with a raw `psql \copy` of the same rows as the ceiling. Run: `npx tsx bench/sinks.ts 100000 <pgUrl>`.
+ * Sink throughput and memory: synthetic DET-like rows (30 columns) written to each output in its own
+ * child process (so one output's peak RSS never carries into the next), with a raw `psql \copy` of the
+ * same rows as the PostgreSQL ceiling.
+ *
+ *   node --import tsx bench/sinks.ts 100000                      # starts a throwaway PostgreSQL
+ *   node --import tsx bench/sinks.ts 100000 postgresql://...     # uses that server (superuser)
+ *   node --import tsx bench/sinks.ts 1000000 --outputs csv,xlsx,postgresql
+ *
+ * Peak RSS is the child's `maxRSS` (the kernel's high-water mark), so it includes node, tsx and the
+ * libraries loaded; the PostgreSQL server's own memory is not counted (PGlite's is: it runs in-process).
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import pg from 'pg';
 import type { Cell, TableSpec } from '../functions/query/types';
 import { createSink } from '../functions/sinks';
@@ -19,10 +27,27 @@ export interface SinkBenchResult {
   seconds: number;
   rowsPerSecond: number;
   peakRssMb: number;
+  /** PostgreSQL outputs: our rows/s divided by the raw `psql \copy` rows/s of the same rows. */
+  ratioToCopy?: number;
 }
 
+/** Every output the bench knows; `copy` is the raw `psql \copy` ceiling, `copy-pk` the same into a table with the id primary key. */
+export const BENCH_OUTPUTS = [
+  'csv',
+  'json',
+  'markdown',
+  'xlsx',
+  'postgresql',
+  'copy',
+  'copy-pk',
+  'pglite',
+] as const;
+export type BenchOutput = (typeof BENCH_OUTPUTS)[number];
+
 const COLUMNS = 30;
+/** Rows per `writeRows` call: about one API page, as the export loop hands them over. */
 const BATCH = 1000;
+const SELF = fileURLToPath(import.meta.url);
 
 const spec: TableSpec = {
   name: 'bench_forms',
@@ -54,27 +79,13 @@ function syntheticRow(n: number): Cell[] {
   return row;
 }
 
-async function measure(output: string, rows: number, work: () => Promise<void>): Promise<SinkBenchResult> {
-  global.gc?.();
-  let peak = process.memoryUsage().rss;
-  const timer = setInterval(() => {
-    peak = Math.max(peak, process.memoryUsage().rss);
-  }, 25);
-  const start = process.hrtime.bigint();
-  try {
-    await work();
-  } finally {
-    clearInterval(timer);
-  }
-  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-  peak = Math.max(peak, process.memoryUsage().rss);
-  return {
-    output,
-    rows,
-    seconds: Math.round(seconds * 1000) / 1000,
-    rowsPerSecond: Math.round(rows / seconds),
-    peakRssMb: Math.round(peak / 1024 / 1024),
-  };
+/** The column types the sink infers for the synthetic rows, for the raw COPY table. */
+function rawTableDdl(name: string, primaryKey: boolean): string {
+  const types = ['text', 'integer', 'boolean', 'timestamp', 'text'];
+  const columns = spec.headings.map((h, c) =>
+    c === 0 ? `id text${primaryKey ? ' PRIMARY KEY' : ''}` : `"${h}" ${types[c % 5]}`,
+  );
+  return `CREATE TABLE ${name} (${columns.join(', ')})`;
 }
 
 async function runSink(options: SinkOptions, rows: number): Promise<void> {
@@ -94,66 +105,161 @@ async function runSink(options: SinkOptions, rows: number): Promise<void> {
   await sink.finish();
 }
 
-export async function benchSinks(opts: { rows: number; pgUrl?: string }): Promise<SinkBenchResult[]> {
-  const { rows } = opts;
-  const dir = mkdtempSync(join(tmpdir(), 'ccexport-bench-sinks-'));
-  const results: SinkBenchResult[] = [];
+/** A fresh database on the server for one output; returns its URL. */
+async function createDatabase(pgUrl: string): Promise<string> {
+  const admin = new pg.Client({ connectionString: pgUrl });
+  await admin.connect();
+  const name = `bench_${randomUUID().replaceAll('-', '').slice(0, 10)}`;
   try {
-    results.push(
-      await measure('xlsx (local file)', rows, () =>
-        runSink({ format: 'xlsx', output: join(dir, 'xlsx') }, rows),
-      ),
-    );
-    results.push(
-      await measure('csv (local file)', rows, () =>
-        runSink({ format: 'csv', output: join(dir, 'csv') }, rows),
-      ),
-    );
-    if (opts.pgUrl) {
-      const admin = new pg.Client({ connectionString: opts.pgUrl });
-      await admin.connect();
-      const dbName = `bench_${randomUUID().replaceAll('-', '').slice(0, 8)}`;
-      await admin.query(`CREATE DATABASE ${dbName}`);
-      const url = new URL(opts.pgUrl);
-      url.pathname = `/${dbName}`;
-      const dbUrl = url.toString();
-      try {
-        results.push(
-          await measure('postgresql (server, COPY + merge)', rows, () =>
-            runSink({ format: 'sql', output: `${dbUrl}${url.search ? '&' : '?'}sslmode=disable` }, rows),
-          ),
-        );
-        // Ceiling: psql \copy of the csv we just wrote, into an empty table of the same shape.
-        const csvFile = join(dir, 'csv', 'bench_forms', 'bench.csv');
-        execFileSync('psql', [dbUrl, '-q', '-c', 'CREATE TABLE bench_copy_raw (LIKE bench_forms)']);
-        results.push(
-          await measure('psql \\copy (ceiling)', rows, async () => {
-            execFileSync('psql', [
-              dbUrl,
-              '-q',
-              '-c',
-              `\\copy bench_copy_raw FROM '${csvFile}' WITH (FORMAT csv, HEADER true)`,
-            ]);
-          }),
-        );
-      } finally {
-        await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).catch(() => undefined);
-        await admin.end();
+    await admin.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(pgUrl);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+async function dropDatabase(pgUrl: string, dbUrl: string): Promise<void> {
+  const admin = new pg.Client({ connectionString: pgUrl });
+  await admin.connect();
+  try {
+    await admin.query(`DROP DATABASE IF EXISTS ${new URL(dbUrl).pathname.slice(1)} WITH (FORCE)`);
+  } finally {
+    await admin.end();
+  }
+}
+
+/** `BENCH_BATCH_ROWS` overrides the SQL sinks' batch size, for comparing sizes. */
+function batchRows(): { batchRows?: number } {
+  const value = Number(process.env.BENCH_BATCH_ROWS);
+  return value > 0 ? { batchRows: value } : {};
+}
+
+/** Runs one output in this process and returns seconds taken (peak RSS is read by the caller). */
+async function runOutput(output: BenchOutput, rows: number, dir: string, pgUrl?: string): Promise<number> {
+  const started = () => process.hrtime.bigint();
+  const since = (t: bigint) => Number(process.hrtime.bigint() - t) / 1e9;
+  if (output === 'postgresql' || output === 'copy' || output === 'copy-pk') {
+    if (!pgUrl) throw new Error(`output ${output} needs a PostgreSQL URL`);
+    const dbUrl = await createDatabase(pgUrl);
+    try {
+      if (output === 'postgresql') {
+        const t = started();
+        await runSink({ format: 'sql', output: `${dbUrl}?sslmode=disable`, ...batchRows() }, rows);
+        return since(t);
+      }
+      // The ceiling: psql \copy of the same rows (as our csv output writes them) into a bare table.
+      await runSink({ format: 'csv', output: join(dir, 'csv') }, rows);
+      const csvFile = join(dir, 'csv', spec.name, 'bench.csv');
+      execFileSync('psql', [dbUrl, '-q', '-c', rawTableDdl('bench_copy_raw', output === 'copy-pk')]);
+      const t = started();
+      execFileSync('psql', [
+        dbUrl,
+        '-q',
+        '-c',
+        `\\copy bench_copy_raw FROM '${csvFile}' WITH (FORMAT csv, HEADER true)`,
+      ]);
+      return since(t);
+    } finally {
+      await dropDatabase(pgUrl, dbUrl);
+    }
+  }
+  const t = started();
+  if (output === 'pglite')
+    await runSink({ format: 'sql', output: join(dir, 'embedded'), ...batchRows() }, rows);
+  else await runSink({ format: output, output: join(dir, output) }, rows);
+  return since(t);
+}
+
+/** Runs one output in a child process (`node --import tsx`) and reads its result line. */
+async function runChild(output: BenchOutput, rows: number, pgUrl?: string): Promise<SinkBenchResult> {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', SELF, '--child', output, String(rows), ...(pgUrl ? [pgUrl] : [])],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  let stdout = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    stdout += chunk;
+  });
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  const line = stdout.trim().split('\n').pop() ?? '';
+  if (code !== 0 || !line.startsWith('{')) {
+    throw new Error(`bench child for ${output} exited with code ${code}: ${stdout.slice(-500)}`);
+  }
+  return JSON.parse(line) as SinkBenchResult;
+}
+
+/**
+ * Each output in its own child process, one after the other. PostgreSQL outputs need `pgUrl` (a
+ * superuser URL: each run creates and drops its own database); without it they are skipped.
+ */
+export async function benchSinks(opts: {
+  rows: number;
+  pgUrl?: string;
+  outputs?: string[];
+}): Promise<SinkBenchResult[]> {
+  const wanted = (opts.outputs ?? [...BENCH_OUTPUTS]) as BenchOutput[];
+  for (const o of wanted) {
+    if (!BENCH_OUTPUTS.includes(o))
+      throw new Error(`unknown output "${o}"; expected one of ${BENCH_OUTPUTS.join(', ')}`);
+  }
+  const needsServer = (o: BenchOutput) => o === 'postgresql' || o === 'copy' || o === 'copy-pk';
+  const results: SinkBenchResult[] = [];
+  for (const output of wanted) {
+    if (needsServer(output) && !opts.pgUrl) continue;
+    results.push(await runChild(output, opts.rows, opts.pgUrl));
+  }
+  const copy = results.find((r) => r.output === 'copy');
+  if (copy) {
+    for (const r of results) {
+      if (r.output === 'postgresql' || r.output === 'pglite' || r.output === 'copy-pk') {
+        r.ratioToCopy = Math.round((r.rowsPerSecond / copy.rowsPerSecond) * 1000) / 1000;
       }
     }
-    results.push(
-      await measure('postgresql (embedded PGlite)', rows, () =>
-        runSink({ format: 'sql', output: join(dir, 'embedded') }, rows),
-      ),
-    );
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
   }
   return results;
 }
 
+async function childMain(output: BenchOutput, rows: number, pgUrl?: string): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'ccexport-bench-sinks-'));
+  try {
+    const seconds = await runOutput(output, rows, dir, pgUrl);
+    const result: SinkBenchResult = {
+      output,
+      rows,
+      seconds: Math.round(seconds * 1000) / 1000,
+      rowsPerSecond: Math.round(rows / seconds),
+      // maxRSS is in kilobytes: the process's high-water mark, not a sample.
+      peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
+    };
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const rows = Number(process.argv[2] ?? 100_000);
-  const pgUrl = process.argv[3];
-  console.table(await benchSinks({ rows, ...(pgUrl ? { pgUrl } : {}) }));
+  const args = process.argv.slice(2);
+  if (args[0] === '--child') {
+    await childMain(args[1] as BenchOutput, Number(args[2]), args[3]);
+    process.exit(0);
+  }
+  const outputsAt = args.indexOf('--outputs');
+  const outputs = outputsAt >= 0 ? args.splice(outputsAt, 2)[1]?.split(',') : undefined;
+  const rows = Number(args[0] ?? 100_000);
+  let pgUrl = args[1];
+  let stop: (() => void) | undefined;
+  if (!pgUrl) {
+    const { startPostgres } = await import('../test/support/services');
+    const server = await startPostgres();
+    pgUrl = server.url;
+    stop = () => server.stop();
+  }
+  try {
+    console.table(await benchSinks({ rows, pgUrl, ...(outputs ? { outputs } : {}) }));
+  } finally {
+    stop?.();
+  }
 }

@@ -5,12 +5,55 @@ function pad(n: number, width = 2): string {
   return String(n).padStart(width, '0');
 }
 
+const PAD2 = Array.from({ length: 100 }, (_, i) => (i < 10 ? `0${i}` : `${i}`));
+const PAD3 = Array.from({ length: 1000 }, (_, i) => String(i).padStart(3, '0'));
+/** Epoch milliseconds of 1000-01-01 and 10000-01-01: the years with four digits. */
+const FOUR_DIGIT_YEARS_FROM = -30_610_224_000_000;
+const FOUR_DIGIT_YEARS_UNTIL = 253_402_300_800_000;
+
+/**
+ * `YYYY-MM-DD HH:MM:SS` (plus `.mmm` when `millis` and the milliseconds are not zero), in UTC, from
+ * epoch milliseconds. Done with integer arithmetic (days to civil date, H. Hinnant's algorithm)
+ * because it runs once per date cell and is several times faster than `Date.toISOString`.
+ */
+export function formatUtcDateTime(ms: number, millis = false): string {
+  if (!(ms >= FOUR_DIGIT_YEARS_FROM && ms < FOUR_DIGIT_YEARS_UNTIL)) {
+    const d = new Date(ms);
+    const text =
+      `${pad(d.getUTCFullYear(), 4)}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ` +
+      `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}`;
+    return millis && d.getUTCMilliseconds() !== 0 ? `${text}.${pad(d.getUTCMilliseconds(), 3)}` : text;
+  }
+  const days = Math.floor(ms / 86_400_000);
+  let rest = ms - days * 86_400_000;
+  const z = days + 719_468;
+  const era = Math.floor(z / 146_097);
+  const dayOfEra = z - era * 146_097;
+  const yearOfEra = Math.floor(
+    (dayOfEra -
+      Math.floor(dayOfEra / 1460) +
+      Math.floor(dayOfEra / 36_524) -
+      Math.floor(dayOfEra / 146_096)) /
+      365,
+  );
+  const dayOfYear = dayOfEra - (365 * yearOfEra + Math.floor(yearOfEra / 4) - Math.floor(yearOfEra / 100));
+  const mp = Math.floor((5 * dayOfYear + 2) / 153);
+  const day = dayOfYear - Math.floor((153 * mp + 2) / 5) + 1;
+  const month = mp < 10 ? mp + 3 : mp - 9;
+  const year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0);
+  const hours = Math.floor(rest / 3_600_000);
+  rest -= hours * 3_600_000;
+  const minutes = Math.floor(rest / 60_000);
+  rest -= minutes * 60_000;
+  const seconds = Math.floor(rest / 1000);
+  rest -= seconds * 1000;
+  const text = `${year}-${PAD2[month]}-${PAD2[day]} ${PAD2[hours]}:${PAD2[minutes]}:${PAD2[seconds]}`;
+  return millis && rest !== 0 ? `${text}.${PAD3[rest]}` : text;
+}
+
 /** DET's csv rendering of a datetime (`str(datetime)` without microseconds), in UTC. */
 export function formatDetDateTime(d: Date): string {
-  return (
-    `${pad(d.getUTCFullYear(), 4)}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ` +
-    `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}`
-  );
+  return formatUtcDateTime(d.getTime());
 }
 
 /** `YYYY-MM-DD` in UTC. */

@@ -16,8 +16,8 @@ export interface SqlConnection {
     text: string,
     params?: readonly unknown[],
   ): Promise<{ rows: R[]; rowCount: number }>;
-  /** COPY CSV text into `target` (already quoted, with its column list). */
-  copyCsv(target: string, csv: string): Promise<void>;
+  /** COPY CSV text, given in chunks of whole lines, into `target` (already quoted, with its column list). */
+  copyCsv(target: string, chunks: readonly string[]): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -141,12 +141,14 @@ function pgAdapter(client: pg.Client): SqlConnection {
       const result = await client.query(text, params as unknown[] | undefined);
       return { rows: result.rows as R[], rowCount: result.rowCount ?? 0 };
     },
-    async copyCsv(target, csv) {
+    async copyCsv(target, chunks) {
       const stream = client.query(copyFrom(`COPY ${target} FROM STDIN WITH (FORMAT csv)`));
       await new Promise<void>((resolve, reject) => {
         stream.on('finish', resolve);
         stream.on('error', reject);
-        stream.end(csv);
+        // Chunks go to the socket as they are; joining them first would copy the batch once more.
+        for (const chunk of chunks) stream.write(chunk);
+        stream.end();
       });
     },
     async close() {
@@ -197,9 +199,11 @@ export function pgliteConnection(db: PGlite, onClose?: () => Promise<void>): Sql
       const result = await db.query<R>(text, params as unknown[] | undefined);
       return { rows: result.rows, rowCount: result.affectedRows ?? result.rows.length };
     },
-    async copyCsv(target, csv) {
+    async copyCsv(target, chunks) {
       // PGlite has no COPY FROM STDIN; it reads a Blob passed with the query as the file /dev/blob.
-      await db.query(`COPY ${target} FROM '/dev/blob' WITH (FORMAT csv)`, [], { blob: new Blob([csv]) });
+      await db.query(`COPY ${target} FROM '/dev/blob' WITH (FORMAT csv)`, [], {
+        blob: new Blob(chunks as string[]),
+      });
     },
     async close() {
       await db.close();

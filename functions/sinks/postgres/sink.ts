@@ -9,9 +9,9 @@ import type { Cell, TableSpec } from '../../query/types';
 import { ConcurrentRunError, SinkConfigError, SinkError, SinkStateError, TypeConflictError } from '../errors';
 import type { ExportSink, RunContext, SourceCheckpoint } from '../types';
 import type { SqlConnection } from './connection';
+import { type ColumnType, CopyLines, encodeRow } from './copy-csv';
 import { pgName, qualified, quoteIdent } from './naming';
 import {
-  copyText,
   fits,
   inferPgType,
   type PgType,
@@ -26,11 +26,14 @@ export interface PostgresSinkOptions {
   readonly schema?: string;
   /** @default false */
   readonly strictTypes?: boolean;
-  /** @default 5000 */
+  /** @default 10000 */
   readonly batchRows?: number;
   /** For messages: where the tables go (never holds a password). */
   readonly description?: string;
 }
+
+/** Rows per COPY batch unless `batchRows` says otherwise. */
+export const DEFAULT_BATCH_ROWS = 10_000;
 
 /** How one declared table maps onto the database. */
 interface TablePlan {
@@ -38,9 +41,9 @@ interface TablePlan {
   readonly pgTable: string;
   readonly pgColumns: readonly string[];
   readonly idIndex: number;
+  /** Position among the declared tables, for the name of its staging table. */
+  readonly ordinal: number;
 }
-
-type ColumnType = PgType | 'other';
 
 /** Advisory lock id for an export: 64 bits of a hash, as a signed bigint string. */
 export function exportLockId(checkpointKey: string, project: string): string {
@@ -48,18 +51,54 @@ export function exportLockId(checkpointKey: string, project: string): string {
   return digest.readBigInt64BE(0).toString();
 }
 
-function csvField(text: string | null): string {
-  // Unquoted empty is NULL in COPY CSV; every value is quoted so an empty string stays a string.
-  return text === null ? '' : `"${text.replaceAll('"', '""')}"`;
+function isUniqueViolation(error: unknown): boolean {
+  return (error as { code?: unknown })?.code === '23505';
+}
+
+/** Encoded lines of one batch that share a column list. */
+interface Segment {
+  /** Quoted column names, comma-separated, as COPY lists them. */
+  readonly names: string;
+  readonly lines: CopyLines;
+}
+
+/** Rows of one table gathered for the next COPY. */
+interface Batch {
+  readonly segments: Segment[];
+  /** Ids in the batch: a second row with one of them is a duplicate. */
+  readonly ids: Set<string>;
+  /** Rows that need the table changed first (a new column, a wider type), with their ids. */
+  readonly raw: Cell[][];
+  readonly rawIds: string[];
+  /** Rows whose id is already in the batch; merged after it (ON CONFLICT cannot touch a row twice). */
+  readonly duplicates: Cell[][];
+  size: number;
+}
+
+/** The columns a table has now, by plan column (undefined: none yet), for encoding rows. */
+interface Layout {
+  readonly types: (ColumnType | undefined)[];
+  readonly names: string;
 }
 
 /**
  * Tables in PostgreSQL (a server, or embedded PGlite through the same code): created on first use
  * with `id` text primary key, new columns added as fields appear, columns widened to text when a value
- * does not fit (unless `strictTypes`). Rows are upserted in batches: COPY into a temporary table, then
- * one `INSERT ... ON CONFLICT (id) DO UPDATE SET c = COALESCE(excluded.c, t.c)`, so null never
- * overwrites a value (DET). Everything between two `commit` calls is one transaction, and the
- * checkpoints passed to `commit` are written in that same transaction.
+ * does not fit (unless `strictTypes`). Everything between two `commit` calls is one transaction, and
+ * the checkpoints passed to `commit` are written in that same transaction.
+ *
+ * Rows are encoded to COPY CSV as they arrive (so the row arrays die young and memory stays small)
+ * and loaded in batches of `batchRows`. A row whose values do not fit the table as it is (a new column,
+ * a wider type) waits in the batch as cells; at flush the table is changed once for all of them.
+ * At flush one query asks which of the batch's ids the table already has. Rows with new ids are
+ * COPY'd straight into the table (one write, like a plain COPY); rows with existing ids, and rows
+ * repeating an id of the same batch, are COPY'd into a temporary staging table and merged with
+ * `INSERT ... ON CONFLICT (id) DO UPDATE SET c = COALESCE(excluded.c, t.c)`, so null never
+ * overwrites a value (DET). The direct COPY runs under a savepoint: if another writer inserted one of
+ * the ids meanwhile, it is rolled back and the rows are merged through the staging table instead.
+ *
+ * One batch is in flight while the next is gathered: `writeRows` returns once a batch is sent, and its
+ * outcome is checked before the next batch is sent and at `commit`.
  */
 export class PostgresSink implements ExportSink {
   private db: SqlConnection | undefined;
@@ -68,7 +107,15 @@ export class PostgresSink implements ExportSink {
   private plans = new Map<string, TablePlan>();
   /** Columns per PostgreSQL table name, as they are inside the open transaction. */
   private columns = new Map<string, Map<string, ColumnType>>();
-  private pending = new Map<string, Cell[][]>();
+  private layouts = new Map<string, Layout>();
+  private batches = new Map<string, Batch>();
+  private fields: string[] = [];
+  /** Tables where a direct COPY met an existing id in this run: their batches look ids up first. */
+  private checkIds = new Set<string>();
+  /** Staging tables created in the open transaction (they drop at its end), by PostgreSQL table. */
+  private staged = new Map<string, string>();
+  /** The batch sent to the database and not yet checked. */
+  private inflight: Promise<void> | undefined;
   private run: RunContext | undefined;
   private inTransaction = false;
   private locked = false;
@@ -79,7 +126,7 @@ export class PostgresSink implements ExportSink {
     private readonly options: PostgresSinkOptions = {},
   ) {
     this.schema = options.schema ?? 'public';
-    this.batchRows = options.batchRows ?? 5000;
+    this.batchRows = options.batchRows ?? DEFAULT_BATCH_ROWS;
     if (!Number.isInteger(this.batchRows) || this.batchRows < 1) {
       throw new SinkConfigError(`batchRows must be a positive integer, received ${this.batchRows}`);
     }
@@ -122,6 +169,7 @@ export class PostgresSink implements ExportSink {
       [this.schema, names],
     );
     this.columns.clear();
+    this.layouts.clear();
     for (const row of rows) {
       let table = this.columns.get(row.table_name);
       if (!table) {
@@ -140,15 +188,47 @@ export class PostgresSink implements ExportSink {
 
   async writeRows(table: string, rows: readonly Cell[][]): Promise<void> {
     this.requireRunning('writeRows');
-    if (!this.plans.has(table))
-      throw new SinkConfigError(`writeRows for table "${table}", which begin did not declare`);
-    let pending = this.pending.get(table);
-    if (!pending) {
-      pending = [];
-      this.pending.set(table, pending);
+    const plan = this.plans.get(table);
+    if (!plan) throw new SinkConfigError(`writeRows for table "${table}", which begin did not declare`);
+    let batch = this.batches.get(table);
+    if (!batch) {
+      batch = { segments: [], ids: new Set(), raw: [], rawIds: [], duplicates: [], size: 0 };
+      this.batches.set(table, batch);
     }
-    for (const row of rows) pending.push(row);
-    if (pending.length >= this.batchRows) await this.flush(table);
+    const layout = this.layout(plan);
+    for (const row of rows) {
+      const id = rowId(plan, row, batch.size);
+      batch.size += 1;
+      if (batch.ids.has(id)) {
+        batch.duplicates.push(row);
+        continue;
+      }
+      batch.ids.add(id);
+      const line = encodeRow(row, id, plan.idIndex, layout.types, this.fields);
+      if (line === null) {
+        batch.raw.push(row);
+        batch.rawIds.push(id);
+      } else appendLine(batch, layout.names, line, id);
+    }
+    if (batch.size >= this.batchRows) await this.flush(table);
+  }
+
+  /** The table's columns as encodeRow needs them; recomputed after the table changes. */
+  private layout(plan: TablePlan): Layout {
+    let layout = this.layouts.get(plan.pgTable);
+    if (!layout) {
+      const existing = this.columns.get(plan.pgTable);
+      const types = plan.pgColumns.map((column, i) =>
+        i === plan.idIndex ? ('text' as const) : existing?.get(column),
+      );
+      const names = plan.pgColumns
+        .filter((_, i) => types[i] !== undefined)
+        .map(quoteIdent)
+        .join(', ');
+      layout = { types, names };
+      this.layouts.set(plan.pgTable, layout);
+    }
+    return layout;
   }
 
   private async ensureTransaction(db: SqlConnection): Promise<void> {
@@ -158,20 +238,138 @@ export class PostgresSink implements ExportSink {
     }
   }
 
+  /** Waits for the batch in flight; throws its error if it failed. */
+  private async settle(): Promise<void> {
+    const inflight = this.inflight;
+    this.inflight = undefined;
+    await inflight;
+  }
+
   private async flushAll(): Promise<void> {
-    for (const table of this.pending.keys()) await this.flush(table);
+    for (const table of [...this.batches.keys()]) await this.flush(table);
+    await this.settle();
   }
 
   private async flush(table: string): Promise<void> {
     const db = this.requireRunning('flush');
-    const rows = this.pending.get(table);
-    this.pending.delete(table);
-    if (!rows || rows.length === 0) return;
+    const batch = this.batches.get(table);
+    this.batches.delete(table);
+    if (!batch || batch.size === 0) return;
     const plan = this.plans.get(table)!;
-    await this.ensureTransaction(db);
-    const merged = mergeById(plan, rows);
-    const columns = await this.evolveSchema(db, plan, merged);
-    await this.upsert(db, plan, merged, columns);
+    try {
+      await this.ensureTransaction(db);
+      // The first batch of a table that does not exist yet creates it, with no rows waiting too.
+      if (batch.raw.length > 0 || !this.columns.has(plan.pgTable)) {
+        await this.evolveSchema(db, plan, batch.raw);
+        const layout = this.layout(plan);
+        batch.raw.forEach((row, r) => {
+          const id = batch.rawIds[r]!;
+          appendLine(batch, layout.names, this.encodeFitting(plan, row, id, layout), id);
+        });
+      }
+      let duplicates: Segment | undefined;
+      if (batch.duplicates.length > 0) {
+        const merged = mergeById(plan, batch.duplicates);
+        await this.evolveSchema(db, plan, merged.rows);
+        const layout = this.layout(plan);
+        duplicates = { names: layout.names, lines: new CopyLines() };
+        merged.rows.forEach((row, r) => {
+          const id = merged.ids[r]!;
+          duplicates!.lines.push(this.encodeFitting(plan, row, id, layout), id);
+        });
+      }
+      await this.settle();
+      const inflight = this.load(db, plan, batch, duplicates);
+      // Checked by settle(); the handler only keeps node from reporting it as unhandled meanwhile.
+      inflight.catch(() => undefined);
+      this.inflight = inflight;
+    } catch (error) {
+      // A failed batch in flight aborts the transaction; its error, not the follow-up one, is the cause.
+      await this.settle();
+      throw error;
+    }
+  }
+
+  /** Encodes a row the table has just been changed to take. */
+  private encodeFitting(plan: TablePlan, row: readonly Cell[], id: string, layout: Layout): string {
+    const line = encodeRow(row, id, plan.idIndex, layout.types, this.fields);
+    if (line === null) {
+      throw new SinkError(`A row of table "${plan.spec.name}" (id "${id}") still does not fit its columns`);
+    }
+    return line;
+  }
+
+  /**
+   * Sends one batch. Rows with new ids go straight into the table by COPY, under a savepoint; rows
+   * with ids the table has go through the staging table. While a table has shown no existing id in
+   * this run (a first load, new forms), the whole batch is COPY'd without looking ids up first; the
+   * first unique violation rolls that back, and from then on each batch asks which ids exist.
+   */
+  private async load(
+    db: SqlConnection,
+    plan: TablePlan,
+    batch: Batch,
+    duplicates: Segment | undefined,
+  ): Promise<void> {
+    const target = qualified(this.schema, plan.pgTable);
+    const direct = async (parts: readonly { names: string; body: string[] }[]): Promise<boolean> => {
+      if (parts.length === 0) return true;
+      await db.query('SAVEPOINT ccexport_batch');
+      try {
+        for (const part of parts) await db.copyCsv(`${target} (${part.names})`, part.body);
+        await db.query('RELEASE SAVEPOINT ccexport_batch');
+        return true;
+      } catch (error) {
+        if (!isUniqueViolation(error)) throw error;
+        await db.query('ROLLBACK TO SAVEPOINT ccexport_batch');
+        await db.query('RELEASE SAVEPOINT ccexport_batch');
+        this.checkIds.add(plan.pgTable);
+        return false;
+      }
+    };
+    const done =
+      !this.checkIds.has(plan.pgTable) &&
+      (await direct(batch.segments.map((s) => ({ names: s.names, body: s.lines.body() }))));
+    if (!done) {
+      const found = await db.query<{ id: string }>(`SELECT id FROM ${target} WHERE id = ANY($1::text[])`, [
+        [...batch.ids],
+      ]);
+      const existing = new Set(found.rows.map((r) => r.id));
+      const fresh: { names: string; body: string[] }[] = [];
+      const update: { names: string; body: string[] }[] = [];
+      for (const segment of batch.segments) {
+        const { yes, no } = segment.lines.split((id) => existing.has(id));
+        if (no.length > 0) fresh.push({ names: segment.names, body: no });
+        if (yes.length > 0) update.push({ names: segment.names, body: yes });
+      }
+      // Another writer may have inserted one of the new ids since we looked: then merge those too.
+      if (!(await direct(fresh))) update.unshift(...fresh);
+      for (const part of update) await this.merge(db, plan, part.names, part.body);
+    }
+    // Repeated ids go last: they apply on top of the batch's first row for that id.
+    if (duplicates) await this.merge(db, plan, duplicates.names, duplicates.lines.body());
+  }
+
+  /** COPY into the staging table, then one `INSERT ... ON CONFLICT` where null never overwrites. */
+  private async merge(db: SqlConnection, plan: TablePlan, names: string, body: string[]): Promise<void> {
+    const target = qualified(this.schema, plan.pgTable);
+    let stage = this.staged.get(plan.pgTable);
+    if (stage) await db.query(`TRUNCATE ${stage}`);
+    else {
+      stage = `pg_temp.${quoteIdent(`ccexport_stage_${plan.ordinal}`)}`;
+      await db.query(`DROP TABLE IF EXISTS ${stage}`);
+      await db.query(`CREATE TEMP TABLE ${stage} (LIKE ${target}) ON COMMIT DROP`);
+      this.staged.set(plan.pgTable, stage);
+    }
+    await db.copyCsv(`${stage} (${names})`, body);
+    const updates = names
+      .split(', ')
+      .filter((c) => c !== quoteIdent('id'))
+      .map((c) => `${c} = COALESCE(excluded.${c}, t.${c})`);
+    await db.query(
+      `INSERT INTO ${target} AS t (${names}) SELECT ${names} FROM ${stage} ` +
+        `ON CONFLICT (${quoteIdent('id')}) DO ${updates.length ? `UPDATE SET ${updates.join(', ')}` : 'NOTHING'}`,
+    );
   }
 
   /** Creates the table, adds and widens columns so every value of the batch fits; returns the columns to write. */
@@ -186,8 +384,10 @@ export class PostgresSink implements ExportSink {
       await db.query(`CREATE TABLE IF NOT EXISTS ${target} (${quoteIdent('id')} text PRIMARY KEY)`);
       existing = new Map([['id', 'text']]);
       this.columns.set(plan.pgTable, existing);
+      this.layouts.delete(plan.pgTable);
     }
     const write = new Map<number, ColumnType>();
+    const changes: string[] = [];
     for (let i = 0; i < plan.pgColumns.length; i++) {
       const column = plan.pgColumns[i]!;
       if (i === plan.idIndex) {
@@ -197,68 +397,54 @@ export class PostgresSink implements ExportSink {
       const declared = plan.spec.dataTypes[i];
       const current = existing.get(column);
       let type: ColumnType | undefined = current ?? (declared ? pgTypeForDataType(declared) : undefined);
-      for (const row of rows) {
-        const cell = row[i] ?? null;
-        if (cell === null) continue;
-        if (type === undefined) type = inferPgType(cell);
-        if (!fits(cell, type)) {
-          if (current !== undefined && this.options.strictTypes) {
-            throw new TypeConflictError(
-              `Column "${plan.spec.headings[i]}" of table "${plan.spec.name}" is ${current} but received ` +
-                `${describeValue(cell)}; strictTypes forbids widening it`,
-            );
+      // text, jsonb and other columns take anything: no need to look at the values.
+      if (type !== 'text' && type !== 'jsonb' && type !== 'other') {
+        for (let r = 0; r < rows.length; r++) {
+          const cell = rows[r]![i] ?? null;
+          if (cell === null) continue;
+          if (type === undefined) type = inferPgType(cell);
+          if (!fits(cell, type)) {
+            if (current !== undefined && this.options.strictTypes) {
+              throw new TypeConflictError(
+                `Column "${plan.spec.headings[i]}" of table "${plan.spec.name}" is ${current} but received ` +
+                  `${describeValue(cell)}; strictTypes forbids widening it`,
+              );
+            }
+            type = widen(type as PgType, cell);
+            if (type === 'text') break;
           }
-          type = widen(type as PgType, cell);
         }
       }
       if (type === undefined) continue; // always null and no declared type: DET creates no column
       if (current === undefined) {
-        await db.query(
-          `ALTER TABLE ${target} ADD COLUMN IF NOT EXISTS ${quoteIdent(column)} ${sqlType(type as PgType)}`,
-        );
+        changes.push(`ADD COLUMN IF NOT EXISTS ${quoteIdent(column)} ${sqlType(type as PgType)}`);
         existing.set(column, type);
       } else if (current !== type) {
-        await db.query(
-          `ALTER TABLE ${target} ALTER COLUMN ${quoteIdent(column)} TYPE ${sqlType(type as PgType)} ` +
-            `USING ${quoteIdent(column)}::${sqlType(type as PgType)}`,
-        );
+        const sql = sqlType(type as PgType);
+        changes.push(`ALTER COLUMN ${quoteIdent(column)} TYPE ${sql} USING ${quoteIdent(column)}::${sql}`);
         existing.set(column, type);
       }
       write.set(i, type);
     }
+    if (changes.length > 0) {
+      this.layouts.delete(plan.pgTable);
+      // One statement for all changes: a table rewrite (type change) happens once, not per column.
+      await db.query(`ALTER TABLE ${target} ${changes.join(', ')}`);
+      const stage = this.staged.get(plan.pgTable);
+      if (stage) {
+        // The staging table copies the target's columns when created; make a new one next time.
+        this.staged.delete(plan.pgTable);
+        await db.query(`DROP TABLE IF EXISTS ${stage}`);
+      }
+    }
     return write;
   }
 
-  private async upsert(
-    db: SqlConnection,
-    plan: TablePlan,
-    rows: readonly Cell[][],
-    columns: Map<number, ColumnType>,
-  ): Promise<void> {
-    const indexes = [...columns.keys()];
-    const names = indexes.map((i) => quoteIdent(plan.pgColumns[i]!));
-    const stage = quoteIdent('ccexport_stage');
-    const target = qualified(this.schema, plan.pgTable);
-    let csv = '';
-    for (const row of rows) {
-      csv += `${indexes.map((i) => csvField(copyText(row[i] ?? null, columns.get(i)!))).join(',')}\n`;
-    }
-    await db.query(`CREATE TEMP TABLE ${stage} (LIKE ${target})`);
-    try {
-      await db.copyCsv(`${stage} (${names.join(', ')})`, csv);
-      const updates = indexes
-        .filter((i) => i !== plan.idIndex)
-        .map((i) => {
-          const c = quoteIdent(plan.pgColumns[i]!);
-          return `${c} = COALESCE(excluded.${c}, t.${c})`;
-        });
-      await db.query(
-        `INSERT INTO ${target} AS t (${names.join(', ')}) SELECT ${names.join(', ')} FROM ${stage} ` +
-          `ON CONFLICT (${quoteIdent('id')}) DO ${updates.length ? `UPDATE SET ${updates.join(', ')}` : 'NOTHING'}`,
-      );
-    } finally {
-      await db.query(`DROP TABLE IF EXISTS ${stage}`);
-    }
+  private async endTransaction(db: SqlConnection, statement: 'COMMIT' | 'ROLLBACK'): Promise<void> {
+    this.staged.clear();
+    if (!this.inTransaction) return;
+    this.inTransaction = false;
+    await db.query(statement);
   }
 
   async commit(checkpoints: readonly SourceCheckpoint[]): Promise<void> {
@@ -268,19 +454,13 @@ export class PostgresSink implements ExportSink {
       await this.ensureTransaction(db);
       await writePgCheckpoints(db, this.schema, checkpoints, this.run!.runId);
     }
-    if (this.inTransaction) {
-      await db.query('COMMIT');
-      this.inTransaction = false;
-    }
+    await this.endTransaction(db, 'COMMIT');
   }
 
   async finish(): Promise<void> {
     const db = this.requireRunning('finish');
     await this.flushAll();
-    if (this.inTransaction) {
-      await db.query('COMMIT');
-      this.inTransaction = false;
-    }
+    await this.endTransaction(db, 'COMMIT');
     this.state = 'closed';
     await this.close();
   }
@@ -288,8 +468,10 @@ export class PostgresSink implements ExportSink {
   async abort(_error: unknown): Promise<void> {
     if (this.state === 'closed') return;
     this.state = 'closed';
-    this.pending.clear();
-    if (this.db && this.inTransaction) await this.db.query('ROLLBACK').catch(() => undefined);
+    this.batches.clear();
+    await this.inflight?.catch(() => undefined);
+    this.inflight = undefined;
+    if (this.db) await this.endTransaction(this.db, 'ROLLBACK').catch(() => undefined);
     this.inTransaction = false;
     await this.close();
   }
@@ -364,38 +546,64 @@ export function planTables(tables: readonly TableSpec[]): Map<string, TablePlan>
       }
       seen.set(column, heading);
     });
-    plans.set(spec.name, { spec, pgTable, pgColumns, idIndex });
+    plans.set(spec.name, { spec, pgTable, pgColumns, idIndex, ordinal: plans.size + 1 });
   }
   return plans;
 }
 
+/** A row's id as text (the column is text); an empty id is refused. */
+function rowId(plan: TablePlan, row: readonly Cell[], n: number): string {
+  const raw = row[plan.idIndex];
+  if (typeof raw === 'string' && raw !== '') return raw;
+  if (raw === null || raw === undefined || raw === '') {
+    throw new SinkError(
+      `Row ${n + 1} of a batch for table "${plan.spec.name}" has an empty id; SQL output needs one`,
+    );
+  }
+  return typeof raw === 'object' && !(raw instanceof Date) ? JSON.stringify(raw) : String(raw);
+}
+
+function appendLine(batch: Batch, names: string, line: string, id: string): void {
+  let segment = batch.segments[batch.segments.length - 1];
+  if (segment?.names !== names) {
+    segment = { names, lines: new CopyLines() };
+    batch.segments.push(segment);
+  }
+  segment.lines.push(line, id);
+}
+
 /**
- * One row per id, in first-seen order: a later row's non-null values overwrite earlier ones, exactly
- * as applying the upserts one after the other would (ON CONFLICT cannot touch a row twice per statement).
+ * One row per id, in first-seen order, with the ids as text: a later row's non-null values overwrite
+ * earlier ones, exactly as applying the upserts one after the other would (ON CONFLICT cannot touch a
+ * row twice per statement). Rows are not copied unless a later one merges into them.
  */
-export function mergeById(plan: TablePlan, rows: readonly Cell[][]): Cell[][] {
-  const byId = new Map<string, Cell[]>();
-  rows.forEach((row, n) => {
-    const raw = row[plan.idIndex];
-    if (raw === null || raw === undefined || raw === '') {
-      throw new SinkError(
-        `Row ${n + 1} of a batch for table "${plan.spec.name}" has an empty id; SQL output needs one`,
-      );
+export function mergeById(plan: TablePlan, rows: readonly Cell[][]): { rows: Cell[][]; ids: string[] } {
+  const at = new Map<string, number>();
+  const out: Cell[][] = [];
+  const ids: string[] = [];
+  let copied: Set<number> | undefined;
+  for (let n = 0; n < rows.length; n++) {
+    const row = rows[n]!;
+    const id = rowId(plan, row, n);
+    const earlierAt = at.get(id);
+    if (earlierAt === undefined) {
+      at.set(id, out.length);
+      out.push(row);
+      ids.push(id);
+      continue;
     }
-    const id =
-      typeof raw === 'string'
-        ? raw
-        : typeof raw === 'object' && !(raw instanceof Date)
-          ? JSON.stringify(raw)
-          : String(raw);
-    const earlier = byId.get(id);
-    const normal = [...row];
-    normal[plan.idIndex] = id;
-    if (!earlier) byId.set(id, normal);
-    else
-      normal.forEach((cell, i) => {
-        if (cell !== null && cell !== undefined) earlier[i] = cell;
-      });
-  });
-  return [...byId.values()];
+    copied ??= new Set();
+    let earlier = out[earlierAt]!;
+    if (!copied.has(earlierAt)) {
+      // The caller's array stays untouched.
+      earlier = [...earlier];
+      out[earlierAt] = earlier;
+      copied.add(earlierAt);
+    }
+    for (let i = 0; i < row.length; i++) {
+      const cell = row[i];
+      if (cell !== null && cell !== undefined) earlier[i] = cell;
+    }
+  }
+  return { rows: out, ids };
 }
