@@ -45,8 +45,12 @@ export const BENCH_OUTPUTS = [
 export type BenchOutput = (typeof BENCH_OUTPUTS)[number];
 
 const COLUMNS = 30;
-/** Rows per `writeRows` call: about one API page, as the export loop hands them over. */
-const BATCH = 1000;
+/**
+ * Rows per `writeRows` call. The export loop calls once per record (functions/export/run.ts), so one
+ * row per call is what the sinks see in a run; `BENCH_ROWS_PER_CALL` changes it.
+ */
+const ROWS_PER_CALL =
+  Number(process.env.BENCH_ROWS_PER_CALL) > 0 ? Number(process.env.BENCH_ROWS_PER_CALL) : 1;
 const SELF = fileURLToPath(import.meta.url);
 
 const spec: TableSpec = {
@@ -96,9 +100,9 @@ async function runSink(options: SinkOptions, rows: number): Promise<void> {
     project: 'bench',
     snapshot: true,
   });
-  for (let start = 0; start < rows; start += BATCH) {
+  for (let start = 0; start < rows; start += ROWS_PER_CALL) {
     const batch: Cell[][] = [];
-    for (let n = start; n < Math.min(rows, start + BATCH); n++) batch.push(syntheticRow(n));
+    for (let n = start; n < Math.min(rows, start + ROWS_PER_CALL); n++) batch.push(syntheticRow(n));
     await sink.writeRows(spec.name, batch);
   }
   await sink.commit([]);

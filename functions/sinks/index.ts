@@ -1,21 +1,21 @@
-import { S3Client } from '@aws-sdk/client-s3';
-import { openEmbeddedDatabase } from './embedded';
+/**
+ * Entry point of the sinks. The implementations are loaded when `createSink` needs them: exceljs,
+ * the AWS SDK, node-postgres and PGlite together add about 70 MB to a process, and one run writes one
+ * output.
+ */
+import type { S3Client } from '@aws-sdk/client-s3';
 import { SinkConfigError } from './errors';
-import { FileSink } from './file-sink';
-import { fileFormats } from './formats';
-import { connectPostgres, pgSettings } from './postgres/connection';
-import { PostgresSink } from './postgres/sink';
-import { LocalObjectStore } from './store/local';
-import { S3ObjectStore } from './store/s3';
+import type { RunManifest } from './file-sink';
+import type { FileFormat } from './formats/types';
+import type { SqlConnection } from './postgres/connection';
 import type { ObjectStore } from './store/types';
 import type { ExportSink, SinkOptions } from './types';
 
-export { openEmbeddedDatabase } from './embedded';
 export * from './errors';
-export { FileSink, type ManifestObject, type RunManifest, readManifests } from './file-sink';
+export type { FileSink, ManifestObject, RunManifest } from './file-sink';
 export type { SqlConnection } from './postgres/connection';
-export { connectPostgres, pgSettings, tlsOptions } from './postgres/connection';
-export { PostgresSink } from './postgres/sink';
+export { pgSettings, tlsOptions } from './postgres/connection';
+export type { PostgresSink } from './postgres/sink';
 export type { ObjectStore } from './store/types';
 export * from './types';
 
@@ -25,13 +25,30 @@ function isPostgresUrl(output: string): boolean {
   return /^postgres(ql)?:\/\//i.test(output);
 }
 
+/**
+ * Opens (creating if needed) the embedded PostgreSQL (PGlite) kept in `folder`, for the `sql` output
+ * with a folder path and for printing queries over it. Close it to release the folder.
+ */
+export async function openEmbeddedDatabase(folder: string): Promise<SqlConnection> {
+  return (await import('./embedded')).openEmbeddedDatabase(folder);
+}
+
+/** Every run manifest under the output, oldest first (by `startedAt`, then run id). */
+export async function readManifests(store: ObjectStore): Promise<RunManifest[]> {
+  return (await import('./file-sink')).readManifests(store);
+}
+
 /** The folder or S3 prefix of a file output, for reading manifests and checkpoints outside a run. */
-export function objectStoreFor(
+export async function objectStoreFor(
   output: string,
   options: Pick<SinkOptions, 's3Client' | 'partSizeBytes'> = {},
-): ObjectStore {
+): Promise<ObjectStore> {
   if (output.startsWith('s3://')) {
-    return new S3ObjectStore(options.s3Client ?? new S3Client({}), output, {
+    const [{ S3ObjectStore }, client] = await Promise.all([
+      import('./store/s3'),
+      options.s3Client ?? import('@aws-sdk/client-s3').then(({ S3Client: Client }) => new Client({})),
+    ]);
+    return new S3ObjectStore(client as S3Client, output, {
       ...(options.partSizeBytes ? { partSizeBytes: options.partSizeBytes } : {}),
     });
   }
@@ -40,7 +57,21 @@ export function objectStoreFor(
       `Expected a folder path or s3://bucket/prefix, received a URL starting with "${output.split('://')[0]}://"`,
     );
   }
+  const { LocalObjectStore } = await import('./store/local');
   return new LocalObjectStore(output);
+}
+
+async function fileFormat(name: FileFormat['name']): Promise<FileFormat> {
+  switch (name) {
+    case 'csv':
+      return (await import('./formats/csv')).csvFormat;
+    case 'xlsx':
+      return (await import('./formats/xlsx')).xlsxFormat;
+    case 'json':
+      return (await import('./formats/json')).jsonFormat;
+    case 'markdown':
+      return (await import('./formats/markdown')).markdownFormat;
+  }
 }
 
 /**
@@ -62,7 +93,9 @@ export async function createSink(options: SinkOptions): Promise<ExportSink> {
     };
     const server = options.database ?? (isPostgresUrl(options.output) ? options.output : undefined);
     if (server !== undefined) {
+      const { connectPostgres, pgSettings } = await import('./postgres/connection');
       const description = pgSettings(server).description;
+      const { PostgresSink } = await import('./postgres/sink');
       return new PostgresSink(() => connectPostgres(server), { ...pgOptions, description });
     }
     if (options.output.startsWith('s3://') || /^[a-z][a-z0-9+.-]*:\/\//i.test(options.output)) {
@@ -70,6 +103,7 @@ export async function createSink(options: SinkOptions): Promise<ExportSink> {
         `sql output needs a postgresql:// URL, a database connection, or a folder for the embedded database; received "${options.output.split('://')[0]}://..."`,
       );
     }
+    const { PostgresSink } = await import('./postgres/sink');
     return new PostgresSink(() => openEmbeddedDatabase(options.output), {
       ...pgOptions,
       description: `the embedded database in ${options.output}`,
@@ -80,7 +114,12 @@ export async function createSink(options: SinkOptions): Promise<ExportSink> {
       `A postgresql:// output needs --output-format sql, received "${options.format}"`,
     );
   }
-  return new FileSink(objectStoreFor(options.output, options), fileFormats[options.format], {
+  const [store, format, { FileSink }] = await Promise.all([
+    objectStoreFor(options.output, options),
+    fileFormat(options.format),
+    import('./file-sink'),
+  ]);
+  return new FileSink(store, format, {
     ...(options.xlsxMaxRowsPerSheet !== undefined ? { maxRowsPerSheet: options.xlsxMaxRowsPerSheet } : {}),
     ...(options.leaseSeconds !== undefined ? { leaseSeconds: options.leaseSeconds } : {}),
   });

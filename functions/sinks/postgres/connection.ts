@@ -1,8 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
 import type { PGlite } from '@electric-sql/pglite';
-import pg from 'pg';
-import { from as copyFrom } from 'pg-copy-streams';
+import type pg from 'pg';
 import { SinkConfigError, SinkError } from '../errors';
 import type { DatabaseConnection, SslMode } from '../types';
 
@@ -134,7 +133,7 @@ export function pgSettings(source: string | DatabaseConnection): PgClientSetting
   };
 }
 
-function pgAdapter(client: pg.Client): SqlConnection {
+function pgAdapter(client: pg.Client, copyFrom: typeof import('pg-copy-streams').from): SqlConnection {
   return {
     kind: 'postgresql',
     async query<R>(text: string, params?: readonly unknown[]) {
@@ -160,6 +159,8 @@ function pgAdapter(client: pg.Client): SqlConnection {
 /** Connects to a PostgreSQL server. Errors name the server but never the password. */
 export async function connectPostgres(source: string | DatabaseConnection): Promise<SqlConnection> {
   const settings = pgSettings(source);
+  // Loaded here rather than at the top so that importing the sinks does not load node-postgres.
+  const [{ default: pg }, { from: copyFrom }] = await Promise.all([import('pg'), import('pg-copy-streams')]);
   const attempt = async (ssl: false | ConnectionOptions) => {
     const client = new pg.Client({
       host: settings.host,
@@ -177,10 +178,10 @@ export async function connectPostgres(source: string | DatabaseConnection): Prom
   };
   try {
     try {
-      return pgAdapter(await attempt(settings.ssl));
+      return pgAdapter(await attempt(settings.ssl), copyFrom);
     } catch (error) {
       if (settings.fallbackToPlain && settings.ssl && /does not support SSL/i.test(String(error))) {
-        return pgAdapter(await attempt(false));
+        return pgAdapter(await attempt(false), copyFrom);
       }
       throw error;
     }
