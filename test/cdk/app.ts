@@ -16,7 +16,9 @@ export function buildStack(configText: string): { app: App; stack: CommCareExpor
   const { context } = JSON.parse(readFileSync(`${repoRoot}/cdk.json`, 'utf8')) as {
     context: Record<string, unknown>;
   };
-  const app = new App({ context });
+  // Tests assert the template, not the bundles: skip esbuild bundling (it made one synth take a
+  // minute on a busy 2-core machine). `cdk synth` in CI still bundles every function.
+  const app = new App({ context: { ...context, 'aws:cdk:bundling-stacks': [] } });
   Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
   const stack = new CommCareExportStack(app, config.stackName, { config, handlerEntry: fixtureHandler });
   return { app, stack };
