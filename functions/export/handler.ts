@@ -8,9 +8,11 @@ import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import { getSecret } from '@aws-lambda-powertools/parameters/secrets';
 import { S3Client } from '@aws-sdk/client-s3';
+import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { CommCareAuthError } from '../commcare/errors';
 import type { ExportJob, ExportSliceEvent, ExportSliceResult } from '../config/job';
 import { parseCredentialSecret } from '../keys/secret';
+import { recordSuccessfulExport } from '../keys/usage';
 import { runExportSlice } from './slice';
 
 /** HQ credentials as the core uses them. Never logged. */
@@ -18,6 +20,8 @@ export interface SliceCredentials {
   readonly username: string;
   readonly apiKey: string;
   readonly baseUrl: string;
+  /** The key's month name (`det-2026-11`), recorded after a successful run for the rotation grace period. */
+  readonly keyName?: string;
 }
 
 /** The RDS secret document (`host`, `port`, `username`, `password`, `dbname`). Never logged. */
@@ -141,9 +145,14 @@ export function makeHandler(args: {
   metrics: Metrics;
   s3Client: S3Client;
   readSecret: SecretReader;
+  /**
+   * Records "an export succeeded with key X" (a tag on the credential secret), so the rotation's
+   * maintenance run revokes the previous key only after the new one has worked. @default not recorded
+   */
+  recordExport?: (keyName: string, at: Date) => Promise<void>;
   now?: () => Date;
 }) {
-  const { runner, settings, logger, metrics, s3Client, readSecret } = args;
+  const { runner, settings, logger, metrics, s3Client, readSecret, recordExport } = args;
   const now = args.now ?? (() => new Date());
 
   async function loadCredentials(job: ExportJob, forceFetch: boolean): Promise<SliceCredentials> {
@@ -159,6 +168,7 @@ export function makeHandler(args: {
       username: secret.username || job.credential.username,
       apiKey: secret.key,
       baseUrl: secret.baseUrl || job.credential.baseUrl,
+      ...(secret.keyName ? { keyName: secret.keyName } : {}),
     };
   }
 
@@ -236,6 +246,21 @@ export function makeHandler(args: {
         metrics.addMetric('CredentialRefreshes', MetricUnit.Count, 1);
         result = await runner(deps, sliceInput, clock);
       }
+      if (result.done && recordExport) {
+        // The key that just worked is the one the cache holds now (refreshed if it had rotated).
+        const used = await loadCredentials(job, false);
+        if (used.keyName) {
+          try {
+            await recordExport(used.keyName, now());
+          } catch (error) {
+            // The rows are written; failing the run here would only repeat it. Without the record
+            // the previous key simply stays valid longer.
+            logger.warn('Could not record the successful export on the credential secret', {
+              error: error instanceof Error ? error.name : 'Error',
+            });
+          }
+        }
+      }
       metrics.addMetric('Rows', MetricUnit.Count, result.rows);
       metrics.addMetric('Pages', MetricUnit.Count, result.pages);
       metrics.addMetric('SliceDurationMs', MetricUnit.Milliseconds, Date.now() - started);
@@ -261,6 +286,7 @@ export function makeHandler(args: {
 const logger = new Logger();
 const metrics = new Metrics();
 const s3Client = new S3Client({});
+const secretsManager = new SecretsManagerClient({});
 
 let built: ReturnType<typeof makeHandler> | undefined;
 
@@ -273,6 +299,8 @@ export const handler = (event: unknown, context: SliceContext): Promise<ExportSl
     metrics,
     s3Client,
     readSecret: powertoolsSecretReader,
+    recordExport: (keyName, at) =>
+      recordSuccessfulExport(secretsManager, settingsFromEnv(process.env).credentialSecretArn, keyName, at),
   });
   return built(event, context);
 };

@@ -26,8 +26,13 @@ function secret(key: string): string {
   });
 }
 
-function build(runner: ExportSliceRunner, readSecret: SecretReader) {
+function build(
+  runner: ExportSliceRunner,
+  readSecret: SecretReader,
+  recordExport?: (keyName: string, at: Date) => Promise<void>,
+) {
   return makeHandler({
+    ...(recordExport ? { recordExport } : {}),
     runner,
     settings: {
       credentialSecretArn: 'arn:secret',
@@ -125,5 +130,35 @@ describe('export handler', () => {
     await expect(handler({ job: { project: 'p' } }, context)).rejects.toThrow(
       'The event lacks job.exportName, job.credential, job.queryFile, job.output, continuation',
     );
+  });
+
+  it('records the key that worked once a run is done, so the previous key can be retired', async () => {
+    const recorded: Array<[string, string]> = [];
+    const handler = build(
+      async () => ({ done: true, continuation: null, rows: 3, pages: 1 }),
+      async () => secret('key-1'),
+      async (keyName, at) => {
+        recorded.push([keyName, at.toISOString()]);
+      },
+    );
+
+    await handler({ job, continuation: null, runId: 'r1' }, context);
+
+    expect(recorded).toEqual([['det-2026-11', '2026-11-23T00:00:00.000Z']]);
+  });
+
+  it('records nothing for a slice that is not the last one', async () => {
+    const recorded: string[] = [];
+    const handler = build(
+      async () => ({ done: false, continuation: { slice: 1 }, rows: 3, pages: 1 }),
+      async () => secret('key-1'),
+      async (keyName) => {
+        recorded.push(keyName);
+      },
+    );
+
+    await handler({ job, continuation: null, runId: 'r1' }, context);
+
+    expect(recorded).toEqual([]);
   });
 });
