@@ -292,15 +292,18 @@ let built: ReturnType<typeof makeHandler> | undefined;
 
 /** The Lambda entry point. */
 export const handler = (event: unknown, context: SliceContext): Promise<ExportSliceResult> => {
-  built ??= makeHandler({
-    runner: runExportSlice,
-    settings: settingsFromEnv(process.env),
-    logger,
-    metrics,
-    s3Client,
-    readSecret: powertoolsSecretReader,
-    recordExport: (keyName, at) =>
-      recordSuccessfulExport(secretsManager, settingsFromEnv(process.env).credentialSecretArn, keyName, at),
-  });
+  if (!built) {
+    const settings = settingsFromEnv(process.env);
+    built = makeHandler({
+      runner: runExportSlice,
+      settings,
+      logger,
+      metrics,
+      s3Client,
+      readSecret: powertoolsSecretReader,
+      recordExport: (keyName, at) =>
+        recordSuccessfulExport(secretsManager, settings.credentialSecretArn, keyName, at),
+    });
+  }
   return built(event, context);
 };
