@@ -1,5 +1,6 @@
 import type { Cell } from '../../query/types';
 import { cellToText } from '../cells';
+import { BufferedText } from './buffered';
 import type { FileFormat } from './types';
 
 /** RFC 4180 field: quoted when it holds a comma, quote, CR or LF; quotes doubled. */
@@ -17,20 +18,22 @@ export const csvFormat: FileFormat = {
   extension: 'csv',
   contentType: 'text/csv; charset=utf-8',
   open(table, out) {
+    const text = new BufferedText(out);
     let started = false;
     const header = async () => {
       if (!started) {
         started = true;
-        await out.write(csvLine(table.headings));
+        await text.add(csvLine(table.headings));
       }
     };
     return {
       async writeRows(rows) {
         await header();
-        if (rows.length > 0) await out.write(rows.map(csvLine).join(''));
+        for (const row of rows) await text.add(csvLine(row));
       },
       async end() {
         await header();
+        await text.flush();
       },
     };
   },

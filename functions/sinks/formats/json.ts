@@ -1,4 +1,5 @@
 import { cellToJson } from '../cells';
+import { BufferedText } from './buffered';
 import type { FileFormat } from './types';
 
 /**
@@ -11,12 +12,13 @@ export const jsonFormat: FileFormat = {
   extension: 'json',
   contentType: 'application/json; charset=utf-8',
   open(table, out) {
+    const text = new BufferedText(out);
     let started = false;
     let first = true;
     const header = async () => {
       if (!started) {
         started = true;
-        await out.write(
+        await text.add(
           `{"name":${JSON.stringify(table.name)},"headings":${JSON.stringify(table.headings)},"rows":[`,
         );
       }
@@ -24,14 +26,15 @@ export const jsonFormat: FileFormat = {
     return {
       async writeRows(rows) {
         await header();
-        if (rows.length === 0) return;
-        const text = rows.map((r) => cellToJson(r)).join(',\n');
-        await out.write(first ? `\n${text}` : `,\n${text}`);
-        first = false;
+        for (const row of rows) {
+          await text.add(first ? `\n${cellToJson(row)}` : `,\n${cellToJson(row)}`);
+          first = false;
+        }
       },
       async end() {
         await header();
-        await out.write('\n]}\n');
+        await text.add('\n]}\n');
+        await text.flush();
       },
     };
   },

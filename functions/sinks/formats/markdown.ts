@@ -1,5 +1,6 @@
 import type { Cell } from '../../query/types';
 import { cellToText } from '../cells';
+import { BufferedText } from './buffered';
 import type { FileFormat } from './types';
 
 function mdCell(cell: Cell): string {
@@ -21,11 +22,12 @@ export const markdownFormat: FileFormat = {
   extension: 'md',
   contentType: 'text/markdown; charset=utf-8',
   open(table, out) {
+    const text = new BufferedText(out);
     let started = false;
     const header = async () => {
       if (!started) {
         started = true;
-        await out.write(
+        await text.add(
           `# ${table.name}\n\n${mdLine(table.headings)}| ${table.headings.map(() => '---').join(' | ')} |\n`,
         );
       }
@@ -33,10 +35,11 @@ export const markdownFormat: FileFormat = {
     return {
       async writeRows(rows) {
         await header();
-        if (rows.length > 0) await out.write(rows.map(mdLine).join(''));
+        for (const row of rows) await text.add(mdLine(row));
       },
       async end() {
         await header();
+        await text.flush();
       },
     };
   },
