@@ -1,5 +1,9 @@
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
 import { PGlite } from '@electric-sql/pglite';
 import { ConcurrentRunError } from './errors';
 import { pgliteConnection, type SqlConnection } from './postgres/connection';
@@ -44,6 +48,30 @@ async function lockFolder(folder: string): Promise<() => Promise<void>> {
 }
 
 /**
+ * Creates the database files in a child process. PGlite's initdb peaks near 900 MB of memory, which
+ * would stay the high-water mark of the export process; a fresh open of existing files needs far
+ * less. When the child cannot run (no node binary of ours, bundled code), the caller creates in-process.
+ */
+async function createInChild(dataDir: string): Promise<boolean> {
+  let entry: string;
+  try {
+    entry = createRequire(import.meta.url).resolve('@electric-sql/pglite');
+  } catch {
+    return false;
+  }
+  const script =
+    `const { PGlite } = require(${JSON.stringify(entry)});` +
+    `PGlite.create({ dataDir: ${JSON.stringify(dataDir)} }).then((db) => db.close())` +
+    '.catch((e) => { console.error(e); process.exit(1); });';
+  try {
+    await promisify(execFile)(process.execPath, ['-e', script], { timeout: 300_000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Opens (creating if needed) the embedded PostgreSQL (PGlite) kept in `folder`, for the `sql` output
  * with a folder path and for printing queries over it. Close it to release the folder.
  */
@@ -52,7 +80,9 @@ export async function openEmbeddedDatabase(folder: string): Promise<SqlConnectio
   await mkdir(root, { recursive: true });
   const unlock = await lockFolder(root);
   try {
-    const db = await PGlite.create({ dataDir: join(root, EMBEDDED_DATA_DIR) });
+    const dataDir = join(root, EMBEDDED_DATA_DIR);
+    if (!existsSync(join(dataDir, 'PG_VERSION'))) await createInChild(dataDir);
+    const db = await PGlite.create({ dataDir });
     return pgliteConnection(db, unlock);
   } catch (error) {
     await unlock();
