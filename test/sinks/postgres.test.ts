@@ -205,6 +205,119 @@ describe('PostgreSQL output', () => {
     expect(await query(`SELECT to_regclass('commcare_export_runs') AS t`)).toEqual([{ t: null }]);
   });
 
+  it('merges repeated ids within and across batch boundaries as if the upserts ran one by one', async () => {
+    const name = `dups_${randomUUID().slice(0, 6)}`;
+    const spec = table(name, ['id', 'v', 'w']);
+    const sink = await createSink({ format: 'sql', output: dbUrl, batchRows: 3 });
+    await sink.begin([spec], run('r1', { checkpointKey: name }));
+    // Batches of 3: [a, b, a] [c, a, b] [b, d]; one row per call, as the export loop writes.
+    const rows = [
+      ['a', 1, 'a1'],
+      ['b', 2, null],
+      ['a', null, 'a2'],
+      ['c', 3, 'c1'],
+      ['a', 10, null],
+      ['b', null, 'b1'],
+      ['b', 20, null],
+      ['d', null, null],
+    ];
+    for (const row of rows) await sink.writeRows(name, [row]);
+    await sink.finish();
+    expect(await query(`SELECT * FROM "${name}" ORDER BY id`)).toEqual([
+      { id: 'a', v: 10, w: 'a2' },
+      { id: 'b', v: 20, w: 'b1' },
+      { id: 'c', v: 3, w: 'c1' },
+      { id: 'd', v: null, w: null },
+    ]);
+  });
+
+  it('adds a column first seen in a later batch and widens columns in a later batch', async () => {
+    const name = `later_${randomUUID().slice(0, 6)}`;
+    const spec = table(name, ['id', 'n', 'big', 'flag', 'late']);
+    const sink = await createSink({ format: 'sql', output: dbUrl, batchRows: 2 });
+    await sink.begin([spec], run('r1', { checkpointKey: name }));
+    await sink.writeRows(name, [
+      ['a', 1, 1, true, null],
+      ['b', 2, 2, false, null],
+    ]);
+    // Same batch: a row that fits the columns as they are, then one that needs them changed.
+    await sink.writeRows(name, [
+      ['c', 3, 3, true, null],
+      ['d', 'four', 5_000_000_000, 'maybe', new Date(Date.UTC(2024, 5, 6, 7, 8, 9))],
+    ]);
+    await sink.writeRows(name, [['e', 5, 6, false, null]]);
+    await sink.finish();
+    const columns = await query<{ column_name: string; data_type: string }>(
+      'SELECT column_name, data_type FROM information_schema.columns WHERE table_name = $1 ORDER BY ordinal_position',
+      [name],
+    );
+    expect(columns.map((c) => [c.column_name, c.data_type])).toEqual([
+      ['id', 'text'],
+      ['n', 'text'],
+      ['big', 'bigint'],
+      ['flag', 'text'],
+      ['late', 'timestamp without time zone'],
+    ]);
+    expect(await query(`SELECT id, n, big::text, flag, late FROM "${name}" ORDER BY id`)).toEqual([
+      { id: 'a', n: '1', big: '1', flag: 'true', late: null },
+      { id: 'b', n: '2', big: '2', flag: 'false', late: null },
+      { id: 'c', n: '3', big: '3', flag: 'true', late: null },
+      { id: 'd', n: 'four', big: '5000000000', flag: 'maybe', late: new Date(2024, 5, 6, 7, 8, 9) },
+      { id: 'e', n: '5', big: '6', flag: 'false', late: null },
+    ]);
+  });
+
+  it('keeps every character of hostile text values and tells an empty string from null', async () => {
+    const name = `text_${randomUUID().slice(0, 6)}`;
+    const spec = table(name, ['id', 't']);
+    const values = [
+      '',
+      null,
+      '\\.',
+      'back\\slash',
+      'quote " and "" two',
+      'comma, here',
+      'line\nfeed',
+      'carriage\rreturn',
+      '  padded  ',
+      'nul\0gone',
+      'ünïcødé 名前 😀',
+      'NULL',
+    ];
+    const sink = await createSink({ format: 'sql', output: dbUrl });
+    await sink.begin([spec], run('r1', { checkpointKey: name }));
+    await sink.writeRows(
+      name,
+      values.map((v, i) => [`id-${String(i).padStart(2, '0')}`, v]),
+    );
+    await sink.finish();
+    const rows = await query<{ t: string | null }>(`SELECT t FROM "${name}" ORDER BY id`);
+    expect(rows.map((r) => r.t)).toEqual(values.map((v) => (v === null ? null : v.replaceAll('\0', ''))));
+  });
+
+  it('merges rows whose ids another writer inserted, without letting null overwrite their values', async () => {
+    const name = `other_${randomUUID().slice(0, 6)}`;
+    const spec = table(name, ['id', 'v', 'w']);
+    const first = await createSink({ format: 'sql', output: dbUrl });
+    await first.begin([spec], run('r1', { checkpointKey: name }));
+    await first.writeRows(name, [['x', 1, 'kept']]);
+    await first.finish();
+    // A new run of another export: its first batch is COPY'd optimistically and meets id x.
+    const second = await createSink({ format: 'sql', output: dbUrl, batchRows: 2 });
+    await second.begin([spec], run('r2', { checkpointKey: `${name}-other` }));
+    await second.writeRows(name, [
+      ['y', 2, 'new'],
+      ['x', 5, null],
+    ]);
+    await second.writeRows(name, [['z', 3, null]]);
+    await second.finish();
+    expect(await query(`SELECT * FROM "${name}" ORDER BY id`)).toEqual([
+      { id: 'x', v: 5, w: 'kept' },
+      { id: 'y', v: 2, w: 'new' },
+      { id: 'z', v: 3, w: null },
+    ]);
+  });
+
   it('fails to connect with a message that names the server but never the password', async () => {
     const url = new URL(dbUrl);
     url.password = 'S3cretPassw0rd';
