@@ -32,6 +32,9 @@ export interface PostgresSinkOptions {
   readonly description?: string;
 }
 
+/** Rows waiting for new or wider columns that make a batch flush before it is full. */
+const RAW_ROWS_BEFORE_FLUSH = 500;
+
 /** Rows per COPY batch unless `batchRows` says otherwise. */
 export const DEFAULT_BATCH_ROWS = 10_000;
 
@@ -210,7 +213,9 @@ export class PostgresSink implements ExportSink {
         batch.rawIds.push(id);
       } else appendLine(batch, layout.names, line, id);
     }
-    if (batch.size >= this.batchRows) await this.flush(table);
+    // Rows waiting for a table change are held as cells (several times their encoded size): change
+    // the table early rather than hold a whole batch of them (the first batch of a new table).
+    if (batch.size >= this.batchRows || batch.raw.length >= RAW_ROWS_BEFORE_FLUSH) await this.flush(table);
   }
 
   /** The table's columns as encodeRow needs them; recomputed after the table changes. */
