@@ -220,9 +220,16 @@ export class ExportPipeline extends Construct {
     const fromInput = new sfn.Pass(this, 'Start run from input', {
       parameters: { 'slices.$': '$.slices', 'runId.$': '$$.Execution.Name', generation: 0 },
     });
-    const fromDeployment = new sfn.Pass(this, 'Start run with deployed jobs', {
-      parameters: { slices, 'runId.$': '$$.Execution.Name', generation: 0 },
+    // A Pass state's `parameters` drop null values when CDK renders them, which would lose each
+    // slice's `continuation: null`; a `result` keeps them, and a second Pass adds the run id.
+    const loadDeployment = new sfn.Pass(this, 'Load deployed jobs', {
+      result: sfn.Result.fromObject({ slices }),
+      resultPath: '$.deployed',
     });
+    const fromDeployment = new sfn.Pass(this, 'Start run with deployed jobs', {
+      parameters: { 'slices.$': '$.deployed.slices', 'runId.$': '$$.Execution.Name', generation: 0 },
+    });
+    loadDeployment.next(fromDeployment);
 
     // --- One project: loop over slices ------------------------------------------------------------
     const startProject = new sfn.Pass(this, 'Start project', {
@@ -372,7 +379,7 @@ export class ExportPipeline extends Construct {
     const start = new sfn.Choice(this, 'Continuation?')
       .when(sfn.Condition.isPresent('$.runId'), fromContinuation)
       .when(sfn.Condition.isPresent('$.slices'), fromInput)
-      .otherwise(fromDeployment);
+      .otherwise(loadDeployment);
 
     const logGroup = new logs.LogGroup(this, 'StateMachineLogs', {
       retention: logs.RetentionDays.THREE_MONTHS,

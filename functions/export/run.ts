@@ -189,7 +189,9 @@ async function exportSource(
     pagesSinceCommit += 1;
     if (pagesSinceCommit >= plan.commitEveryPages) await commit();
     deps.progress?.pageWritten?.(progress);
-    if (deps.shouldYield?.()) {
+    // Yield only after a page that carried records: a slice that resumes at the very end reads one
+    // empty page, and yielding there would report "not done" forever instead of letting the pull end.
+    if (page.records.length > 0 && deps.shouldYield?.()) {
       await commit();
       return { done: false, progress };
     }

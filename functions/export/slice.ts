@@ -47,6 +47,11 @@ async function openJobSink(deps: ExportSliceDeps, input: ExportSliceEvent): Prom
   });
 }
 
+/** A project name as it may appear in an object name. */
+function objectSafe(name: string): string {
+  return name.replace(/[^A-Za-z0-9._-]/g, '_');
+}
+
 export async function runExportSlice(
   deps: ExportSliceDeps,
   input: ExportSliceEvent,
@@ -72,7 +77,9 @@ export async function runExportSlice(
     {
       source: client,
       sink,
-      runId: `${runId}-${String((previous?.slice ?? 0) + 1).padStart(4, '0')}`,
+      // Unique per project and slice: the projects of one export run in parallel under one run id
+      // and write under the same prefix, so their objects and manifests must not share names.
+      runId: `${runId}-${objectSafe(input.job.project)}-${String((previous?.slice ?? 0) + 1).padStart(4, '0')}`,
       shouldYield: () => clock.remainingMs() < clock.safetyMarginMs,
     },
     {

@@ -152,12 +152,12 @@ async function uninterruptedRun(prefix: string, projects: readonly { name: strin
   return await reassemble(s3, `s3://${bucket}/${prefix}`);
 }
 
-/** Jobs as the deployment embeds them ("Start run with deployed jobs"). */
+/** Jobs as the deployment embeds them ("Load deployed jobs"). */
 function deployedJobs(): ExportJob[] {
-  const start = findState(synthesized.definition, 'Start run with deployed jobs') as {
-    Parameters: { slices: ExportSliceEvent[] };
+  const load = findState(synthesized.definition, 'Load deployed jobs') as {
+    Result: { slices: ExportSliceEvent[] };
   };
-  return start.Parameters.slices.map((s) => s.job);
+  return load.Result.slices.map((s) => s.job);
 }
 
 async function allObjectText(prefix: string): Promise<string> {
