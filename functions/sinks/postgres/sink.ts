@@ -32,6 +32,9 @@ export interface PostgresSinkOptions {
   readonly description?: string;
 }
 
+/** Rows written between two turns of the event loop while a batch is in flight. */
+const YIELD_EVERY_ROWS = 200;
+
 /** Rows waiting for new or wider columns that make a batch flush before it is full. */
 const RAW_ROWS_BEFORE_FLUSH = 500;
 
@@ -113,6 +116,7 @@ export class PostgresSink implements ExportSink {
   private layouts = new Map<string, Layout>();
   private batches = new Map<string, Batch>();
   private fields: string[] = [];
+  private sinceYield = 0;
   /** Tables where a direct COPY met an existing id in this run: their batches look ids up first. */
   private checkIds = new Set<string>();
   /** Staging tables created in the open transaction (they drop at its end), by PostgreSQL table. */
@@ -212,6 +216,13 @@ export class PostgresSink implements ExportSink {
         batch.raw.push(row);
         batch.rawIds.push(id);
       } else appendLine(batch, layout.names, line, id);
+    }
+    // Callers write rows without real I/O in between (a page of records is all microtasks), so the
+    // socket would not take the batch in flight until the next flush: yield now and then to let it.
+    this.sinceYield += rows.length;
+    if (this.inflight && this.sinceYield >= YIELD_EVERY_ROWS) {
+      this.sinceYield = 0;
+      await new Promise((resolve) => setImmediate(resolve));
     }
     // Rows waiting for a table change are held as cells (several times their encoded size): change
     // the table early rather than hold a whole batch of them (the first batch of a new table).
