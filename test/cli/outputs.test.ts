@@ -138,7 +138,14 @@ describe('ccexport run outputs', () => {
 
   it("exports DET's users and locations tables with --with-organization, and commcare_userid on form tables", async () => {
     const io = captureIO({ CCEXPORT_API_KEY: KEY });
-    expect(await main(args('sql', dbUrl, '--with-organization', '--start-over'), io)).toBe(0);
+    const code = await main(args('sql', dbUrl, '--with-organization', '--start-over'), io);
+    expect(
+      io
+        .err()
+        .split('\n')
+        .filter((l) => l.startsWith('ccexport:')),
+    ).toEqual([]);
+    expect(code).toBe(0);
     expect(await count('commcare_users')).toBe(sandbox.dataset.count('district', 'user'));
     expect(await count('commcare_locations')).toBe(sandbox.dataset.count('district', 'location'));
     const client = new pg.Client({ connectionString: dbUrl });
