@@ -131,8 +131,18 @@ async function analyseBytes(
   }
   const errors = [...result.errors];
   const warnings = [...result.warnings];
-  if (result.tables.length === 0 && errors.length === 0)
-    errors.push({ message: 'no sheet describes a table (every sheet was skipped)' });
+  if (result.tables.length === 0 && errors.length === 0) {
+    const skipped = warnings.filter((w) => w.sheet !== undefined && w.message.startsWith('Ignoring sheet'));
+    const why =
+      skipped.length > 0
+        ? `every sheet was skipped (${skipped.map((w) => `"${w.sheet}"`).join(', ')}: no "Data Source" column)`
+        : 'the file has no table';
+    errors.push({
+      message:
+        `no sheet describes a table: ${why}; a table sheet has a header row (row 1) with at least ` +
+        '"Data Source", "Field" and "Source Field" (in any order and case, as DET reads them)',
+    });
+  }
   if (options.forSql)
     errors.push(
       ...sqlChecks(

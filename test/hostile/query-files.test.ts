@@ -97,9 +97,10 @@ describe('a broken query file', () => {
       ]),
     );
     expect(r.code).not.toBe(0);
-    // Names what is wrong, though not yet which sheet or headings (reported as a defect).
     expect(r.err).toMatch(/headers\.xlsx/);
     expect(r.err).toMatch(/no sheet describes a table/);
+    expect(r.err).toContain('"Weird"');
+    expect(r.err).toMatch(/"Data Source", "Field" and "Source Field"/);
     expect(r.files).toEqual([]);
     expect(r.requests).toBe(0);
   });
