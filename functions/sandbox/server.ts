@@ -324,7 +324,11 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Runnin
       }
     });
   });
-  server.keepAliveTimeout = 5_000;
+  // Idle keep-alive connections stay open a minute, like HQ's front end; with Node's 5 s default a
+  // client pausing between pages (e.g. while a database starts) reuses a socket the server just closed
+  // and sees a reset it has to retry.
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000;
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
