@@ -1,4 +1,5 @@
 import {
+  AbortMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   ListObjectsV2Command,
@@ -102,6 +103,23 @@ export class S3ObjectStore implements ObjectStore {
         } finally {
           body.destroy();
           await done.catch(() => undefined);
+        }
+        // done() rejects as soon as the upload is aborted while lib-storage's own clean-up (aborting
+        // the multipart upload) goes on in the background, or never runs when the upload was being
+        // created at that moment: abort it here so that nothing is left once abort() returns.
+        const created = await (
+          upload as unknown as { createMultiPartPromise?: Promise<{ UploadId?: string }> }
+        ).createMultiPartPromise?.catch(() => undefined);
+        if (created?.UploadId) {
+          await this.client
+            .send(
+              new AbortMultipartUploadCommand({
+                Bucket: this.bucket,
+                Key: this.key(key),
+                UploadId: created.UploadId,
+              }),
+            )
+            .catch(() => undefined);
         }
       },
     };
