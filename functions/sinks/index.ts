@@ -1,7 +1,6 @@
 /**
- * Entry point of the sinks. The implementations are loaded when `createSink` needs them: exceljs,
- * the AWS SDK, node-postgres and PGlite together add about 70 MB to a process, and one run writes one
- * output.
+ * Entry point of the sinks. The implementations are loaded when `createSink` needs them: the AWS
+ * SDK, node-postgres and PGlite together add tens of MB to a process, and one run writes one output.
  */
 import type { S3Client } from '@aws-sdk/client-s3';
 import { SinkConfigError } from './errors';

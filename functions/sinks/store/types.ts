@@ -2,7 +2,7 @@ import type { Writable } from 'node:stream';
 
 /** One object being written. It becomes visible only after `complete()`; `abort()` leaves nothing. */
 export interface ObjectUpload {
-  /** Byte stream of the object (for writers such as exceljs that pipe into a stream). */
+  /** Byte stream of the object (for writers that stream into it, such as the xlsx zip). */
   readonly stream: Writable;
   /** Write a chunk, waiting when the stream is backed up (keeps memory flat). */
   write(chunk: string | Uint8Array): Promise<void>;
