@@ -81,6 +81,7 @@ export function lineChart(o: LineChartOptions): string {
 
   const out: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="Helvetica, Arial, sans-serif" font-size="11">`,
+    `<title>${escapeXml(o.title)}</title>`,
     `<rect width="${width}" height="${height}" fill="white"/>`,
     `<text x="${width / 2}" y="18" text-anchor="middle" font-size="13" font-weight="bold">${escapeXml(o.title)}</text>`,
   ];
@@ -144,8 +145,10 @@ export function chartRow(charts: readonly string[]): string {
     x += sizes[i]?.w ?? 0;
     return placed;
   });
+  const titles = charts.map((c) => /<title>(.*?)<\/title>/.exec(c)?.[1] ?? '').filter(Boolean);
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}">`,
+    `<title>${titles.join('; ')}</title>`,
     ...parts,
     '</svg>',
     '',

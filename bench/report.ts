@@ -13,6 +13,8 @@
  *   --concurrencies 1,2,4          concurrencies of the latency scenario; env BENCH_CONCURRENCIES
  *   --skip size,latency,throttle   leave scenarios out (the report says so)
  *   --pg-url URL                   PostgreSQL superuser URL (default: a throwaway cluster)
+ *   --rewrite                      run nothing: rewrite REPORT.md and the charts from results/report.json
+ *                                  (and results/notes.md, the hand-written observations)
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -462,6 +464,8 @@ function writeReport(data: ReportData, skipped: readonly string[]): string {
     );
   }
 
+  const notes = join(ROOT, 'bench/results/notes.md');
+  if (existsSync(notes)) out.push('## Observations', '', readFileSync(notes, 'utf8').trim(), '');
   out.push(
     '## Issue benches',
     '',
@@ -479,6 +483,15 @@ function writeReport(data: ReportData, skipped: readonly string[]): string {
 }
 
 async function main(argv: readonly string[]): Promise<void> {
+  const bench = join(ROOT, 'bench');
+  if (argv.includes('--rewrite')) {
+    // Only rewrite REPORT.md and the charts from results/report.json (after editing results/notes.md).
+    const data = JSON.parse(readFileSync(join(bench, 'results/report.json'), 'utf8')) as ReportData;
+    if (data.size.length) writeFileSync(join(bench, 'chart-size.svg'), sizeCharts(data.size));
+    if (data.latency.length) writeFileSync(join(bench, 'chart-latency.svg'), latencyChart(data.latency));
+    writeFileSync(join(bench, 'REPORT.md'), writeReport(data, (data.settings.skip as string[]) ?? []));
+    return;
+  }
   const started = Date.now();
   const sizes = positiveInts(option(argv, 'sizes', 'BENCH_SIZES', '10000,100000,1000000'), 'sizes');
   const outputs = option(argv, 'outputs', 'BENCH_OUTPUTS', OUTPUTS.join(','))
@@ -546,7 +559,6 @@ async function main(argv: readonly string[]): Promise<void> {
   }
   data.seconds = Math.round((Date.now() - started) / 1000);
 
-  const bench = join(ROOT, 'bench');
   mkdirSync(join(bench, 'results'), { recursive: true });
   writeFileSync(join(bench, 'results/report.json'), `${JSON.stringify(data, null, 2)}\n`);
   if (data.size.length) writeFileSync(join(bench, 'chart-size.svg'), sizeCharts(data.size));
