@@ -36,6 +36,12 @@ function readAll(folder: string): string {
   return text;
 }
 
+/** The clinic project on the test sandbox as this user, plus the given flags (`'--a b --c'` or arrays). */
+function clinic(...extra: (string | string[])[]): string[] {
+  const flags = extra.flatMap((e) => (Array.isArray(e) ? e : e.split(' ')));
+  return ['--project', 'clinic', '--commcare-hq', sandbox.url, '--username', USER, ...flags];
+}
+
 describe('ccexport command line', () => {
   it('accepts any unambiguous prefix of a flag, as DET (argparse) does', () => {
     const { flags } = parseArgs(['--proj', 'p', '--output-f', 'csv', '--start-o'], RUN_FLAGS);
@@ -68,21 +74,7 @@ describe('ccexport command line', () => {
 
   it('fails without a key when not on a terminal, naming the ways to give one', async () => {
     const io = captureIO();
-    const code = await main(
-      [
-        '--project',
-        'clinic',
-        '--username',
-        USER,
-        '--resource',
-        'form',
-        '--output-format',
-        'jsonl',
-        '--commcare-hq',
-        sandbox.url,
-      ],
-      io,
-    );
+    const code = await main(clinic('--resource form --output-format jsonl'), io);
     expect(code).toBe(1);
     expect(io.err()).toContain('CCEXPORT_API_KEY');
   });
@@ -91,24 +83,10 @@ describe('ccexport command line', () => {
     const output = join(work, 'env');
     const io = captureIO({ CCEXPORT_API_KEY: KEY });
     const code = await main(
-      [
-        '--project',
-        'clinic',
-        '--commcare-hq',
-        sandbox.url,
-        '--username',
-        USER,
-        '--auth-mode',
-        'apikey',
-        '--resource',
-        'form',
-        '--output-format',
-        'jsonl',
+      clinic('--auth-mode apikey --resource form --output-format jsonl --batch-size 100', [
         '--output',
         output,
-        '--batch-size',
-        '100',
-      ],
+      ]),
       io,
     );
     expect(code).toBe(0);
@@ -127,24 +105,10 @@ describe('ccexport command line', () => {
   it('warns that --password is visible to other users, and works', async () => {
     const io = captureIO();
     const code = await main(
-      [
-        '--project',
-        'clinic',
-        '--commcare-hq',
-        sandbox.url,
-        '--username',
-        USER,
-        '--password',
-        KEY,
-        '--resource',
-        'case',
-        '--output-format',
-        'jsonl',
+      clinic(['--password', KEY], '--resource case --output-format jsonl --progress none', [
         '--output',
         join(work, 'pw'),
-        '--progress',
-        'none',
-      ],
+      ]),
       io,
     );
     expect(code).toBe(0);
@@ -154,20 +118,7 @@ describe('ccexport command line', () => {
   it('fails on a wrong key with the likely causes, exit code 1', async () => {
     const io = captureIO({ CCEXPORT_API_KEY: 'not-the-key' });
     const code = await main(
-      [
-        '--project',
-        'clinic',
-        '--commcare-hq',
-        sandbox.url,
-        '--username',
-        USER,
-        '--resource',
-        'form',
-        '--output-format',
-        'jsonl',
-        '--output',
-        join(work, 'bad'),
-      ],
+      clinic('--resource form --output-format jsonl', ['--output', join(work, 'bad')]),
       io,
     );
     expect(code).toBe(1);
@@ -188,25 +139,10 @@ describe('ccexport command line', () => {
     const io = captureIO({ CCEXPORT_API_KEY: KEY });
     try {
       const code = await main(
-        [
-          '--project',
-          'clinic',
-          '--commcare-hq',
-          sandbox.url,
-          '--username',
-          USER,
-          '--verbose',
-          '--resource',
-          'form',
-          '--resource',
-          'case',
-          '--output-format',
-          'jsonl',
+        clinic('--verbose --resource form --resource case --output-format jsonl --batch-size 50', [
           '--output',
           output,
-          '--batch-size',
-          '50',
-        ],
+        ]),
         io,
       );
       expect(code).toBe(0);
