@@ -43,6 +43,37 @@ function table(
 }
 
 describe('PostgreSQL output', () => {
+  it('adds a new column to two interleaved tables whose rows already exist (a batch rollback never undoes it)', async () => {
+    // Found through `--with-organization` on an existing database: a direct COPY that met existing ids
+    // rolled back to its savepoint after the other table's ALTER TABLE had been issued, undoing it.
+    const parents = `parents_${randomUUID().slice(0, 6)}`;
+    const kids = `kids_${randomUUID().slice(0, 6)}`;
+    const load = async (withUid: boolean, runId: string) => {
+      const headings = ['id', 'name', ...(withUid ? ['uid'] : [])];
+      const sink = await createSink({ format: 'sql', output: dbUrl });
+      await sink.begin(
+        [table(parents, headings), table(kids, headings)],
+        run(runId, { checkpointKey: parents }),
+      );
+      for (let i = 0; i < 300; i++) {
+        const uid = withUid ? [`u${i}`] : [];
+        await sink.writeRows(parents, [[`p${i}`, 'x', ...uid]]);
+        await sink.writeRows(kids, [
+          [`k${i}a`, 'x', ...uid],
+          [`k${i}b`, 'y', ...uid],
+        ]);
+        if (i % 100 === 99) await sink.commit([]);
+      }
+      await sink.finish();
+    };
+
+    await load(false, 'r1');
+    await load(true, 'r2');
+
+    const [counted] = await query<{ n: string }>(`SELECT count(*) AS n FROM "${kids}" WHERE uid IS NOT NULL`);
+    expect(Number(counted?.n)).toBe(600);
+  });
+
   it('creates tables, adds columns when new fields appear and widens to text like DET', async () => {
     const name = `evolve_${randomUUID().slice(0, 6)}`;
     const v1 = table(name, ['id', 'count', 'when', 'flag', 'always_null']);

@@ -273,6 +273,9 @@ export class PostgresSink implements ExportSink {
     if (!batch || batch.size === 0) return;
     const plan = this.plans.get(table)!;
     try {
+      // Let the batch in flight finish before this one issues any statement: its direct COPY may roll
+      // back to its savepoint, which would also undo a schema change issued here in the meantime.
+      await this.settle();
       await this.ensureTransaction(db);
       // The first batch of a table that does not exist yet creates it, with no rows waiting too.
       if (batch.raw.length > 0 || !this.columns.has(plan.pgTable)) {
@@ -294,7 +297,6 @@ export class PostgresSink implements ExportSink {
           duplicates!.lines.push(this.encodeFitting(plan, row, id, layout), id);
         });
       }
-      await this.settle();
       const inflight = this.load(db, plan, batch, duplicates);
       // Checked by settle(); the handler only keeps node from reporting it as unhandled meanwhile.
       inflight.catch(() => undefined);
