@@ -5,7 +5,7 @@
 import type { JsonObject } from '../common/json';
 import { formatNaiveUtc, type Micros, requireTimestamp, toNaiveUtc } from './dates';
 import { CommCareConfigError } from './errors';
-import { CommCareHttp, type CommCareLogger, type CommCareStats } from './http';
+import { CommCareHttp, type CommCareLogger, type CommCareStats, type RequestHooks } from './http';
 import {
   cursorPages,
   fetchEnvelope,
@@ -57,11 +57,21 @@ export interface CommCareClientOptions {
   readonly concurrency?: number;
   /** Ceiling the adaptive limit may grow to after successes. @default the value of `concurrency` */
   readonly maxConcurrency?: number;
-  /** Successful requests in a row before the adaptive limit grows by one. @default 10 */
+  /**
+   * Successful requests before the adaptive limit grows by one. @default the current limit: one more per
+   * round of requests, as TCP grows its window.
+   */
   readonly increaseAfter?: number;
-  /** Pages a window ahead of the head may buffer before it pauses. @default 2 */
+  /**
+   * Pages one window may hold unread; windows ahead of the head also share a budget of (limit − 1) × this,
+   * counted before a page is fetched. Each page in flight or held costs ~20 MB for 1,000 forms. @default 1
+   */
   readonly windowQueuePages?: number;
-  /** Pages of records aimed at per parallel window. @default 4 */
+  /**
+   * Pages of records aimed at per parallel window. With one page a window, a window ahead of the head
+   * fetches all of it at once, so `limit` requests stay in flight with one page held per window; larger
+   * windows need as many pages held to keep them busy. @default 1
+   */
   readonly pagesPerWindow?: number;
   /** @default `commcare-export-service` */
   readonly userAgent?: string;
@@ -82,6 +92,8 @@ export interface UserDomain {
 }
 
 const MAX_WINDOWS = 10_000;
+/** Share of `pagesPerWindow` pages a window aims to hold (see `parallelKeyset`). */
+const WINDOW_FILL = 0.9;
 
 /** Query parameters the pager sets itself; a caller sending them would silently break paging. */
 const RESERVED: Record<'keyset' | 'offset' | 'cursor', readonly string[]> = {
@@ -113,7 +125,7 @@ export class CommCareClient {
   private readonly pageSize: number;
   private readonly concurrency: number;
   private readonly maxConcurrency: number;
-  private readonly increaseAfter: number;
+  private readonly increaseAfter: number | undefined;
   private readonly windowQueuePages: number;
   private readonly pagesPerWindow: number;
 
@@ -142,9 +154,12 @@ export class CommCareClient {
         `maxConcurrency (${this.maxConcurrency}) must be at least concurrency (${this.concurrency})`,
       );
     }
-    this.increaseAfter = positiveInt(options.increaseAfter, 10, 'increaseAfter');
-    this.windowQueuePages = positiveInt(options.windowQueuePages, 2, 'windowQueuePages');
-    this.pagesPerWindow = positiveInt(options.pagesPerWindow, 4, 'pagesPerWindow');
+    this.increaseAfter =
+      options.increaseAfter === undefined
+        ? undefined
+        : positiveInt(options.increaseAfter, 1, 'increaseAfter');
+    this.windowQueuePages = positiveInt(options.windowQueuePages, 1, 'windowQueuePages');
+    this.pagesPerWindow = positiveInt(options.pagesPerWindow, 1, 'pagesPerWindow');
     this.http = new CommCareHttp({
       baseUrl: this.baseUrl,
       username: options.username,
@@ -272,9 +287,13 @@ export class CommCareClient {
     const limiter = new AimdLimiter({
       initial: this.concurrency,
       max: this.maxConcurrency,
-      increaseAfter: this.increaseAfter,
+      ...(this.increaseAfter === undefined ? {} : { increaseAfter: this.increaseAfter }),
     });
-    const hooks = { onThrottle: () => limiter.onThrottle(), onSuccess: () => limiter.onSuccess() };
+    const hooks: RequestHooks = {
+      onStart: () => limiter.begin(),
+      onThrottle: (ticket) => limiter.onThrottle(ticket),
+      onSuccess: (ticket) => limiter.onSuccess(ticket),
+    };
     const wctx: PagingContext = { ...ctx, hooks };
     const sequential = () =>
       keysetPages(wctx, { params, start, endParam: until, stopBefore: null, pageSize });
@@ -307,8 +326,12 @@ export class CommCareClient {
       total ??= last.total;
       hi = last.key;
     }
+    // Windows aim a little under their pages' worth, so one a bit fuller than the average still ends in
+    // `pagesPerWindow` requests instead of needing one more for its last few records.
     let count =
-      total === null ? this.maxConcurrency * 4 : Math.ceil(total / (pageSize * this.pagesPerWindow));
+      total === null
+        ? this.maxConcurrency * 4
+        : Math.ceil(total / (pageSize * this.pagesPerWindow * WINDOW_FILL));
     count = Math.min(MAX_WINDOWS, Math.max(1, count));
     const cuts = lo !== null && hi !== null && hi > lo ? splitRange(lo, hi, count) : [];
     if (cuts.length === 0) {

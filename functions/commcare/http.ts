@@ -9,9 +9,10 @@
  * - 401/403: `CommCareAuthError` at once. 400 and other 4xx: `CommCareRequestError` with HQ's text.
  * - Redirects are not followed: following one would send the Authorization header to wherever it points.
  *
- * axios is asked never to throw on a status (`validateStatus`) and to hand over the raw text, so every
+ * axios is asked never to throw on a status (`validateStatus`) and to hand over the raw bytes, so every
  * error we raise is built here from status, path and a redacted body, never from an axios error (whose
- * `config.headers` holds the key).
+ * `config.headers` holds the key). The bytes go to the caller's `decode` once (list pages are read
+ * record by record without a whole-body string, see page-body.ts); a body that is not JSON is a retry.
  */
 import axios, { type AxiosInstance } from 'axios';
 import {
@@ -21,6 +22,7 @@ import {
   CommCareUnavailableError,
   redact,
 } from './errors';
+import { BodyNotJsonError, parseWhole } from './page-body';
 
 export type CommCareLogLevel = 'debug' | 'info' | 'warn' | 'error';
 
@@ -68,12 +70,20 @@ export interface HttpOptions {
 
 /** Per-request observers: the window scheduler listens for 429s and successes to adapt its limit. */
 export interface RequestHooks {
-  onThrottle?(): void;
-  onSuccess?(): void;
+  /**
+   * Each attempt, retries included, just before it is sent; what it returns is handed to that attempt's
+   * `onThrottle` / `onSuccess` (the limiter tells 429s of requests sent before its last decrease apart).
+   */
+  onStart?(): number;
+  onThrottle?(started: number | undefined): void;
+  onSuccess?(started: number | undefined): void;
 }
 
-type Attempt =
-  | { kind: 'ok'; body: unknown }
+/** Turns a 2xx body into a value; throws `BodyNotJsonError` for a body to retry. */
+export type BodyDecoder<T> = (body: Buffer) => T;
+
+type Attempt<T> =
+  | { kind: 'ok'; body: T }
   | { kind: 'retry'; reason: string }
   | { kind: 'throttle'; retryAfterMs: number | null };
 
@@ -96,8 +106,8 @@ export class CommCareHttp {
     this.axios = axios.create({
       timeout: options.timeoutMs,
       maxRedirects: 0,
-      responseType: 'text',
-      // Keep the raw text: we parse it ourselves so a truncated body is a retry, not a crash.
+      // Keep the raw bytes: we decode them once ourselves, and a truncated body is a retry, not a crash.
+      responseType: 'arraybuffer',
       transformResponse: [(data: unknown) => data],
       validateStatus: () => true,
       headers: {
@@ -132,6 +142,11 @@ export class CommCareHttp {
    * `project` is only used in error messages.
    */
   async getJson(url: string, project: string | null, hooks: RequestHooks = {}): Promise<unknown> {
+    return await this.get(url, project, hooks, parseWhole);
+  }
+
+  /** Like `getJson`, with the 2xx body turned into a value by `decode` (retried when it is not JSON). */
+  async get<T>(url: string, project: string | null, hooks: RequestHooks, decode: BodyDecoder<T>): Promise<T> {
     const o = this.options;
     const path = pathOf(url);
     const started = o.now();
@@ -139,14 +154,15 @@ export class CommCareHttp {
     let throttles = 0;
     let throttleWaited = 0;
     for (;;) {
-      const attempt = await this.attempt(url, path, project);
+      const ticket = hooks.onStart?.();
+      const attempt = await this.attempt(url, path, project, decode);
       if (attempt.kind === 'ok') {
-        hooks.onSuccess?.();
+        hooks.onSuccess?.(ticket);
         return attempt.body;
       }
       if (attempt.kind === 'throttle') {
         this.stats.throttled += 1;
-        hooks.onThrottle?.();
+        hooks.onThrottle?.(ticket);
         const backoff = Math.max(1000, this.jitter(throttles));
         const wait = attempt.retryAfterMs ?? backoff;
         throttles += 1;
@@ -195,33 +211,45 @@ export class CommCareHttp {
     return o.random() * Math.min(o.backoffMaxMs, o.backoffBaseMs * 2 ** Math.min(n, 30));
   }
 
-  private async attempt(url: string, path: string, project: string | null): Promise<Attempt> {
+  private async attempt<T>(
+    url: string,
+    path: string,
+    project: string | null,
+    decode: BodyDecoder<T>,
+  ): Promise<Attempt<T>> {
     this.stats.requests += 1;
     this.log('debug', 'GET', { path });
     let status: number;
-    let text: string;
+    let bytes: Buffer;
     let headers: Record<string, unknown>;
     try {
-      const response = await this.axios.get<string>(url, {
+      const response = await this.axios.get<unknown>(url, {
         // axios' `timeout` is a socket idle timeout in Node; the signal bounds the whole exchange.
         signal: AbortSignal.timeout(this.options.timeoutMs),
       });
       status = response.status;
-      text = typeof response.data === 'string' ? response.data : String(response.data ?? '');
+      const data = response.data;
+      bytes = Buffer.isBuffer(data)
+        ? data
+        : data instanceof ArrayBuffer
+          ? Buffer.from(data)
+          : Buffer.from(typeof data === 'string' ? data : String(data ?? ''), 'utf8');
       headers = response.headers as Record<string, unknown>;
     } catch (error) {
       return { kind: 'retry', reason: this.describeNetworkError(error) };
     }
     if (status >= 200 && status < 300) {
       try {
-        return { kind: 'ok', body: JSON.parse(text) };
-      } catch {
+        return { kind: 'ok', body: decode(bytes) };
+      } catch (error) {
+        if (!(error instanceof BodyNotJsonError)) throw error;
         return {
           kind: 'retry',
-          reason: `HTTP ${status} with a body that is not complete JSON (${text.length} characters)`,
+          reason: `HTTP ${status} with a body that is not complete JSON (${bytes.length} bytes)`,
         };
       }
     }
+    const text = bytes.toString('utf8');
     if (status === 429)
       return { kind: 'throttle', retryAfterMs: parseRetryAfter(headers['retry-after'], this.options.now()) };
     if (status >= 500)

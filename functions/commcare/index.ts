@@ -17,5 +17,6 @@ export {
   CommCareUnavailableError,
 } from './errors';
 export type { CommCareLogEvent, CommCareLogger, CommCareLogLevel, CommCareStats } from './http';
+export { rawJsonOf } from './page-body';
 export { RESOURCE_NAMES, type ResourceSpec, resolveBaseUrl, resourceSpec, type UrlStyle } from './resources';
 export type { Page, PullPosition, PullRequest, QueryParams, ResourceName } from './types';

@@ -14,7 +14,15 @@ import type { JsonObject, JsonValue } from '../common/json';
 import { formatNaiveUtc, type Micros, parseTimestamp, requireTimestamp } from './dates';
 import { CommCareResponseError, CommCareStuckError } from './errors';
 import type { CommCareHttp, RequestHooks } from './http';
-import { type Envelope, parseEnvelope, type ResourceSpec, resolveNext, withQuery } from './resources';
+import { parseListBody } from './page-body';
+import {
+  type Envelope,
+  listKeyOf,
+  parseEnvelope,
+  type ResourceSpec,
+  resolveNext,
+  withQuery,
+} from './resources';
 import type { PullPosition, QueryParams } from './types';
 
 export interface PagingContext {
@@ -35,7 +43,10 @@ export interface RawPage {
 }
 
 export async function fetchEnvelope(ctx: PagingContext, url: string): Promise<Envelope> {
-  const body = await ctx.http.getJson(url, ctx.project, ctx.hooks);
+  const listKey = listKeyOf(ctx.spec);
+  const body = await ctx.http.get(url, ctx.project, ctx.hooks ?? {}, (bytes) =>
+    parseListBody(bytes, listKey),
+  );
   return parseEnvelope(ctx.spec, body, new URL(url).pathname);
 }
 

@@ -268,13 +268,18 @@ function isObject(value: JsonValue | undefined): value is JsonObject {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/** The envelope's field holding the records. */
+export function listKeyOf(spec: Pick<ResourceSpec, 'envelope'>): string {
+  return spec.envelope === 'case-v2' ? 'cases' : 'objects';
+}
+
 export function parseEnvelope(spec: Pick<ResourceSpec, 'envelope'>, body: unknown, path: string): Envelope {
   const fail = (what: string): never => {
     throw new CommCareResponseError(`CommCare HQ response for ${path} is not the expected envelope: ${what}`);
   };
   if (!isObject(body as JsonValue)) return fail(`expected a JSON object, received ${typeof body}`);
   const root = body as JsonObject;
-  const listKey = spec.envelope === 'case-v2' ? 'cases' : 'objects';
+  const listKey = listKeyOf(spec);
   const list = root[listKey];
   if (!Array.isArray(list)) return fail(`"${listKey}" is not an array`);
   const records: JsonObject[] = [];

@@ -3,12 +3,15 @@
  * (`indexed_on_start`..`indexed_on_end`), fetched concurrently and emitted strictly in window order, so
  * the pages and positions the caller sees are the ones a sequential pull would give.
  *
- * Memory: a window that is not at the head of the line stops fetching once its queue holds
- * `queuePages` pages, and at most `limit` windows are open at once, so at most limit × queuePages pages
- * are held whatever the size of the range.
+ * Memory: pages are counted before they are fetched. The head window (the one being emitted) fetches its
+ * next page while the caller works on the current one, holding at most `queuePages` unread pages. Windows
+ * ahead of it share one budget of (limit − 1) × `queuePages` pages, fetched or being fetched, and each
+ * holds at most `queuePages`, so the pages held do not grow with the range or the window size; keeping
+ * `limit` requests in flight then needs windows of about one page (the client's default).
  *
- * Concurrency adapts like TCP (AIMD): the limit halves on every 429 and grows back by one after a run of
- * successful requests, between 1 and the configured maximum.
+ * Concurrency adapts like TCP (AIMD): a 429 halves the limit, at most once per round (a 429 answering a
+ * request sent before the last decrease is the same congestion event, already acted on), and each round
+ * of `limit` successes adds one, between 1 and the configured maximum.
  */
 import type { Micros } from './dates';
 
@@ -17,26 +20,41 @@ export interface AimdOptions {
   readonly initial: number;
   /** Ceiling for growth. */
   readonly max: number;
-  /** Successful requests in a row before the limit grows by one. */
-  readonly increaseAfter: number;
+  /**
+   * Successes before the limit grows by one. @default the current limit (one round, as TCP's congestion
+   * avoidance), so growth takes longer the higher the limit already is.
+   */
+  readonly increaseAfter?: number;
 }
 
 export class AimdLimiter {
   private current: number;
   private successes = 0;
+  /** Requests begun so far; a request's ticket is its number. */
+  private sent = 0;
+  /** Tickets up to this one were sent before the last decrease. */
+  private decreasedAt = 0;
   constructor(private readonly options: AimdOptions) {
     this.current = Math.max(1, Math.min(options.initial, options.max));
   }
   get limit(): number {
     return this.current;
   }
-  onThrottle(): void {
+  /** A request is being sent; pass the ticket back to `onThrottle` / `onSuccess`. */
+  begin(): number {
+    this.sent += 1;
+    return this.sent;
+  }
+  /** A 429; without a ticket it counts as a new round. */
+  onThrottle(ticket?: number): void {
+    if (ticket !== undefined && ticket <= this.decreasedAt) return;
     this.current = Math.max(1, Math.floor(this.current / 2));
     this.successes = 0;
+    this.decreasedAt = this.sent;
   }
-  onSuccess(): void {
+  onSuccess(_ticket?: number): void {
     this.successes += 1;
-    if (this.successes >= this.options.increaseAfter) {
+    if (this.successes >= (this.options.increaseAfter ?? this.current)) {
       this.successes = 0;
       this.current = Math.min(this.options.max, this.current + 1);
     }
@@ -127,72 +145,114 @@ export class BoundedQueue<T> {
 
 export interface OrderedMergeOptions {
   readonly limiter: AimdLimiter;
-  /** Pages a window may hold before it pauses (the head window never waits on the consumer long). */
+  /** Pages one window may hold unread (fetched or being fetched, for windows ahead of the head). */
   readonly queuePages: number;
+}
+
+/** One open source: its unread items and whether it is fetching, done or failed. */
+interface Lane<T> {
+  readonly items: T[];
+  fetching: boolean;
+  done: boolean;
 }
 
 /**
  * Runs `sources` (in order, lazily) with at most `limiter.limit` open at a time and yields their items in
- * source order. The first failure anywhere ends the merge at once: other windows are cancelled, and what
- * was already yielded stays valid because it came strictly in order.
+ * source order. A source is asked for its next item only when there is room for it (see the file header),
+ * so nothing is fetched to wait without bound. The first failure anywhere ends the merge at once: other
+ * windows are stopped, and what was already yielded stays valid because it came strictly in order.
  */
 export async function* orderedMerge<T>(
   sources: Iterable<() => AsyncIterable<T>>,
   options: OrderedMergeOptions,
 ): AsyncGenerator<T> {
   const pending = sources[Symbol.iterator]();
-  const open: BoundedQueue<T>[] = [];
+  const q = options.queuePages;
+  const open: Lane<T>[] = [];
   let exhausted = false;
-  let failure: { error: unknown } | null = null;
-  let wakeOnFailure: (() => void) | null = null;
+  let stopped = false;
+  // A holder, not a `let`: it is set from the lanes' closures.
+  const failed: { error?: unknown; set: boolean } = { set: false };
+  let waiters: Array<() => void> = [];
+  const notify = (): void => {
+    const wake = waiters;
+    waiters = [];
+    for (const fn of wake) fn();
+  };
+  const changed = (): Promise<void> => new Promise((resolve) => waiters.push(resolve));
+
+  const heldAhead = (): number => {
+    let n = 0;
+    for (let k = 1; k < open.length; k += 1) n += open[k]!.items.length + (open[k]!.fetching ? 1 : 0);
+    return n;
+  };
+  const mayFetch = (lane: Lane<T>): boolean => {
+    if (open[0] === lane) return lane.items.length < q;
+    return lane.items.length < q && heldAhead() < Math.max(0, options.limiter.limit - 1) * q;
+  };
+
+  const run = async (lane: Lane<T>, source: () => AsyncIterable<T>): Promise<void> => {
+    let iterator: AsyncIterator<T> | null = null;
+    try {
+      iterator = source()[Symbol.asyncIterator]();
+      for (;;) {
+        while (!stopped && !mayFetch(lane)) await changed();
+        if (stopped) break;
+        lane.fetching = true;
+        const step = await iterator.next();
+        lane.fetching = false;
+        if (step.done) {
+          lane.done = true;
+          notify();
+          return;
+        }
+        lane.items.push(step.value);
+        notify();
+      }
+      await iterator.return?.();
+    } catch (error) {
+      lane.fetching = false;
+      if (!failed.set) {
+        failed.set = true;
+        failed.error = error;
+      }
+      notify();
+    }
+  };
 
   const start = (): void => {
-    while (!exhausted && open.length < options.limiter.limit) {
+    while (!exhausted && !stopped && open.length < options.limiter.limit) {
       const next = pending.next();
       if (next.done) {
         exhausted = true;
         return;
       }
-      const queue = new BoundedQueue<T>(options.queuePages);
-      open.push(queue);
-      const source = next.value;
-      void (async () => {
-        try {
-          for await (const item of source()) {
-            if (!(await queue.push(item))) return;
-          }
-          queue.close();
-        } catch (error) {
-          queue.fail(error);
-          failure ??= { error };
-          wakeOnFailure?.();
-        }
-      })();
+      const lane: Lane<T> = { items: [], fetching: false, done: false };
+      open.push(lane);
+      void run(lane, next.value);
     }
   };
 
   try {
     start();
     while (open.length > 0) {
+      if (failed.set) throw failed.error;
       const head = open[0]!;
-      // Wait for the head's next item, or for any window to fail (fail fast, not when its turn comes).
-      const step = await Promise.race([
-        head.shift(),
-        new Promise<'failed'>((resolve) => {
-          if (failure) resolve('failed');
-          else wakeOnFailure = () => resolve('failed');
-        }),
-      ]);
-      wakeOnFailure = null;
-      if (step === 'failed') throw failure!.error;
-      if (step.done) {
+      if (head.items.length > 0) {
+        const value = head.items.shift() as T;
+        // The head may fetch its next page while the caller works on this one.
+        notify();
+        yield value;
+      } else if (head.done) {
         open.shift();
+        start();
+        notify();
       } else {
-        yield step.value;
+        await changed();
       }
-      start();
     }
   } finally {
-    for (const queue of open) queue.cancel();
+    stopped = true;
+    notify();
   }
 }
