@@ -3,6 +3,9 @@ import { safeKeySegment } from '../sinks/cells';
 import { ConcurrentRunError, LeaseLostError, PreconditionFailedError } from '../sinks/errors';
 import type { ObjectStore } from '../sinks/store/types';
 import type { SourceCheckpoint } from '../sinks/types';
+import { currentProcess, type HolderProcess, processIsAlive } from './process';
+
+export { currentProcess, type HolderProcess, processIsAlive } from './process';
 
 /** The checkpoint object of one export: `<prefix>/checkpoints/<key>.json`. */
 export interface CheckpointDocument {
@@ -82,21 +85,69 @@ export class ObjectCheckpointStore {
   }
 }
 
-interface LeaseBody {
+/** `<prefix>/checkpoints/<key>.<project>.lease.json`. Fields other than the first three were added later. */
+export interface LeaseBody {
+  /** Random id of this lease instance. */
   readonly holder: string;
   readonly runId: string;
   readonly expiresAt: string;
+  readonly host?: string;
+  readonly pid?: number;
+  readonly machine?: string;
+  /** When the holder acquired the lease. */
+  readonly startedAt?: string;
+  readonly renewedAt?: string;
+}
+
+export interface ExportLeaseOptions {
+  /** Clock for expiry times. @default Date.now */
+  readonly now?: () => number;
+  /** Identity written into the lease; tests stand in for other processes and hosts. @default currentProcess() */
+  readonly holder?: Partial<HolderProcess>;
+  /** Whether a process of this machine is running. @default processIsAlive */
+  readonly isProcessAlive?: (pid: number) => boolean;
+  /** Interval of `startHeartbeat`. @default a third of the lease */
+  readonly heartbeatMs?: number;
+}
+
+/** How `acquire` got the lease when another run's lease was there. */
+export interface LeaseTakeover {
+  readonly reason: 'expired' | 'holder-not-running';
+  readonly previous: LeaseBody;
+}
+
+function parseLease(body: string): LeaseBody | null {
+  try {
+    const lease = JSON.parse(body) as LeaseBody;
+    return typeof lease?.expiresAt === 'string' && typeof lease.runId === 'string' ? lease : null;
+  } catch {
+    return null;
+  }
 }
 
 /**
  * A lease on one export (checkpoint key + project) so two runs cannot write at once: created with
- * `If-None-Match: *`, renewed and released with `If-Match` on our own version, and taken over only
- * after it expired (a crashed run cannot block the export for longer than `seconds`).
+ * `If-None-Match: *`, renewed (by `startHeartbeat` and at every commit) and released with `If-Match`
+ * on our own version. Another run takes it over with `If-Match` on the version it read, so of two
+ * runs taking over at once only one wins: when it expired, or at once when its holder was a process
+ * of this machine that is no longer running (a run killed with SIGKILL, an OOM kill, a closed laptop).
  */
 export class ExportLease {
   private etag: string | undefined;
   private readonly holder = randomUUID();
   private readonly key: string;
+  private readonly now: () => number;
+  private readonly me: HolderProcess;
+  private readonly isProcessAlive: (pid: number) => boolean;
+  private readonly heartbeatMs: number;
+  private startedAt = '';
+  /** Renewals run one at a time: two concurrent `If-Match` writes on our own version would fail one. */
+  private queue: Promise<unknown> = Promise.resolve();
+  private beating = false;
+  private timer: NodeJS.Timeout | undefined;
+  private lost: LeaseLostError | undefined;
+  /** Set when `acquire` took over another run's lease. */
+  takeover: LeaseTakeover | undefined;
 
   constructor(
     private readonly store: ObjectStore,
@@ -104,75 +155,178 @@ export class ExportLease {
     private readonly project: string,
     private readonly runId: string,
     private readonly seconds: number,
-    private readonly now: () => number = Date.now,
+    options: ExportLeaseOptions = {},
   ) {
     this.key = leaseObjectKey(checkpointKey, project);
+    this.now = options.now ?? Date.now;
+    this.me = { ...currentProcess(), ...options.holder };
+    this.isProcessAlive = options.isProcessAlive ?? processIsAlive;
+    this.heartbeatMs = options.heartbeatMs ?? (seconds * 1000) / 3;
+  }
+
+  /** `s3://…/checkpoints/….lease.json` or the file's path. */
+  get uri(): string {
+    return this.store.uri(this.key);
   }
 
   private body(): string {
+    const now = this.now();
     const lease: LeaseBody = {
       holder: this.holder,
       runId: this.runId,
-      expiresAt: new Date(this.now() + this.seconds * 1000).toISOString(),
+      expiresAt: new Date(now + this.seconds * 1000).toISOString(),
+      host: this.me.host,
+      pid: this.me.pid,
+      machine: this.me.machine,
+      startedAt: this.startedAt,
+      renewedAt: new Date(now).toISOString(),
     };
-    return JSON.stringify(lease);
+    return JSON.stringify(lease, null, 2);
+  }
+
+  /** A conditional write of our lease; false when the condition did not hold. */
+  private async tryPut(condition: { ifNoneMatch: '*' } | { ifMatch: string }): Promise<boolean> {
+    try {
+      ({ etag: this.etag } = await this.store.put(this.key, this.body(), 'application/json', condition));
+      return true;
+    } catch (error) {
+      if (error instanceof PreconditionFailedError) return false;
+      throw error;
+    }
+  }
+
+  /** Is the holder a process of this machine that we can see is gone? */
+  private holderIsDeadHere(held: LeaseBody): boolean {
+    if (held.host !== this.me.host || typeof held.pid !== 'number' || !Number.isInteger(held.pid))
+      return false;
+    if (held.machine && this.me.machine && held.machine !== this.me.machine) return false;
+    return held.pid > 0 && !this.isProcessAlive(held.pid);
+  }
+
+  private refusal(held: LeaseBody | null): ConcurrentRunError {
+    const uri = this.uri;
+    if (!held) {
+      return new ConcurrentRunError(
+        `The lease ${uri} of this export for project "${this.project}" cannot be read (it is not a lease this ` +
+          `program wrote); this run stops without writing. If you are sure no run of this export is active, delete ${uri}.`,
+      );
+    }
+    const since = held.startedAt ? `, started ${held.startedAt}` : '';
+    const sameMachine =
+      held.host === this.me.host && !(held.machine && this.me.machine && held.machine !== this.me.machine);
+    let who: string;
+    let wait: string;
+    if (held.host === undefined || held.pid === undefined) {
+      who = 'its holder is not recorded (a lease written by an older version)';
+      wait = `Wait until ${held.expiresAt}, when the lease expires if that run is gone, and run again`;
+    } else if (sameMachine) {
+      who = `process ${held.pid} on this host (${held.host})${since}, is still running`;
+      wait =
+        `Wait for that run to finish (it renews the lease while it runs; if it stops, the lease expires at ` +
+        `${held.expiresAt}) and run again`;
+    } else {
+      who =
+        `it runs as process ${held.pid} on host "${held.host}"${since}` +
+        (held.host === this.me.host ? ' (another container or boot of this host name)' : '') +
+        ', which cannot be checked from here';
+      wait = `Wait until ${held.expiresAt}, when the lease expires if that run is gone, and run again`;
+    }
+    return new ConcurrentRunError(
+      `Another run (${held.runId}) of this export is in progress for project "${this.project}": ${who}. ` +
+        `Its lease ${uri} is held until ${held.expiresAt}. ${wait}, or, if you are sure no run of this ` +
+        `export is active, delete ${uri}. This run stops without writing.`,
+    );
   }
 
   async acquire(): Promise<void> {
-    try {
-      ({ etag: this.etag } = await this.store.put(this.key, this.body(), 'application/json', {
-        ifNoneMatch: '*',
-      }));
-      return;
-    } catch (error) {
-      if (!(error instanceof PreconditionFailedError)) throw error;
-    }
-    const current = await this.store.get(this.key);
-    if (current) {
-      const held = JSON.parse(current.body) as LeaseBody;
-      if (Date.parse(held.expiresAt) > this.now()) {
+    this.startedAt = new Date(this.now()).toISOString();
+    for (let attempt = 1; ; attempt++) {
+      if (await this.tryPut({ ifNoneMatch: '*' })) return;
+      const current = await this.store.get(this.key);
+      // Released between our create and our read: create again. Otherwise judge the holder.
+      if (current) {
+        const held = parseLease(current.body);
+        if (!held) throw this.refusal(null);
+        let reason: LeaseTakeover['reason'] | undefined;
+        if (!(Date.parse(held.expiresAt) > this.now())) reason = 'expired';
+        else if (this.holderIsDeadHere(held)) reason = 'holder-not-running';
+        else throw this.refusal(held);
+        if (await this.tryPut({ ifMatch: current.etag })) {
+          this.takeover = { reason, previous: held };
+          return;
+        }
+      }
+      // Somebody changed the lease since we read it (another run taking it over, most likely): read again.
+      if (attempt >= 5) {
         throw new ConcurrentRunError(
-          `Another run (${held.runId}) of this export is in progress for project "${this.project}" ` +
-            `(lease ${this.store.uri(this.key)} held until ${held.expiresAt}); this run stops without writing`,
+          `Another run of this export for project "${this.project}" changed the lease ${this.uri} at every ` +
+            `attempt to take it; this run stops without writing`,
         );
       }
-    }
-    try {
-      ({ etag: this.etag } = await this.store.put(
-        this.key,
-        this.body(),
-        'application/json',
-        current ? { ifMatch: current.etag } : { ifNoneMatch: '*' },
-      ));
-    } catch (error) {
-      if (error instanceof PreconditionFailedError) {
-        throw new ConcurrentRunError(
-          `Another run of this export took the expired lease ${this.store.uri(this.key)} first; this run stops`,
-          { cause: error },
-        );
-      }
-      throw error;
     }
   }
 
   /** Extends the lease; fails if another run took it over (then this run must not checkpoint). */
-  async renew(): Promise<void> {
-    try {
-      ({ etag: this.etag } = await this.store.put(this.key, this.body(), 'application/json', {
-        ifMatch: this.etag!,
-      }));
-    } catch (error) {
-      if (error instanceof PreconditionFailedError) {
-        throw new LeaseLostError(
-          `Run ${this.runId} lost its lease ${this.store.uri(this.key)} (it expired and another run took it)`,
-          { cause: error },
-        );
-      }
-      throw error;
+  renew(): Promise<void> {
+    const next = this.queue.then(() => this.renewNow());
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private async renewNow(): Promise<void> {
+    if (this.lost) throw this.lost;
+    if (!this.etag) {
+      throw new LeaseLostError(
+        `Run ${this.runId} does not hold the lease ${this.uri} (never acquired or released)`,
+      );
+    }
+    // Other failures (network) leave the lease as it was: the heartbeat retries, a commit fails with them.
+    if (!(await this.tryPut({ ifMatch: this.etag }))) {
+      this.lost = new LeaseLostError(
+        `Run ${this.runId} lost its lease ${this.uri} (it was not renewed in time and another run took it ` +
+          `over, or the lease was deleted); this run stops without writing a checkpoint`,
+      );
+      this.stopHeartbeat();
+      throw this.lost;
     }
   }
 
+  /** Throws the `LeaseLostError` a renewal saw, so a run that lost its lease stops early. */
+  throwIfLost(): void {
+    if (this.lost) throw this.lost;
+  }
+
+  /**
+   * Renews the lease every `heartbeatMs` until `release` (or until it is lost), so a run that is
+   * alive keeps it however long it runs between commits. The timer does not keep the process alive.
+   * A failed renewal (network) is retried at the next beat; a lost lease is kept for the next commit.
+   */
+  startHeartbeat(): void {
+    if (this.beating || !this.etag) return;
+    this.beating = true;
+    const schedule = () => {
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.renew()
+          .catch(() => undefined)
+          .finally(() => {
+            if (this.beating && !this.lost) schedule();
+          });
+      }, this.heartbeatMs);
+      this.timer.unref();
+    };
+    schedule();
+  }
+
+  stopHeartbeat(): void {
+    this.beating = false;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
   async release(): Promise<void> {
+    this.stopHeartbeat();
+    await this.queue; // a renewal in flight would otherwise change the version we delete
     if (!this.etag) return;
     const etag = this.etag;
     this.etag = undefined;

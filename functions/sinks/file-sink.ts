@@ -34,9 +34,15 @@ export interface RunManifest {
   readonly objects: readonly ManifestObject[];
 }
 
+export const DEFAULT_LEASE_SECONDS = 120;
+
 export interface FileSinkOptions {
   readonly maxRowsPerSheet?: number;
-  /** @default 900 */
+  /**
+   * How long the run's lease outlives the last renewal. A running run renews it every third of that
+   * (heartbeat), so this is how long a run that crashed on another host blocks the next run; a run
+   * that died on this host is taken over at once. @default 120
+   */
   readonly leaseSeconds?: number;
 }
 
@@ -103,9 +109,11 @@ export class FileSink implements ExportSink {
       run.checkpointKey,
       run.project,
       run.runId,
-      this.options.leaseSeconds ?? 900,
+      this.options.leaseSeconds ?? DEFAULT_LEASE_SECONDS,
     );
     await this.lease.acquire();
+    // Renewed on a timer, not only at commits: a CLI file run commits only at its end.
+    this.lease.startHeartbeat();
     this.state = 'running';
   }
 
@@ -129,6 +137,8 @@ export class FileSink implements ExportSink {
 
   async writeRows(table: string, rows: readonly Cell[][]): Promise<void> {
     this.requireRunning('writeRows');
+    // Another run has the export now: stop instead of uploading rows no checkpoint will cover.
+    this.lease!.throwIfLost();
     const spec = this.tables.get(table);
     if (!spec) throw new SinkConfigError(`writeRows for table "${table}", which begin did not declare`);
     const part = this.open.get(table) ?? this.openPart(spec);

@@ -81,3 +81,13 @@ export function checkpoint(indexedOn: string, overrides: Partial<SourceCheckpoin
     ...overrides,
   };
 }
+
+/** The pid of a process that has exited (and been reaped): what a run killed with SIGKILL leaves in its lease. */
+export async function deadPid(): Promise<number> {
+  const { spawn } = await import('node:child_process');
+  const child = spawn(process.execPath, ['-e', ''], { stdio: 'ignore' });
+  const pid = child.pid;
+  await new Promise((resolve) => child.on('close', resolve));
+  if (pid === undefined) throw new Error('node -e "" did not start');
+  return pid;
+}

@@ -2,6 +2,7 @@ import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import zlib from 'node:zlib';
 import { SinkError } from '../errors';
+import { writeWithBackpressure } from '../store/upload';
 
 /** Sizes and offsets in a zip without zip64 stay below 4 GiB. */
 export const ZIP32_LIMIT = 0xffff_ffff;
@@ -66,12 +67,15 @@ export class ZipWriter {
 
   private async emit(chunk: Buffer): Promise<void> {
     if (this.failure) throw this.failure;
-    if (this.out.destroyed) throw new SinkError('The object stream was closed while the zip was written');
+    if (this.out.destroyed) {
+      throw this.out.errored ?? new SinkError('The object stream was closed while the zip was written');
+    }
     this.offset += chunk.length;
     if (this.offset > ZIP32_LIMIT) {
       throw new SinkError(`The zip archive reached 4 GiB, more than a zip without zip64 can hold`);
     }
-    if (!this.out.write(chunk)) await once(this.out, 'drain');
+    // Unlike once('drain'), this also returns when the stream is destroyed without an error.
+    await writeWithBackpressure(this.out, chunk);
   }
 
   /** Starts an entry; write its content with `write`, then `end` it before the next one. */

@@ -1,8 +1,10 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { link, mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { finished } from 'node:stream/promises';
+import { setTimeout as delay } from 'node:timers/promises';
+import { processIsAlive } from '../../checkpoints/process';
 import { PreconditionFailedError, SinkError } from '../errors';
 import type { ObjectStore, ObjectUpload, PutCondition, StoredObject } from './types';
 import { CountingStream, writeWithBackpressure } from './upload';
@@ -66,10 +68,44 @@ export class LocalObjectStore implements ObjectStore {
     };
   }
 
+  /**
+   * Runs a compare-and-replace of `path` under `<path>.lock.tmp` (created with O_EXCL), so that of two
+   * writers holding the same version only one replaces it: comparing, then renaming, is not atomic
+   * alone. A lock left by a process that died between taking and dropping it is removed.
+   */
+  private async withLock<T>(path: string, action: () => Promise<T>): Promise<T> {
+    const lock = `${path}.lock.tmp`;
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      try {
+        await writeFile(lock, String(process.pid), { flag: 'wx' });
+        break;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      }
+      const owner = Number(await readFile(lock, 'utf8').catch(() => ''));
+      if (Number.isInteger(owner) && owner > 0 && !processIsAlive(owner)) {
+        await rm(lock, { force: true });
+        continue;
+      }
+      if (Date.now() > deadline) {
+        throw new SinkError(
+          `${path} stayed locked by process ${owner || 'unknown'} for 10 s; if no run is active, delete ${lock}`,
+        );
+      }
+      await delay(5 + Math.floor(Math.random() * 20));
+    }
+    try {
+      return await action();
+    } finally {
+      await rm(lock, { force: true });
+    }
+  }
+
   async put(key: string, body: string, _contentType: string, condition: PutCondition = {}) {
     const path = this.path(key);
     await mkdir(dirname(path), { recursive: true });
-    const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
+    const tmp = `${path}.${process.pid}.${randomUUID()}.tmp`;
     await writeFile(tmp, body);
     try {
       if (condition.ifNoneMatch) {
@@ -85,13 +121,20 @@ export class LocalObjectStore implements ObjectStore {
         }
         return { etag: etagOf(body) };
       }
-      if (condition.ifMatch) {
-        const current = await this.get(key);
-        if (!current || current.etag !== condition.ifMatch) {
-          throw new PreconditionFailedError(`${path} changed since it was read (conditional write refused)`);
-        }
+      const { ifMatch } = condition;
+      if (ifMatch) {
+        await this.withLock(path, async () => {
+          const current = await this.get(key);
+          if (!current || current.etag !== ifMatch) {
+            throw new PreconditionFailedError(
+              `${path} changed since it was read (conditional write refused)`,
+            );
+          }
+          await rename(tmp, path);
+        });
+      } else {
+        await rename(tmp, path);
       }
-      await rename(tmp, path);
       return { etag: etagOf(body) };
     } finally {
       await rm(tmp, { force: true });
@@ -109,14 +152,17 @@ export class LocalObjectStore implements ObjectStore {
   }
 
   async delete(key: string, ifMatch?: string): Promise<void> {
-    if (ifMatch) {
+    const path = this.path(key);
+    const remove = () =>
+      unlink(path).catch((error: NodeJS.ErrnoException) => {
+        if (error.code !== 'ENOENT') throw error;
+      });
+    if (!ifMatch) return remove();
+    await this.withLock(path, async () => {
       const current = await this.get(key);
       if (!current) return;
-      if (current.etag !== ifMatch)
-        throw new PreconditionFailedError(`${this.path(key)} changed; not deleted`);
-    }
-    await unlink(this.path(key)).catch((error: NodeJS.ErrnoException) => {
-      if (error.code !== 'ENOENT') throw error;
+      if (current.etag !== ifMatch) throw new PreconditionFailedError(`${path} changed; not deleted`);
+      await remove();
     });
   }
 

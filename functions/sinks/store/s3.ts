@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import {
   AbortMultipartUploadCommand,
   DeleteObjectCommand,
@@ -24,6 +25,17 @@ export function parseS3Url(url: string): { bucket: string; prefix: string } {
 
 function errorName(error: unknown): string {
   return (error as { name?: string })?.name ?? '';
+}
+
+/** `InternalError (HTTP 500): We encountered an internal error.`: S3's error code, status and message. */
+export function describeS3Error(error: unknown): string {
+  const name = errorName(error);
+  const status = httpStatus(error);
+  const message = (error as { message?: string })?.message ?? String(error);
+  const label = [name && name !== 'Error' ? name : '', status ? `(HTTP ${status})` : '']
+    .filter(Boolean)
+    .join(' ');
+  return label ? `${label}: ${message}` : message;
 }
 
 function httpStatus(error: unknown): number | undefined {
@@ -73,27 +85,42 @@ export class S3ObjectStore implements ObjectStore {
       // A failed upload must leave nothing behind: lib-storage then aborts the multipart upload.
       leavePartsOnError: false,
     });
+    const uri = this.uri(key);
+    const failed = (error: unknown) =>
+      new SinkError(`Upload of ${uri} failed: ${describeS3Error(error)}`, { cause: error });
     // Start consuming BEFORE anything is written: lib-storage reads the body only once done() runs,
     // and writing first deadlocks on backpressure (aws.md 8.3).
     const done = upload.done();
-    let failure: unknown;
+    let failure: SinkError | undefined;
     done.catch((error: unknown) => {
-      failure = error;
-      body.destroy();
+      failure ??= failed(error);
+      // Destroyed with the failure, so a writer waiting on backpressure (ours, or the xlsx zip writing
+      // into `stream`) gets it rather than a bare "stream closed".
+      body.destroy(failure);
     });
-    const uri = this.uri(key);
+    // The failure reaches callers through write/complete; without a listener it would crash the process.
+    body.on('error', () => undefined);
     return {
       stream: body,
       write: async (chunk) => {
-        if (failure) throw new SinkError(`Upload of ${uri} failed`, { cause: failure });
-        await writeWithBackpressure(body, chunk);
+        if (failure) throw failure;
+        try {
+          await writeWithBackpressure(body, chunk);
+        } catch (error) {
+          // The body can close before done() has rejected (lib-storage stops reading it first): wait
+          // briefly for S3's error, so the message names the object and what S3 said.
+          if (!failure)
+            await Promise.race([done.catch(() => undefined), delay(2000, undefined, { ref: false })]);
+          throw failure ?? failed(error);
+        }
       },
       complete: async () => {
+        if (failure) throw failure;
         if (!body.writableEnded) body.end();
         try {
           await done;
         } catch (error) {
-          throw new SinkError(`Upload of ${uri} failed`, { cause: error });
+          throw failure ?? failed(error);
         }
         return { bytes: body.bytes };
       },

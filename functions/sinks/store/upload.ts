@@ -13,7 +13,8 @@ export class CountingStream extends Transform {
 }
 
 export async function writeWithBackpressure(stream: Writable, chunk: string | Uint8Array): Promise<void> {
-  if (stream.destroyed) throw new Error('the object stream was closed before the write');
+  // A stream destroyed with an error (a failed upload) reports that error, not only that it closed.
+  if (stream.destroyed) throw stream.errored ?? new Error('the object stream was closed before the write');
   if (stream.write(chunk)) return;
   await new Promise<void>((resolve, reject) => {
     const done = (error?: Error) => {
@@ -23,7 +24,8 @@ export async function writeWithBackpressure(stream: Writable, chunk: string | Ui
       else resolve();
     };
     const onDrain = () => done();
-    const onClose = () => done(new Error('the object stream closed while waiting to write'));
+    const onClose = () =>
+      done(stream.errored ?? new Error('the object stream closed while waiting to write'));
     stream.on('drain', onDrain);
     stream.on('close', onClose);
   });
