@@ -156,6 +156,62 @@ describe('AIMD limiter', () => {
   });
 });
 
+describe('AIMD limiter in rounds', () => {
+  it('halves at most once per round: 429s of requests sent before the decrease are ignored', () => {
+    const limiter = new AimdLimiter({ initial: 8, max: 8 });
+    const tickets = Array.from({ length: 8 }, () => limiter.begin());
+    limiter.onThrottle(tickets[3]);
+    expect(limiter.limit).toBe(4);
+    for (const ticket of tickets) limiter.onThrottle(ticket);
+    expect(limiter.limit).toBe(4);
+    // A request sent after the decrease that is refused again is a new congestion event.
+    limiter.onThrottle(limiter.begin());
+    expect(limiter.limit).toBe(2);
+  });
+
+  it('grows by one per round of `limit` successes, up to the maximum', () => {
+    const limiter = new AimdLimiter({ initial: 2, max: 4 });
+    limiter.onSuccess(limiter.begin());
+    expect(limiter.limit).toBe(2);
+    limiter.onSuccess(limiter.begin());
+    expect(limiter.limit).toBe(3);
+    for (let i = 0; i < 3; i += 1) limiter.onSuccess(limiter.begin());
+    expect(limiter.limit).toBe(4);
+    for (let i = 0; i < 50; i += 1) limiter.onSuccess(limiter.begin());
+    expect(limiter.limit).toBe(4);
+  });
+
+  it('stays near its maximum when every tenth request is refused, and backs off under a persistent throttle', () => {
+    const run = (refused: (n: number) => boolean) => {
+      const limiter = new AimdLimiter({ initial: 4, max: 4 });
+      let n = 0;
+      let sum = 0;
+      const rounds = 200;
+      for (let round = 0; round < rounds; round += 1) {
+        // One round: `limit` requests in flight together, answered after all were sent.
+        const tickets = Array.from({ length: limiter.limit }, () => limiter.begin());
+        sum += tickets.length;
+        for (const ticket of tickets) {
+          n += 1;
+          if (refused(n)) limiter.onThrottle(ticket);
+          else limiter.onSuccess(ticket);
+        }
+      }
+      return sum / rounds;
+    };
+    expect(run(() => false)).toBe(4);
+    expect(run((n) => n % 10 === 0)).toBeGreaterThan(3);
+    expect(run(() => true)).toBeLessThan(1.1);
+  });
+
+  it('never leaves 1 when its maximum is 1', () => {
+    const limiter = new AimdLimiter({ initial: 1, max: 1 });
+    limiter.onThrottle(limiter.begin());
+    for (let i = 0; i < 10; i += 1) limiter.onSuccess(limiter.begin());
+    expect(limiter.limit).toBe(1);
+  });
+});
+
 describe('window splitting', () => {
   it('cuts a range into strictly increasing interior boundaries', () => {
     expect(splitRange(0, 100, 4)).toEqual([25, 50, 75]);
@@ -218,6 +274,68 @@ describe('ordered merge', () => {
     // b may have produced its 2 queued items plus the one waiting to be pushed, never all 10.
     expect(produced.filter((p) => p.startsWith('b')).length).toBeLessThanOrEqual(3);
     await iterator.return(undefined);
+  });
+
+  it('shares one page budget among the windows ahead of the head and keeps `limit` fetches going', async () => {
+    let inFlight = 0;
+    let maxInFlight = 0;
+    let produced = 0;
+    let consumed = 0;
+    let maxHeld = 0;
+    const source = (name: string) =>
+      async function* () {
+        inFlight += 1;
+        maxInFlight = Math.max(maxInFlight, inFlight);
+        await new Promise((r) => setTimeout(r, 20));
+        inFlight -= 1;
+        produced += 1;
+        maxHeld = Math.max(maxHeld, produced - consumed);
+        yield name;
+      };
+    const sources = Array.from({ length: 12 }, (_, i) => source(`w${i}`));
+    const out: string[] = [];
+    for await (const item of orderedMerge(sources, {
+      limiter: new AimdLimiter({ initial: 4, max: 4 }),
+      queuePages: 1,
+    })) {
+      consumed += 1;
+      out.push(item);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    expect(out).toEqual(sources.map((_, i) => `w${i}`));
+    expect(maxInFlight).toBe(4);
+    // The head's page plus one page for each of the three windows ahead.
+    expect(maxHeld).toBeLessThanOrEqual(4);
+  });
+
+  it('lets windows ahead of the head fetch nothing more once the limit drops to 1', async () => {
+    const limiter = new AimdLimiter({ initial: 3, max: 3 });
+    const fetched: string[] = [];
+    const sources = ['a', 'b', 'c'].map(
+      (name) =>
+        async function* () {
+          for (let i = 0; i < 3; i += 1) {
+            fetched.push(`${name}${i}`);
+            await new Promise((r) => setTimeout(r, 5));
+            yield `${name}${i}`;
+          }
+        },
+    );
+    const iterator = orderedMerge(sources, { limiter, queuePages: 1 });
+    expect((await iterator.next()).value).toBe('a0');
+    limiter.onThrottle();
+    limiter.onThrottle();
+    expect(limiter.limit).toBe(1);
+    await new Promise((r) => setTimeout(r, 50));
+    // b and c hold the one page each fetched before the drop, and fetch no further.
+    expect(fetched.filter((f) => !f.startsWith('a'))).toEqual(['b0', 'c0']);
+    const rest: string[] = [];
+    for (;;) {
+      const step = await iterator.next();
+      if (step.done) break;
+      rest.push(step.value);
+    }
+    expect(rest).toEqual(['a1', 'a2', 'b0', 'b1', 'b2', 'c0', 'c1', 'c2']);
   });
 
   it('fails fast when any source fails, before the head finishes', async () => {

@@ -1,0 +1,113 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { BodyNotJsonError, parseListBody, rawJsonOf, scanList } from '../../functions/commcare/page-body';
+import { JsonLinesSink, rawRecordsPlan } from '../../functions/export/raw-records';
+
+const bytes = (text: string) => Buffer.from(text, 'utf8');
+const records = (root: unknown) => (root as { objects: object[] }).objects;
+
+describe('reading a list body from its bytes', () => {
+  const bodies: Record<string, string> = {
+    compact:
+      '{"meta":{"next":null,"total_count":2},"objects":[{"id":"a","n":1},{"id":"b","x":[1,{"y":"]"}]}]}',
+    'Python spacing': '{"meta": {"next": "?a=1"}, "objects": [{"id": "a", "v": "x"}, {"id": "b"}]}',
+    'quotes, backslashes and brackets in strings':
+      '{"objects":[{"id":"q\\"}{[","p":"C:\\\\","z":"\\\\\\"]"}],"meta":{"note":"\\"objects\\": ["}}',
+    'non-ASCII text': '{"objects":[{"id":"é","name":"Zoë Müller 😀","k":"\\u00e9"}],"meta":{}}',
+    'the list key inside items and meta': '{"meta":{"objects":[1]},"objects":[{"objects":[{"a":1}]}]}',
+    'an empty list': '{"meta":{"next":null},"objects":[]}',
+    'case v2 envelope': '{"matching_records":1,"cases":[{"case_id":"c1"}],"next":null}',
+  };
+  for (const [name, text] of Object.entries(bodies)) {
+    it(`parses ${name} as JSON.parse does and keeps each item's exact bytes`, () => {
+      const key = text.includes('"cases"') ? 'cases' : 'objects';
+      const root = parseListBody(bytes(text), key) as Record<string, object[]>;
+      expect(root).toEqual(JSON.parse(text));
+      const items = root[key]!;
+      const layout = scanList(bytes(text), key)!;
+      expect(layout.items.length / 2).toBe(items.length);
+      for (const [i, item] of items.entries()) {
+        const raw = rawJsonOf(item);
+        expect(raw, name).toBeDefined();
+        expect(JSON.parse(Buffer.from(raw!).toString('utf8'))).toEqual(JSON.parse(text)[key][i]);
+      }
+    });
+  }
+
+  it('keeps the bytes of each item exactly as sent, spacing and escapes included', () => {
+    const item = '{"id": "a", "k": "\\u00e9\\/", "n": 1.50}';
+    const root = parseListBody(bytes(`{"objects": [ ${item} ], "meta": {}}`), 'objects');
+    expect(Buffer.from(rawJsonOf(records(root)[0]!)!).toString()).toBe(item);
+  });
+
+  it('falls back to one whole parse for layouts the scanner does not take, with the same result', () => {
+    const odd = [
+      '{"objects":[1,2]}',
+      '{"objects":"none"}',
+      '{"objects":[{"a":1}],"objects":[{"b":2}]}',
+      '{"meta":{}}',
+      '[{"a":1}]',
+    ];
+    for (const text of odd) {
+      expect(scanList(bytes(text), 'objects'), text).toBeNull();
+      expect(parseListBody(bytes(text), 'objects')).toEqual(JSON.parse(text));
+    }
+  });
+
+  it('throws BodyNotJsonError for a truncated or broken body, so the HTTP layer retries it', () => {
+    for (const text of [
+      '{"meta": {"next": null}, "objects": [',
+      '{"objects":[{"a":1}{"b":2}]}',
+      '{"objects":[{"a":1},]}',
+      '{"objects":[{"a":tru}]}',
+      '{"objects":[{"a":1}]} trailing',
+      '',
+    ]) {
+      expect(() => parseListBody(bytes(text), 'objects'), text).toThrow(BodyNotJsonError);
+    }
+  });
+
+  it('keeps no bytes for a pretty-printed item or one that held invalid UTF-8', () => {
+    const pretty = parseListBody(
+      bytes('{"objects": [\n  {\n    "id": "a"\n  },\n  {"id": "b"}\n]}'),
+      'objects',
+    );
+    expect(rawJsonOf(records(pretty)[0]!)).toBeUndefined();
+    expect(rawJsonOf(records(pretty)[1]!)).toBeDefined();
+    const broken = Buffer.concat([bytes('{"objects":[{"id":"'), Buffer.from([0xff, 0xfe]), bytes('"}]}')]);
+    const root = parseListBody(broken, 'objects');
+    expect(rawJsonOf(records(root)[0]!)).toBeUndefined();
+  });
+});
+
+describe('JSON lines output', () => {
+  let dir: string | null = null;
+  afterEach(() => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+    dir = null;
+  });
+
+  it('writes client records as their original bytes and anything else re-serialised, one per line', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'jsonl-'));
+    const original = '{"id": "a", "name": "Zoë"}';
+    const root = parseListBody(bytes(`{"objects":[${original}]}`), 'objects');
+    const plan = rawRecordsPlan('form');
+    const sink = new JsonLinesSink(dir);
+    await sink.begin(plan.tables);
+    const big = { id: 'big', text: 'x'.repeat(3 << 20) };
+    for (const record of [records(root)[0]!, { id: 'b', nested: { ok: true } }, big]) {
+      await sink.writeRows('form', plan.tables[0]!.rowsFor(record as never));
+    }
+    await sink.writeRows('form', [[1, 'two']]);
+    await sink.finish();
+    const lines = readFileSync(join(dir, 'form.jsonl'), 'utf8').split('\n');
+    expect(lines[0]).toBe(original);
+    expect(lines[1]).toBe('{"id":"b","nested":{"ok":true}}');
+    expect(JSON.parse(lines[2]!)).toEqual(big);
+    expect(lines[3]).toBe('[1,"two"]');
+    expect(lines[4]).toBe('');
+    expect(lines).toHaveLength(5);
+  });
+});
