@@ -1,11 +1,14 @@
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ExcelJS from 'exceljs';
 import { describe, expect, it } from 'vitest';
+import { ExportLease } from '../../functions/checkpoints/object-store';
 import { cellToText, formatDetDateTime, safeKeySegment } from '../../functions/sinks/cells';
+import { FileSink } from '../../functions/sinks/file-sink';
+import { csvFormat } from '../../functions/sinks/formats/csv';
 import { sheetName } from '../../functions/sinks/formats/xlsx';
-import { checkpoint, childTable, formRow, formsTable, parseCsv, run } from './helpers';
+import { checkpoint, childTable, deadPid, formRow, formsTable, parseCsv, run } from './helpers';
 import { createSink, LocalObjectStoreFor, readManifests } from './local-helpers';
 
 function tempDir(): string {
@@ -152,9 +155,59 @@ describe('file formats', () => {
     const first = await createSink({ format: 'csv', output: dir });
     await first.begin([formsTable], run('run-1'));
     const second = await createSink({ format: 'csv', output: dir });
-    await expect(second.begin([formsTable], run('run-2'))).rejects.toThrow(/Another run \(run-1\)/);
+    const refused = await second.begin([formsTable], run('run-2')).catch((e: unknown) => e as Error);
+    expect(refused?.message).toMatch(
+      /^Another run \(run-1\) of this export is in progress for project "demo"/,
+    );
+    const lease = join(dir, 'checkpoints', 'key-1.demo.lease.json');
+    const { expiresAt } = JSON.parse(readFileSync(lease, 'utf8')) as { expiresAt: string };
+    expect(refused?.message).toContain(`held until ${expiresAt}`);
+    expect(refused?.message).toContain(`delete ${lease}`);
     await first.finish();
     await second.begin([formsTable], run('run-3'));
     await second.finish();
+  });
+
+  it('takes over at once the lease of a run killed on this machine', async () => {
+    const dir = tempDir();
+    // What `kill -9` leaves: a lease of this host, unexpired, whose process is gone.
+    await new ExportLease(LocalObjectStoreFor(dir), 'key-1', 'demo', 'run-killed', 120, {
+      holder: { pid: await deadPid() },
+    }).acquire();
+    const next = await createSink({ format: 'csv', output: dir });
+    await next.begin([formsTable], run('run-next'));
+    await next.writeRows('forms', [formRow(1)]);
+    await next.commit([checkpoint('2024-01-01T00:00:00')]);
+    await next.finish();
+    expect(existsSync(join(dir, 'checkpoints', 'key-1.demo.lease.json'))).toBe(false);
+  });
+
+  it('keeps its lease through a run longer than the lease and stops renewing it after finish', async () => {
+    const dir = tempDir();
+    let leaseWrites = 0;
+    const local = LocalObjectStoreFor(dir);
+    const counted = Object.assign(Object.create(local) as typeof local, {
+      put: (...args: Parameters<typeof local.put>) => {
+        if (args[0].endsWith('.lease.json')) leaseWrites++;
+        return local.put(...args);
+      },
+    });
+    const sink = new FileSink(counted, csvFormat, { leaseSeconds: 1.5 });
+    await sink.begin([formsTable], run('run-slow'));
+    for (let i = 0; i < 6; i++) {
+      await sink.writeRows('forms', [formRow(i)]);
+      await new Promise((r) => setTimeout(r, 500)); // a slow page: 3 s in all, twice the lease
+    }
+    const other = await createSink({ format: 'csv', output: dir, leaseSeconds: 1.5 });
+    await expect(other.begin([formsTable], run('run-other'))).rejects.toThrow(/Another run \(run-slow\)/);
+    await sink.commit([checkpoint('2024-01-01T00:00:00')]);
+    await sink.finish();
+    const written = leaseWrites;
+    expect(written).toBeGreaterThanOrEqual(4);
+    await new Promise((r) => setTimeout(r, 1_200));
+    expect(leaseWrites).toBe(written);
+    expect(await sink.readCheckpoint('key-1', 'demo', 'form')).toMatchObject({
+      position: { indexedOn: '2024-01-01T00:00:00' },
+    });
   });
 });

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import {
   CreateBucketCommand,
   GetObjectCommand,
@@ -9,10 +9,11 @@ import {
 } from '@aws-sdk/client-s3';
 import ExcelJS from 'exceljs';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
+import { ExportLease } from '../../functions/checkpoints/object-store';
 import { createSink, readManifests } from '../../functions/sinks';
 import { S3ObjectStore } from '../../functions/sinks/store/s3';
 import { motoS3 } from '../support/aws';
-import { checkpoint, formRow, formsTable, parseCsv, run } from './helpers';
+import { checkpoint, deadPid, formRow, formsTable, parseCsv, run } from './helpers';
 
 let s3: S3Client;
 let bucket: string;
@@ -166,15 +167,113 @@ describe('S3 output', () => {
     await first.finish();
   });
 
-  it('takes over the lease of a run that died once it has expired', async () => {
+  it('takes over the lease of a run that stopped renewing it once it has expired', async () => {
     const output = `s3://${bucket}/expired-${randomUUID().slice(0, 6)}`;
-    const dead = await createSink({ format: 'csv', output, s3Client: s3, leaseSeconds: 0.2 });
-    await dead.begin([formsTable], run('run-dead'));
-    await new Promise((r) => setTimeout(r, 300));
+    // A run cut off from S3 (or frozen) cannot renew: its lease renewals fail while `cutOff` is set.
+    const client = motoS3(inject('motoEndpoint'));
+    let cutOff = false;
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const key = (args.input as { Key?: string }).Key ?? '';
+        if (cutOff && context.commandName === 'PutObjectCommand' && key.endsWith('.lease.json')) {
+          throw new Error('network unreachable');
+        }
+        return next(args);
+      },
+      { step: 'initialize', name: 'cut-off' },
+    );
+    const stalled = await createSink({ format: 'csv', output, s3Client: client, leaseSeconds: 0.6 });
+    await stalled.begin([formsTable], run('run-stalled'));
+    cutOff = true;
+    await new Promise((r) => setTimeout(r, 900));
     const next = await createSink({ format: 'csv', output, s3Client: s3 });
     await next.begin([formsTable], run('run-next'));
+    cutOff = false;
+    await expect(stalled.commit([checkpoint('2030-01-01T00:00:00')])).rejects.toThrow(/lost its lease/);
+    await stalled.abort(new Error('lost'));
     await next.finish();
-    await expect(dead.commit([checkpoint('2030-01-01T00:00:00')])).rejects.toThrow(/lost its lease/);
     expect(await next.readCheckpoint('key-1', 'demo', 'form')).toBeNull();
   });
+
+  it('takes over at once the lease of a run killed on this machine', async () => {
+    const output = `s3://${bucket}/killed-${randomUUID().slice(0, 6)}`;
+    const store = new S3ObjectStore(s3, output);
+    await new ExportLease(store, 'key-1', 'demo', 'run-killed', 120, {
+      holder: { pid: await deadPid() },
+    }).acquire();
+    const next = await createSink({ format: 'csv', output, s3Client: s3 });
+    await next.begin([formsTable], run('run-next'));
+    await next.writeRows('forms', [formRow(1)]);
+    await next.commit([checkpoint('2024-01-01T00:00:00')]);
+    await next.finish();
+    expect(await keys(`${output.slice(`s3://${bucket}/`.length)}/checkpoints/`)).toEqual([
+      `${output.slice(`s3://${bucket}/`.length)}/checkpoints/key-1.json`,
+    ]);
+  });
+
+  it('refuses a run held on another host until its lease expires, naming the lease object and the time', async () => {
+    const output = `s3://${bucket}/remote-${randomUUID().slice(0, 6)}`;
+    const remote = new ExportLease(new S3ObjectStore(s3, output), 'key-1', 'demo', 'run-remote', 120, {
+      holder: { host: 'build-box-2', pid: await deadPid(), machine: 'elsewhere' },
+    });
+    await remote.acquire();
+    const lease = `${output}/checkpoints/key-1.demo.lease.json`;
+    const { expiresAt } = JSON.parse(
+      await (
+        await s3.send(new GetObjectCommand({ Bucket: bucket, Key: lease.slice(`s3://${bucket}/`.length) }))
+      ).Body!.transformToString(),
+    ) as { expiresAt: string };
+    const sink = await createSink({ format: 'csv', output, s3Client: s3 });
+    const refused = await sink.begin([formsTable], run('run-2')).catch((e: unknown) => e as Error);
+    expect(refused?.message).toContain('Another run (run-remote) of this export is in progress');
+    expect(refused?.message).toContain('on host "build-box-2"');
+    expect(refused?.message).toContain(`Wait until ${expiresAt}`);
+    expect(refused?.message).toContain(`delete ${lease}`);
+    await remote.release();
+  });
+
+  for (const format of ['csv', 'xlsx'] as const) {
+    it(`names the object and S3's error when a part upload of a ${format} file fails during a write`, async () => {
+      const prefix = `partfail-${format}-${randomUUID().slice(0, 6)}`;
+      const client = motoS3(inject('motoEndpoint'));
+      client.middlewareStack.add(
+        (next, context) => async (args) => {
+          if (context.commandName === 'UploadPartCommand') {
+            throw Object.assign(new Error('We encountered an internal error. Please try again.'), {
+              name: 'InternalError',
+              $metadata: { httpStatusCode: 500 },
+            });
+          }
+          return next(args);
+        },
+        { step: 'initialize', name: 'fail-parts' },
+      );
+      const sink = await createSink({
+        format,
+        output: `s3://${bucket}/${prefix}`,
+        s3Client: client,
+        partSizeBytes: 5 * 1024 * 1024,
+      });
+      await sink.begin([formsTable], run('run-1'));
+      let error: unknown;
+      try {
+        // About 8 MB of text that does not compress away, well past the first 5 MiB part.
+        for (let batch = 0; batch < 80; batch++) {
+          await sink.writeRows(
+            'forms',
+            Array.from({ length: 100 }, (_, i) => [`f${batch}-${i}`, randomBytes(750).toString('base64')]),
+          );
+        }
+        await sink.commit([checkpoint('2024-01-01T00:00:00')]);
+      } catch (e) {
+        error = e;
+      }
+      await sink.abort(error);
+      expect(String(error)).toContain(
+        `Upload of s3://${bucket}/${prefix}/forms/run-1.${format} failed: InternalError (HTTP 500): We encountered an internal error`,
+      );
+      const uploads = await s3.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: prefix }));
+      expect(uploads.Uploads ?? []).toEqual([]);
+    });
+  }
 });
