@@ -384,24 +384,6 @@ export async function readFileCheckpoint(
   return await new ObjectCheckpointStore(store).read(checkpointKey, project, dataSource);
 }
 
-/**
- * A run killed with SIGKILL keeps its lease for 15 minutes and the CLI cannot shorten it; the tests
- * stand in for that time passing by moving the lease's expiry into the past (the takeover path).
- */
-export async function expireLeases(store: ObjectStore): Promise<number> {
-  let expired = 0;
-  for (const key of await store.list('checkpoints/')) {
-    if (!key.endsWith('.lease.json')) continue;
-    const found = await store.get(key);
-    if (!found) continue;
-    const lease = JSON.parse(found.body) as { expiresAt: string };
-    lease.expiresAt = new Date(Date.now() - 60_000).toISOString();
-    await store.put(key, JSON.stringify(lease), 'application/json', { ifMatch: found.etag });
-    expired++;
-  }
-  return expired;
-}
-
 // ---------------------------------------------------------------- the CLI as a child process
 
 export interface CliResult {

@@ -18,7 +18,6 @@ import {
   diffCsv,
   diffTables,
   dropDatabase,
-  expireLeases,
   groundTruth,
   HOUSEHOLD_QUERY,
   readFileCheckpoint,
@@ -136,7 +135,6 @@ export async function crashTrial(
       // Rows and checkpoint commit in one transaction: the tables hold exactly what the checkpoint covers.
       for (const p of diffTables(prefix, actual)) problems.push(`${after}: ${p}`);
     } else {
-      await expireLeases(store!);
       const checkpoint = await readFileCheckpoint(store!, query.queryFileMd5, world.project, dataSource);
       const prefix = csvTruth(
         groundTruth(world.sandbox.dataset, world.project, query, rule, checkpoint?.position ?? null),
@@ -166,7 +164,6 @@ export async function crashTrial(
         problems.push(`run ${i + 1} (kill after ${killAfter} pages) failed: ${describeRun(r)}`);
       await checkNotAhead(`after run ${i + 1} (killed after ${r.pages} pages)`);
     }
-    if (store) await expireLeases(store);
     const last = await runCli({ args: cliArgs(world, target, output), env: cliEnv(world) });
     if (last.code !== 0 || !last.stdout.includes('Export finished')) {
       problems.push(`final run did not finish: ${describeRun(last)}`);
