@@ -87,6 +87,6 @@ export interface SinkOptions {
   readonly partSizeBytes?: number;
   /** xlsx: rows per sheet including the heading row before a table continues on `name (2)`. @default 1048576 (Excel's limit) */
   readonly xlsxMaxRowsPerSheet?: number;
-  /** File outputs: how long a run's lease on its export lasts without a commit renewing it. @default 900 */
+  /** File outputs: how long a run's lease on its export lasts after its last renewal (renewed every third of it while the run is alive). @default 120 */
   readonly leaseSeconds?: number;
 }
