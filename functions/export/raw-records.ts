@@ -38,6 +38,10 @@ interface Target {
   /** The chunk being filled; handed to the stream whole and never reused. */
   chunk: Buffer;
   used: number;
+  /** The other chunk, once the stream has written it. */
+  spare: Buffer | null;
+  /** The write of the last chunk handed to the stream. */
+  inFlight: Promise<void> | null;
 }
 
 /**
@@ -66,6 +70,8 @@ export class JsonLinesSink implements ExportSink {
         final,
         chunk: Buffer.allocUnsafe(CHUNK_BYTES),
         used: 0,
+        spare: null,
+        inFlight: null,
       });
     }
   }
@@ -94,13 +100,31 @@ export class JsonLinesSink implements ExportSink {
     }
   }
 
-  /** Hands the filled part of the chunk to the stream and starts a new chunk. */
+  /**
+   * Hands the filled part of the chunk to the stream and goes on in the other of two chunks, once the
+   * stream is done with it. Reusing two chunks keeps the file's bytes from piling up as dead external
+   * memory, which V8 frees only at its next full collection.
+   */
   private async flush(target: Target): Promise<void> {
     if (target.used === 0) return;
-    const full = target.chunk.subarray(0, target.used);
-    target.chunk = Buffer.allocUnsafe(CHUNK_BYTES);
+    const full = target.chunk;
+    const written = new Promise<void>((resolve, reject) => {
+      target.stream.write(full.subarray(0, target.used), (error) => {
+        if (error) {
+          reject(error);
+          return;
+        }
+        if (full.length === CHUNK_BYTES) target.spare = full;
+        resolve();
+      });
+    });
+    // The stream also emits the error; whoever awaits `written` next sees it.
+    written.catch(() => undefined);
     target.used = 0;
-    if (!target.stream.write(full)) await once(target.stream, 'drain');
+    if (target.spare === null && target.inFlight !== null) await target.inFlight;
+    target.chunk = target.spare ?? Buffer.allocUnsafe(CHUNK_BYTES);
+    target.spare = null;
+    target.inFlight = written;
   }
 
   async commit(_checkpoints: readonly SourceCheckpoint[]): Promise<void> {}
@@ -108,6 +132,7 @@ export class JsonLinesSink implements ExportSink {
   async finish(): Promise<void> {
     for (const target of this.streams.values()) {
       await this.flush(target);
+      await target.inFlight;
       const { stream, temp, final } = target;
       await new Promise<void>((resolve, reject) =>
         stream.end((err?: Error | null) => (err ? reject(err) : resolve())),
