@@ -47,7 +47,7 @@ export function sourceLabel(p: Pick<SourceProgress, 'dataSource' | 'tables'>): s
 }
 
 /** Cuts a status line to the terminal's width so that redrawing it never wraps. */
-function fit(line: string, columns: number | undefined): string {
+function fitToWidth(line: string, columns: number | undefined): string {
   const width = columns && columns > 10 ? columns - 1 : 119;
   return line.length > width ? `${line.slice(0, width - 1)}…` : line;
 }
@@ -57,16 +57,16 @@ export function ttyProgress(out: ProgressOutput, now: () => number = Date.now): 
   return {
     sourceStarted(p) {
       const from = p.resumedFrom?.indexedOn ? ` from the checkpoint at ${p.resumedFrom.indexedOn}` : '';
-      out.write(`${fit(`${sourceLabel(p)}: starting${from}`, out.columns)}\n`);
+      out.write(`${fitToWidth(`${sourceLabel(p)}: starting${from}`, out.columns)}\n`);
     },
     pageWritten(p) {
       const t = now();
       if (t - lastDraw < 100) return;
       lastDraw = t;
-      out.write(`\r\x1b[2K${fit(describeProgress(p, t), out.columns)}`);
+      out.write(`\r\x1b[2K${fitToWidth(describeProgress(p, t), out.columns)}`);
     },
     sourceFinished(p) {
-      out.write(`\r\x1b[2K${fit(`${describeProgress(p, now())}, done`, out.columns)}\n`);
+      out.write(`\r\x1b[2K${fitToWidth(`${describeProgress(p, now())}, done`, out.columns)}\n`);
     },
   };
 }
