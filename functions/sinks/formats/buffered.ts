@@ -1,4 +1,6 @@
+import type { Cell, TableSpec } from '../../query/types';
 import type { ObjectUpload } from '../store/types';
+import type { FileFormat } from './types';
 
 /** Text is handed to the object stream in pieces of about this many characters. */
 const WRITE_CHARS = 64 * 1024;
@@ -26,4 +28,42 @@ export class BufferedText {
     this.chars = 0;
     await this.out.write(text);
   }
+}
+
+/**
+ * A text format written line by line: a heading written once (even for a table without rows), then one
+ * encoded line per row. csv and markdown are both this shape.
+ */
+export function lineFormat(spec: {
+  readonly name: FileFormat['name'];
+  readonly extension: string;
+  readonly contentType: string;
+  readonly heading: (table: TableSpec) => string;
+  readonly line: (cells: readonly Cell[]) => string;
+}): FileFormat {
+  return {
+    name: spec.name,
+    extension: spec.extension,
+    contentType: spec.contentType,
+    open(table, out) {
+      const text = new BufferedText(out);
+      let started = false;
+      const heading = async () => {
+        if (!started) {
+          started = true;
+          await text.add(spec.heading(table));
+        }
+      };
+      return {
+        async writeRows(rows) {
+          await heading();
+          for (const row of rows) await text.add(spec.line(row));
+        },
+        async end() {
+          await heading();
+          await text.flush();
+        },
+      };
+    },
+  };
 }

@@ -1,6 +1,6 @@
 import type { Cell } from '../../query/types';
 import { cellToText } from '../cells';
-import { BufferedText } from './buffered';
+import { lineFormat } from './buffered';
 import type { FileFormat } from './types';
 
 /** RFC 4180 field: quoted when it holds a comma, quote, CR or LF; quotes doubled. */
@@ -13,28 +13,10 @@ export function csvLine(cells: readonly Cell[]): string {
 }
 
 /** RFC 4180: CRLF line ends, header row, UTF-8 without BOM; cells rendered as DET's csv writer does. */
-export const csvFormat: FileFormat = {
+export const csvFormat: FileFormat = lineFormat({
   name: 'csv',
   extension: 'csv',
   contentType: 'text/csv; charset=utf-8',
-  open(table, out) {
-    const text = new BufferedText(out);
-    let started = false;
-    const header = async () => {
-      if (!started) {
-        started = true;
-        await text.add(csvLine(table.headings));
-      }
-    };
-    return {
-      async writeRows(rows) {
-        await header();
-        for (const row of rows) await text.add(csvLine(row));
-      },
-      async end() {
-        await header();
-        await text.flush();
-      },
-    };
-  },
-};
+  heading: (table) => csvLine(table.headings),
+  line: csvLine,
+});

@@ -1,6 +1,6 @@
 import type { Cell } from '../../query/types';
 import { cellToText } from '../cells';
-import { BufferedText } from './buffered';
+import { lineFormat } from './buffered';
 import type { FileFormat } from './types';
 
 function mdCell(cell: Cell): string {
@@ -17,30 +17,11 @@ function mdLine(cells: readonly Cell[]): string {
 }
 
 /** `# table`, then a pipe table like DET's streaming markdown writer. */
-export const markdownFormat: FileFormat = {
+export const markdownFormat: FileFormat = lineFormat({
   name: 'markdown',
   extension: 'md',
   contentType: 'text/markdown; charset=utf-8',
-  open(table, out) {
-    const text = new BufferedText(out);
-    let started = false;
-    const header = async () => {
-      if (!started) {
-        started = true;
-        await text.add(
-          `# ${table.name}\n\n${mdLine(table.headings)}| ${table.headings.map(() => '---').join(' | ')} |\n`,
-        );
-      }
-    };
-    return {
-      async writeRows(rows) {
-        await header();
-        for (const row of rows) await text.add(mdLine(row));
-      },
-      async end() {
-        await header();
-        await text.flush();
-      },
-    };
-  },
-};
+  heading: (table) =>
+    `# ${table.name}\n\n${mdLine(table.headings)}| ${table.headings.map(() => '---').join(' | ')} |\n`,
+  line: mdLine,
+});
