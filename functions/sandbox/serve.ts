@@ -328,6 +328,28 @@ const UNSUPPORTED_V1 = new Set([
   'parent_cases__full',
 ]);
 
+/**
+ * Adds a raw term filter for every parameter of a tastypie v1 request the resource does not know (as HQ
+ * does), after refusing the ones the sandbox does not implement. Returns whether any was added, since a
+ * raw filter makes the page's counts uncacheable.
+ */
+function addRawTermFilters(
+  params: SandboxParams,
+  known: ReadonlySet<string>,
+  preds: ((j: number) => boolean)[],
+  build: (j: number) => JsonObject,
+): boolean {
+  let added = false;
+  for (const [name, values] of Object.entries(params)) {
+    if (known.has(name)) continue;
+    if (UNSUPPORTED_V1.has(name))
+      throw new SandboxBadRequest(`The sandbox does not implement the '${name}' filter`);
+    preds.push(termPredicate(name, values, build));
+    added = true;
+  }
+  return added;
+}
+
 function serveForms(engine: Engine, m: ProjectModel, req: ServeRequest): string {
   const p = req.params;
   const t = m.forms;
@@ -387,18 +409,11 @@ function serveForms(engine: Engine, m: ProjectModel, req: ServeRequest): string 
     'include_archived',
     'cases__full',
   ]);
-  for (const [name, values] of Object.entries(p)) {
-    if (known.has(name)) continue;
-    if (UNSUPPORTED_V1.has(name))
-      throw new SandboxBadRequest(`The sandbox does not implement the '${name}' filter`);
-    cacheable = false;
-    preds.push(
-      termPredicate(name, values, (j) => {
-        const e = t.event(j);
-        return m.form(e.record, j, e.kind);
-      }),
-    );
-  }
+  const formAt = (j: number) => {
+    const e = t.event(j);
+    return m.form(e.record, j, e.kind);
+  };
+  if (addRawTermFilters(p, known, preds, formAt)) cacheable = false;
   const scanner = new Scanner(engine, t, {
     lo,
     hi,
@@ -485,18 +500,11 @@ function serveCasesV1(engine: Engine, m: ProjectModel, req: ServeRequest): strin
     'server_date_modified_start',
     'server_date_modified_end',
   ]);
-  for (const [name, values] of Object.entries(p)) {
-    if (known.has(name)) continue;
-    if (UNSUPPORTED_V1.has(name))
-      throw new SandboxBadRequest(`The sandbox does not implement the '${name}' filter`);
-    cacheable = false;
-    preds.push(
-      termPredicate(name, values, (j) => {
-        const e = t.event(j);
-        return m.caseV1(e.record, j, e.kind);
-      }),
-    );
-  }
+  const caseAt = (j: number) => {
+    const e = t.event(j);
+    return m.caseV1(e.record, j, e.kind);
+  };
+  if (addRawTermFilters(p, known, preds, caseAt)) cacheable = false;
   const scanner = new Scanner(engine, t, {
     lo,
     hi,
