@@ -25,6 +25,11 @@ export interface SandboxSettings {
   readonly throttleEvery?: number;
   /** Seconds, or 'none'; only with `throttleEvery`. */
   readonly retryAfter?: string;
+  /**
+   * Sandbox processes serving the port (`ccexport sandbox --workers`): HQ answers concurrent requests in
+   * parallel, one sandbox process cannot. @default 1
+   */
+  readonly workers?: number;
 }
 
 export interface ExportSettings {
@@ -60,6 +65,8 @@ export interface ExportMeasure {
   readonly maxConcurrency: number;
   readonly latencyMs: number;
   readonly throttleEvery: number | null;
+  /** Sandbox processes that served the run (older results lack it: 1). */
+  readonly sandboxWorkers?: number;
   readonly runs: number;
   /** Medians over the runs. */
   readonly recordsPerSecond: number;
@@ -87,6 +94,7 @@ export function sandboxArgs(s: SandboxSettings): string[] {
     ...(s.latencyMs ? ['--latency-ms', String(s.latencyMs)] : []),
     ...(s.throttleEvery ? ['--throttle-every', String(s.throttleEvery)] : []),
     ...(s.throttleEvery && s.retryAfter !== undefined ? ['--retry-after', s.retryAfter] : []),
+    ...(s.workers && s.workers > 1 ? ['--workers', String(s.workers)] : []),
   ];
 }
 
@@ -190,6 +198,7 @@ export async function measureExport(
     maxConcurrency,
     latencyMs: project.latencyMs ?? 0,
     throttleEvery: project.throttleEvery ?? null,
+    sandboxWorkers: project.workers ?? 1,
     runs: settings.runs,
     recordsPerSecond: round(rate.median, 0),
     rowsPerSecond: round(median(samples.map((s) => s.rows / s.seconds)), 0),

@@ -63,8 +63,8 @@ export interface CommCareClientOptions {
    */
   readonly increaseAfter?: number;
   /**
-   * Pages one window may hold unread; windows ahead of the head also share a budget of (limit − 1) × this,
-   * counted before a page is fetched. Each page in flight or held costs ~20 MB for 1,000 forms. @default 1
+   * Pages one window may hold unread; windows ahead of the head also share a budget of
+   * (2 × maxConcurrency − 1) × this, counted before a page is fetched (see windows.ts). Each page in flight or held costs ~20 MB for 1,000 forms. @default 1
    */
   readonly windowQueuePages?: number;
   /**
@@ -94,6 +94,12 @@ export interface UserDomain {
 const MAX_WINDOWS = 10_000;
 /** Share of `pagesPerWindow` pages a window aims to hold (see `parallelKeyset`). */
 const WINDOW_FILL = 0.9;
+
+/**
+ * First wait after a 429 without `Retry-After` in a windowed pull (see http.ts): the limiter halving the
+ * requests in flight is the back-off; the throttled request itself retries after 250–500 ms.
+ */
+const ADAPTIVE_THROTTLE_WAIT_MS = 250;
 
 /** Query parameters the pager sets itself; a caller sending them would silently break paging. */
 const RESERVED: Record<'keyset' | 'offset' | 'cursor', readonly string[]> = {
@@ -293,6 +299,7 @@ export class CommCareClient {
       onStart: () => limiter.begin(),
       onThrottle: (ticket) => limiter.onThrottle(ticket),
       onSuccess: (ticket) => limiter.onSuccess(ticket),
+      throttleWaitFloorMs: ADAPTIVE_THROTTLE_WAIT_MS,
     };
     const wctx: PagingContext = { ...ctx, hooks };
     const sequential = () =>
@@ -316,13 +323,19 @@ export class CommCareClient {
     const bounds: Record<string, readonly string[]> = {};
     if (lo !== null) bounds.indexed_on_start = [start!.indexedOn!];
     if (until !== null) bounds.indexed_on_end = [until];
-    if (lo === null || hi !== null) {
-      const first = await probe('indexed_on', bounds);
+    // The probes ask for what is not given: the first record (and the total) unless only `since` is
+    // given, the last one unless `until` is. Both at once cost one round trip, not two.
+    const needFirst = lo === null || hi !== null;
+    const needLast = hi === null;
+    const [first, last] = await Promise.all([
+      needFirst ? probe('indexed_on', bounds) : null,
+      needLast ? probe('-indexed_on', bounds) : null,
+    ]);
+    if (first) {
       total = first.total;
       lo ??= first.key;
     }
-    if (lo !== null && hi === null) {
-      const last = await probe('-indexed_on', bounds);
+    if (last && lo !== null) {
       total ??= last.total;
       hi = last.key;
     }

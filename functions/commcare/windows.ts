@@ -5,15 +5,24 @@
  *
  * Memory: pages are counted before they are fetched. The head window (the one being emitted) fetches its
  * next page while the caller works on the current one, holding at most `queuePages` unread pages. Windows
- * ahead of it share one budget of (limit − 1) × `queuePages` pages, fetched or being fetched, and each
- * holds at most `queuePages`, so the pages held do not grow with the range or the window size; keeping
- * `limit` requests in flight then needs windows of about one page (the client's default).
+ * ahead of it share one budget of (2·max − 1) × `queuePages` pages, fetched or being fetched, and each
+ * holds at most `queuePages`, so the pages held do not grow with the range or the window size. The
+ * budget is set by the maximum limit, not the current one: the limit is how hard we press HQ (requests
+ * in flight), the budget is how much we hold, and a throttled head window should not also stop the
+ * windows ahead of it from using the requests the limit still allows.
  *
- * Concurrency adapts like TCP (AIMD): a 429 halves the limit, at most once per round (a 429 answering a
- * request sent before the last decrease is the same congestion event, already acted on), and each round
- * of `limit` successes adds one, between 1 and the configured maximum.
+ * Concurrency adapts like TCP (AIMD): a 429 cuts the limit to 0.7 of itself (at least one less), at most
+ * once per round (a 429 answering a request sent before the last decrease is the same congestion event,
+ * already acted on), and each round of `limit` successes adds one, between 1 and the configured maximum.
  */
 import type { Micros } from './dates';
+
+/**
+ * What a 429 leaves of the limit (rounded, and always at least one less): CUBIC's 0.7 rather than
+ * Reno's halving. HQ's throttle is a rate over minutes, not a queue that overflows, so one 429 says
+ * little about how far over we are; repeated 429s still bring the limit down to 1 within a few rounds.
+ */
+const DECREASE_FACTOR = 0.7;
 
 export interface AimdOptions {
   /** Starting limit. */
@@ -40,6 +49,10 @@ export class AimdLimiter {
   get limit(): number {
     return this.current;
   }
+  /** The ceiling the limit may grow to. */
+  get max(): number {
+    return this.options.max;
+  }
   /** A request is being sent; pass the ticket back to `onThrottle` / `onSuccess`. */
   begin(): number {
     this.sent += 1;
@@ -48,7 +61,7 @@ export class AimdLimiter {
   /** A 429; without a ticket it counts as a new round. */
   onThrottle(ticket?: number): void {
     if (ticket !== undefined && ticket <= this.decreasedAt) return;
-    this.current = Math.max(1, Math.floor(this.current / 2));
+    this.current = Math.max(1, Math.min(this.current - 1, Math.round(this.current * DECREASE_FACTOR)));
     this.successes = 0;
     this.decreasedAt = this.sent;
   }
@@ -80,87 +93,34 @@ export function splitRange(lo: Micros, hi: Micros, count: number): Micros[] {
   return out;
 }
 
-/** A single-producer, single-consumer queue that makes the producer wait while it is full. */
-export class BoundedQueue<T> {
-  private readonly items: T[] = [];
-  private done = false;
-  private error: { value: unknown } | null = null;
-  private wakeConsumer: (() => void) | null = null;
-  private wakeProducer: (() => void) | null = null;
-  private cancelled = false;
-
-  constructor(private readonly capacity: number) {}
-
-  /** Resolves false when the consumer has gone away (the producer should stop). */
-  async push(item: T): Promise<boolean> {
-    while (this.items.length >= this.capacity && !this.cancelled) {
-      await new Promise<void>((resolve) => {
-        this.wakeProducer = resolve;
-      });
-    }
-    if (this.cancelled) return false;
-    this.items.push(item);
-    this.wake('consumer');
-    return true;
-  }
-
-  close(): void {
-    this.done = true;
-    this.wake('consumer');
-  }
-
-  fail(error: unknown): void {
-    this.error = { value: error };
-    this.wake('consumer');
-  }
-
-  cancel(): void {
-    this.cancelled = true;
-    this.wake('producer');
-  }
-
-  /** The next item, or `done`; throws the producer's error once the items before it are taken. */
-  async shift(): Promise<IteratorResult<T, undefined>> {
-    for (;;) {
-      if (this.items.length > 0) {
-        const value = this.items.shift() as T;
-        this.wake('producer');
-        return { done: false, value };
-      }
-      if (this.error) throw this.error.value;
-      if (this.done) return { done: true, value: undefined };
-      await new Promise<void>((resolve) => {
-        this.wakeConsumer = resolve;
-      });
-    }
-  }
-
-  private wake(who: 'consumer' | 'producer'): void {
-    const fn = who === 'consumer' ? this.wakeConsumer : this.wakeProducer;
-    if (who === 'consumer') this.wakeConsumer = null;
-    else this.wakeProducer = null;
-    fn?.();
-  }
-}
-
 export interface OrderedMergeOptions {
   readonly limiter: AimdLimiter;
-  /** Pages one window may hold unread (fetched or being fetched, for windows ahead of the head). */
+  /** Pages one window may hold unread (fetched or being fetched). */
   readonly queuePages: number;
 }
 
-/** One open source: its unread items and whether it is fetching, done or failed. */
+/** One open source: its iterator, unread items and whether it is fetching or done. */
 interface Lane<T> {
+  readonly iterator: AsyncIterator<T>;
   readonly items: T[];
   fetching: boolean;
   done: boolean;
 }
 
 /**
- * Runs `sources` (in order, lazily) with at most `limiter.limit` open at a time and yields their items in
- * source order. A source is asked for its next item only when there is room for it (see the file header),
- * so nothing is fetched to wait without bound. The first failure anywhere ends the merge at once: other
- * windows are stopped, and what was already yielded stays valid because it came strictly in order.
+ * Runs `sources` (in order, lazily) with at most `limiter.limit` fetches in flight and yields their items
+ * in source order. One scheduler (`pump`) decides every fetch, walking the open windows from the head:
+ *
+ * - at most `limit` fetches are in flight, and a free slot goes to the earliest window that can use it,
+ *   so the head (which the caller waits on) is never starved by windows ahead of it;
+ * - each window holds at most `queuePages` pages, fetched or being fetched;
+ * - windows ahead of the head share a budget of (2·max − 1) × `queuePages` pages. That is what keeps
+ *   `limit` requests going while the head's own request is the slow one (or throttled): up to max − 1
+ *   windows ahead may have finished and be waiting for the head, and `max` more fetch meanwhile. The
+ *   pages held stay bounded by the maximum limit, never by the range or the window size.
+ *
+ * The first failure anywhere ends the merge at once: other windows are stopped, and what was already
+ * yielded stays valid because it came strictly in order.
  */
 export async function* orderedMerge<T>(
   sources: Iterable<() => AsyncIterable<T>>,
@@ -171,88 +131,110 @@ export async function* orderedMerge<T>(
   const open: Lane<T>[] = [];
   let exhausted = false;
   let stopped = false;
-  // A holder, not a `let`: it is set from the lanes' closures.
-  const failed: { error?: unknown; set: boolean } = { set: false };
-  let waiters: Array<() => void> = [];
-  const notify = (): void => {
-    const wake = waiters;
-    waiters = [];
-    for (const fn of wake) fn();
+  let inFlight = 0;
+  // A holder, not a `let`: it is set from the fetches' callbacks, which the compiler cannot follow.
+  const failure: { error?: unknown; set: boolean } = { set: false };
+  let wakeConsumer: (() => void) | null = null;
+  const wake = (): void => {
+    const fn = wakeConsumer;
+    wakeConsumer = null;
+    fn?.();
   };
-  const changed = (): Promise<void> => new Promise((resolve) => waiters.push(resolve));
 
+  /** Pages held or being fetched by the windows ahead of the head. */
   const heldAhead = (): number => {
     let n = 0;
     for (let k = 1; k < open.length; k += 1) n += open[k]!.items.length + (open[k]!.fetching ? 1 : 0);
     return n;
   };
-  const mayFetch = (lane: Lane<T>): boolean => {
-    if (open[0] === lane) return lane.items.length < q;
-    return lane.items.length < q && heldAhead() < Math.max(0, options.limiter.limit - 1) * q;
-  };
 
-  const run = async (lane: Lane<T>, source: () => AsyncIterable<T>): Promise<void> => {
-    let iterator: AsyncIterator<T> | null = null;
-    try {
-      iterator = source()[Symbol.asyncIterator]();
-      for (;;) {
-        while (!stopped && !mayFetch(lane)) await changed();
-        if (stopped) break;
-        lane.fetching = true;
-        const step = await iterator.next();
+  const fetch = (lane: Lane<T>): void => {
+    lane.fetching = true;
+    inFlight += 1;
+    lane.iterator.next().then(
+      (step) => {
         lane.fetching = false;
-        if (step.done) {
-          lane.done = true;
-          notify();
+        inFlight -= 1;
+        if (step.done) lane.done = true;
+        else lane.items.push(step.value);
+        if (stopped) {
+          void lane.iterator.return?.()?.catch(() => undefined);
           return;
         }
-        lane.items.push(step.value);
-        notify();
-      }
-      await iterator.return?.();
-    } catch (error) {
-      lane.fetching = false;
-      if (!failed.set) {
-        failed.set = true;
-        failed.error = error;
-      }
-      notify();
-    }
+        pump();
+        wake();
+      },
+      (error: unknown) => {
+        lane.fetching = false;
+        lane.done = true;
+        inFlight -= 1;
+        if (!failure.set) {
+          failure.set = true;
+          failure.error = error;
+        }
+        wake();
+      },
+    );
   };
 
-  const start = (): void => {
-    while (!exhausted && !stopped && open.length < options.limiter.limit) {
-      const next = pending.next();
-      if (next.done) {
-        exhausted = true;
-        return;
+  const pump = (): void => {
+    if (stopped || failure.set) return;
+    const limit = options.limiter.limit;
+    const budgetAhead = (2 * options.limiter.max - 1) * q;
+    let ahead = heldAhead();
+    for (let k = 0; inFlight < limit; k += 1) {
+      if (k === open.length) {
+        // Every open window is busy, full or done: open the next one, if the budget has room for it.
+        if (exhausted || (k > 0 && ahead >= budgetAhead)) return;
+        const next = pending.next();
+        if (next.done) {
+          exhausted = true;
+          return;
+        }
+        open.push({
+          iterator: next.value()[Symbol.asyncIterator](),
+          items: [],
+          fetching: false,
+          done: false,
+        });
       }
-      const lane: Lane<T> = { items: [], fetching: false, done: false };
-      open.push(lane);
-      void run(lane, next.value);
+      const lane = open[k]!;
+      if (lane.fetching || lane.done || lane.items.length >= q) continue;
+      if (k > 0 && ahead >= budgetAhead) return;
+      fetch(lane);
+      if (k > 0) ahead += 1;
     }
   };
 
   try {
-    start();
-    while (open.length > 0) {
-      if (failed.set) throw failed.error;
-      const head = open[0]!;
+    pump();
+    for (;;) {
+      if (failure.set) throw failure.error;
+      const head = open[0];
+      if (head === undefined) {
+        if (exhausted) return;
+        pump();
+        if (open.length === 0 && exhausted) return;
+        continue;
+      }
       if (head.items.length > 0) {
         const value = head.items.shift() as T;
         // The head may fetch its next page while the caller works on this one.
-        notify();
+        pump();
         yield value;
       } else if (head.done) {
         open.shift();
-        start();
-        notify();
+        pump();
       } else {
-        await changed();
+        await new Promise<void>((resolve) => {
+          wakeConsumer = resolve;
+        });
       }
     }
   } finally {
     stopped = true;
-    notify();
+    for (const lane of open) {
+      if (!lane.fetching) void lane.iterator.return?.()?.catch(() => undefined);
+    }
   }
 }

@@ -3,7 +3,6 @@
  * `ccexport run --resource form` does, and what the client benchmark measures.
  */
 
-import { once } from 'node:events';
 import { createWriteStream, mkdirSync, renameSync, rmSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { rawJsonOf } from '../commcare/page-body';

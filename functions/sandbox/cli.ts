@@ -1,6 +1,13 @@
 /**
  * `ccexport sandbox`: runs the sandbox until SIGINT/SIGTERM (or `io.signal` aborts, for tests).
+ *
+ * `--workers N` serves from N processes sharing one port (`node:cluster`), as HQ serves concurrent
+ * requests on many web workers: one process generates one page at a time, so a parallel client would
+ * otherwise measure the sandbox's single core instead of itself. Every worker holds the same
+ * deterministic data. The fault counters ("every nth request") and the request log are per worker, so
+ * with N workers each nth request *of a worker* is the faulty one; across the server the share is the same.
  */
+import cluster from 'node:cluster';
 import type { SandboxProject } from './records';
 import {
   DEFAULT_PROJECT,
@@ -42,6 +49,7 @@ export const SANDBOX_USAGE = `Usage: ccexport sandbox [options]
   --reset-every <n>             destroy the socket mid-body every nth data request
   --truncate-every <n>          send half the JSON every nth data request
   --hang-every <n>              never answer every nth data request
+  --workers <n>                 serve from n processes on one port (default 1; fault counters per worker)
 The default user and its API key are documented in functions/sandbox/README.md.
 `;
 
@@ -51,7 +59,12 @@ function intArg(flag: string, value: string | undefined, min = 0): number {
   return Number(value);
 }
 
-export function parseSandboxArgs(argv: readonly string[]): SandboxOptions {
+export interface SandboxCommandOptions extends SandboxOptions {
+  /** Processes serving the port (see the file header). */
+  workers?: number;
+}
+
+export function parseSandboxArgs(argv: readonly string[]): SandboxCommandOptions {
   const names: string[] = [];
   let forms = DEFAULT_PROJECT.forms;
   let cases = DEFAULT_PROJECT.cases;
@@ -59,7 +72,7 @@ export function parseSandboxArgs(argv: readonly string[]): SandboxOptions {
   let share: number | undefined;
   let tieRun: number | undefined;
   const faults: SandboxFaults = {};
-  const options: SandboxOptions = {};
+  const options: SandboxCommandOptions = {};
   for (let k = 0; k < argv.length; k++) {
     const flag = argv[k]!;
     const value = argv[k + 1];
@@ -126,6 +139,9 @@ export function parseSandboxArgs(argv: readonly string[]): SandboxOptions {
       case '--hang-every':
         faults.hangEvery = intArg(flag, value, 1);
         break;
+      case '--workers':
+        options.workers = intArg(flag, value, 1);
+        break;
       default:
         throw new SandboxUsageError(`Unknown option '${flag}'`);
     }
@@ -149,7 +165,7 @@ export async function runSandboxCommand(argv: string[], io: SandboxCommandIo): P
     io.stdout.write(SANDBOX_USAGE);
     return 0;
   }
-  let options: SandboxOptions;
+  let options: SandboxCommandOptions;
   try {
     options = parseSandboxArgs(argv);
   } catch (error) {
@@ -157,23 +173,70 @@ export async function runSandboxCommand(argv: string[], io: SandboxCommandIo): P
     io.stderr.write(`${error.message}\n${SANDBOX_USAGE}`);
     return 2;
   }
-  const sandbox = await startSandbox(options);
+  const { workers = 1, ...sandboxOptions } = options;
   const names = (options.projects ?? []).map((p) => p.name).join(', ');
-  io.stdout.write(
-    `CommCare sandbox listening on ${sandbox.url} (projects: ${names}; user ${DEFAULT_USERNAME}; key: see functions/sandbox/README.md)\n`,
-  );
+  const announce = (url: string) =>
+    io.stdout.write(
+      `CommCare sandbox listening on ${url} (projects: ${names}; user ${DEFAULT_USERNAME}; key: see functions/sandbox/README.md)` +
+        `${workers > 1 ? ` with ${workers} worker processes` : ''}\n`,
+    );
+  if (workers > 1 && cluster.isPrimary) return await runPrimary(workers, announce, io.signal);
+  const sandbox = await startSandbox(sandboxOptions);
+  // A cluster worker tells the primary, which announces the server once every worker listens.
+  if (cluster.isWorker) process.send?.({ sandboxListening: sandbox.url });
+  else announce(sandbox.url);
+  await stopped(io.signal);
+  await sandbox.close();
+  // The IPC channel to the primary would keep a worker alive after its server has closed.
+  cluster.worker?.disconnect();
+  return 0;
+}
+
+/** Resolves on SIGINT, SIGTERM or `signal` aborting. */
+async function stopped(signal: AbortSignal | undefined): Promise<void> {
   await new Promise<void>((resolve) => {
     const stop = () => {
       process.off('SIGINT', stop);
       process.off('SIGTERM', stop);
-      io.signal?.removeEventListener('abort', stop);
+      signal?.removeEventListener('abort', stop);
       resolve();
     };
     process.on('SIGINT', stop);
     process.on('SIGTERM', stop);
-    if (io.signal?.aborted) stop();
-    else io.signal?.addEventListener('abort', stop);
+    if (signal?.aborted) stop();
+    else signal?.addEventListener('abort', stop);
   });
-  await sandbox.close();
-  return 0;
+}
+
+/** Forks `count` workers running this same command, announces the shared port, stops them on a signal. */
+async function runPrimary(
+  count: number,
+  announce: (url: string) => void,
+  signal: AbortSignal | undefined,
+): Promise<number> {
+  const workers = Array.from({ length: count }, () => cluster.fork());
+  const exits = workers.map(
+    (w) => new Promise<number | null>((resolve) => w.on('exit', (code) => resolve(code))),
+  );
+  const urls = await Promise.race([
+    Promise.all(
+      workers.map(
+        (w) =>
+          new Promise<string>((resolve) =>
+            w.on('message', (m: { sandboxListening?: string }) => {
+              if (typeof m?.sandboxListening === 'string') resolve(m.sandboxListening);
+            }),
+          ),
+      ),
+    ),
+    Promise.race(exits).then((code) => {
+      throw new Error(`a sandbox worker exited before listening (exit code ${code})`);
+    }),
+  ]);
+  announce(urls[0]!);
+  await Promise.race([stopped(signal), Promise.race(exits)]);
+  // A signal, not `worker.kill()`: that disconnects first and waits for the server to drain.
+  for (const w of workers) if (!w.isDead()) w.process.kill('SIGTERM');
+  const codes = await Promise.all(exits);
+  return codes.every((c) => c === 0 || c === null) ? 0 : 1;
 }

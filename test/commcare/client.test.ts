@@ -297,7 +297,7 @@ describe('parallel windows', () => {
     expect(parallel.at(-1)).toBe('form-00089'); // form-00090 is at 01:30:00.123456
   });
 
-  it('halves its concurrency on 429s and still delivers everything in order', async () => {
+  it('lowers its concurrency on 429s and still delivers everything in order', async () => {
     const data = makeForms(200);
     hq = await startFakeHq({ forms: data });
     let n = 0;
@@ -311,6 +311,33 @@ describe('parallel windows', () => {
     const pages = await collect(c.pages(forms({ pageSize: 10 })));
     expect(ids(pages)).toEqual(data.map((f) => f.id));
     expect(c.stats.throttled).toBeGreaterThan(0);
+  });
+
+  it('retries a 429 without Retry-After after 250–500 ms in a windowed pull, longer when it repeats', async () => {
+    const data = makeForms(100);
+    hq = await startFakeHq({ forms: data });
+    let n = 0;
+    // The 4th and 5th data requests (after the two probes) are refused: one request refused twice.
+    hq.addFault((_q, res) => {
+      n += 1;
+      if (n !== 4 && n !== 5) return false;
+      res.writeHead(429).end();
+      return true;
+    }, false);
+    const { c, sleeps } = client(hq.url, { concurrency: 1, maxConcurrency: 1 });
+    expect(ids(await collect(c.pages(forms({ pageSize: 10 }))))).toEqual(data.map((f) => f.id));
+    // maxConcurrency 1 is DET's sequential pull: at least 1 s.
+    expect(sleeps.every((ms) => ms >= 1000)).toBe(true);
+
+    n = 0;
+    const windowed = client(hq.url, { concurrency: 2, maxConcurrency: 2 });
+    expect(ids(await collect(windowed.c.pages(forms({ pageSize: 10 }))))).toEqual(data.map((f) => f.id));
+    expect(windowed.c.stats.throttled).toBe(2);
+    const [first, second] = windowed.sleeps;
+    expect(first).toBeGreaterThanOrEqual(250);
+    expect(first).toBeLessThanOrEqual(500);
+    expect(second).toBeGreaterThanOrEqual(250);
+    expect(second).toBeLessThanOrEqual(1000);
   });
 
   it('falls back to the sequential pull when the server ignores descending order', async () => {

@@ -1,3 +1,4 @@
+import { execFileSync, spawn } from 'node:child_process';
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import type { JsonObject } from '../../functions/common/json';
@@ -159,6 +160,37 @@ describe('sandbox command', () => {
     expect(meta(body).total_count).toBeGreaterThanOrEqual(40);
     controller.abort();
     expect(await done).toBe(0);
+  });
+
+  it('serves one port from several worker processes with --workers, and stops them all on SIGTERM', async () => {
+    const child = spawn(
+      process.execPath,
+      ['bin/ccexport.js', 'sandbox', '--port', '0', '--forms', '40', '--cases', '10', '--workers', '2'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    let printed = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      printed += chunk.toString();
+    });
+    for (let k = 0; k < 500 && !printed.includes('\n'); k++) await new Promise((r) => setTimeout(r, 20));
+    expect(printed).toMatch(/listening on http:\/\/127\.0\.0\.1:\d+ .* with 2 worker processes/);
+    const workers = execFileSync('pgrep', ['-P', String(child.pid), '-f', 'ccexport.js sandbox'])
+      .toString()
+      .trim()
+      .split('\n');
+    expect(workers).toHaveLength(2);
+    const url = /(http:\/\/[^ ]+)/.exec(printed)![1]!;
+    // Several connections, so both workers answer; every one serves the same data.
+    const totals = await Promise.all(
+      Array.from({ length: 6 }, async () =>
+        meta((await getJson(`${url}/a/demo/api/form/v1/?include_archived`)).body),
+      ),
+    );
+    expect(new Set(totals.map((m) => m.total_count)).size).toBe(1);
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    for (const pid of workers) expect(() => process.kill(Number(pid), 0)).toThrow();
   });
 
   it('fails with exit code 2 and a message naming an unknown option', async () => {
