@@ -15,8 +15,8 @@ export interface SqlConnection {
     text: string,
     params?: readonly unknown[],
   ): Promise<{ rows: R[]; rowCount: number }>;
-  /** COPY CSV text, given in chunks of whole lines, into `target` (already quoted, with its column list). */
-  copyCsv(target: string, chunks: readonly string[]): Promise<void>;
+  /** COPY CSV (UTF-8), given in chunks of whole lines, into `target` (already quoted, with its column list). */
+  copyCsv(target: string, chunks: readonly (string | Uint8Array)[]): Promise<void>;
   close(): Promise<void>;
 }
 

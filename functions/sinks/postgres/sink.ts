@@ -9,7 +9,7 @@ import type { Cell, TableSpec } from '../../query/types';
 import { ConcurrentRunError, SinkConfigError, SinkError, SinkStateError, TypeConflictError } from '../errors';
 import type { ExportSink, RunContext, SourceCheckpoint } from '../types';
 import type { SqlConnection } from './connection';
-import { type ColumnType, CopyLines, encodeRow } from './copy-csv';
+import { type ColumnType, CopyLines } from './copy-csv';
 import { pgName, qualified, quoteIdent } from './naming';
 import {
   fits,
@@ -115,7 +115,6 @@ export class PostgresSink implements ExportSink {
   private columns = new Map<string, Map<string, ColumnType>>();
   private layouts = new Map<string, Layout>();
   private batches = new Map<string, Batch>();
-  private fields: string[] = [];
   private sinceYield = 0;
   /** Tables where a direct COPY met an existing id in this run: their batches look ids up first. */
   private checkIds = new Set<string>();
@@ -211,11 +210,10 @@ export class PostgresSink implements ExportSink {
         continue;
       }
       batch.ids.add(id);
-      const line = encodeRow(row, id, plan.idIndex, layout.types, this.fields);
-      if (line === null) {
+      if (!segmentFor(batch, layout.names).lines.row(row, id, plan.idIndex, layout.types)) {
         batch.raw.push(row);
         batch.rawIds.push(id);
-      } else appendLine(batch, layout.names, line, id);
+      }
     }
     // Callers write rows without real I/O in between (a page of records is all microtasks), so the
     // socket would not take the batch in flight until the next flush: yield now and then to let it.
@@ -281,9 +279,9 @@ export class PostgresSink implements ExportSink {
       if (batch.raw.length > 0 || !this.columns.has(plan.pgTable)) {
         await this.evolveSchema(db, plan, batch.raw);
         const layout = this.layout(plan);
+        const segment = segmentFor(batch, layout.names);
         batch.raw.forEach((row, r) => {
-          const id = batch.rawIds[r]!;
-          appendLine(batch, layout.names, this.encodeFitting(plan, row, id, layout), id);
+          this.encodeFitting(plan, segment, row, batch.rawIds[r]!, layout);
         });
       }
       let duplicates: Segment | undefined;
@@ -292,9 +290,9 @@ export class PostgresSink implements ExportSink {
         await this.evolveSchema(db, plan, merged.rows);
         const layout = this.layout(plan);
         duplicates = { names: layout.names, lines: new CopyLines() };
+        const segment = duplicates;
         merged.rows.forEach((row, r) => {
-          const id = merged.ids[r]!;
-          duplicates!.lines.push(this.encodeFitting(plan, row, id, layout), id);
+          this.encodeFitting(plan, segment, row, merged.ids[r]!, layout);
         });
       }
       const inflight = this.load(db, plan, batch, duplicates);
@@ -309,12 +307,16 @@ export class PostgresSink implements ExportSink {
   }
 
   /** Encodes a row the table has just been changed to take. */
-  private encodeFitting(plan: TablePlan, row: readonly Cell[], id: string, layout: Layout): string {
-    const line = encodeRow(row, id, plan.idIndex, layout.types, this.fields);
-    if (line === null) {
+  private encodeFitting(
+    plan: TablePlan,
+    segment: Segment,
+    row: readonly Cell[],
+    id: string,
+    layout: Layout,
+  ): void {
+    if (!segment.lines.row(row, id, plan.idIndex, layout.types)) {
       throw new SinkError(`A row of table "${plan.spec.name}" (id "${id}") still does not fit its columns`);
     }
-    return line;
   }
 
   /**
@@ -330,7 +332,7 @@ export class PostgresSink implements ExportSink {
     duplicates: Segment | undefined,
   ): Promise<void> {
     const target = qualified(this.schema, plan.pgTable);
-    const direct = async (parts: readonly { names: string; body: string[] }[]): Promise<boolean> => {
+    const direct = async (parts: readonly { names: string; body: Buffer[] }[]): Promise<boolean> => {
       if (parts.length === 0) return true;
       await db.query('SAVEPOINT ccexport_batch');
       try {
@@ -347,14 +349,16 @@ export class PostgresSink implements ExportSink {
     };
     const done =
       !this.checkIds.has(plan.pgTable) &&
-      (await direct(batch.segments.map((s) => ({ names: s.names, body: s.lines.body() }))));
+      (await direct(
+        batch.segments.filter((s) => s.lines.size > 0).map((s) => ({ names: s.names, body: s.lines.body() })),
+      ));
     if (!done) {
       const found = await db.query<{ id: string }>(`SELECT id FROM ${target} WHERE id = ANY($1::text[])`, [
         [...batch.ids],
       ]);
       const existing = new Set(found.rows.map((r) => r.id));
-      const fresh: { names: string; body: string[] }[] = [];
-      const update: { names: string; body: string[] }[] = [];
+      const fresh: { names: string; body: Buffer[] }[] = [];
+      const update: { names: string; body: Buffer[] }[] = [];
       for (const segment of batch.segments) {
         const { yes, no } = segment.lines.split((id) => existing.has(id));
         if (no.length > 0) fresh.push({ names: segment.names, body: no });
@@ -369,7 +373,12 @@ export class PostgresSink implements ExportSink {
   }
 
   /** COPY into the staging table, then one `INSERT ... ON CONFLICT` where null never overwrites. */
-  private async merge(db: SqlConnection, plan: TablePlan, names: string, body: string[]): Promise<void> {
+  private async merge(
+    db: SqlConnection,
+    plan: TablePlan,
+    names: string,
+    body: readonly Buffer[],
+  ): Promise<void> {
     const target = qualified(this.schema, plan.pgTable);
     let stage = this.staged.get(plan.pgTable);
     if (stage) await db.query(`TRUNCATE ${stage}`);
@@ -581,13 +590,14 @@ function rowId(plan: TablePlan, row: readonly Cell[], n: number): string {
   return typeof raw === 'object' && !(raw instanceof Date) ? JSON.stringify(raw) : String(raw);
 }
 
-function appendLine(batch: Batch, names: string, line: string, id: string): void {
+/** The segment that takes the batch's next lines for this column list. */
+function segmentFor(batch: Batch, names: string): Segment {
   let segment = batch.segments[batch.segments.length - 1];
   if (segment?.names !== names) {
     segment = { names, lines: new CopyLines() };
     batch.segments.push(segment);
   }
-  segment.lines.push(line, id);
+  return segment;
 }
 
 /**
