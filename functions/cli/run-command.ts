@@ -1,8 +1,10 @@
 /** `ccexport run`: one export, DET's command line. */
+
 import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
 import { CommCareClient, type CommCareLogEvent, RESOURCE_NAMES, resolveBaseUrl } from '../commcare';
 import type { ResourceName } from '../commcare/types';
+import { limitHeapGrowth } from '../export/heap';
 import { jsonLinesProgress, ttyProgress } from '../export/progress';
 import { JsonLinesSink, rawRecordsPlan } from '../export/raw-records';
 import { type ExportSummary, type ProgressListener, runExport } from '../export/run';
@@ -133,6 +135,7 @@ export function settingsFromFlags(flags: ParsedFlags, io: CommandIO): RunSetting
 }
 
 export async function runRunCommand(argv: string[], io: CommandIO): Promise<number> {
+  limitHeapGrowth();
   const { flags, positionals } = parseArgs(argv, RUN_FLAGS);
   if (booleanFlag(flags, 'help')) {
     io.stdout.write(formatHelp('ccexport run: export CommCare HQ data (DET command line)', RUN_FLAGS));
@@ -191,6 +194,8 @@ export async function runRunCommand(argv: string[], io: CommandIO): Promise<numb
     pageSize: settings.batchSize,
     concurrency: settings.concurrency,
     maxConcurrency: settings.maxConcurrency,
+    // Raw JSON lines write HQ's own bytes for each record; table outputs never need them.
+    keepRawRecords: settings.resources.length > 0,
     logger: logLine,
   });
 

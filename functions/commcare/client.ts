@@ -51,6 +51,12 @@ export interface CommCareClientOptions {
   /** Largest backoff step. @default 60000 */
   readonly backoffMaxMs?: number;
   /**
+   * Keep each record's bytes as HQ sent them (`rawJsonOf`), for writers of raw JSON lines. A record's
+   * bytes are a view of its whole page, so keeping them holds every page until the garbage collector
+   * has freed all of its records, tens of MB at a time; only the raw export asks for them. @default false
+   */
+  readonly keepRawRecords?: boolean;
+  /**
    * Windows fetched at once for form and case pulls. 1 is DET's sequential pull with no extra requests.
    * @default 1
    */
@@ -134,6 +140,7 @@ export class CommCareClient {
   private readonly increaseAfter: number | undefined;
   private readonly windowQueuePages: number;
   private readonly pagesPerWindow: number;
+  private readonly keepRawRecords: boolean;
 
   constructor(options: CommCareClientOptions) {
     this.baseUrl = resolveBaseUrl(options.baseUrl);
@@ -166,6 +173,7 @@ export class CommCareClient {
         : positiveInt(options.increaseAfter, 1, 'increaseAfter');
     this.windowQueuePages = positiveInt(options.windowQueuePages, 1, 'windowQueuePages');
     this.pagesPerWindow = positiveInt(options.pagesPerWindow, 1, 'pagesPerWindow');
+    this.keepRawRecords = options.keepRawRecords ?? false;
     this.http = new CommCareHttp({
       baseUrl: this.baseUrl,
       username: options.username,
@@ -201,6 +209,7 @@ export class CommCareClient {
       project: request.project,
       url: resourceUrl(this.baseUrl, request.project, spec, this.urlStyle),
       spec,
+      keepRaw: this.keepRawRecords,
     };
     const params = request.params ?? {};
     for (const name of RESERVED[spec.paging]) {

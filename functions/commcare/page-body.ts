@@ -185,10 +185,10 @@ export class BodyNotJsonError extends Error {
 }
 
 /**
- * Parses a list response: the root object with its list holding the records. Items keep their bytes
- * (`rawJsonOf`) when the scanner could lay the body out; otherwise the whole body is parsed.
+ * Parses a list response: the root object with its list holding the records. With `keepRaw`, items keep
+ * their bytes (`rawJsonOf`) when the scanner could lay the body out; otherwise the whole body is parsed.
  */
-export function parseListBody(bytes: Buffer, listKey: string): unknown {
+export function parseListBody(bytes: Buffer, listKey: string, keepRaw = true): unknown {
   const layout = scanList(bytes, listKey);
   if (layout === null) return parseWhole(bytes);
   let root: unknown;
@@ -212,6 +212,7 @@ export function parseListBody(bytes: Buffer, listKey: string): unknown {
       throw new BodyNotJsonError(`item ${k / 2} of "${listKey}" is not valid JSON`, { cause: error });
     }
     list.push(record);
+    if (!keepRaw) continue;
     // U+FFFD may stand for bytes that were not UTF-8; a line break means a pretty-printed item, which
     // would break a JSON-lines file. Such items are written re-serialised instead.
     if (text.indexOf('\uFFFD') === -1 && !(lineBreaks && hasLineBreak(bytes, start, end))) {

@@ -33,6 +33,8 @@ export interface PagingContext {
   readonly url: string;
   readonly spec: ResourceSpec;
   readonly hooks?: RequestHooks;
+  /** Keep each record's bytes (`rawJsonOf`); see `CommCareClientOptions.keepRawRecords`. */
+  readonly keepRaw?: boolean;
 }
 
 /** A page before numbering. */
@@ -45,7 +47,7 @@ export interface RawPage {
 export async function fetchEnvelope(ctx: PagingContext, url: string): Promise<Envelope> {
   const listKey = listKeyOf(ctx.spec);
   const body = await ctx.http.get(url, ctx.project, ctx.hooks ?? {}, (bytes) =>
-    parseListBody(bytes, listKey),
+    parseListBody(bytes, listKey, ctx.keepRaw ?? false),
   );
   return parseEnvelope(ctx.spec, body, new URL(url).pathname);
 }

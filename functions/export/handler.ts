@@ -3,6 +3,7 @@
  * is done. Thin: it checks the event, builds its clients once per container, reads the key through a
  * cache, and calls the core (`runExportSlice`), which receives everything as arguments.
  */
+
 import { isAbsolute, resolve } from 'node:path';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
@@ -13,6 +14,7 @@ import { CommCareAuthError } from '../commcare/errors';
 import type { ExportJob, ExportSliceEvent, ExportSliceResult } from '../config/job';
 import { parseCredentialSecret } from '../keys/secret';
 import { recordSuccessfulExport } from '../keys/usage';
+import { limitHeapGrowth } from './heap';
 import { runExportSlice } from './slice';
 
 /** HQ credentials as the core uses them. Never logged. */
@@ -293,6 +295,7 @@ let built: ReturnType<typeof makeHandler> | undefined;
 /** The Lambda entry point. */
 export const handler = (event: unknown, context: SliceContext): Promise<ExportSliceResult> => {
   if (!built) {
+    limitHeapGrowth();
     const settings = settingsFromEnv(process.env);
     built = makeHandler({
       runner: runExportSlice,
