@@ -5,11 +5,13 @@
  *
  * Memory: pages are counted before they are fetched. The head window (the one being emitted) fetches its
  * next page while the caller works on the current one, holding at most `queuePages` unread pages. Windows
- * ahead of it share one budget of (2·max − 1) × `queuePages` pages, fetched or being fetched, and each
- * holds at most `queuePages`, so the pages held do not grow with the range or the window size. The
- * budget is set by the maximum limit, not the current one: the limit is how hard we press HQ (requests
- * in flight), the budget is how much we hold, and a throttled head window should not also stop the
- * windows ahead of it from using the requests the limit still allows.
+ * ahead of it share one budget of pages, fetched or being fetched, and each holds at most `queuePages`,
+ * so the pages held do not grow with the range or the window size. While the caller waits on the head
+ * the budget is (2·max − 1) × `queuePages`, set by the maximum limit rather than the current one: the
+ * limit is how hard we press HQ (requests in flight), the budget how much we hold, and a slow or
+ * throttled head window should not also stop the windows ahead from using the requests the limit still
+ * allows. While the caller is busy it is (limit − 1) × `queuePages`, so a slow writer does not make
+ * pages pile up.
  *
  * Concurrency adapts like TCP (AIMD): a 429 cuts the limit to 0.7 of itself (at least one less), at most
  * once per round (a 429 answering a request sent before the last decrease is the same congestion event,
@@ -114,10 +116,12 @@ interface Lane<T> {
  * - at most `limit` fetches are in flight, and a free slot goes to the earliest window that can use it,
  *   so the head (which the caller waits on) is never starved by windows ahead of it;
  * - each window holds at most `queuePages` pages, fetched or being fetched;
- * - windows ahead of the head share a budget of (2·max − 1) × `queuePages` pages. That is what keeps
- *   `limit` requests going while the head's own request is the slow one (or throttled): up to max − 1
- *   windows ahead may have finished and be waiting for the head, and `max` more fetch meanwhile. The
- *   pages held stay bounded by the maximum limit, never by the range or the window size.
+ * - windows ahead of the head share a budget of pages, fetched or being fetched. While the caller waits
+ *   on the head it is (2·max − 1) × `queuePages`: that keeps `limit` requests going while the head's own
+ *   request is the slow one (or throttled), as up to max − 1 windows ahead may have finished and be
+ *   waiting for the head while `max` more fetch. While the caller is busy with a page it is
+ *   (limit − 1) × `queuePages`, enough to keep pages coming without piling them up behind a slow
+ *   writer. Either way the pages held are bounded by the maximum limit, never by the range.
  *
  * The first failure anywhere ends the merge at once: other windows are stopped, and what was already
  * yielded stays valid because it came strictly in order.
@@ -180,7 +184,10 @@ export async function* orderedMerge<T>(
   const pump = (): void => {
     if (stopped || failure.set) return;
     const limit = options.limiter.limit;
-    const budgetAhead = (2 * options.limiter.max - 1) * q;
+    // While the caller waits on the head, the network is the bottleneck: windows ahead may hold up to
+    // (2·max − 1) pages so `limit` requests stay in flight. While the caller is busy, pages fetched
+    // further ahead would only wait in memory: (limit − 1) pages keep the next ones coming.
+    const budgetAhead = (wakeConsumer !== null ? 2 * options.limiter.max - 1 : Math.max(0, limit - 1)) * q;
     let ahead = heldAhead();
     for (let k = 0; inFlight < limit; k += 1) {
       if (k === open.length) {
@@ -228,6 +235,8 @@ export async function* orderedMerge<T>(
       } else {
         await new Promise<void>((resolve) => {
           wakeConsumer = resolve;
+          // Waiting widens the budget of the windows ahead (see `pump`).
+          pump();
         });
       }
     }
