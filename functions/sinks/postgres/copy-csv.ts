@@ -215,36 +215,37 @@ export class CopyLines {
       return;
     }
     if (n <= SCAN_CHARS) {
-      // Most values are short ASCII: one pass finds what the value needs, a second copies it,
-      // quoting inline (a comma in free text is common) rather than through replaceAll and a string.
-      let special = 0;
-      for (let i = 0; i < n; i++) {
+      // Most values are short ASCII: copied as they are scanned. At the first character that needs
+      // quoting (a comma in free text is common), the bytes so far move right for the opening quote
+      // and the rest is copied quoting inline; non-ASCII text leaves for the general path below.
+      const buf = this.buf;
+      const start = this.pos;
+      let i = 0;
+      for (; i < n; i++) {
         const c = text.charCodeAt(i);
-        if (c >= 0x80) {
-          special = 2;
-          break;
-        }
-        special |= SPECIAL[c]!;
+        if (c >= 0x80 || SPECIAL[c] === 1) break;
+        buf[start + i] = c;
       }
-      if (special !== 2) {
-        const buf = this.buf;
-        let pos = this.pos;
-        if (special === 0) {
-          for (let i = 0; i < n; i++) buf[pos + i] = text.charCodeAt(i);
-          this.pos = pos + n;
+      if (i === n) {
+        this.pos = start + n;
+        return;
+      }
+      if (text.charCodeAt(i) < 0x80) {
+        for (let k = start + i; k > start; k--) buf[k] = buf[k - 1]!;
+        buf[start] = QUOTE;
+        let pos = start + i + 1;
+        for (; i < n; i++) {
+          const c = text.charCodeAt(i);
+          if (c >= 0x80) break;
+          if (c === QUOTE) buf[pos++] = QUOTE;
+          else if (c === 0) continue;
+          buf[pos++] = c;
+        }
+        if (i === n) {
+          buf[pos++] = QUOTE;
+          this.pos = pos;
           return;
         }
-        buf[pos++] = QUOTE;
-        for (let i = 0; i < n; i++) {
-          const c = text.charCodeAt(i);
-          if (c === QUOTE) {
-            buf[pos++] = QUOTE;
-            buf[pos++] = QUOTE;
-          } else if (c !== 0) buf[pos++] = c;
-        }
-        buf[pos++] = QUOTE;
-        this.pos = pos;
-        return;
       }
     }
     if (NEEDS_QUOTES.test(text)) this.quotedText(text);
@@ -290,19 +291,14 @@ export class CopyLines {
     this.pos = end;
   }
 
-  private digits2(value: number): void {
-    this.buf[this.pos++] = 48 + Math.floor(value / 10);
-    this.buf[this.pos++] = 48 + (value % 10);
-  }
+  /** The last day `dateTime` converted (days since 1970-01-01) and its civil date. */
+  private day = Number.NaN;
+  private year = 0;
+  private month = 0;
+  private dayOfMonth = 0;
 
-  /** `formatUtcDateTime(ms, true)` written as bytes: the same integer arithmetic, without the string. */
-  private dateTime(ms: number): void {
-    if (!(ms >= FOUR_DIGIT_YEARS_FROM && ms < FOUR_DIGIT_YEARS_UNTIL)) {
-      this.ascii(formatUtcDateTime(ms, true));
-      return;
-    }
-    const days = Math.floor(ms / 86_400_000);
-    let rest = ms - days * 86_400_000;
+  /** Days since 1970-01-01 to year, month, day (H. Hinnant's algorithm, as in cells.ts). */
+  private civilDay(days: number): void {
     const z = days + 719_468;
     const era = Math.floor(z / 146_097);
     const dayOfEra = z - era * 146_097;
@@ -315,14 +311,36 @@ export class CopyLines {
     );
     const dayOfYear = dayOfEra - (365 * yearOfEra + Math.floor(yearOfEra / 4) - Math.floor(yearOfEra / 100));
     const mp = Math.floor((5 * dayOfYear + 2) / 153);
-    const day = dayOfYear - Math.floor((153 * mp + 2) / 5) + 1;
-    const month = mp < 10 ? mp + 3 : mp - 9;
-    const year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0);
-    const hours = Math.floor(rest / 3_600_000);
+    this.dayOfMonth = dayOfYear - Math.floor((153 * mp + 2) / 5) + 1;
+    this.month = mp < 10 ? mp + 3 : mp - 9;
+    this.year = yearOfEra + era * 400 + (this.month <= 2 ? 1 : 0);
+    this.day = days;
+  }
+
+  private digits2(value: number): void {
+    this.buf[this.pos++] = 48 + Math.floor(value / 10);
+    this.buf[this.pos++] = 48 + (value % 10);
+  }
+
+  /** `formatUtcDateTime(ms, true)` written as bytes: the same integer arithmetic, without the string. */
+  private dateTime(ms: number): void {
+    if (!(ms >= FOUR_DIGIT_YEARS_FROM && ms < FOUR_DIGIT_YEARS_UNTIL)) {
+      this.ascii(formatUtcDateTime(ms, true));
+      return;
+    }
+    const days = Math.floor(ms / 86_400_000);
+    // Dates of a row (received, modified, started, completed) tend to share their day.
+    if (days !== this.day) this.civilDay(days);
+    let rest = ms - days * 86_400_000;
+    const year = this.year;
+    const month = this.month;
+    const day = this.dayOfMonth;
+    // rest < 86,400,000: integer division with | 0.
+    const hours = (rest / 3_600_000) | 0;
     rest -= hours * 3_600_000;
-    const minutes = Math.floor(rest / 60_000);
+    const minutes = (rest / 60_000) | 0;
     rest -= minutes * 60_000;
-    const seconds = Math.floor(rest / 1000);
+    const seconds = (rest / 1000) | 0;
     rest -= seconds * 1000;
     this.ensure(23);
     this.digits2(Math.floor(year / 100));

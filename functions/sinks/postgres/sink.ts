@@ -32,8 +32,12 @@ export interface PostgresSinkOptions {
   readonly description?: string;
 }
 
-/** Rows written between two turns of the event loop while a batch is in flight. */
-const YIELD_EVERY_ROWS = 200;
+/**
+ * Rows written between two turns of the event loop while a batch is in flight. The batch's bytes
+ * reach the socket, and its round trips (savepoint, COPY, release) advance, only on those turns: at
+ * 200 the server waited for data between turns (~25% slower at 100k rows); a turn costs a few µs.
+ */
+const YIELD_EVERY_ROWS = 20;
 
 /** Rows waiting for new or wider columns that make a batch flush before it is full. */
 const RAW_ROWS_BEFORE_FLUSH = 500;
