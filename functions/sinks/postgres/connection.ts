@@ -1,13 +1,13 @@
 import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
-import type { PGlite } from '@electric-sql/pglite';
 import type pg from 'pg';
 import { SinkConfigError, SinkError } from '../errors';
 import type { DatabaseConnection, SslMode } from '../types';
 
 /**
  * The few operations the SQL sink needs, over node-postgres (a server) or PGlite (embedded), so both
- * run the same SQL. Only COPY differs: pg streams `COPY ... FROM STDIN`, PGlite reads `/dev/blob`.
+ * run the same SQL. Only COPY differs: pg streams `COPY ... FROM STDIN`, PGlite reads `/dev/blob`
+ * (its adapter is in `pglite.ts`).
  */
 export interface SqlConnection {
   readonly kind: 'postgresql' | 'pglite';
@@ -190,25 +190,4 @@ export async function connectPostgres(source: string | DatabaseConnection): Prom
     const safeReason = settings.password ? reason.replaceAll(settings.password, '***') : reason;
     throw new SinkError(`Cannot connect to PostgreSQL ${settings.description}: ${safeReason}`);
   }
-}
-
-/** Wraps an open PGlite database. */
-export function pgliteConnection(db: PGlite, onClose?: () => Promise<void>): SqlConnection {
-  return {
-    kind: 'pglite',
-    async query<R>(text: string, params?: readonly unknown[]) {
-      const result = await db.query<R>(text, params as unknown[] | undefined);
-      return { rows: result.rows, rowCount: result.affectedRows ?? result.rows.length };
-    },
-    async copyCsv(target, chunks) {
-      // PGlite has no COPY FROM STDIN; it reads a Blob passed with the query as the file /dev/blob.
-      await db.query(`COPY ${target} FROM '/dev/blob' WITH (FORMAT csv)`, [], {
-        blob: new Blob(chunks as string[]),
-      });
-    },
-    async close() {
-      await db.close();
-      await onClose?.();
-    },
-  };
 }
