@@ -103,7 +103,7 @@ function benchRow(n: number): Cell[] {
 function rawTableDdl(name: string, primaryKey: boolean): string {
   const types = ['text', 'integer', 'boolean', 'timestamp', 'text'];
   const columns = spec.headings.map((h, c) =>
-    c === 0 ? `id text${primaryKey ? ' PRIMARY KEY' : ''}` : `"${h}" ${types[c % 5]}`,
+    c === 0 ? `id text${primaryKey ? ' COLLATE "C" PRIMARY KEY' : ''}` : `"${h}" ${types[c % 5]}`,
   );
   return `CREATE TABLE ${name} (${columns.join(', ')})`;
 }

@@ -412,7 +412,14 @@ export class PostgresSink implements ExportSink {
     const target = qualified(this.schema, plan.pgTable);
     let existing = this.columns.get(plan.pgTable);
     if (!existing) {
-      await db.query(`CREATE TABLE IF NOT EXISTS ${target} (${quoteIdent('id')} text PRIMARY KEY)`);
+      // `COLLATE "C"`: ids are compared byte for byte anyway (equality is the same under every
+      // deterministic collation), and the primary key then orders them by bytes instead of through the
+      // locale. HQ's ids are random UUIDs, so every row lands somewhere in the index; with RDS's default
+      // en_US.UTF-8 (or even C.UTF-8) each comparison goes through strcoll, and a COPY of 100,000 rows
+      // took 1.49 s against 1.15 s with "C" here. Tables created before keep their collation.
+      await db.query(
+        `CREATE TABLE IF NOT EXISTS ${target} (${quoteIdent('id')} text COLLATE "C" PRIMARY KEY)`,
+      );
       existing = new Map([['id', 'text']]);
       this.columns.set(plan.pgTable, existing);
       this.layouts.delete(plan.pgTable);
