@@ -1,5 +1,5 @@
 import type { Cell } from '../../query/types';
-import { cellToJson, formatIsoDate, formatUtcDateTime } from '../cells';
+import { cellToJson, civilFromDays, formatIsoDate, formatUtcDateTime } from '../cells';
 import { fits, type PgType } from './types';
 
 /** A column's type as the sink knows it; `other` is a type we did not create (read as text). */
@@ -297,23 +297,12 @@ export class CopyLines {
   private month = 0;
   private dayOfMonth = 0;
 
-  /** Days since 1970-01-01 to year, month, day (H. Hinnant's algorithm, as in cells.ts). */
+  /** Days since 1970-01-01 to year, month, day, kept for the next date of the same day. */
   private civilDay(days: number): void {
-    const z = days + 719_468;
-    const era = Math.floor(z / 146_097);
-    const dayOfEra = z - era * 146_097;
-    const yearOfEra = Math.floor(
-      (dayOfEra -
-        Math.floor(dayOfEra / 1460) +
-        Math.floor(dayOfEra / 36_524) -
-        Math.floor(dayOfEra / 146_096)) /
-        365,
-    );
-    const dayOfYear = dayOfEra - (365 * yearOfEra + Math.floor(yearOfEra / 4) - Math.floor(yearOfEra / 100));
-    const mp = Math.floor((5 * dayOfYear + 2) / 153);
-    this.dayOfMonth = dayOfYear - Math.floor((153 * mp + 2) / 5) + 1;
-    this.month = mp < 10 ? mp + 3 : mp - 9;
-    this.year = yearOfEra + era * 400 + (this.month <= 2 ? 1 : 0);
+    const civil = civilFromDays(days);
+    this.dayOfMonth = civil.day;
+    this.month = civil.month;
+    this.year = civil.year;
     this.day = days;
   }
 
