@@ -150,6 +150,23 @@ describe('file formats', () => {
     );
   });
 
+  it('leaves no temporary file when an upload is aborted before its file has opened', async () => {
+    const dir = tempDir();
+    const store = LocalObjectStoreFor(dir);
+    // The file opens asynchronously; an abort racing that open used to leave `<key>.tmp` behind.
+    for (let i = 0; i < 100; i++) {
+      const upload = store.openUpload(`forms/${i}.csv`, 'text/csv');
+      const written = upload.write(Buffer.from('id\n')).catch(() => undefined);
+      await upload.abort();
+      await written;
+      // A pause between uploads, as between a run's tables: back to back, the race is rarely lost.
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    // An open still in flight would create its file within a few milliseconds: give it the chance.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(readdirSync(join(dir, 'forms'))).toEqual([]);
+  });
+
   it('refuses a second run of the same export while the first holds its lease', async () => {
     const dir = tempDir();
     const first = await createSink({ format: 'csv', output: dir });

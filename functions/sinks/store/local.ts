@@ -1,4 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
+import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';
 import { link, mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join, relative, resolve, sep } from 'node:path';
@@ -62,7 +63,13 @@ export class LocalObjectStore implements ObjectStore {
       abort: async () => {
         await ready.catch(() => undefined);
         body.destroy();
-        file?.destroy();
+        if (file) {
+          // The file may not be open yet: a stream destroyed before its open completes still creates
+          // the file afterwards, so removing it must wait until the stream has closed.
+          const closed = file.closed ? Promise.resolve() : once(file, 'close');
+          file.destroy();
+          await closed;
+        }
         await rm(tmp, { force: true });
       },
     };
