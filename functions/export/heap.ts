@@ -12,15 +12,11 @@
  * from the next one; unlike `--max-old-space-size` it is no ceiling, so a larger live set (a wide query,
  * a big sink batch) still gets the memory it needs instead of a crash.
  */
-import { setFlagsFromString } from 'node:v8';
+import { applyV8Flag } from '../common/v8-flags';
 
 export const HEAP_GROWING_PERCENT = 60;
 
-let applied = false;
-
 /** Applies `HEAP_GROWING_PERCENT` to this process (once; later calls do nothing). */
 export function limitHeapGrowth(): void {
-  if (applied) return;
-  applied = true;
-  setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
+  applyV8Flag(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
 }

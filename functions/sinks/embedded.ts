@@ -4,8 +4,8 @@ import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { setFlagsFromString } from 'node:v8';
 import { PGlite } from '@electric-sql/pglite';
+import { applyV8Flag } from '../common/v8-flags';
 import { ConcurrentRunError } from './errors';
 import type { SqlConnection } from './postgres/connection';
 import { pgliteConnection } from './postgres/pglite';
@@ -76,17 +76,10 @@ function startParams(): string[] {
  * machine (a pure COPY load was faster without it; the rows' encoding and PostgreSQL's own work
  * dominate). `--liftoff-only` keeps the first tier. The flag is process-wide and applies to
  * WebAssembly compiled from then on; the export's HTTP goes through node's http, whose parser is
- * native (node's fetch, used for a few key look-ups, parses with WebAssembly: Liftoff suffices). Node keeps V8's flags writable after start for
- * `setFlagsFromString`, so this is set once, before PGlite compiles its module.
+ * native (node's fetch, used for a few key look-ups, parses with WebAssembly: Liftoff suffices). It is
+ * set once, before PGlite compiles its module.
  */
 const BASELINE_WASM_FLAG = '--liftoff-only';
-let baselineWasmSet = false;
-
-function useBaselineWasmCompiler(): void {
-  if (baselineWasmSet) return;
-  setFlagsFromString(BASELINE_WASM_FLAG);
-  baselineWasmSet = true;
-}
 
 /**
  * Creates the database files in a child process. PGlite's initdb peaks near 825 MB of memory (670 MB
@@ -125,7 +118,7 @@ export async function openEmbeddedDatabase(folder: string): Promise<SqlConnectio
   try {
     const dataDir = join(root, EMBEDDED_DATA_DIR);
     if (!existsSync(join(dataDir, 'PG_VERSION'))) await createInChild(dataDir);
-    useBaselineWasmCompiler();
+    applyV8Flag(BASELINE_WASM_FLAG);
     const db = await PGlite.create({ dataDir, startParams: startParams() });
     return pgliteConnection(db, unlock);
   } catch (error) {
