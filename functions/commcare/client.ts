@@ -69,8 +69,9 @@ export interface CommCareClientOptions {
    */
   readonly increaseAfter?: number;
   /**
-   * Pages one window may hold unread; windows ahead of the head also share a budget of
-   * (2 × maxConcurrency − 1) × this, counted before a page is fetched (see windows.ts). Each page in flight or held costs ~20 MB for 1,000 forms. @default 1
+   * Pages one window may hold unread; windows ahead of the head also share a budget of up to
+   * (2 × maxConcurrency − 1) × this, counted before a page is fetched (see windows.ts). Each page in
+   * flight or held costs ~20 MB for 1,000 forms. @default 1
    */
   readonly windowQueuePages?: number;
   /**
@@ -102,7 +103,7 @@ const MAX_WINDOWS = 10_000;
 const WINDOW_FILL = 0.9;
 
 /**
- * First wait after a 429 without `Retry-After` in a windowed pull (see http.ts): the limiter halving the
+ * First wait after a 429 without `Retry-After` in a windowed pull (see http.ts): the limiter lowering the
  * requests in flight is the back-off; the throttled request itself retries after 250–500 ms.
  */
 const ADAPTIVE_THROTTLE_WAIT_MS = 250;

@@ -3,7 +3,7 @@
  *
  * - 429: wait `Retry-After` when HQ sends it (case v2, messaging-event, ucr do); tastypie resources send
  *   none, so back off exponentially from 1 s, DET's wait. A request under the adaptive window limiter
- *   (`RequestHooks.throttleWaitFloorMs`) starts lower: the limiter has already halved the requests in
+ *   (`RequestHooks.throttleWaitFloorMs`) starts lower: the limiter has already lowered the requests in
  *   flight, which is what relieves HQ, so a full second more on top would only stall the ordered stream
  *   (half the throughput lost with a 429 every tenth request). Repeated 429s of one request escalate
  *   the same way either way. 429s do not use up the error retry count; they are bounded by their own
@@ -172,14 +172,12 @@ export class CommCareHttp {
       if (attempt.kind === 'throttle') {
         this.stats.throttled += 1;
         hooks.onThrottle?.(ticket);
-        const floor = hooks.throttleWaitFloorMs ?? 1000;
+        // DET's 1 s at least, growing from `backoffBaseMs`; under the window limiter, from its floor.
+        const floor = hooks.throttleWaitFloorMs;
         const backoff =
-          floor >= 1000
-            ? Math.max(floor, this.jitter(throttles))
-            : Math.max(
-                floor,
-                o.random() * Math.min(o.backoffMaxMs, floor * 2 ** Math.min(throttles + 1, 30)),
-              );
+          floor === undefined
+            ? Math.max(1000, this.jitter(throttles))
+            : Math.max(floor, this.jitter(throttles + 1, floor));
         const wait = attempt.retryAfterMs ?? backoff;
         throttles += 1;
         if (throttleWaited + wait > o.maxThrottleWaitMs) {
@@ -222,9 +220,9 @@ export class CommCareHttp {
   }
 
   /** Full jitter: uniform in [0, min(max, base·2^n)]. */
-  private jitter(n: number): number {
+  private jitter(n: number, baseMs = this.options.backoffBaseMs): number {
     const o = this.options;
-    return o.random() * Math.min(o.backoffMaxMs, o.backoffBaseMs * 2 ** Math.min(n, 30));
+    return o.random() * Math.min(o.backoffMaxMs, baseMs * 2 ** Math.min(n, 30));
   }
 
   private async attempt<T>(

@@ -152,7 +152,7 @@ export async function* orderedMerge<T>(
     return n;
   };
 
-  const fetch = (lane: Lane<T>): void => {
+  const fetchNext = (lane: Lane<T>): void => {
     lane.fetching = true;
     inFlight += 1;
     lane.iterator.next().then(
@@ -208,7 +208,7 @@ export async function* orderedMerge<T>(
       const lane = open[k]!;
       if (lane.fetching || lane.done || lane.items.length >= q) continue;
       if (k > 0 && ahead >= budgetAhead) return;
-      fetch(lane);
+      fetchNext(lane);
       if (k > 0) ahead += 1;
     }
   };
@@ -218,12 +218,8 @@ export async function* orderedMerge<T>(
     for (;;) {
       if (failure.set) throw failure.error;
       const head = open[0];
-      if (head === undefined) {
-        if (exhausted) return;
-        pump();
-        if (open.length === 0 && exhausted) return;
-        continue;
-      }
+      // `pump` opens a window whenever none is open, so no window left means no window to come.
+      if (head === undefined) return;
       if (head.items.length > 0) {
         const value = head.items.shift() as T;
         // The head may fetch its next page while the caller works on this one.
