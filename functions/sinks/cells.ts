@@ -8,8 +8,8 @@ function pad(n: number, width = 2): string {
 const PAD2 = Array.from({ length: 100 }, (_, i) => (i < 10 ? `0${i}` : `${i}`));
 const PAD3 = Array.from({ length: 1000 }, (_, i) => String(i).padStart(3, '0'));
 /** Epoch milliseconds of 1000-01-01 and 10000-01-01: the years with four digits. */
-const FOUR_DIGIT_YEARS_FROM = -30_610_224_000_000;
-const FOUR_DIGIT_YEARS_UNTIL = 253_402_300_800_000;
+export const FOUR_DIGIT_YEARS_FROM = -30_610_224_000_000;
+export const FOUR_DIGIT_YEARS_UNTIL = 253_402_300_800_000;
 
 /** A civil date (proleptic Gregorian, month 1–12). */
 export interface CivilDate {

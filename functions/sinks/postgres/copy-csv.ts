@@ -1,5 +1,12 @@
 import type { Cell } from '../../query/types';
-import { cellToJson, civilFromDays, formatIsoDate, formatUtcDateTime } from '../cells';
+import {
+  cellToJson,
+  civilFromDays,
+  FOUR_DIGIT_YEARS_FROM,
+  FOUR_DIGIT_YEARS_UNTIL,
+  formatIsoDate,
+  formatUtcDateTime,
+} from '../cells';
 import { fits, type PgType } from './types';
 
 /** A column's type as the sink knows it; `other` is a type we did not create (read as text). */
@@ -55,10 +62,6 @@ for (const c of '",\r\n\\\0') SPECIAL[c.charCodeAt(0)] = 1;
 
 /** Strings up to this length are scanned and copied byte by byte; longer ones go through the regex and `Buffer.write`. */
 const SCAN_CHARS = 256;
-
-/** Epoch milliseconds of 1000-01-01 and 10000-01-01: the years with four digits (as in cells.ts). */
-const FOUR_DIGIT_YEARS_FROM = -30_610_224_000_000;
-const FOUR_DIGIT_YEARS_UNTIL = 253_402_300_800_000;
 
 const COMMA = 0x2c;
 const QUOTE = 0x22;

@@ -231,7 +231,7 @@ export class PostgresSink implements ExportSink {
     if (batch.size >= this.batchRows || batch.raw.length >= RAW_ROWS_BEFORE_FLUSH) await this.flush(table);
   }
 
-  /** The table's columns as encodeRow needs them; recomputed after the table changes. */
+  /** The table's columns as `CopyLines.row` needs them; recomputed after the table changes. */
   private layout(plan: TablePlan): Layout {
     let layout = this.layouts.get(plan.pgTable);
     if (!layout) {
