@@ -465,7 +465,7 @@ function writeReport(data: ReportData, skipped: readonly string[]): string {
     out.push(
       '## 429s and the adaptive limiter',
       '',
-      `${n(first.forms)} forms to JSON lines, ${first.latencyMs} ms latency, \`--concurrency ${first.concurrency} --max-concurrency ${first.maxConcurrency}\`, ${first.runs} runs each${workersNote(first.sandboxWorkers)}. With more than one sandbox worker, "every 10th" counts each worker's requests (the same share overall).`,
+      `${n(first.forms)} forms to JSON lines, ${first.latencyMs} ms latency, \`--concurrency ${first.concurrency} --max-concurrency ${first.maxConcurrency}\`, ${first.runs} runs each${workersNote(first.sandboxWorkers)}.${(first.sandboxWorkers ?? 1) > 1 ? ' With more than one sandbox worker, "every 10th" counts each worker\'s requests (the same share overall).' : ''}`,
       '',
       table(
         ['sandbox', 'records/s', 'throttled (per run)', 'retries (per run)', 'ratio to no 429s'],

@@ -59,9 +59,14 @@ const spec: TableSpec = {
   dataTypes: Array.from({ length: COLUMNS }, () => null),
 };
 
+/** The id of synthetic row `n`, unique per row. */
+function syntheticId(n: number): string {
+  return `form-${n.toString(16).padStart(8, '0')}-${(n * 2654435761) % 1e9}`;
+}
+
 /** A form-like row: ids, short strings, integers, booleans, dates, decimals. */
 function syntheticRow(n: number): Cell[] {
-  const row: Cell[] = [`form-${n.toString(16).padStart(8, '0')}-${(n * 2654435761) % 1e9}`];
+  const row: Cell[] = [syntheticId(n)];
   for (let c = 1; c < COLUMNS; c++) {
     switch (c % 5) {
       case 0:
@@ -95,7 +100,7 @@ let rowPool: Cell[][] | null = null;
 function benchRow(n: number): Cell[] {
   rowPool ??= Array.from({ length: ROW_POOL_SIZE }, (_, k) => syntheticRow(k));
   const row = rowPool[n % ROW_POOL_SIZE]!.slice();
-  row[0] = `form-${n.toString(16).padStart(8, '0')}-${(n * 2654435761) % 1e9}`;
+  row[0] = syntheticId(n);
   return row;
 }
 
