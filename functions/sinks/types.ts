@@ -23,6 +23,8 @@ export interface RunContext {
   readonly project: string;
   /** Full snapshot (`--start-over`, first run) rather than an increment. */
   readonly snapshot: boolean;
+  /** What the run does with archived and deleted records. @default 'ignore' */
+  readonly deletions?: DeletionMode;
 }
 
 /**
@@ -37,6 +39,12 @@ export interface ExportSink {
   begin(tables: readonly TableSpec[], run: RunContext): Promise<void>;
   writeRows(table: string, rows: readonly Cell[][]): Promise<void>;
   commit(checkpoints: readonly SourceCheckpoint[]): Promise<void>;
+  /**
+   * Records HQ archived or deleted, for the tables of one data source. Applied after every row written
+   * before the call, and durable with the next `commit` (PostgreSQL: removed or marked in the same
+   * transaction; files: listed in `<table>/deletions/<run-id>.csv`). Sinks without it ignore deletions.
+   */
+  recordDeletions?(tables: readonly string[], deletions: readonly RecordDeletion[]): Promise<void>;
   finish(): Promise<void>;
   abort(error: unknown): Promise<void>;
   /** Latest committed checkpoint of a data source, or null. */
@@ -45,6 +53,48 @@ export interface ExportSink {
     project: string,
     dataSource: string,
   ): Promise<SourceCheckpoint | null>;
+}
+
+/**
+ * What an export does with records HQ has archived or deleted (`--deletions`, config `deletions`):
+ * - `remove`: their rows (and child rows) are deleted, so the tables hold what HQ holds today;
+ * - `mark`: their rows stay with `_deleted = true` and `_deleted_at` set; every table has both columns;
+ * - `ignore`: DET's behaviour (rows stay as they were, nothing added).
+ */
+export type DeletionMode = 'remove' | 'mark' | 'ignore';
+
+export const DELETION_MODES: readonly DeletionMode[] = ['remove', 'mark', 'ignore'];
+
+/**
+ * Column names the `mark` mode adds to every table, after the query's own columns: the export loop
+ * appends them to each `TableSpec` (data types boolean and datetime) and their cells to each row, so
+ * every sink receives them as ordinary columns. PostgreSQL creates them as `boolean NOT NULL DEFAULT
+ * false` and `timestamptz`, and overwrites them on upsert (a null `_deleted_at` clears the mark).
+ */
+export const DELETED_COLUMN = '_deleted';
+export const DELETED_AT_COLUMN = '_deleted_at';
+
+/**
+ * Why a record left the export: `archived` (HQ served it with `archived: true`), or `deleted` (a
+ * reconciliation found HQ no longer lists it: deleted, deleted with its mobile worker, archived
+ * since, or no longer matching the query's filters).
+ */
+export type DeletionReason = 'archived' | 'deleted';
+
+/**
+ * One record gone from HQ, as the sinks receive it. Its rows are the rows whose id is `id` (the
+ * record's own row) or starts with `id` + `.` (DET's ids for child rows: `<formid>.form.child...`),
+ * plus `rowIds` (the exact ids of the rows the record's last served version produced, for tables whose
+ * ids do not follow that rule).
+ */
+export interface RecordDeletion {
+  /** HQ's id of the form or case. */
+  readonly id: string;
+  /** When the export learned of it. HQ's list APIs carry no archive or deletion time. */
+  readonly deletedAt: Date;
+  readonly reason: DeletionReason;
+  /** Exact row ids per table (the archived version's rows); empty when only the id is known. */
+  readonly rowIds?: Readonly<Record<string, readonly string[]>>;
 }
 
 /** Output formats a sink writes. `sql` is PostgreSQL (a server URL) or embedded PGlite (a folder). */
