@@ -1,5 +1,5 @@
 /**
- * A tiny CommCare HQ stand-in for key tests (the project's full sandbox lives in functions/sandbox):
+ * A tiny CommCare HQ stand-in for key tests (the full HQ sandbox lives in functions/sandbox):
  * `GET /api/user_domains/v1/` and `GET /a/<domain>/api/form/v1/` with `Authorization: ApiKey user:key`.
  * Wrong, deactivated or cross-domain keys get 401 (HQ answers user_domains with text/plain).
  * `addKey`/`deactivateKey` play the person working HQ's API-key page.
