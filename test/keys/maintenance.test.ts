@@ -3,11 +3,11 @@ import { afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { runMaintenance } from '../../functions/keys/maintenance';
 import type { Notifier } from '../../functions/keys/notify';
 import { defaultProviderFactory } from '../../functions/keys/providers';
+import { recordSuccessfulExport } from '../../functions/keys/usage';
+import { motoSecretsManager } from '../support/aws';
 import type { RunningServer } from '../support/providers/common';
 import { startConduceServer } from '../support/providers/conduce';
 import { startHqKeyServer } from '../support/providers/hq';
-import { recordSuccessfulExport } from '../../functions/keys/usage';
-import { motoSecretsManager } from '../support/aws';
 import { baseDoc, createCredential, readCurrent, recordingLog, rotate } from './fixtures';
 
 let sm: SecretsManagerClient;

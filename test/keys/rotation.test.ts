@@ -6,10 +6,10 @@ import type { KeyProvider, ProviderFactory } from '../../functions/keys/provider
 import { civicrmProvider, conduceProvider, defaultProviderFactory } from '../../functions/keys/providers';
 import { rotateStep, STEPS } from '../../functions/keys/rotation';
 import type { CiviCrmSecret } from '../../functions/keys/secret';
+import { motoSecretsManager } from '../support/aws';
 import { startCiviCrmServer } from '../support/providers/civicrm';
 import type { RunningServer } from '../support/providers/common';
 import { startConduceServer } from '../support/providers/conduce';
-import { motoSecretsManager } from '../support/aws';
 import {
   baseDoc,
   beginRotation,
