@@ -9,6 +9,13 @@
  *   --sink-rows N               issue 4 rows per sink (default 100000); env BENCH_SINK_ROWS
  *   --pg-url URL                PostgreSQL for issue 4 (default: a throwaway cluster); env BENCH_PG_URL
  *   --out FILE                  results file (default bench/results/latest.json)
+ *   --det-scenarios LIST        issue 15, side by side with DET: latency,cpu,sql,help (default all);
+ *                               runs only when DET_HOME names a DET source tree; env BENCH_DET_SCENARIOS
+ *   --det-runs N                runs of each tool per scenario, interleaved (default 3); env BENCH_DET_RUNS
+ *   --det-latency-forms N       forms of the latency scenario (default 20000); env BENCH_DET_LATENCY_FORMS
+ *   --det-latency-ms N          HQ latency per page there (default 500); env BENCH_DET_LATENCY_MS
+ *   --det-cpu-forms N           forms of the no-latency scenario (default 50000); env BENCH_DET_CPU_FORMS
+ *   --det-sql-forms N           forms of the PostgreSQL scenario (default 5000); env BENCH_DET_SQL_FORMS
  *
  * Every repetition runs in child processes (the query bench as this script with `--child query`; the
  * sinks bench starts its own per output), so a repetition's peak RSS and JIT state are its own.
@@ -19,10 +26,11 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startPostgres } from '../test/support/services';
 import { benchClient, type ClientBenchResult } from './client';
+import { benchDet, DET_SCENARIOS, type DetComparison, type DetScenario, detHasPostgres } from './det';
 import { median, ROOT, round, runNodeScript } from './harness';
 import type { SinkBenchResult } from './sinks';
 
-const BENCHES = ['client', 'query', 'sinks'] as const;
+const BENCHES = ['client', 'query', 'sinks', 'det'] as const;
 type Bench = (typeof BENCHES)[number];
 
 export interface BenchOptions {
@@ -34,6 +42,14 @@ export interface BenchOptions {
   readonly sinkRows: number;
   readonly pgUrl?: string;
   readonly out: string;
+  readonly det: {
+    readonly scenarios: readonly DetScenario[];
+    readonly runs: number;
+    readonly latencyForms: number;
+    readonly latencyMs: number;
+    readonly cpuForms: number;
+    readonly sqlForms: number;
+  };
 }
 
 /** Reads `--name value` from argv, else the environment variable, else the default. */
@@ -71,6 +87,26 @@ function parseOptions(argv: readonly string[]): BenchOptions {
     sinkRows: positiveInts(option(argv, 'sink-rows', 'BENCH_SINK_ROWS', '100000'), 'sink-rows')[0]!,
     ...(pgUrl ? { pgUrl } : {}),
     out: resolve(ROOT, option(argv, 'out', 'BENCH_OUT', 'bench/results/latest.json')),
+    det: parseDetOptions(argv),
+  };
+}
+
+function parseDetOptions(argv: readonly string[]): BenchOptions['det'] {
+  const scenarios = option(argv, 'det-scenarios', 'BENCH_DET_SCENARIOS', DET_SCENARIOS.join(','))
+    .split(',')
+    .map((s) => s.trim());
+  for (const s of scenarios)
+    if (!(DET_SCENARIOS as readonly string[]).includes(s))
+      throw new Error(`--det-scenarios expects some of ${DET_SCENARIOS.join(', ')}; got '${s}'`);
+  const one = (name: string, env: string, fallback: string) =>
+    positiveInts(option(argv, name, env, fallback), name)[0]!;
+  return {
+    scenarios: scenarios as DetScenario[],
+    runs: one('det-runs', 'BENCH_DET_RUNS', '3'),
+    latencyForms: one('det-latency-forms', 'BENCH_DET_LATENCY_FORMS', '20000'),
+    latencyMs: one('det-latency-ms', 'BENCH_DET_LATENCY_MS', '500'),
+    cpuForms: one('det-cpu-forms', 'BENCH_DET_CPU_FORMS', '50000'),
+    sqlForms: one('det-sql-forms', 'BENCH_DET_SQL_FORMS', '5000'),
   };
 }
 
@@ -194,6 +230,69 @@ function printClient(results: readonly ClientBenchResult[]): void {
   );
 }
 
+/** Issue 15's goals, as ratios measured in one run. */
+export const DET_GOALS = {
+  latencyWallRatio: 4.5,
+  latencyMaxInFlight: 4,
+  cpuPerRecordRatio: 4,
+  cpuWallRatio: 4,
+  csvPeakRssMb: 120,
+  sqlWallRatio: 8,
+  helpSeconds: 0.3,
+} as const;
+
+export function detVerdicts(results: readonly DetComparison[]): string[] {
+  const g = DET_GOALS;
+  const out: string[] = [];
+  const verdict = (ok: boolean) => (ok ? 'met' : 'not met');
+  for (const r of results) {
+    if (r.scenario === 'latency') {
+      out.push(
+        `latency: ${r.wallRatio}x faster than DET (goal >= ${g.latencyWallRatio}x: ${verdict(r.wallRatio >= g.latencyWallRatio)}); ` +
+          `at most ${r.ccexport.maxInFlight} requests in flight at the HQ stand-in (goal <= ${g.latencyMaxInFlight}: ${verdict(r.ccexport.maxInFlight <= g.latencyMaxInFlight)})`,
+      );
+    } else if (r.scenario === 'cpu') {
+      out.push(
+        `no latency: CPU ${r.cpuRatio}x less than DET (goal >= ${g.cpuPerRecordRatio}x: ${verdict(r.cpuRatio >= g.cpuPerRecordRatio)}); ` +
+          `wall ${r.wallRatio}x (goal >= ${g.cpuWallRatio}x: ${verdict(r.wallRatio >= g.cpuWallRatio)}); ` +
+          `peak RSS ${r.ccexport.peakRssMb} MB (goal <= ${g.csvPeakRssMb}: ${verdict(r.ccexport.peakRssMb <= g.csvPeakRssMb)})`,
+      );
+    } else if (r.scenario === 'sql') {
+      out.push(
+        `sql: ${r.wallRatio}x faster than DET (goal >= ${g.sqlWallRatio}x: ${verdict(r.wallRatio >= g.sqlWallRatio)})`,
+      );
+    } else {
+      out.push(
+        `--help: ${r.ccexport.seconds} s (goal <= ${g.helpSeconds} s: ${verdict(r.ccexport.seconds <= g.helpSeconds)}); DET ${r.det.seconds} s`,
+      );
+    }
+  }
+  return out;
+}
+
+function printDet(results: readonly DetComparison[]): void {
+  console.log('\nissue 15: side by side with DET 1.15 (medians; runs interleaved)');
+  console.table(
+    results.map((r) => ({
+      scenario: r.label,
+      'DET s': r.det.seconds,
+      'ccexport s': r.ccexport.seconds,
+      'wall ratio': r.wallRatio,
+      'DET CPU s': r.det.cpuSeconds,
+      'ccexport CPU s': r.ccexport.cpuSeconds,
+      'CPU ratio': r.cpuRatio,
+      'DET MB': r.det.peakRssMb,
+      'ccexport MB': r.ccexport.peakRssMb,
+      'DET requests': r.det.requests,
+      'ccexport requests': r.ccexport.requests,
+      'ccexport max in flight': r.ccexport.maxInFlight,
+      'rows DET/ccexport': r.detRows === null ? '' : `${r.detRows}/${r.ccexportRows}`,
+      load: r.load.join('→'),
+    })),
+  );
+  for (const line of detVerdicts(results)) console.log(line);
+}
+
 async function main(argv: readonly string[]): Promise<void> {
   const options = parseOptions(argv);
   const started = Date.now();
@@ -239,6 +338,33 @@ async function main(argv: readonly string[]): Promise<void> {
       console.log(`PostgreSQL server sink / raw COPY: ${sinks.serverToRawCopyRatio ?? 'n/a'}`);
     } finally {
       pg?.stop();
+    }
+  }
+
+  if (options.only.includes('det')) {
+    const detHome = process.env.DET_HOME;
+    if (!detHome) {
+      console.log('\nissue 15: side by side with DET skipped: DET_HOME is not set (see bench/README.md)');
+    } else {
+      let scenarios = options.det.scenarios;
+      if (scenarios.includes('sql') && !detHasPostgres()) {
+        console.log('issue 15: sql scenario skipped: DET cannot import psycopg2 here');
+        scenarios = scenarios.filter((s) => s !== 'sql');
+      }
+      const pg = scenarios.includes('sql') && !options.pgUrl ? await startPostgres() : null;
+      try {
+        const det = await benchDet({
+          detHome,
+          ...options.det,
+          scenarios,
+          batchSize: 1000,
+          ...(options.pgUrl || pg ? { pgUrl: options.pgUrl ?? pg!.url } : {}),
+        });
+        results.det = { goals: DET_GOALS, results: det, verdicts: detVerdicts(det) };
+        printDet(det);
+      } finally {
+        pg?.stop();
+      }
     }
   }
 

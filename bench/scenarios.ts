@@ -112,7 +112,7 @@ export async function withSandbox<T>(
 }
 
 /** A fresh database on the PostgreSQL server, dropped by `drop()`. */
-async function freshDatabase(pgUrl: string): Promise<{ url: string; drop(): Promise<void> }> {
+export async function freshDatabase(pgUrl: string): Promise<{ url: string; drop(): Promise<void> }> {
   const name = `bench_${randomUUID().replaceAll('-', '').slice(0, 12)}`;
   const admin = new pg.Client({ connectionString: pgUrl });
   await admin.connect();

@@ -1,0 +1,442 @@
+/**
+ * Side by side with DET (issue 15): Dimagi's `commcare-export` 1.15 and `ccexport` run the same workbook
+ * against the same sandbox project with the same page size, interleaved run by run, so that whatever else
+ * the machine is doing lands on both. Runs only when `DET_HOME` names a DET source tree (see
+ * bench/README.md); nothing of DET is part of this repository.
+ *
+ * Both tools are timed as a user runs them (a fresh process per run, start-up included) by GNU time:
+ * wall seconds, CPU seconds (user + system) and peak RSS. The HQ stand-in is the sandbox behind a small
+ * proxy in this process, which adds the per-page latency and counts the requests in flight per project:
+ * that count, not the exporter's own word, is what "never more than 4 in flight" is judged on.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, request as httpRequest, type Server } from 'node:http';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import ExcelJS from 'exceljs';
+import { DEFAULT_API_KEY, DEFAULT_PROJECT, DEFAULT_USERNAME } from '../functions/sandbox';
+import { median, ROOT, round, startSandboxProcess } from './harness';
+import { freshDatabase } from './scenarios';
+
+export const DET_SCENARIOS = ['latency', 'cpu', 'sql', 'help'] as const;
+export type DetScenario = (typeof DET_SCENARIOS)[number];
+
+const REGISTRATION = 'http://openrosa.org/formdesigner/5C1B5E2A-7F3D-4E11-9C2B-REGISTRATION';
+const FOLLOWUP = 'http://openrosa.org/formdesigner/9A4E0B77-1D2C-4F5A-8B3E-FOLLOWUP';
+const HEADERS = [
+  'Source Field',
+  'Field',
+  'Map Via',
+  'Data Source',
+  'Filter Name',
+  'Filter Value',
+  'Table Name',
+];
+type Column = [source: string, field: string, mapVia?: string];
+
+/**
+ * The workbook both tools run: three data sources, as in the issue. A form table with a filter (the
+ * follow-up visits), a child table from a repeat group (household members of the registration forms),
+ * and a case table (every case, no filter).
+ */
+export async function writeDetWorkbook(path: string): Promise<void> {
+  const workbook = new ExcelJS.Workbook();
+  const sheet = (
+    title: string,
+    source: string,
+    filter: [string, string] | null,
+    table: string,
+    columns: Column[],
+  ) => {
+    const ws = workbook.addWorksheet(title);
+    ws.addRow(HEADERS);
+    columns.forEach(([sourceField, field, mapVia], index) => {
+      const first = index === 0;
+      ws.addRow([
+        sourceField,
+        field,
+        mapVia ?? null,
+        first ? source : null,
+        first && filter ? filter[0] : null,
+        first && filter ? filter[1] : null,
+        first ? table : null,
+      ]);
+    });
+  };
+  sheet('Visits', 'form', ['xmlns.exact', FOLLOWUP], 'visits', [
+    ['id', 'id'],
+    ['form.visit_date', 'visit_date'],
+    ['form.weight', 'weight', 'str2num'],
+    ['form.symptoms', 'symptoms'],
+    ['form.symptoms', 'has_fever', 'selected(fever)'],
+    ['form.notes', 'notes'],
+    ['form.vitals.temperature', 'temperature'],
+    ['form.vitals.bp.systolic', 'systolic'],
+    ['form.vitals.bp.diastolic', 'diastolic'],
+    ['form.meta.username', 'username'],
+    ['received_on', 'received_on', 'str2date'],
+  ]);
+  sheet('Members', 'form.form.members[*]', ['xmlns.exact', REGISTRATION], 'household_members', [
+    ['id', 'id'],
+    ['$.id', 'form_id'],
+    ['member_name', 'member_name'],
+    ['age', 'age', 'str2num'],
+    ['sex', 'sex'],
+  ]);
+  sheet('Cases', 'case', null, 'cases', [
+    ['id', 'id'],
+    ['properties.case_type', 'case_type'],
+    ['properties.case_name', 'case_name'],
+    ['properties.owner_id', 'owner_id'],
+    ['properties.visit_count', 'visit_count', 'str2num'],
+    ['closed', 'closed'],
+    ['server_date_modified', 'server_date_modified', 'str2date'],
+  ]);
+  await workbook.xlsx.writeFile(path);
+}
+
+/** The HQ stand-in's front door: latency per data request, and a count of requests in flight per project. */
+interface CountingProxy {
+  readonly url: string;
+  /** Largest number of data requests of one project in flight at once since the last `reset`. */
+  maxInFlight(): number;
+  requests(): number;
+  reset(): void;
+  close(): Promise<void>;
+}
+
+async function startCountingProxy(target: string, latencyMs: number): Promise<CountingProxy> {
+  const upstream = new URL(target);
+  const inFlight = new Map<string, number>();
+  let max = 0;
+  let count = 0;
+  const server: Server = createServer((req, res) => {
+    const project = /^\/a\/([^/]+)\/api\//.exec(req.url ?? '')?.[1] ?? null;
+    if (project !== null) {
+      count += 1;
+      const now = (inFlight.get(project) ?? 0) + 1;
+      inFlight.set(project, now);
+      max = Math.max(max, now);
+      res.on('close', () => inFlight.set(project, (inFlight.get(project) ?? 1) - 1));
+    }
+    const forward = () => {
+      const out = httpRequest(
+        {
+          host: upstream.hostname,
+          port: upstream.port,
+          path: req.url,
+          method: req.method,
+          headers: req.headers,
+        },
+        (answer) => {
+          res.writeHead(answer.statusCode ?? 502, answer.headers);
+          answer.pipe(res);
+        },
+      );
+      out.on('error', () => res.destroy());
+      req.pipe(out);
+    };
+    if (project !== null && latencyMs > 0) setTimeout(forward, latencyMs);
+    else forward();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    maxInFlight: () => max,
+    requests: () => count,
+    reset: () => {
+      max = 0;
+      count = 0;
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** What GNU time says about one process (and its children). */
+export interface TimedRun {
+  readonly seconds: number;
+  readonly cpuSeconds: number;
+  readonly peakRssMb: number;
+  /** Requests the HQ stand-in served to this run, and the most of one project in flight at once. */
+  readonly requests: number;
+  readonly maxInFlight: number;
+}
+
+async function timed(command: string, args: readonly string[], cwd: string, env: NodeJS.ProcessEnv) {
+  const report = join(cwd, `time-${process.hrtime.bigint()}.txt`);
+  const child = spawn('/usr/bin/time', ['-f', '%e %U %S %M', '-o', report, command, ...args], {
+    cwd,
+    env,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => {
+    stderr = (stderr + chunk.toString()).slice(-4000);
+  });
+  const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+  const text = existsSync(report) ? (readFileSync(report, 'utf8').trim().split('\n').pop() ?? '') : '';
+  rmSync(report, { force: true });
+  if (code !== 0)
+    throw new Error(`${command} ${args.slice(0, 3).join(' ')} … exited with ${code}: ${stderr}`);
+  const [wall, user, system, rssKb] = text.split(' ').map(Number);
+  return { seconds: wall!, cpuSeconds: user! + system!, peakRssMb: rssKb! / 1024 };
+}
+
+export interface DetOptions {
+  readonly detHome: string;
+  readonly scenarios: readonly DetScenario[];
+  readonly runs: number;
+  /** Forms of the latency scenario (default 20,000) and its per-page latency (default 500 ms). */
+  readonly latencyForms: number;
+  readonly latencyMs: number;
+  /** Forms of the no-latency scenario (default 50,000). */
+  readonly cpuForms: number;
+  /** Forms of the SQL scenario (default 5,000: DET takes ~2 s per 1,000 forms into PostgreSQL). */
+  readonly sqlForms: number;
+  readonly batchSize: number;
+  /** Superuser URL of a PostgreSQL server for the sql scenario. */
+  readonly pgUrl?: string;
+}
+
+export interface DetComparison {
+  readonly scenario: DetScenario;
+  readonly label: string;
+  readonly forms: number;
+  readonly latencyMs: number;
+  readonly runs: number;
+  readonly det: TimedSummary;
+  readonly ccexport: TimedSummary;
+  /** DET's median wall ÷ ccexport's, and the same for CPU seconds and CPU per record. */
+  readonly wallRatio: number;
+  readonly cpuRatio: number;
+  /** Rows each tool wrote (the same work), where countable. */
+  readonly detRows: number | null;
+  readonly ccexportRows: number | null;
+  /** uptime's 1-minute load average at the start and end of the scenario. */
+  readonly load: readonly [number, number];
+}
+
+export interface TimedSummary {
+  readonly seconds: number;
+  readonly secondsRange: readonly [number, number];
+  readonly cpuSeconds: number;
+  readonly peakRssMb: number;
+  readonly requests: number;
+  readonly maxInFlight: number;
+  readonly samples: readonly TimedRun[];
+}
+
+function summarise(samples: readonly TimedRun[]): TimedSummary {
+  const seconds = samples.map((s) => s.seconds);
+  return {
+    seconds: round(median(seconds), 2),
+    secondsRange: [round(Math.min(...seconds), 2), round(Math.max(...seconds), 2)],
+    cpuSeconds: round(median(samples.map((s) => s.cpuSeconds)), 2),
+    peakRssMb: round(Math.max(...samples.map((s) => s.peakRssMb))),
+    requests: Math.max(...samples.map((s) => s.requests)),
+    maxInFlight: Math.max(...samples.map((s) => s.maxInFlight)),
+    samples,
+  };
+}
+
+/** Data rows in DET's csv zip (one csv per table, a header line each). */
+function detCsvRows(zip: string): number {
+  const script =
+    'import csv,io,sys,zipfile\nz=zipfile.ZipFile(sys.argv[1])\n' +
+    'print(sum(max(0,len(list(csv.reader(io.TextIOWrapper(z.open(n),"utf-8"))))-1) for n in z.namelist()))';
+  return Number(execFileSync('/usr/bin/python3', ['-c', script, zip]).toString().trim());
+}
+
+/** The `rows` figure of ccexport's summary line is not in a file; count the csv rows it wrote instead. */
+function ccexportCsvRows(dir: string): number {
+  const script =
+    'import csv,os,sys\nn=0\nfor d,_,fs in os.walk(sys.argv[1]):\n' +
+    ' for f in fs:\n  if f.endswith(".csv"): n+=max(0,len(list(csv.reader(open(os.path.join(d,f),encoding="utf-8"))))-1)\nprint(n)';
+  return Number(execFileSync('/usr/bin/python3', ['-c', script, dir]).toString().trim());
+}
+
+/** True when DET can write to PostgreSQL here (its SQL writer needs psycopg2). */
+export function detHasPostgres(): boolean {
+  try {
+    execFileSync('/usr/bin/python3', ['-c', 'import psycopg2, sqlalchemy'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function compare(options: DetOptions, scenario: Exclude<DetScenario, 'help'>): Promise<DetComparison> {
+  const forms =
+    scenario === 'latency' ? options.latencyForms : scenario === 'cpu' ? options.cpuForms : options.sqlForms;
+  const latencyMs = scenario === 'latency' ? options.latencyMs : 0;
+  const work = mkdtempSync(join(tmpdir(), 'ccexport-det-'));
+  const workbook = join(work, 'workbook.xlsx');
+  await writeDetWorkbook(workbook);
+  // Two sandbox processes: HQ answers concurrent requests on many workers; one process would serialise them.
+  const sandbox = await startSandboxProcess([
+    '--seed',
+    '1',
+    '--forms',
+    String(forms),
+    '--cases',
+    String(Math.round(forms / 4)),
+    '--workers',
+    '2',
+  ]);
+  const proxy = await startCountingProxy(sandbox.url, latencyMs);
+  const load0 = loadavg()[0] ?? 0;
+  const det: TimedRun[] = [];
+  const ours: TimedRun[] = [];
+  let detRows: number | null = null;
+  let ccexportRows: number | null = null;
+  const common = (tool: 'det' | 'ccexport') => [
+    '--commcare-hq',
+    proxy.url,
+    '--project',
+    DEFAULT_PROJECT.name,
+    '--username',
+    DEFAULT_USERNAME,
+    '--query',
+    workbook,
+    '--batch-size',
+    String(options.batchSize),
+    ...(tool === 'det' ? ['--auth-mode', 'apikey', '--password', DEFAULT_API_KEY, '--no-logfile'] : []),
+  ];
+  try {
+    for (let run = 0; run < options.runs; run++) {
+      // Alternate who goes first, so neither always meets the same neighbour on the machine.
+      const order: ('det' | 'ccexport')[] = run % 2 === 0 ? ['det', 'ccexport'] : ['ccexport', 'det'];
+      for (const tool of order) {
+        const dir = mkdtempSync(join(work, `${tool}-`));
+        const db = scenario === 'sql' ? await freshDatabase(requirePg(options.pgUrl)) : null;
+        try {
+          const output =
+            scenario === 'sql'
+              ? ['--output-format', 'sql', '--output', db!.url]
+              : tool === 'det'
+                ? ['--output-format', 'csv', '--output', join(dir, 'det.zip')]
+                : ['--output-format', 'csv', '--output', join(dir, 'out')];
+          proxy.reset();
+          const result =
+            tool === 'det'
+              ? await timed(
+                  '/usr/bin/python3',
+                  ['-m', 'commcare_export.cli', ...common('det'), ...output],
+                  dir,
+                  {
+                    ...process.env,
+                    PYTHONPATH: `${options.detHome}/det:${options.detHome}/jsonpath-ng`,
+                  },
+                )
+              : await timed(
+                  process.execPath,
+                  [
+                    join(ROOT, 'bin/ccexport.js'),
+                    'run',
+                    ...common('ccexport'),
+                    ...output,
+                    '--progress',
+                    'none',
+                  ],
+                  dir,
+                  { ...process.env, CCEXPORT_API_KEY: DEFAULT_API_KEY },
+                );
+          const sample = { ...result, requests: proxy.requests(), maxInFlight: proxy.maxInFlight() };
+          (tool === 'det' ? det : ours).push(sample);
+          if (run === 0 && scenario !== 'sql') {
+            if (tool === 'det') detRows = detCsvRows(join(dir, 'det.zip'));
+            else ccexportRows = ccexportCsvRows(join(dir, 'out'));
+          }
+        } finally {
+          await db?.drop();
+          rmSync(dir, { recursive: true, force: true });
+        }
+      }
+    }
+  } finally {
+    await proxy.close();
+    await sandbox.stop();
+    rmSync(work, { recursive: true, force: true });
+  }
+  const d = summarise(det);
+  const c = summarise(ours);
+  const label =
+    scenario === 'latency'
+      ? `${forms.toLocaleString('en-US')} forms, every page answered after ${latencyMs} ms, csv`
+      : scenario === 'cpu'
+        ? `${forms.toLocaleString('en-US')} forms, no latency, csv`
+        : `sql, ${forms.toLocaleString('en-US')} forms, empty database`;
+  return {
+    scenario,
+    label,
+    forms,
+    latencyMs,
+    runs: options.runs,
+    det: d,
+    ccexport: c,
+    wallRatio: round(d.seconds / c.seconds, 2),
+    cpuRatio: round(d.cpuSeconds / c.cpuSeconds, 2),
+    detRows,
+    ccexportRows,
+    load: [round(load0, 2), round(loadavg()[0] ?? 0, 2)],
+  };
+}
+
+async function compareHelp(options: DetOptions): Promise<DetComparison> {
+  const work = mkdtempSync(join(tmpdir(), 'ccexport-det-'));
+  const load0 = loadavg()[0] ?? 0;
+  const det: TimedRun[] = [];
+  const ours: TimedRun[] = [];
+  const runs = Math.max(5, options.runs);
+  try {
+    for (let run = 0; run < runs; run++) {
+      const d = await timed('/usr/bin/python3', ['-m', 'commcare_export.cli', '--help'], work, {
+        ...process.env,
+        PYTHONPATH: `${options.detHome}/det:${options.detHome}/jsonpath-ng`,
+      });
+      det.push({ ...d, requests: 0, maxInFlight: 0 });
+      const c = await timed(process.execPath, [join(ROOT, 'bin/ccexport.js'), '--help'], work, process.env);
+      ours.push({ ...c, requests: 0, maxInFlight: 0 });
+    }
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+  const d = summarise(det);
+  const c = summarise(ours);
+  return {
+    scenario: 'help',
+    label: '`--help` start-up',
+    forms: 0,
+    latencyMs: 0,
+    runs,
+    det: d,
+    ccexport: c,
+    wallRatio: round(d.seconds / c.seconds, 2),
+    cpuRatio: round(d.cpuSeconds / c.cpuSeconds, 2),
+    detRows: null,
+    ccexportRows: null,
+    load: [round(load0, 2), round(loadavg()[0] ?? 0, 2)],
+  };
+}
+
+function requirePg(url: string | undefined): string {
+  if (!url) throw new Error('the sql scenario needs a PostgreSQL URL');
+  return url;
+}
+
+/** Runs the chosen scenarios, one after another, each interleaving DET and ccexport. */
+export async function benchDet(options: DetOptions): Promise<DetComparison[]> {
+  const out: DetComparison[] = [];
+  for (const scenario of options.scenarios) {
+    if (scenario === 'help') out.push(await compareHelp(options));
+    else out.push(await compare(options, scenario));
+  }
+  return out;
+}
