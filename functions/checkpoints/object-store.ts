@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { safeKeySegment } from '../sinks/cells';
+import { safeKeySegment, shortHash } from '../sinks/cells';
 import { ConcurrentRunError, LeaseLostError, PreconditionFailedError } from '../sinks/errors';
 import type { ObjectStore } from '../sinks/store/types';
 import type { SourceCheckpoint } from '../sinks/types';
@@ -20,8 +20,15 @@ export interface CheckpointDocument {
   readonly sources: readonly SourceCheckpoint[];
 }
 
+/**
+ * `checkpoints/<key>.json`. A key ending in `.lease` (any case) gets a hash suffix: its object would
+ * otherwise be named like the lease of another export (`checkpoints/<k>.<project>.lease.json`), and a
+ * lease write would replace the checkpoint.
+ */
 export function checkpointObjectKey(checkpointKey: string): string {
-  return `checkpoints/${safeKeySegment(checkpointKey)}.json`;
+  const segment = safeKeySegment(checkpointKey);
+  const safe = /\.lease$/i.test(segment) ? `${segment}-${shortHash(checkpointKey)}` : segment;
+  return `checkpoints/${safe}.json`;
 }
 
 export function leaseObjectKey(checkpointKey: string, project: string): string {

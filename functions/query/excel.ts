@@ -4,6 +4,7 @@
  */
 import ExcelJS from 'exceljs';
 import type { QueryParams, ResourceName } from '../commcare/types';
+import { pgTableProblems } from '../sinks/postgres/reserved';
 import type { QueryFileIssue } from './errors';
 import { BUILTINS, MAP_VIA_FUNCTIONS } from './functions';
 import {
@@ -666,6 +667,11 @@ export function sqlChecks(
         sheet,
         message: `table "${t.name}" has no "id" field; the SQL output needs one as its primary key`,
       });
+  }
+  // The rest of what the PostgreSQL output refuses at the start of a run (reserved and clashing names).
+  for (const problem of pgTableProblems(tables)) {
+    const table = tables.find((t) => t.name === problem.table);
+    out.push({ sheet: table?.sheet ?? problem.table, message: problem.message });
   }
   return out;
 }

@@ -1,6 +1,6 @@
 import { ExportLease, ObjectCheckpointStore } from '../checkpoints/object-store';
 import type { Cell, TableSpec } from '../query/types';
-import { safeKeySegment } from './cells';
+import { safeKeySegment, shortHash } from './cells';
 import { SinkConfigError, SinkStateError } from './errors';
 import type { FileFormat, TableEncoder } from './formats/types';
 import type { ObjectStore, ObjectUpload } from './store/types';
@@ -55,9 +55,28 @@ interface OpenPart {
   rows: number;
 }
 
+/**
+ * Top-level folders that hold the product's own bookkeeping (run manifests; checkpoints and leases).
+ * Compared without case: a folder on macOS or Windows does not tell `Manifests` from `manifests`.
+ */
+export const BOOKKEEPING_FOLDERS = ['manifests', 'checkpoints'] as const;
+
+/**
+ * The folder of a table's data objects. A table named like a bookkeeping folder (`manifests`,
+ * `Checkpoints`) gets the hash suffix that unsafe names get, so no table name reaches the manifests
+ * or the checkpoints: a table `manifests` once wrote its rows to `manifests/<run-id>.json`, where the
+ * run's manifest then overwrote them.
+ */
+export function tableFolder(table: string): string {
+  const folder = safeKeySegment(table);
+  return (BOOKKEEPING_FOLDERS as readonly string[]).includes(folder.toLowerCase())
+    ? `${folder}-${shortHash(table)}`
+    : folder;
+}
+
 export function dataObjectKey(table: string, runId: string, part: number, extension: string): string {
   const name = part === 1 ? runId : `${runId}-${String(part).padStart(4, '0')}`;
-  return `${safeKeySegment(table)}/${safeKeySegment(name)}.${extension}`;
+  return `${tableFolder(table)}/${safeKeySegment(name)}.${extension}`;
 }
 
 export function manifestKey(runId: string): string {
@@ -92,7 +111,7 @@ export class FileSink implements ExportSink {
     if (this.state !== 'new') throw new SinkStateError(`begin called twice (run ${run.runId})`);
     const seen = new Map<string, string>();
     for (const table of tables) {
-      const folder = safeKeySegment(table.name);
+      const folder = tableFolder(table.name);
       const other = seen.get(folder.toLowerCase());
       if (other !== undefined) {
         throw new SinkConfigError(
@@ -224,13 +243,27 @@ export class FileSink implements ExportSink {
   }
 }
 
-/** Every run manifest under the output, oldest first (by `startedAt`, then run id). */
+function parseManifest(body: string): RunManifest | null {
+  try {
+    const doc = JSON.parse(body) as RunManifest;
+    return doc?.format === 'ccexport-manifest/1' ? doc : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Every run manifest under the output, oldest first (by `startedAt`, then run id). Objects in
+ * `manifests/` that are not manifests (rows of a table named `manifests` written by a version before
+ * `tableFolder` kept it apart) are skipped.
+ */
 export async function readManifests(store: ObjectStore): Promise<RunManifest[]> {
   const keys = (await store.list('manifests/')).filter((k) => k.endsWith('.json'));
   const manifests: RunManifest[] = [];
   for (const key of keys) {
     const found = await store.get(key);
-    if (found) manifests.push(JSON.parse(found.body) as RunManifest);
+    const manifest = found ? parseManifest(found.body) : null;
+    if (manifest) manifests.push(manifest);
   }
   return manifests.sort((a, b) => a.startedAt.localeCompare(b.startedAt) || a.runId.localeCompare(b.runId));
 }

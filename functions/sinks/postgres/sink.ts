@@ -11,6 +11,7 @@ import type { ExportSink, RunContext, SourceCheckpoint } from '../types';
 import type { SqlConnection } from './connection';
 import { type ColumnType, CopyLines } from './copy-csv';
 import { pgName, qualified, quoteIdent } from './naming';
+import { pgTableProblems } from './reserved';
 import {
   fits,
   inferPgType,
@@ -558,33 +559,25 @@ function describeValue(cell: Exclude<Cell, null>): string {
 /** Validates declared tables and maps their names to PostgreSQL identifiers. */
 export function planTables(tables: readonly TableSpec[]): Map<string, TablePlan> {
   const plans = new Map<string, TablePlan>();
-  const pgTables = new Map<string, string>();
   for (const spec of tables) {
-    const idIndex = spec.headings.indexOf('id');
-    if (idIndex < 0) {
+    if (spec.headings.indexOf('id') < 0) {
       throw new SinkConfigError(
         `Table "${spec.name}" has no "id" column; SQL output upserts on id (add a Field named id), headings: ${spec.headings.join(', ')}`,
       );
     }
+  }
+  const [problem] = pgTableProblems(tables);
+  if (problem) throw new SinkConfigError(problem.message);
+  for (const spec of tables) {
     const pgTable = pgName(spec.name);
-    if (pgTable === CHECKPOINT_TABLE || pgTables.has(pgTable)) {
-      throw new SinkConfigError(
-        `Table "${spec.name}" maps to the PostgreSQL table "${pgTable}", which ${pgTable === CHECKPOINT_TABLE ? 'holds our checkpoints' : `table "${pgTables.get(pgTable)}" also uses`}`,
-      );
-    }
-    pgTables.set(pgTable, spec.name);
     const pgColumns = spec.headings.map(pgName);
-    const seen = new Map<string, string>();
-    spec.headings.forEach((heading, i) => {
-      const column = pgColumns[i]!;
-      if (seen.has(column)) {
-        throw new SinkConfigError(
-          `Table "${spec.name}" has two columns named "${heading}" in PostgreSQL ("${column}")`,
-        );
-      }
-      seen.set(column, heading);
+    plans.set(spec.name, {
+      spec,
+      pgTable,
+      pgColumns,
+      idIndex: spec.headings.indexOf('id'),
+      ordinal: plans.size + 1,
     });
-    plans.set(spec.name, { spec, pgTable, pgColumns, idIndex, ordinal: plans.size + 1 });
   }
   return plans;
 }
