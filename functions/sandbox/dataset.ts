@@ -2,7 +2,7 @@
  * The sandbox's data, as ground truth for tests: deterministic from (seed, projects), generated lazily.
  */
 import type { JsonObject } from '../common/json';
-import { ProjectModel, type SandboxProject } from './records';
+import { ProjectModel, type SandboxChange, type SandboxProject } from './records';
 
 /** Resources the sandbox serves (the `ResourceName`s of functions/commcare/types.ts it implements). */
 export type SandboxResource =
@@ -64,6 +64,12 @@ export interface SandboxDataset {
    * the other resources, their listing order. Lazy.
    */
   timeline(project: string, resource: SandboxResource): Generator<JsonObject>;
+  /**
+   * Archives, unarchives or deletes records as HQ would (see `SandboxChange`); pages served from then
+   * on show it, and `finalState`/`timeline`/`count` follow. Throws `SandboxChangeError` for an unknown
+   * id or a form deleted without being archived first.
+   */
+  apply(project: string, change: SandboxChange): void;
 }
 
 function idOf(resource: SandboxResource, record: JsonObject): string {
@@ -96,7 +102,7 @@ export function createDataset(
   function* listing(m: ProjectModel, resource: SandboxResource): Generator<JsonObject> {
     switch (resource) {
       case 'user':
-        for (let u = 0; u < m.mobileUsers; u++) yield m.user(u);
+        for (let u = 0; u < m.mobileUsers; u++) if (m.userVisible(u)) yield m.user(u);
         return;
       case 'web-user':
         for (let u = 0; u < m.webUsers; u++) yield m.webUser(u);
@@ -128,6 +134,11 @@ export function createDataset(
     model,
     count(project, resource) {
       const m = model(project);
+      if (m.changed) {
+        let n = 0;
+        for (const _ of this.finalState(project, resource)) n++;
+        return n;
+      }
       switch (resource) {
         case 'form':
           return m.forms.count;
@@ -154,8 +165,10 @@ export function createDataset(
       if (resource === 'form' || resource === 'case' || resource === 'case-v2') {
         const t = resource === 'form' ? m.forms : m.cases;
         const visible = t.totalLength;
+        const shown = (j: number) => (resource === 'form' ? m.formVisible(j) : m.caseVisible(j));
         for (let i = 0; i < t.count; i++) {
           const j = t.latest(i, visible);
+          if (!shown(j)) continue;
           const kind = t.event(j).kind;
           const record =
             resource === 'form'
@@ -173,7 +186,9 @@ export function createDataset(
       const m = model(project);
       if (resource === 'form' || resource === 'case' || resource === 'case-v2') {
         const t = resource === 'form' ? m.forms : m.cases;
+        const shown = (j: number) => (resource === 'form' ? m.formVisible(j) : m.caseVisible(j));
         for (let j = 0; j < t.totalLength; j++) {
+          if (m.changed && !shown(j)) continue;
           const { record, kind } = t.event(j);
           yield resource === 'form'
             ? m.form(record, j, kind)
@@ -184,6 +199,9 @@ export function createDataset(
         return;
       }
       yield* listing(m, resource);
+    },
+    apply(project, change) {
+      model(project).apply(change);
     },
   };
 }

@@ -7,7 +7,8 @@ export type { SandboxCommandIo } from './cli';
 export { parseSandboxArgs, runSandboxCommand, SANDBOX_USAGE, SandboxUsageError } from './cli';
 export type { DatasetOptions, SandboxDataset, SandboxResource } from './dataset';
 export { createDataset, SANDBOX_RESOURCES, UnknownProjectError } from './dataset';
-export type { SandboxProject } from './records';
+export type { SandboxChange, SandboxProject } from './records';
+export { SandboxChangeError } from './records';
 export type { SandboxParams, ServeRequest } from './serve';
 export { formatMicros, naive, parseFilterDate, SandboxBadRequest, serveList, servePageDirect } from './serve';
 export type {

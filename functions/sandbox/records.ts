@@ -125,6 +125,31 @@ const LOCATION_TYPES = [
   { code: 'village', name: 'Village' },
 ] as const;
 
+/**
+ * A change applied while the sandbox runs, as HQ's web pages and data clean-up make them:
+ * - `archive-form` / `unarchive-form`: the form's latest version is archived (or restored). With
+ *   `reindex` (default) it comes back later in `indexed_on` order, as HQ's change feed re-indexes an
+ *   archived form; `reindex: false` changes it in place, because HQ does not document that archiving
+ *   changes `indexed_on` and an exporter must not rely on it.
+ * - `delete-form`: an archived form disappears from every list (HQ deletes archived forms only).
+ * - `delete-case`: the case disappears from every list (case v1 and v2).
+ * - `delete-worker`: the mobile worker, every form it submitted and every case it owns disappear
+ *   (HQ's user deletion tags the worker's forms and cases as deleted).
+ */
+export type SandboxChange =
+  | { readonly kind: 'archive-form' | 'unarchive-form'; readonly id: string; readonly reindex?: boolean }
+  | { readonly kind: 'delete-form'; readonly id: string }
+  | { readonly kind: 'delete-case'; readonly id: string }
+  | { readonly kind: 'delete-worker'; readonly userId: string };
+
+/** A change the sandbox refuses (unknown id, deleting a form that is not archived). */
+export class SandboxChangeError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SandboxChangeError';
+  }
+}
+
 /** One project's generators. Cheap facets (used by filters) are separate from full records. */
 export class ProjectModel {
   readonly name: string;
@@ -137,6 +162,17 @@ export class ProjectModel {
   readonly locations: number;
   readonly appId: string;
   readonly buildId: string;
+  /** Bumped by every applied change (part of the serve caches' keys). */
+  generation = 0;
+  /** Archived flag of each change event of the form timeline. */
+  private readonly changeArchived = new Map<number, boolean>();
+  /** Archived flag set in place on a form's latest version (`reindex: false`). */
+  private readonly archivedInPlace = new Map<number, boolean>();
+  /** Forms whose superseded versions are hidden: a changed form is served once, as HQ does. */
+  private readonly changedForms = new Set<number>();
+  private readonly deletedForms = new Set<number>();
+  private readonly deletedCases = new Set<number>();
+  private readonly deletedWorkers = new Set<number>();
 
   constructor(seed: number, project: SandboxProject, live: boolean) {
     this.name = project.name;
@@ -175,6 +211,9 @@ export class ProjectModel {
     return v < 4 ? 0 : v < 8 ? 1 : 2;
   }
   formArchived(i: number, j: number, kind: EventKind): boolean {
+    if (kind === 'change') return this.changeArchived.get(j) ?? false;
+    const inPlace = this.archivedInPlace.get(i);
+    if (inPlace !== undefined) return inPlace;
     // An edit of an old form sometimes archives it: a pull already past it never learns (HQ quirk).
     return kind === 'original' ? hash(this.salt, 12, i) % 40 === 0 : hash(this.salt, 13, j) % 6 === 0;
   }
@@ -237,6 +276,90 @@ export class ProjectModel {
     return `${ascii}${u + 1}@${this.name}.commcarehq.org`;
   }
 
+  // ---- changes applied at run time ---------------------------------------------------------------
+
+  /** Whether any change was applied (serving then filters every event through the visibility checks). */
+  get changed(): boolean {
+    return this.generation > 0;
+  }
+
+  private indexOf(what: string, id: string, count: number, idOf: (n: number) => string): number {
+    for (let n = 0; n < count; n++) if (idOf(n) === id) return n;
+    throw new SandboxChangeError(`Sandbox project '${this.name}' has no ${what} '${id}'`);
+  }
+
+  formIndex(id: string): number {
+    return this.indexOf('form', id, this.forms.count, (i) => this.formId(i));
+  }
+
+  caseIndex(id: string): number {
+    return this.indexOf('case', id, this.cases.count, (k) => this.caseId(k));
+  }
+
+  userIndex(id: string): number {
+    return this.indexOf('mobile worker', id, this.mobileUsers, (u) => this.userId(u));
+  }
+
+  /** Whether form i's latest version is archived. */
+  formIsArchived(i: number): boolean {
+    const j = this.forms.latest(i, this.forms.totalLength);
+    return this.formArchived(i, j, this.forms.event(j).kind);
+  }
+
+  apply(change: SandboxChange): void {
+    switch (change.kind) {
+      case 'archive-form':
+      case 'unarchive-form': {
+        const i = this.formIndex(change.id);
+        if (!this.formVisible(this.forms.latest(i, this.forms.totalLength)))
+          throw new SandboxChangeError(`Form '${change.id}' is deleted`);
+        const archived = change.kind === 'archive-form';
+        if (change.reindex === false) {
+          const latest = this.forms.latest(i, this.forms.totalLength);
+          if (this.forms.event(latest).kind === 'change') this.changeArchived.set(latest, archived);
+          else this.archivedInPlace.set(i, archived);
+        } else {
+          this.changeArchived.set(this.forms.addChange(i), archived);
+          this.archivedInPlace.delete(i);
+        }
+        this.changedForms.add(i);
+        break;
+      }
+      case 'delete-form': {
+        const i = this.formIndex(change.id);
+        if (!this.formIsArchived(i))
+          throw new SandboxChangeError(`Form '${change.id}' is not archived; HQ deletes archived forms only`);
+        this.deletedForms.add(i);
+        break;
+      }
+      case 'delete-case':
+        this.deletedCases.add(this.caseIndex(change.id));
+        break;
+      case 'delete-worker':
+        this.deletedWorkers.add(this.userIndex(change.userId));
+        break;
+    }
+    this.generation += 1;
+  }
+
+  /** Whether form event j is served: its form and worker exist and it is the latest version of a changed form. */
+  formVisible(j: number): boolean {
+    const i = this.forms.event(j).record;
+    if (this.deletedForms.has(i) || this.deletedWorkers.has(this.formUser(i))) return false;
+    return !this.changedForms.has(i) || j === this.forms.latest(i, this.forms.totalLength);
+  }
+
+  /** Whether case event j is served: neither the case nor its owner was deleted. */
+  caseVisible(j: number): boolean {
+    const k = this.cases.event(j).record;
+    return !this.deletedCases.has(k) && !this.deletedWorkers.has(this.caseOwner(k));
+  }
+
+  /** Whether mobile worker u still exists. */
+  userVisible(u: number): boolean {
+    return !this.deletedWorkers.has(u);
+  }
+
   // ---- forms -----------------------------------------------------------------------------------
 
   /** Form record i as of event j. */
@@ -245,15 +368,19 @@ export class ProjectModel {
     const type = FORM_TYPES[this.formTypeIndex(i)]!;
     const id = this.formId(i);
     const t = this.forms;
+    // A change event (archive, unarchive) keeps the content of the version before it.
+    const contentAt = kind === 'change' ? t.contentEvent(i) : j;
+    const contentKind = kind === 'change' ? t.event(contentAt).kind : kind;
     const indexedOn = t.time(j);
     const received = t.received(j);
+    const editedOn = t.received(contentAt);
     const firstReceived = t.received(t.versions(i)[0]!);
     const user = this.formUser(i);
     const userId = this.userId(user);
     const username = this.mobileUsername(user).split('@')[0]!;
     const timeEnd = firstReceived - 60_000_000 - (hash(this.salt, 42, i) % 3_600_000_000);
     const timeStart = timeEnd - 60_000_000 - (hash(this.salt, 43, i) % 900_000_000);
-    const edited = kind !== 'original';
+    const edited = contentKind !== 'original';
     const appVersion = edited ? 19 : 18;
 
     const meta: JsonObject = {
@@ -372,7 +499,7 @@ export class ProjectModel {
       received_on: formatMicros(received, 'Z'),
       server_modified_on: formatMicros(received, 'Z'),
       indexed_on: formatMicros(indexedOn, 'Z'),
-      edited_on: edited ? formatMicros(received, 'Z') : null,
+      edited_on: edited ? formatMicros(editedOn, 'Z') : null,
       edited_by_user_id: edited ? userId : null,
       form,
       metadata: {

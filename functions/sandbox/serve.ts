@@ -385,6 +385,11 @@ function serveForms(engine: Engine, m: ProjectModel, req: ServeRequest): string 
     preds.push(() => ok);
     keyParts.push(`a=${ok}`);
   }
+  if (m.changed) {
+    // Deleted forms (and forms of deleted workers) are gone from every list; a changed form is served once.
+    preds.push((j) => m.formVisible(j));
+    keyParts.push(`g=${m.generation}`);
+  }
   // "include_archived – only its presence counts" (ref §2.3).
   if (!('include_archived' in p)) {
     preds.push((j) => {
@@ -440,6 +445,11 @@ function caseFacetPredicates(engine: Engine, m: ProjectModel, p: SandboxParams, 
   const t = m.cases;
   const preds: ((j: number) => boolean)[] = [];
   const keyParts: string[] = [];
+  if (m.changed) {
+    // Deleted cases (and cases of deleted workers) are gone from case v1 and v2 alike.
+    preds.push((j) => m.caseVisible(j));
+    keyParts.push(`g=${m.generation}`);
+  }
   const types = p[typeParam];
   if (types?.length) {
     const set = new Set(types);
@@ -727,7 +737,11 @@ export function serveList(dataset: SandboxDataset, req: ServeRequest): string {
     case 'case-v2':
       return serveCasesV2(engine, m, req);
     case 'user':
-      return serveSmall(req, () => range(m.mobileUsers, (u) => m.user(u)), 1000);
+      return serveSmall(
+        req,
+        () => range(m.mobileUsers, (u) => u).flatMap((u) => (m.userVisible(u) ? [m.user(u)] : [])),
+        1000,
+      );
     case 'web-user':
       return serveSmall(req, () => range(m.webUsers, (u) => m.webUser(u)), 1000);
     case 'group':

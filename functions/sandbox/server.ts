@@ -5,7 +5,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createDataset, type SandboxDataset, type SandboxResource } from './dataset';
-import type { SandboxProject } from './records';
+import { type SandboxChange, SandboxChangeError, type SandboxProject } from './records';
 import { SandboxBadRequest, serveList } from './serve';
 
 export interface SandboxCredential {
@@ -75,9 +75,14 @@ export interface RunningSandbox {
   port: number;
   requestLog: RequestLogEntry[];
   setFaults(f: SandboxFaults): void;
+  /** Archives, unarchives or deletes records of a project (`SandboxChange`); `dataset.apply` does the same. */
+  apply(project: string, ...changes: SandboxChange[]): void;
   close(): Promise<void>;
   dataset: SandboxDataset;
 }
+
+/** `POST /a/<project>/sandbox/changes/` with a JSON change or list of changes (sandbox addition, not HQ). */
+const CHANGES_PATH = /^\/a\/([^/]+)\/sandbox\/changes\/?$/;
 
 export const DEFAULT_PROJECT: SandboxProject = {
   name: 'demo',
@@ -202,6 +207,8 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Runnin
       res.end(body);
     };
     const url = new URL(req.url ?? '/', 'http://sandbox.invalid');
+    const changesFor = CHANGES_PATH.exec(url.pathname);
+    if (changesFor) return applyChanges(req, decodeURIComponent(changesFor[1]!), entry, send);
     const r = route(url.pathname);
     if (!r) return send(404, { 'Content-Type': 'text/plain' }, 'Not found');
     if (req.method !== 'GET') return send(405, { Allow: 'GET', 'Content-Type': 'text/plain' }, '');
@@ -303,6 +310,28 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Runnin
     res.end(bytes);
   }
 
+  type Send = (status: number, headers: Record<string, string | number>, body?: string) => void;
+  async function applyChanges(req: IncomingMessage, project: string, entry: RequestLogEntry, send: Send) {
+    if (req.method !== 'POST') return send(405, { Allow: 'POST', 'Content-Type': 'text/plain' }, '');
+    const auth = authenticate(req.headers.authorization, credentials, entry.ip);
+    entry.username = auth.username;
+    if (!auth.ok) return send(auth.status, {});
+    if (!projectNames.has(project)) return send(404, { 'Content-Type': 'text/plain' }, 'Not found');
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    const json = { 'Content-Type': 'application/json' };
+    try {
+      const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as SandboxChange | SandboxChange[];
+      const changes = Array.isArray(parsed) ? parsed : [parsed];
+      for (const change of changes) dataset.apply(project, change);
+      return send(200, json, JSON.stringify({ applied: changes.length }));
+    } catch (error) {
+      if (error instanceof SandboxChangeError || error instanceof SyntaxError)
+        return send(400, json, JSON.stringify({ error: error.message }));
+      throw error;
+    }
+  }
+
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://sandbox.invalid');
     const entry: RequestLogEntry = {
@@ -349,6 +378,9 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Runnin
     setFaults(f: SandboxFaults) {
       faults = { ...f };
       faultCounter = 0;
+    },
+    apply(project: string, ...changes: SandboxChange[]) {
+      for (const change of changes) dataset.apply(project, change);
     },
     close() {
       closing = true;

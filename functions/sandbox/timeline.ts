@@ -14,10 +14,12 @@
  *   until enough data requests have been served. They edit the last slot of a block, which base
  *   re-index events never touch, so each record has at most three versions, all computable.
  * - Runs of `tieRun` consecutive events share one indexed_on value, so ties straddle page boundaries.
+ * - Change events (a form archived or unarchived while the sandbox runs, `addChange`) come after the
+ *   live ones, one tie group each, so they are the latest versions of their records.
  */
 import { hash } from './prng';
 
-export type EventKind = 'original' | 'reindex' | 'live';
+export type EventKind = 'original' | 'reindex' | 'live' | 'change';
 
 export interface TimelineEvent {
   readonly record: number;
@@ -58,6 +60,10 @@ export class Timeline {
   readonly liveLength: number;
   readonly step: number;
   private readonly salt: number;
+  /** Record of each change event, in order (event baseLength + liveLength + k). */
+  private readonly changes: number[] = [];
+  /** Change events per record. */
+  private readonly changesOf = new Map<number, number[]>();
 
   constructor(config: TimelineConfig) {
     this.count = Math.max(0, Math.floor(config.count));
@@ -81,14 +87,32 @@ export class Timeline {
     this.step = Math.max(MIN_STEP_MICROS, Math.floor(SPAN_MICROS / groups));
   }
 
-  /** All events, live ones included. */
+  /** All events, live and change ones included. */
   get totalLength(): number {
+    return this.baseLength + this.liveLength + this.changes.length;
+  }
+
+  /** Index of the first change event. */
+  get changeStart(): number {
     return this.baseLength + this.liveLength;
   }
 
-  /** Number of events visible with or without the live ones. */
+  /**
+   * Number of events visible with or without the live ones. Once a change event exists the live
+   * events are visible too (changes come after them).
+   */
   visibleLength(liveVisible: boolean): number {
-    return liveVisible ? this.totalLength : this.baseLength;
+    return liveVisible || this.changes.length > 0 ? this.totalLength : this.baseLength;
+  }
+
+  /** Appends a change event of record i (a new latest version); returns its event index. */
+  addChange(i: number): number {
+    const j = this.totalLength;
+    this.changes.push(i);
+    const list = this.changesOf.get(i) ?? [];
+    list.push(j);
+    this.changesOf.set(i, list);
+    return j;
   }
 
   /** Slot edited by the re-index event of a block b >= lag (in block b - lag). */
@@ -106,14 +130,21 @@ export class Timeline {
     return Math.ceil(this.baseLength / this.tieRun);
   }
 
+  /** Tie groups of live events; change events follow with one group each. */
+  private get liveGroups(): number {
+    return Math.ceil(this.liveLength / this.tieRun);
+  }
+
   private groupOf(j: number): number {
-    return j < this.baseLength
-      ? Math.floor(j / this.tieRun)
-      : this.baseGroups + Math.floor((j - this.baseLength) / this.tieRun);
+    if (j < this.baseLength) return Math.floor(j / this.tieRun);
+    if (j < this.changeStart) return this.baseGroups + Math.floor((j - this.baseLength) / this.tieRun);
+    return this.baseGroups + this.liveGroups + (j - this.changeStart);
   }
 
   private firstEventOf(g: number): number {
-    return g < this.baseGroups ? g * this.tieRun : this.baseLength + (g - this.baseGroups) * this.tieRun;
+    if (g < this.baseGroups) return g * this.tieRun;
+    if (g < this.baseGroups + this.liveGroups) return this.baseLength + (g - this.baseGroups) * this.tieRun;
+    return this.changeStart + (g - this.baseGroups - this.liveGroups);
   }
 
   private liveBlock(m: number): number {
@@ -121,6 +152,7 @@ export class Timeline {
   }
 
   event(j: number): TimelineEvent {
+    if (j >= this.changeStart) return { record: this.changes[j - this.changeStart]!, kind: 'change' };
     if (j >= this.baseLength) {
       const m = j - this.baseLength;
       return { record: this.liveBlock(m) * this.perBlock + this.perBlock - 1, kind: 'live' };
@@ -137,7 +169,11 @@ export class Timeline {
     const block = Math.floor(i / this.perBlock);
     const slot = i - block * this.perBlock;
     const out = [block * this.blockSize + slot];
-    if (block >= this.fullBlocks) return out;
+    if (block >= this.fullBlocks) {
+      const changed = this.changesOf.get(i);
+      if (changed) out.push(...changed);
+      return out;
+    }
     if (this.reindexing && slot < this.perBlock - 1) {
       if (block < this.lag && this.ownSlot(block) === slot) out.push(block * this.blockSize + this.perBlock);
       const later = block + this.lag;
@@ -148,7 +184,16 @@ export class Timeline {
       const m = Math.ceil((block * this.liveLength) / this.fullBlocks);
       if (m < this.liveLength && this.liveBlock(m) === block) out.push(this.baseLength + m);
     }
+    const changed = this.changesOf.get(i);
+    if (changed) out.push(...changed);
     return out;
+  }
+
+  /** The latest event of record i that is not a change event (its content version). */
+  contentEvent(i: number): number {
+    const all = this.versions(i);
+    for (let k = all.length - 1; k > 0; k--) if (all[k]! < this.changeStart) return all[k]!;
+    return all[0]!;
   }
 
   /** The last event of record i among the first `visible` events. */
