@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { ExportLease } from '../../functions/checkpoints/object-store';
 import { cellToText, formatDetDateTime, safeKeySegment } from '../../functions/sinks/cells';
 import { FileSink } from '../../functions/sinks/file-sink';
-import { csvFormat } from '../../functions/sinks/formats/csv';
+import { csvFormat, csvLine } from '../../functions/sinks/formats/csv';
 import { sheetName } from '../../functions/sinks/formats/xlsx';
 import { checkpoint, childTable, deadPid, formRow, formsTable, parseCsv, run } from './helpers';
 import { createSink, LocalObjectStoreFor, readManifests } from './local-helpers';
@@ -36,6 +36,13 @@ describe('file formats', () => {
     expect(cellToText(null)).toBe('');
     expect(cellToText(true)).toBe('True');
     expect(cellToText([new Date(Date.UTC(2024, 0, 1)), 1])).toBe('["2024-01-01 00:00:00",1]');
+  });
+
+  it('writes a row whose only cell is empty as "" so csv readers keep it, as DET does', () => {
+    expect(csvLine([null])).toBe('""\r\n');
+    expect(csvLine([''])).toBe('""\r\n');
+    expect(csvLine(['', ''])).toBe(',\r\n');
+    expect(csvLine(['a'])).toBe('a\r\n');
   });
 
   it('writes csv that reads back cell by cell, one file per table', async () => {
