@@ -2,6 +2,7 @@
 
 import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
+import type { Writable } from 'node:stream';
 import { CommCareClient, type CommCareLogEvent, RESOURCE_NAMES, resolveBaseUrl } from '../commcare';
 import type { ResourceName } from '../commcare/types';
 import { limitHeapGrowth } from '../export/heap';
@@ -105,6 +106,8 @@ export function settingsFromFlags(flags: ParsedFlags, io: CommandIO): RunSetting
   if (progressFlag !== undefined && !['tty', 'json', 'none'].includes(progressFlag)) {
     throw new UsageError(`--progress expects tty, json or none (got "${progressFlag}")`);
   }
+  const output = stringFlag(flags, 'output') ?? defaultOutput(format);
+  checkOutputName(format, output);
   const since = stringFlag(flags, 'since');
   const until = stringFlag(flags, 'until');
   const checkpointKey = stringFlag(flags, 'checkpoint-key');
@@ -115,7 +118,7 @@ export function settingsFromFlags(flags: ParsedFlags, io: CommandIO): RunSetting
     ...(queryFile ? { queryFile: resolve(io.cwd, queryFile) } : {}),
     resources: resourceList as ResourceName[],
     format,
-    output: stringFlag(flags, 'output') ?? 'ccexport-output',
+    output,
     ...(since !== undefined ? { since } : {}),
     ...(until !== undefined ? { until } : {}),
     startOver: booleanFlag(flags, 'start-over'),
@@ -132,6 +135,58 @@ export function settingsFromFlags(flags: ParsedFlags, io: CommandIO): RunSetting
     verbose: booleanFlag(flags, 'verbose'),
     progress: (progressFlag as RunSettings['progress'] | undefined) ?? (io.stderr.isTTY ? 'tty' : 'json'),
   };
+}
+
+/**
+ * `--output` when none is given: DET's `reports.zip` for csv, a workbook for xlsx, standard output for
+ * json and markdown (DET prints both there), and a folder for the embedded database and raw records.
+ */
+function defaultOutput(format: OutputFormatFlag): string {
+  switch (format) {
+    case 'csv':
+      return 'reports.zip';
+    case 'xlsx':
+    case 'xls':
+      return 'reports.xlsx';
+    case 'json':
+    case 'markdown':
+      return '-';
+    default:
+      return 'ccexport-output';
+  }
+}
+
+/** File extensions of single-file outputs, and the format each belongs to. */
+const FILE_EXTENSIONS: readonly [string, string][] = [
+  ['.zip', 'csv'],
+  ['.xlsx', 'xlsx'],
+  ['.xls', 'xlsx'],
+  ['.json', 'json'],
+  ['.md', 'markdown'],
+  ['.markdown', 'markdown'],
+  ['.csv', 'a folder'],
+];
+
+/**
+ * Refuses a file name whose extension belongs to another format (`--output-format csv --output
+ * data.xlsx`), as DET does, instead of writing a folder of that name.
+ */
+function checkOutputName(format: OutputFormatFlag, output: string): void {
+  if (format === 'sql' || format === 'jsonl' || /^postgres/i.test(output)) return;
+  const lower = output.toLowerCase();
+  const found = FILE_EXTENSIONS.find(([ext]) => lower.endsWith(ext));
+  if (!found) return;
+  const wanted = format === 'xls' ? 'xlsx' : format;
+  if (found[1] === wanted) return;
+  const names: Record<string, string> = {
+    csv: 'a .zip file (one .csv per table)',
+    xlsx: 'a .xlsx file',
+    json: 'a .json file',
+    markdown: 'a .md file',
+  };
+  throw new UsageError(
+    `--output ${output} does not fit --output-format ${format}: give ${names[wanted]}, or a folder for one file per table and run`,
+  );
 }
 
 export async function runRunCommand(argv: string[], io: CommandIO): Promise<number> {
@@ -202,7 +257,7 @@ export async function runRunCommand(argv: string[], io: CommandIO): Promise<numb
   const builtins = await planBuiltinSources(settings, client, warn);
   const sources = [...querySources, ...builtins];
   if (settings.format === 'xls') warn('note: --output-format xls writes xlsx (Excel 2007 and later)');
-  const sink = await openSink(settings, io.env);
+  const sink = await openSink(settings, io);
   const progress = progressListener(settings, io);
 
   let interrupted = false;
@@ -231,7 +286,9 @@ export async function runRunCommand(argv: string[], io: CommandIO): Promise<numb
     process.off('SIGINT', onSignal);
   }
   const stats = client.stats;
-  io.stdout.write(
+  // With the tables on standard output, the summary goes to stderr so stdout stays one document.
+  const summaryOut = settings.output === '-' ? io.stderr : io.stdout;
+  summaryOut.write(
     `${summary.done ? 'Export finished' : 'Export interrupted (run again to resume)'}: ${summary.records.toLocaleString('en-US')} records, ` +
       `${summary.rows.toLocaleString('en-US')} rows, ${summary.pages} pages, ${stats.retries} retries, ${stats.throttled} throttled\n`,
   );
@@ -301,7 +358,8 @@ async function planBuiltinSources(
   });
 }
 
-async function openSink(settings: RunSettings, env: CommandIO['env']): Promise<ExportSink> {
+async function openSink(settings: RunSettings, io: CommandIO): Promise<ExportSink> {
+  const env = io.env;
   if (settings.format === 'jsonl') return new JsonLinesSink(settings.output);
   // DET's xls is the Excel 2003 format; we write xlsx, which every Excel since 2007 opens.
   const format = settings.format === 'xls' ? 'xlsx' : settings.format;
@@ -310,6 +368,8 @@ async function openSink(settings: RunSettings, env: CommandIO['env']): Promise<E
   return await createSink({
     format,
     output: settings.output,
+    // process.stdout and every CommandIO's stdout are node Writables.
+    stdout: io.stdout as Writable,
     strictTypes: settings.strictTypes,
     ...(s3Client ? { s3Client } : {}),
   });

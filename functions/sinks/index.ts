@@ -2,13 +2,14 @@
  * Entry point of the sinks. The implementations are loaded when `createSink` needs them: the AWS
  * SDK, node-postgres and PGlite together add tens of MB to a process, and one run writes one output.
  */
+import { sep } from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { SinkConfigError } from './errors';
 import type { RunManifest } from './file-sink';
 import type { FileFormat } from './formats/types';
 import type { SqlConnection } from './postgres/connection';
 import type { ObjectStore } from './store/types';
-import type { ExportSink, SinkOptions } from './types';
+import type { ExportSink, OutputFormat, SinkOptions } from './types';
 
 export * from './errors';
 export type { FileSink, ManifestObject, RunManifest } from './file-sink';
@@ -58,6 +59,46 @@ export async function objectStoreFor(
   }
   const { LocalObjectStore } = await import('./store/local');
   return new LocalObjectStore(output);
+}
+
+/** The file extensions that make `--output` one file of a format (DET's outputs) rather than a folder. */
+const SINGLE_FILE_EXTENSIONS: Readonly<Record<FileFormat['name'], readonly string[]>> = {
+  csv: ['.zip'],
+  xlsx: ['.xlsx', '.xls'],
+  json: ['.json'],
+  markdown: ['.md', '.markdown'],
+};
+
+/**
+ * True when `output` names one file rather than a folder or prefix: `-` (standard output), or a name
+ * ending in the format's extension (`reports.zip` for csv, `.xlsx`/`.xls`, `.json`, `.md`), as DET
+ * writes them. Such an output is a full export every run, as in DET.
+ */
+export function isSingleFileOutput(format: OutputFormat, output: string): boolean {
+  if (format === 'sql') return false;
+  if (output === '-') return true;
+  const lower = output.toLowerCase();
+  return SINGLE_FILE_EXTENSIONS[format].some((ext) => lower.endsWith(ext) && lower.length > ext.length);
+}
+
+async function singleFileSink(options: SinkOptions, format: FileFormat): Promise<ExportSink> {
+  const { SingleFileSink } = await import('./single-file');
+  const maxRows = options.xlsxMaxRowsPerSheet;
+  const sinkOptions = maxRows !== undefined ? { maxRowsPerSheet: maxRows } : {};
+  if (options.output === '-') {
+    return new SingleFileSink(
+      format,
+      { kind: 'stream', stream: options.stdout ?? process.stdout },
+      sinkOptions,
+    );
+  }
+  const cut = options.output.replace(/\/+$/, '');
+  const slash = Math.max(cut.lastIndexOf('/'), cut.lastIndexOf(sep));
+  const folder = slash >= 0 ? cut.slice(0, slash) : '.';
+  const key = cut.slice(slash + 1);
+  // `s3://bucket/key.zip` is the object `key.zip` under the prefix `s3://bucket`.
+  const store = await objectStoreFor(folder, options);
+  return new SingleFileSink(format, { kind: 'object', store, key }, sinkOptions);
 }
 
 async function fileFormat(name: FileFormat['name']): Promise<FileFormat> {
@@ -112,6 +153,9 @@ export async function createSink(options: SinkOptions): Promise<ExportSink> {
     throw new SinkConfigError(
       `A postgresql:// output needs --output-format sql, received "${options.format}"`,
     );
+  }
+  if (isSingleFileOutput(options.format, options.output)) {
+    return singleFileSink(options, await fileFormat(options.format));
   }
   const [store, format, { FileSink }] = await Promise.all([
     objectStoreFor(options.output, options),

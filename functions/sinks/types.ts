@@ -1,3 +1,4 @@
+import type { Writable } from 'node:stream';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { PullPosition } from '../commcare/types';
 import type { Cell, TableSpec } from '../query/types';
@@ -121,8 +122,14 @@ export interface DatabaseConnection {
 /** What `createSink` builds. */
 export interface SinkOptions {
   readonly format: OutputFormat;
-  /** A folder path, `s3://bucket/prefix`, or (format `sql`) `postgresql://...`; a folder with `sql` means embedded PGlite. */
+  /**
+   * A folder path, `s3://bucket/prefix`, or (format `sql`) `postgresql://...`; a folder with `sql` means
+   * embedded PGlite. A file name with the format's extension (`reports.zip` for csv, `.xlsx`, `.json`,
+   * `.md`) or `s3://bucket/key.zip` is one file, as DET writes it; `-` is `stdout` (json, markdown).
+   */
   readonly output: string;
+  /** Where `-` writes. @default process.stdout */
+  readonly stdout?: Writable;
   /** PostgreSQL connection object (RDS secret shape); used with format `sql` instead of a URL in `output`. */
   readonly database?: DatabaseConnection;
   /** S3 client for `s3://` outputs. @default - a client from the default credential chain */

@@ -1,13 +1,16 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CreateBucketCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import ExcelJS from 'exceljs';
+import JSZip from 'jszip';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { DEMO_QUERY } from '../../functions/cli/demo-command';
 import { main } from '../../functions/cli/main';
 import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
+import { parseCsv } from '../sinks/helpers';
 import { motoS3 } from '../support/aws';
 import { captureIO } from './capture';
 
@@ -134,6 +137,76 @@ describe('ccexport run outputs', () => {
     const io = captureIO({ CCEXPORT_API_KEY: KEY });
     expect(await main(args('xlsx', output), io)).toBe(0);
     expect(readdirSync(join(output, 'households')).some((f) => f.endsWith('.xlsx'))).toBe(true);
+  });
+
+  it('writes csv as one zip of <table>.csv, a full export each run, as DET does', async () => {
+    const output = join(work, 'single', 'reports.zip');
+    for (const run of [1, 2]) {
+      const io = captureIO({ CCEXPORT_API_KEY: KEY });
+      expect(await main(args('csv', output), io), io.err()).toBe(0);
+      const zip = await JSZip.loadAsync(readFileSync(output));
+      expect(Object.keys(zip.files).sort(), `run ${run}`).toEqual([
+        'household_members.csv',
+        'households.csv',
+      ]);
+      const households = parseCsv(await zip.file('households.csv')!.async('string'));
+      expect(new Set(households.slice(1).map((r) => r[0])).size, `run ${run}`).toBe(expectedHouseholds);
+    }
+    expect(readdirSync(join(work, 'single'))).toEqual(['reports.zip']);
+  });
+
+  it('writes xlsx as one workbook with a sheet per table', async () => {
+    const output = join(work, 'single-xlsx', 'report.xlsx');
+    const io = captureIO({ CCEXPORT_API_KEY: KEY });
+    expect(await main(args('xlsx', output), io), io.err()).toBe(0);
+    const book = new ExcelJS.Workbook();
+    await book.xlsx.readFile(output);
+    expect(book.worksheets.map((s) => s.name)).toEqual(['households', 'household_members']);
+    const ids = book.getWorksheet('households')!.getColumn(1).values.slice(2);
+    expect(new Set(ids).size).toBe(expectedHouseholds);
+  });
+
+  it('prints json to standard output without --output, as DET does, and the summary to stderr', async () => {
+    const io = captureIO({ CCEXPORT_API_KEY: KEY });
+    const flags = args('json', 'unused');
+    flags.splice(flags.indexOf('--output'), 2);
+    expect(await main(flags, io), io.err()).toBe(0);
+    const tables = JSON.parse(io.out()) as { name: string; headings: string[]; rows: unknown[][] }[];
+    expect(tables.map((t) => t.name)).toEqual(['households', 'household_members']);
+    expect(new Set(tables[0]!.rows.map((r) => r[0])).size).toBe(expectedHouseholds);
+    expect(io.err()).toMatch(/Export finished/);
+  });
+
+  it('refuses an --output file name of another format instead of making a folder of that name', async () => {
+    const io = captureIO({ CCEXPORT_API_KEY: KEY });
+    expect(await main(args('csv', join(work, 'wrong.xlsx')), io)).toBe(2);
+    expect(io.err()).toMatch(/does not fit --output-format csv: give a \.zip file/);
+    expect(existsSync(join(work, 'wrong.xlsx'))).toBe(false);
+  });
+
+  it('writes s3://bucket/key.zip as one object', async () => {
+    const endpoint = inject('motoEndpoint');
+    const s3 = motoS3(endpoint);
+    await s3.send(new CreateBucketCommand({ Bucket: 'cli-single' }));
+    const io = captureIO({
+      CCEXPORT_API_KEY: KEY,
+      AWS_ENDPOINT_URL_S3: endpoint,
+      AWS_ACCESS_KEY_ID: 'testing',
+      AWS_SECRET_ACCESS_KEY: 'testing',
+      AWS_REGION: 'us-east-1',
+    });
+    const saved = { ...process.env };
+    Object.assign(process.env, io.env);
+    try {
+      expect(await main(args('csv', 's3://cli-single/exports/district.zip'), io), io.err()).toBe(0);
+    } finally {
+      process.env = saved;
+    }
+    const listed = await s3.send(new ListObjectsV2Command({ Bucket: 'cli-single' }));
+    expect((listed.Contents ?? []).map((o) => o.Key)).toEqual(['exports/district.zip']);
+    const body = await s3.send(new GetObjectCommand({ Bucket: 'cli-single', Key: 'exports/district.zip' }));
+    const zip = await JSZip.loadAsync(await body.Body!.transformToByteArray());
+    expect(Object.keys(zip.files).sort()).toEqual(['household_members.csv', 'households.csv']);
   });
 
   it("exports DET's users and locations tables with --with-organization, and commcare_userid on form tables", async () => {

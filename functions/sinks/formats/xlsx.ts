@@ -84,11 +84,20 @@ function cellXml(ref: string, cell: Cell | undefined): string {
   }
 }
 
+/** One `<row>` of sheet XML; `letters` are the column letters known in advance (more are computed). */
+export function sheetRowXml(cells: readonly Cell[], number: number, letters: readonly string[]): string {
+  let xml = `<row r="${number}">`;
+  for (let i = 0; i < cells.length; i++) {
+    xml += cellXml(`${letters[i] ?? columnLetters(i)}${number}`, cells[i]);
+  }
+  return `${xml}</row>`;
+}
+
 const XML_HEAD = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n';
 const MAIN_NS = 'http://schemas.openxmlformats.org/spreadsheetml/2006/main';
 const REL_NS = 'http://schemas.openxmlformats.org/officeDocument/2006/relationships';
-const SHEET_START = `${XML_HEAD}<worksheet xmlns="${MAIN_NS}" xmlns:r="${REL_NS}"><sheetData>`;
-const SHEET_END = '</sheetData></worksheet>';
+export const SHEET_START = `${XML_HEAD}<worksheet xmlns="${MAIN_NS}" xmlns:r="${REL_NS}"><sheetData>`;
+export const SHEET_END = '</sheetData></worksheet>';
 const STYLES =
   `${XML_HEAD}<styleSheet xmlns="${MAIN_NS}">` +
   '<numFmts count="1"><numFmt numFmtId="164" formatCode="yyyy-mm-dd hh:mm:ss"/></numFmts>' +
@@ -101,7 +110,7 @@ const STYLES =
   '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles></styleSheet>';
 
 /** The parts that describe the workbook, written after its sheets (whose number is known only then). */
-function workbookParts(sheets: readonly string[]): [string, string][] {
+export function workbookParts(sheets: readonly string[]): [string, string][] {
   const sheetList = sheets
     .map((name, i) => `<sheet name="${xmlText(name)}" sheetId="${i + 1}" r:id="rId${i + 1}"/>`)
     .join('');
@@ -180,13 +189,7 @@ export const xlsxFormat: FileFormat = {
       pendingChars += xml.length;
       if (pendingChars >= WRITE_CHARS) await send();
     };
-    const rowXml = (cells: readonly Cell[], number: number) => {
-      let xml = `<row r="${number}">`;
-      for (let i = 0; i < cells.length; i++) {
-        xml += cellXml(`${letters[i] ?? columnLetters(i)}${number}`, cells[i]);
-      }
-      return `${xml}</row>`;
-    };
+    const rowXml = (cells: readonly Cell[], number: number) => sheetRowXml(cells, number, letters);
     const nextSheet = async () => {
       if (sheet) {
         await send();
