@@ -191,14 +191,25 @@ export class ExportLease {
     return JSON.stringify(lease, null, 2);
   }
 
-  /** A conditional write of our lease; false when the condition did not hold. */
+  /**
+   * A conditional write of our lease; false when the condition did not hold. A refused condition may
+   * be our own write: when S3's answer to a write that went through is lost (a 500 or a reset after
+   * the object was stored), the SDK sends the same request again, and its condition (the old ETag, or
+   * "no object yet") now fails against our own new version. So on a refusal the lease is read back,
+   * and a lease that carries this instance's holder id was written by us: it is ours, at that version.
+   */
   private async tryPut(condition: { ifNoneMatch: '*' } | { ifMatch: string }): Promise<boolean> {
     try {
       ({ etag: this.etag } = await this.store.put(this.key, this.body(), 'application/json', condition));
       return true;
     } catch (error) {
-      if (error instanceof PreconditionFailedError) return false;
-      throw error;
+      if (!(error instanceof PreconditionFailedError)) throw error;
+      const current = await this.store.get(this.key);
+      if (current && parseLease(current.body)?.holder === this.holder) {
+        this.etag = current.etag;
+        return true;
+      }
+      return false;
     }
   }
 
