@@ -75,6 +75,7 @@ async function analyseBytes(
   kind: 'xlsx' | 'json',
   options: CompileOptions,
   file: string | null,
+  mode: 'run' | 'validate',
 ): Promise<Analysis> {
   const md5 = createHash('md5').update(bytes).digest('hex');
   const baseUrl = normBase(options.baseUrl);
@@ -129,13 +130,29 @@ async function analyseBytes(
       };
     result = compileJsonQuery(json, { baseUrl, missingValue });
   }
-  const errors = [...result.errors];
+  let errors = [...result.errors];
   const warnings = [...result.warnings];
+  if (mode === 'run' && kind === 'xlsx') {
+    // DET runs a workbook whose sheet it cannot parse, logging 'Ignoring sheet "X": reason' and
+    // exporting the others (HQ-generated workbooks can hold such a sheet, e.g. Source Field
+    // `case.update.`). A run does the same; validate-query keeps reporting the sheet as an error.
+    const broken = new Map<string, string[]>();
+    for (const e of errors) {
+      if (e.sheet === undefined) continue;
+      const reason = e.cell !== undefined ? `cell ${e.cell}: ${e.message}` : e.message;
+      broken.set(e.sheet, [...(broken.get(e.sheet) ?? []), reason]);
+    }
+    for (const [sheet, reasons] of broken) {
+      warnings.push({ sheet, message: `Ignoring sheet, as DET does: ${reasons.join('; ')}` });
+    }
+    errors = errors.filter((e) => e.sheet === undefined);
+    result = { ...result, tables: result.tables.filter((t) => !broken.has(t.description.sheet ?? '')) };
+  }
   if (result.tables.length === 0 && errors.length === 0) {
     const skipped = warnings.filter((w) => w.sheet !== undefined && w.message.startsWith('Ignoring sheet'));
     const why =
       skipped.length > 0
-        ? `every sheet was skipped (${skipped.map((w) => `"${w.sheet}"`).join(', ')}: no "Data Source" column)`
+        ? `every sheet was skipped (${skipped.map((w) => `"${w.sheet}": ${w.message}`).join('; ')})`
         : 'the file has no table';
     errors.push({
       message:
@@ -194,12 +211,12 @@ function finish(a: Analysis, file?: string): CompiledQuery {
 /** Compiles a DET query file: `.xlsx`/`.xls` as an Excel query, anything else as JSON MiniLinq. */
 export async function compileQueryFile(path: string, options: CompileOptions): Promise<CompiledQuery> {
   const bytes = await readBytes(path);
-  return finish(await analyseBytes(bytes, kindOf(path), options, path), path);
+  return finish(await analyseBytes(bytes, kindOf(path), options, path, 'run'), path);
 }
 
 /** Compiles an Excel query file held in memory. */
 export async function compileWorkbook(buffer: Uint8Array, options: CompileOptions): Promise<CompiledQuery> {
-  return finish(await analyseBytes(buffer, 'xlsx', options, null));
+  return finish(await analyseBytes(buffer, 'xlsx', options, null, 'run'));
 }
 
 /** Compiles a JSON MiniLinq query (parsed JSON, or its text). */
@@ -247,7 +264,7 @@ export async function validateQueryFile(path: string, options: CompileOptions): 
       warnings: [],
     };
   }
-  const { compiled: _c, ...rest } = await analyseBytes(bytes, kindOf(path), options, path);
+  const { compiled: _c, ...rest } = await analyseBytes(bytes, kindOf(path), options, path, 'validate');
   return rest;
 }
 

@@ -1,7 +1,11 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import ExcelJS from 'exceljs';
 import { describe, expect, it } from 'vitest';
 import {
   compileQueryFile,
+  compileWorkbook,
   formatValidation,
   QueryFileError,
   validateQueryFile,
@@ -40,10 +44,38 @@ describe('validateQueryFile', () => {
     expect(formatValidation(r)).toContain('Sheet "Visits", cell D3: unknown Map Via function "FormatDate"');
   });
 
-  it('fails compiling with a QueryFileError carrying the list', async () => {
+  it('fails compiling when every table sheet is broken, listing each reason', async () => {
     const err = await compileQueryFile(join(dir, 'broken.xlsx'), opts).catch((e) => e);
     expect(err).toBeInstanceOf(QueryFileError);
-    expect((err as QueryFileError).issues).toHaveLength(5);
+    const message = (err as QueryFileError).message;
+    expect(message).toContain('every sheet was skipped');
+    expect(message).toContain('cell D3: unknown Map Via function "FormatDate"');
+  });
+
+  it('skips a sheet DET ignores (Source Field case.update.) with a warning naming it, and runs the others', async () => {
+    const book = new ExcelJS.Workbook();
+    book.addWorksheet('Cases').addRows([
+      ['Data Source', 'Filter Name', 'Filter Value', 'Field', 'Source Field'],
+      ['case', 'type', 'person', 'id', 'id'],
+      [null, null, null, 'name', 'properties.name'],
+    ]);
+    book.addWorksheet('Updates').addRows([
+      ['Data Source', 'Field', 'Source Field'],
+      ['form', 'id', 'id'],
+      [null, 'update', 'form.case.update.'],
+    ]);
+    const bytes = new Uint8Array(await book.xlsx.writeBuffer());
+
+    const compiled = await compileWorkbook(bytes, opts);
+
+    expect(compiled.sources.flatMap((s) => s.tables.map((t) => t.name))).toEqual(['Cases']);
+    expect(compiled.warnings).toEqual([
+      expect.stringMatching(/^Sheet "Updates": Ignoring sheet, as DET does: cell C3: Source Field bad path/),
+    ]);
+    const path = join(mkdtempSync(join(tmpdir(), 'ccexport-skip-')), 'hq.xlsx');
+    writeFileSync(path, bytes);
+    const validation = await validateQueryFile(path, opts);
+    expect(validation.errors.map((e) => `${e.sheet}!${e.cell}`)).toEqual(['Updates!C3']);
   });
 
   it('fails with a clear message on a truncated workbook or a text file named .xlsx', async () => {
