@@ -84,8 +84,10 @@ export class CommCareThrottledError extends CommCareError {}
 export class CommCareResponseError extends CommCareError {}
 
 /**
- * Keyset paging cannot advance: more records share one `indexed_on` value than the resource's maximum
- * page holds, so the same request would repeat forever (DET's `ResourceRepeatException`).
+ * Paging cannot advance: more records share one `indexed_on` value than the resource's maximum page
+ * holds, so the same request would repeat forever (DET's `ResourceRepeatException`); or HQ does not
+ * apply `indexed_on_start` or `order_by=indexed_on`, or its `next` links lead back to a page already
+ * read. The message says what HQ did.
  */
 export class CommCareStuckError extends CommCareError {}
 

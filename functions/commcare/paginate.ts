@@ -123,6 +123,18 @@ export interface KeysetOptions {
 
 const KEY_FIELD = 'indexed_on';
 
+/** HQ-like servers compare date filters at seconds at the coarsest (HQ's Elasticsearch keeps milliseconds). */
+const COARSEST_FILTER_MICROS = 1_000_000;
+
+/**
+ * Keyset paging on `indexed_on`. Each window of a parallel pull, and each page of a window, owns the
+ * records from its start on: a record before the start was emitted by the page or window before it
+ * (or a previous run), however coarsely the server compares `indexed_on_start`, so it is dropped; a
+ * record at exactly the start is dropped when its id was emitted there. A server that ignores the
+ * filter or the order is caught instead of followed: a record earlier than the start by more than the
+ * coarsest precision a server may compare at (one second), or records out of `indexed_on` order, stop
+ * the pull with `CommCareStuckError`, and the start never moves backwards.
+ */
 export async function* keysetPages(ctx: PagingContext, options: KeysetOptions): AsyncGenerator<RawPage> {
   const { spec } = ctx;
   const position = new PositionTracker(options.start);
@@ -144,43 +156,78 @@ export async function* keysetPages(ctx: PagingContext, options: KeysetOptions): 
     let lastKey: Micros | null = null;
     for (const record of envelope.records) {
       const key = recordKey(record, KEY_FIELD, spec);
+      if (lastKey !== null && key < lastKey) {
+        throw new CommCareStuckError(
+          `paging ${spec.name} on project "${ctx.project}" cannot go on: HQ answered order_by=indexed_on with ` +
+            `a record indexed at ${formatNaiveUtc(key)} after one indexed at ${formatNaiveUtc(lastKey)}, so ` +
+            'it does not sort by indexed_on and no resume point would be safe',
+        );
+      }
+      if (startKey !== null && key < startKey - (startKey % COARSEST_FILTER_MICROS)) {
+        throw new CommCareStuckError(
+          `paging ${spec.name} on project "${ctx.project}" cannot go on: HQ answered ` +
+            `indexed_on_start=${formatNaiveUtc(startKey)} with a record indexed at ${formatNaiveUtc(key)}, ` +
+            'earlier than the start, so it ignores indexed_on_start and would serve the same records again',
+        );
+      }
       if (options.stopBefore !== null && key >= options.stopBefore) {
         reachedStop = true;
         break;
       }
       lastKey = key;
       const id = recordId(record, spec);
-      if (key === startKey && boundary.has(id)) continue;
+      if (startKey !== null && (key < startKey || (key === startKey && boundary.has(id)))) continue;
       records.push(record);
       position.add(key, id);
     }
     yield { records, position: position.snapshot(), totalCount: envelope.totalCount };
 
     if (reachedStop || isLastPage(envelope, limit) || lastKey === null) return;
-    if (lastKey === startKey) {
-      // Every record of a full page shares the start value: the same request would come back unchanged.
+    if (startKey !== null && lastKey <= startKey) {
+      // A full page that ends at the start value (or, on a server comparing whole seconds, before it):
+      // the same request would come back unchanged.
       if (limit >= spec.maxLimit) {
         throw new CommCareStuckError(
           `paging ${spec.name} on project "${ctx.project}" is stuck: more than ${limit} records share ` +
-            `indexed_on ${formatNaiveUtc(lastKey)}, and ${spec.maxLimit} is the largest page HQ serves for ` +
-            `this resource, so indexed_on_start cannot advance past them`,
+            `indexed_on ${formatNaiveUtc(startKey)} (as HQ compares it), and ${spec.maxLimit} is the largest page ` +
+            'HQ serves for this resource, so indexed_on_start cannot advance past them',
         );
       }
       const grown = Math.min(spec.maxLimit, limit * 2);
       ctx.http.log('warn', 'more records share one indexed_on than fit in a page; growing the page', {
         resource: spec.name,
-        indexedOn: formatNaiveUtc(lastKey),
+        indexedOn: formatNaiveUtc(startKey),
         from: limit,
         to: grown,
       });
       limit = grown;
       // Everything emitted at this value so far must be dropped when the bigger page repeats it.
-      boundary = new Set(position.ids);
+      boundary = new Set(position.key === startKey ? position.ids : []);
       continue;
     }
     startKey = lastKey;
     boundary = new Set(position.key === startKey ? position.ids : []);
     limit = options.pageSize;
+  }
+}
+
+/**
+ * Remembers the URLs of one offset or cursor pull: a `next` link leading back to a page already read
+ * would loop forever (two URLs bouncing, or one repeating).
+ */
+class VisitedUrls {
+  private readonly seen = new Set<string>();
+  constructor(private readonly ctx: PagingContext) {}
+  visit(url: string): void {
+    if (this.seen.has(url)) {
+      const u = new URL(url);
+      throw new CommCareStuckError(
+        `paging ${this.ctx.spec.name} on project "${this.ctx.project}" cannot go on: HQ's next link leads back ` +
+          `to a page already read in this pull (${u.pathname}${u.search}), so following it would loop; ` +
+          `${this.seen.size} pages were read`,
+      );
+    }
+    this.seen.add(url);
   }
 }
 
@@ -191,17 +238,13 @@ export interface OffsetOptions {
 
 export async function* offsetPages(ctx: PagingContext, options: OffsetOptions): AsyncGenerator<RawPage> {
   let url = withQuery(ctx.url, { ...options.params, limit: [String(options.pageSize)] });
+  const visited = new VisitedUrls(ctx);
   for (;;) {
+    visited.visit(url);
     const envelope = await fetchEnvelope(ctx, url);
     yield { records: envelope.records, position: null, totalCount: envelope.totalCount };
     if (isLastPage(envelope, options.pageSize) || envelope.next === null) return;
-    const next = resolveNext(ctx.baseUrl, envelope.next);
-    if (next === url) {
-      throw new CommCareStuckError(
-        `paging ${ctx.spec.name} on project "${ctx.project}" is stuck: HQ's next link repeats the request just made (${new URL(next).pathname})`,
-      );
-    }
-    url = next;
+    url = resolveNext(ctx.baseUrl, envelope.next);
   }
 }
 
@@ -235,7 +278,9 @@ export async function* cursorPages(ctx: PagingContext, options: CursorOptions): 
   if (window && options.until !== null && !options.start?.cursor) params[window.untilParam] = [options.until];
   let url = withQuery(ctx.url, params);
   let cursor: string | null = options.start?.cursor ?? null;
+  const visited = new VisitedUrls(ctx);
   for (;;) {
+    visited.visit(url);
     const envelope = await fetchEnvelope(ctx, url);
     const records: JsonObject[] = [];
     for (const record of envelope.records) {
@@ -255,12 +300,6 @@ export async function* cursorPages(ctx: PagingContext, options: CursorOptions): 
       totalCount: envelope.totalCount,
     };
     if (last || envelope.next === null) return;
-    const next = resolveNext(ctx.baseUrl, envelope.next);
-    if (next === url) {
-      throw new CommCareStuckError(
-        `paging ${spec.name} on project "${ctx.project}" is stuck: HQ's next link repeats the request just made`,
-      );
-    }
-    url = next;
+    url = resolveNext(ctx.baseUrl, envelope.next);
   }
 }

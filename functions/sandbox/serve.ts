@@ -29,6 +29,25 @@ export interface ServeRequest {
   readonly liveVisible?: boolean;
   /** Parameter order as received (for links); defaults to the order of `params`. */
   readonly paramOrder?: readonly [string, string][];
+  /** Hostile or coarse behaviours of other HQ-like servers (see `SandboxQuirks`). @default none */
+  readonly quirks?: SandboxQuirks;
+}
+
+/**
+ * Ways a server that claims to be HQ may still answer differently; each is a fault flag of the sandbox
+ * (functions/sandbox/README.md), so clients are tested against them.
+ */
+export interface SandboxQuirks {
+  /**
+   * Precision at which v1 date filters (`indexed_on_start`/`_end`, ...) are compared: both the filter
+   * and the record's value are cut to whole milliseconds (HQ's Elasticsearch keeps milliseconds) or
+   * whole seconds before comparing. @default exact (microseconds)
+   */
+  readonly dateFilterPrecision?: 'ms' | 's';
+  /** Forms and cases v1 ignore `indexed_on_start` (always answer from the beginning). */
+  readonly ignoreIndexedOnStart?: boolean;
+  /** tastypie `next` links bounce: the page at offset > 0 links back to offset 0. */
+  readonly bouncingNext?: boolean;
 }
 
 const CHUNK = 1024;
@@ -249,9 +268,10 @@ function envelope(
   objects: JsonValue[],
 ): string {
   const path = req.path ?? `/a/${req.project}/api/${req.resource}/v1/`;
+  const nextOffset = req.quirks?.bouncingNext && offset > 0 ? 0 : offset + limit;
   const meta = {
     limit,
-    next: offset + limit < total ? pageLink(path, order, limit, offset + limit) : null,
+    next: offset + limit < total ? pageLink(path, order, limit, nextOffset) : null,
     offset,
     previous: offset - limit >= 0 ? pageLink(path, order, limit, offset - limit) : null,
     total_count: total,
@@ -274,20 +294,32 @@ interface RangeSpec {
   readonly which: 'indexed' | 'received';
 }
 
-function applyRanges(t: Timeline, params: SandboxParams, ranges: readonly RangeSpec[], visible: number) {
+function applyRanges(
+  t: Timeline,
+  params: SandboxParams,
+  ranges: readonly RangeSpec[],
+  visible: number,
+  quirks: SandboxQuirks = {},
+) {
+  // At a coarser precision a record matches `start` when floor(record) >= floor(start), i.e. record >=
+  // floor(start), and matches `end` when floor(record) <= floor(end), i.e. record < floor(end) + unit.
+  const unit =
+    quirks.dateFilterPrecision === 's' ? 1_000_000 : quirks.dateFilterPrecision === 'ms' ? 1000 : 1;
+  const floor = (micros: number) => Math.floor(micros / unit) * unit;
   let lo = 0;
   let hi = visible;
   for (const r of ranges) {
-    const starts = params[r.start];
+    const starts =
+      quirks.ignoreIndexedOnStart && r.start === 'indexed_on_start' ? undefined : params[r.start];
     if (starts?.length) {
       // Repeated values are OR in HQ: the loosest bound wins.
       const micros = Math.min(...starts.map((v) => parseFilterDate(r.start, v, 'v1')));
-      lo = Math.max(lo, Math.min(visible, t.lowerBound(micros, r.which)));
+      lo = Math.max(lo, Math.min(visible, t.lowerBound(floor(micros), r.which)));
     }
     const ends = params[r.end];
     if (ends?.length) {
       const micros = Math.max(...ends.map((v) => parseFilterDate(r.end, v, 'v1')));
-      hi = Math.min(hi, t.lowerBound(micros + 1, r.which));
+      hi = Math.min(hi, t.lowerBound(floor(micros) + unit, r.which));
     }
   }
   return { lo, hi };
@@ -371,6 +403,7 @@ function serveForms(engine: Engine, m: ProjectModel, req: ServeRequest): string 
       { start: 'received_on_start', end: 'received_on_end', which: 'received' },
     ],
     visible,
+    req.quirks,
   );
   const preds: ((j: number) => boolean)[] = [];
   const keyParts: string[] = ['form', m.name];
@@ -494,6 +527,7 @@ function serveCasesV1(engine: Engine, m: ProjectModel, req: ServeRequest): strin
       { start: 'server_date_modified_start', end: 'server_date_modified_end', which: 'received' },
     ],
     visible,
+    req.quirks,
   );
   const { preds, keyParts } = caseFacetPredicates(engine, m, p, 'type');
   let cacheable = true;

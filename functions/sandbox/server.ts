@@ -4,9 +4,10 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { gzipSync } from 'node:zlib';
 import { createDataset, type SandboxDataset, type SandboxResource } from './dataset';
 import { type SandboxChange, SandboxChangeError, type SandboxProject } from './records';
-import { SandboxBadRequest, serveList } from './serve';
+import { SandboxBadRequest, type SandboxQuirks, serveList } from './serve';
 
 export interface SandboxCredential {
   username: string;
@@ -22,7 +23,8 @@ export interface SandboxCredential {
   projects?: string[];
 }
 
-export interface SandboxFaults {
+/** Faults and hostile behaviours; the quirks (`SandboxQuirks`) change what pages hold. */
+export interface SandboxFaults extends SandboxQuirks {
   latencyMs?: number;
   /** Every Nth data request answers 429 with an empty body. */
   throttleEvery?: number;
@@ -40,6 +42,22 @@ export interface SandboxFaults {
   truncateEvery?: number;
   /** Never answer every Nth data request (until the client gives up or the server closes). */
   hangEvery?: number;
+  /**
+   * Every Nth data request answers 200 with `Content-Encoding: gzip` and a small body that inflates to
+   * `gzipBombBytes` of spaces.
+   */
+  gzipBombEvery?: number;
+  /** @default 1 GiB */
+  gzipBombBytes?: number;
+  /**
+   * Every data request answers 400 with an error text that repeats the request's Authorization header
+   * (`ApiKey user:key`) starting at this character, as a careless proxy or debug page might.
+   */
+  echoAuthorizationAt?: number;
+  /** Hang (never answer) requests with `order_by=-indexed_on`: the client's probe for the newest record. */
+  hangNewestProbe?: boolean;
+  /** Answer requests with `order_by=indexed_on&limit=1` (the client's probe for the oldest record) 400. */
+  rejectOldestProbe?: boolean;
 }
 
 export interface SandboxOptions {
@@ -261,6 +279,26 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Runnin
     if (f.latencyMs && f.latencyMs > 0) await sleep(f.latencyMs);
     if (res.destroyed || closing) return;
     if (every(n, f.hangEvery)) return; // never answer; close() destroys the socket
+    const orderBy = url.searchParams.get('order_by');
+    if (f.hangNewestProbe && orderBy === '-indexed_on') return;
+    if (f.rejectOldestProbe && orderBy === 'indexed_on' && url.searchParams.get('limit') === '1')
+      return send(400, { 'Content-Type': 'application/json' }, JSON.stringify({ error: 'probe refused' }));
+    if (f.echoAuthorizationAt !== undefined) {
+      const pad = 'x'.repeat(Math.max(0, f.echoAuthorizationAt - 'Bad request: '.length));
+      const error = `Bad request: ${pad}${req.headers.authorization ?? ''} was not understood`;
+      return send(400, { 'Content-Type': 'application/json' }, JSON.stringify({ error }));
+    }
+    if (every(n, f.gzipBombEvery)) {
+      const bomb = gzipBomb(f.gzipBombBytes ?? 2 ** 30);
+      entry.status = 200;
+      res.writeHead(200, {
+        'Content-Type': 'application/json',
+        'Content-Encoding': 'gzip',
+        'Content-Length': bomb.length,
+      });
+      res.end(bomb);
+      return;
+    }
     if (every(n, f.throttleEvery)) {
       // tastypie throttling sends no Retry-After; case v2's api_throttle does (ref §4.1).
       const retry =
@@ -285,6 +323,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Runnin
         path: url.pathname,
         origin: `http://${req.headers.host ?? 'localhost'}`,
         liveVisible,
+        quirks: f,
       });
     } catch (error) {
       if (error instanceof SandboxBadRequest)
@@ -391,6 +430,19 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Runnin
       });
     },
   };
+}
+
+const BOMB_MEMBER_BYTES = 1 << 20;
+let bombMember: Buffer | undefined;
+
+/**
+ * A gzip body inflating to about `bytes` spaces: one gzipped MiB repeated (gzip allows concatenated
+ * members), so building it costs one small compression whatever the size.
+ */
+function gzipBomb(bytes: number): Buffer {
+  bombMember ??= gzipSync(Buffer.alloc(BOMB_MEMBER_BYTES, 0x20), { level: 9 });
+  const members = Math.max(1, Math.ceil(bytes / BOMB_MEMBER_BYTES));
+  return Buffer.concat(Array.from({ length: members }, () => bombMember!));
 }
 
 function toRecord(search: URLSearchParams): Record<string, string[]> {
