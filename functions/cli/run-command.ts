@@ -24,7 +24,7 @@ import { promptOnTerminal, resolveCredentials } from './credentials';
 import type { CommandIO } from './io';
 import { RUN_FLAGS } from './run-flags';
 
-const FILE_FORMATS = ['json', 'csv', 'xlsx', 'xls', 'markdown', 'sql', 'jsonl'] as const;
+const FILE_FORMATS = ['json', 'csv', 'xlsx', 'xls', 'markdown', 'parquet', 'sql', 'jsonl'] as const;
 type OutputFormatFlag = (typeof FILE_FORMATS)[number];
 
 /** Everything `ccexport run` decided from its flags, before touching the network. */

@@ -52,7 +52,7 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
     name: 'output-format',
     kind: 'string',
     det: true,
-    help: 'json, csv, xlsx, xls, sql, markdown, or jsonl (raw records)',
+    help: 'json, csv, xlsx, xls, sql, markdown, parquet, or jsonl (raw records)',
     defaultText: 'json',
   },
   {

@@ -9,7 +9,11 @@ export type KeyProvider = 'commcare' | 'conduce' | 'civicrm';
 
 /** Where a job's rows go. The bucket and database come from the deployment, not from the job. */
 export type ExportJobOutput =
-  | { readonly type: 's3'; readonly format: 'csv' | 'xlsx' | 'json' | 'markdown'; readonly prefix: string }
+  | {
+      readonly type: 's3';
+      readonly format: 'csv' | 'xlsx' | 'json' | 'markdown' | 'parquet';
+      readonly prefix: string;
+    }
   | { readonly type: 'postgres'; readonly schema: string };
 
 export interface ExportJob {

@@ -106,9 +106,9 @@ export const credentialSchema = z.strictObject({
 
 const s3Output = z.strictObject({
   type: z.literal('s3'),
-  format: z.enum(['csv', 'xlsx', 'json', 'markdown'], {
+  format: z.enum(['csv', 'xlsx', 'json', 'markdown', 'parquet'], {
     error: (iss) =>
-      `${JSON.stringify(iss.input)} is not an output format; expected csv, xlsx, json or markdown`,
+      `${JSON.stringify(iss.input)} is not an output format; expected csv, xlsx, json, markdown or parquet`,
   }),
   /** Key prefix in the exports bucket; the export's role may write under it only. */
   prefix: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9!_.*'()/-]*\/$/, {

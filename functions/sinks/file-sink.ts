@@ -44,6 +44,8 @@ export interface FileSinkOptions {
    * that died on this host is taken over at once. @default 120
    */
   readonly leaseSeconds?: number;
+  /** parquet: rows per row group. @default 50000 */
+  readonly parquetRowGroupRows?: number;
 }
 
 interface OpenPart {
@@ -74,9 +76,25 @@ export function tableFolder(table: string): string {
     : folder;
 }
 
-export function dataObjectKey(table: string, runId: string, part: number, extension: string): string {
+/**
+ * `<table>/<run-id>[-000n].<ext>`, or with `partition` (a Hive-style `name=value` folder, e.g.
+ * `run_date=2024-05-01`) `<table>/<partition>/<run-id>[-000n].<ext>`.
+ */
+export function dataObjectKey(
+  table: string,
+  runId: string,
+  part: number,
+  extension: string,
+  partition?: string,
+): string {
   const name = part === 1 ? runId : `${runId}-${String(part).padStart(4, '0')}`;
-  return `${tableFolder(table)}/${safeKeySegment(name)}.${extension}`;
+  const folder = partition === undefined ? '' : `${partition}/`;
+  return `${tableFolder(table)}/${folder}${safeKeySegment(name)}.${extension}`;
+}
+
+/** The partition folder of a run's Parquet objects: the UTC date the run started. */
+export function runDatePartition(startedAt: string): string {
+  return `run_date=${startedAt.slice(0, 10)}`;
 }
 
 export function manifestKey(runId: string): string {
@@ -93,6 +111,8 @@ export class FileSink implements ExportSink {
   private tables = new Map<string, TableSpec>();
   private open = new Map<string, OpenPart>();
   private partCount = new Map<string, number>();
+  /** Rows written per table in this run, over all parts (parquet's `_seq` continues across parts). */
+  private rowCount = new Map<string, number>();
   private done: ManifestObject[] = [];
   private run: RunContext | undefined;
   private lease: ExportLease | undefined;
@@ -146,9 +166,18 @@ export class FileSink implements ExportSink {
     const run = this.requireRunning('writeRows');
     const part = (this.partCount.get(table.name) ?? 0) + 1;
     this.partCount.set(table.name, part);
-    const key = dataObjectKey(table.name, run.runId, part, this.format.extension);
+    const partition = this.format.partitionByRunDate ? runDatePartition(this.startedAt) : undefined;
+    const key = dataObjectKey(table.name, run.runId, part, this.format.extension, partition);
     const upload = this.store.openUpload(key, this.format.contentType);
-    const encoder = this.format.open(table, upload, { maxRowsPerSheet: this.options.maxRowsPerSheet });
+    const encoder = this.format.open(table, upload, {
+      maxRowsPerSheet: this.options.maxRowsPerSheet,
+      parquetRowGroupRows: this.options.parquetRowGroupRows,
+      run: {
+        runId: run.runId,
+        exportedAt: new Date(this.startedAt),
+        firstSequence: this.rowCount.get(table.name) ?? 0,
+      },
+    });
     const open: OpenPart = { table, key, part, upload, encoder, rows: 0 };
     this.open.set(table.name, open);
     return open;
@@ -163,6 +192,7 @@ export class FileSink implements ExportSink {
     const part = this.open.get(table) ?? this.openPart(spec);
     await part.encoder.writeRows(rows);
     part.rows += rows.length;
+    this.rowCount.set(table, (this.rowCount.get(table) ?? 0) + rows.length);
   }
 
   /** Completes every open object (in table order) and records it for the manifest. */

@@ -19,7 +19,7 @@ export type { PostgresSink } from './postgres/sink';
 export type { ObjectStore } from './store/types';
 export * from './types';
 
-const FORMATS = ['csv', 'xlsx', 'json', 'markdown', 'sql'] as const;
+const FORMATS = ['csv', 'xlsx', 'json', 'markdown', 'parquet', 'sql'] as const;
 
 function isPostgresUrl(output: string): boolean {
   return /^postgres(ql)?:\/\//i.test(output);
@@ -67,6 +67,8 @@ const SINGLE_FILE_EXTENSIONS: Readonly<Record<FileFormat['name'], readonly strin
   xlsx: ['.xlsx', '.xls'],
   json: ['.json'],
   markdown: ['.md', '.markdown'],
+  // DET has no Parquet output, so no single-file form: a Parquet output is always a folder or prefix.
+  parquet: [],
 };
 
 /**
@@ -111,6 +113,8 @@ async function fileFormat(name: FileFormat['name']): Promise<FileFormat> {
       return (await import('./formats/json')).jsonFormat;
     case 'markdown':
       return (await import('./formats/markdown')).markdownFormat;
+    case 'parquet':
+      return (await import('./formats/parquet')).parquetFormat;
   }
 }
 
@@ -165,5 +169,8 @@ export async function createSink(options: SinkOptions): Promise<ExportSink> {
   return new FileSink(store, format, {
     ...(options.xlsxMaxRowsPerSheet !== undefined ? { maxRowsPerSheet: options.xlsxMaxRowsPerSheet } : {}),
     ...(options.leaseSeconds !== undefined ? { leaseSeconds: options.leaseSeconds } : {}),
+    ...(options.parquetRowGroupRows !== undefined
+      ? { parquetRowGroupRows: options.parquetRowGroupRows }
+      : {}),
   });
 }

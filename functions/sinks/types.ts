@@ -99,7 +99,7 @@ export interface RecordDeletion {
 }
 
 /** Output formats a sink writes. `sql` is PostgreSQL (a server URL) or embedded PGlite (a folder). */
-export type OutputFormat = 'csv' | 'xlsx' | 'json' | 'markdown' | 'sql';
+export type OutputFormat = 'csv' | 'xlsx' | 'json' | 'markdown' | 'parquet' | 'sql';
 
 /**
  * TLS mode as libpq names it. `prefer` (the default) tries TLS without verifying the certificate and
@@ -144,6 +144,8 @@ export interface SinkOptions {
   readonly partSizeBytes?: number;
   /** xlsx: rows per sheet including the heading row before a table continues on `name (2)`. @default 1048576 (Excel's limit) */
   readonly xlsxMaxRowsPerSheet?: number;
+  /** parquet: rows per row group; memory holds one row group per table being written. @default 50000 */
+  readonly parquetRowGroupRows?: number;
   /** File outputs: how long a run's lease on its export lasts after its last renewal (renewed every third of it while the run is alive). @default 120 */
   readonly leaseSeconds?: number;
 }

@@ -119,8 +119,8 @@ describe('parseExportsConfig', () => {
   });
 
   it('fails naming an unknown output format', () => {
-    expect(problemsOf(minimal.replace('format: json', 'format: parquet'))).toContain(
-      'exports[1].output.format: "parquet" is not an output format; expected csv, xlsx, json or markdown',
+    expect(problemsOf(minimal.replace('format: json', 'format: orc'))).toContain(
+      'exports[1].output.format: "orc" is not an output format; expected csv, xlsx, json, markdown or parquet',
     );
   });
 

@@ -1,6 +1,7 @@
 import { csvFormat } from './csv';
 import { jsonFormat } from './json';
 import { markdownFormat } from './markdown';
+import { parquetFormat } from './parquet';
 import type { FileFormat } from './types';
 import { xlsxFormat } from './xlsx';
 
@@ -9,5 +10,6 @@ export const fileFormats: Readonly<Record<FileFormat['name'], FileFormat>> = {
   xlsx: xlsxFormat,
   json: jsonFormat,
   markdown: markdownFormat,
+  parquet: parquetFormat,
 };
 export type { FileFormat, TableEncoder } from './types';
