@@ -265,8 +265,6 @@ export async function* cursorPages(ctx: PagingContext, options: CursorOptions): 
   const { spec } = ctx;
   const window = spec.dateWindow;
   const position = new PositionTracker(window ? options.start : null);
-  const startKey = position.key;
-  const boundary = new Set(position.ids);
   const params: Record<string, readonly string[]> = { ...options.params, limit: [String(options.pageSize)] };
   if (options.start?.cursor) {
     params.cursor = [options.start.cursor];
@@ -283,11 +281,15 @@ export async function* cursorPages(ctx: PagingContext, options: CursorOptions): 
     visited.visit(url);
     const envelope = await fetchEnvelope(ctx, url);
     const records: JsonObject[] = [];
+    // HQ's messaging-event cursor restarts at `gte` the last date and skips one id only, so records
+    // tied with the last one come back on the next page: drop the ids already emitted at that date.
+    const boundaryKey = position.key;
+    const boundary = new Set(position.ids);
     for (const record of envelope.records) {
       if (window) {
         const key = recordKey(record, window.field, spec);
         const id = recordId(record, spec);
-        if (key === startKey && boundary.has(id)) continue;
+        if (key === boundaryKey && boundary.has(id)) continue;
         position.add(key, id);
       }
       records.push(record);

@@ -15,7 +15,9 @@ export type SandboxResource =
   | 'location'
   | 'location-v2'
   | 'location_type'
-  | 'application';
+  | 'application'
+  | 'messaging-event'
+  | 'ucr';
 
 export const SANDBOX_RESOURCES: readonly SandboxResource[] = [
   'form',
@@ -28,6 +30,8 @@ export const SANDBOX_RESOURCES: readonly SandboxResource[] = [
   'location-v2',
   'location_type',
   'application',
+  'messaging-event',
+  'ucr',
 ];
 
 export interface DatasetOptions {
@@ -122,6 +126,12 @@ export function createDataset(
       case 'application':
         yield m.application();
         return;
+      case 'messaging-event':
+        yield* m.messagingEvents.all();
+        return;
+      case 'ucr':
+        yield* m.ucr.all();
+        return;
       default:
         return;
     }
@@ -158,6 +168,10 @@ export function createDataset(
           return m.locationTypeCount;
         case 'application':
           return 1;
+        case 'messaging-event':
+          return m.messagingEvents.count;
+        case 'ucr':
+          return m.ucr.count;
       }
     },
     *finalState(project, resource) {

@@ -3,6 +3,7 @@
  * /work/shared/reference/commcare-hq-api.md §2.4 (form), §2.5 (case v1), §2.6 (case v2) and §3.
  */
 import type { JsonObject, JsonValue } from '../common/json';
+import { MessagingEvents, UcrDataSource } from './cursor-resources';
 import { hash, hashString, hex32, Rng, uuid } from './prng';
 import { type EventKind, Timeline } from './timeline';
 
@@ -18,7 +19,14 @@ export interface SandboxProject {
   reindexedShare?: number;
   /** How many consecutive records share one indexed_on value, default 3 (ties at page boundaries). */
   tieRun?: number;
+  /** Messaging events (`messaging-event/v1`), default 120. */
+  messagingEvents?: number;
+  /** Rows of the project's one UCR data source (`ucr/v1/?data_source_id=`), default 150. */
+  ucrRows?: number;
 }
+
+/** Host that absolute resource URIs use when no request is at hand (ground truth built outside a request). */
+export const DEFAULT_ORIGIN = 'http://127.0.0.1';
 
 /** Formats microseconds since the epoch as HQ does: `Z` with microseconds, or naive. */
 export function formatMicros(micros: number, zone: 'Z' | 'naive'): string {
@@ -173,6 +181,10 @@ export class ProjectModel {
   private readonly deletedForms = new Set<number>();
   private readonly deletedCases = new Set<number>();
   private readonly deletedWorkers = new Set<number>();
+  private readonly messagingEventCount: number;
+  private readonly ucrRowCount: number;
+  private messagingEventsCache: MessagingEvents | undefined;
+  private ucrCache: UcrDataSource | undefined;
 
   constructor(seed: number, project: SandboxProject, live: boolean) {
     this.name = project.name;
@@ -199,6 +211,25 @@ export class ProjectModel {
     this.locations = Math.max(1, project.locations ?? 12);
     this.appId = hex32(this.salt, 90);
     this.buildId = hex32(this.salt, 91);
+    this.messagingEventCount = Math.max(0, project.messagingEvents ?? 120);
+    this.ucrRowCount = Math.max(0, project.ucrRows ?? 150);
+  }
+
+  /** The project's messaging events (built on first use). */
+  get messagingEvents(): MessagingEvents {
+    this.messagingEventsCache ??= new MessagingEvents(
+      hash(this.salt, 3),
+      this.name,
+      this.messagingEventCount,
+      (k) => (this.cases.count > 0 ? this.caseId(k % this.cases.count) : null),
+    );
+    return this.messagingEventsCache;
+  }
+
+  /** The project's one UCR data source (built on first use). */
+  get ucr(): UcrDataSource {
+    this.ucrCache ??= new UcrDataSource(hash(this.salt, 4), this.name, this.ucrRowCount);
+    return this.ucrCache;
   }
 
   // ---- ids and cheap facets --------------------------------------------------------------------
@@ -499,7 +530,8 @@ export class ProjectModel {
       received_on: formatMicros(received, 'Z'),
       server_modified_on: formatMicros(received, 'Z'),
       indexed_on: formatMicros(indexedOn, 'Z'),
-      edited_on: edited ? formatMicros(editedOn, 'Z') : null,
+      // Couch's edited_on is a naive datetime (form.yaml in HQ's OpenAPI description).
+      edited_on: edited ? formatMicros(editedOn, 'naive') : null,
       edited_by_user_id: edited ? userId : null,
       form,
       metadata: {
@@ -662,6 +694,7 @@ export class ProjectModel {
         languages: rng.pick(['en', 'fr', 'hi', 'sw']),
         ...(rng.chance(0.5) ? { cohort: `${2020 + rng.int(5)}` } : {}),
       },
+      eulas: '[]',
       resource_uri: `/a/${this.name}/api/user/v1/${this.userId(u)}/`,
     };
   }
@@ -679,6 +712,14 @@ export class ProjectModel {
       role: u === 0 ? 'Admin' : 'Data Manager',
       is_admin: u === 0,
       permissions: { edit_data: true, access_api: true, view_reports: true, edit_web_users: u === 0 },
+      default_phone_number: null,
+      eulas: '[]',
+      primary_location_id: u === 0 ? '' : this.locationId(0),
+      assigned_location_ids: u === 0 ? [] : [this.locationId(0)],
+      profile: '',
+      user_data: u === 0 ? {} : { team: 'monitoring' },
+      tableau_role: null,
+      is_active_in_domain: true,
       resource_uri: `/a/${this.name}/api/web-user/v1/${id}/`,
     };
   }
@@ -735,10 +776,14 @@ export class ProjectModel {
     };
   }
 
-  locationV1(l: number): JsonObject {
+  /**
+   * v1 location. `id` is SQLLocation's integer primary key (distinct from `location_id`); the
+   * `location_type` and `parent` URIs are absolute, built from the request's host (`origin`).
+   */
+  locationV1(l: number, origin = DEFAULT_ORIGIN): JsonObject {
     const c = this.locationCore(l);
     return {
-      id: c.id,
+      id: l + 1,
       location_id: c.id,
       domain: this.name,
       name: c.name,
@@ -747,8 +792,9 @@ export class ProjectModel {
       latitude: c.latitude,
       longitude: c.longitude,
       location_data: c.data,
-      location_type: `/a/${this.name}/api/location_type/v1/${this.locationTypeId(c.level)}/`,
-      parent: c.parent === null ? null : `/a/${this.name}/api/location/v1/${this.locationId(c.parent)}/`,
+      location_type: `${origin}/a/${this.name}/api/location_type/v1/${this.locationTypeId(c.level)}/`,
+      parent:
+        c.parent === null ? null : `${origin}/a/${this.name}/api/location/v1/${this.locationId(c.parent)}/`,
       created_at: c.created,
       last_modified: c.modified,
       resource_uri: `/a/${this.name}/api/location/v1/${c.id}/`,
@@ -759,7 +805,7 @@ export class ProjectModel {
     const c = this.locationCore(l);
     return {
       domain: this.name,
-      last_modified: `${c.modified}Z`,
+      last_modified: c.modified,
       latitude: c.latitude,
       longitude: c.longitude,
       location_data: c.data,
@@ -767,7 +813,8 @@ export class ProjectModel {
       location_type_code: c.type.code,
       location_type_name: c.type.name,
       name: c.name,
-      parent_location_id: c.parent === null ? null : this.locationId(c.parent),
+      // v0_6.LocationResource.dehydrate sets '' (not null) when there is no parent.
+      parent_location_id: c.parent === null ? '' : this.locationId(c.parent),
       site_code: c.siteCode,
     };
   }
@@ -777,7 +824,7 @@ export class ProjectModel {
     return this.locationLevel(this.locations - 1) + 1;
   }
 
-  locationType(level: number): JsonObject {
+  locationType(level: number, origin = DEFAULT_ORIGIN): JsonObject {
     const type = LOCATION_TYPES[level]!;
     const id = this.locationTypeId(level);
     return {
@@ -788,7 +835,10 @@ export class ProjectModel {
       administrative: level < 3,
       shares_cases: level === 3,
       view_descendants: level < 2,
-      parent: level === 0 ? null : `/a/${this.name}/api/location_type/v1/${this.locationTypeId(level - 1)}/`,
+      parent:
+        level === 0
+          ? null
+          : `${origin}/a/${this.name}/api/location_type/v1/${this.locationTypeId(level - 1)}/`,
       resource_uri: `/a/${this.name}/api/location_type/v1/${id}/`,
     };
   }
@@ -824,33 +874,42 @@ export class ProjectModel {
       name: 'Sandbox Health',
       version: 19,
       is_released: true,
-      built_on: '2024-01-01T00:00:00.000000Z',
+      // Application.built_on is naive; versions[].built_on comes from a Couch view row and carries Z.
+      built_on: '2024-01-01T00:00:00.000000',
       build_comment: 'sandbox build',
       built_from_app_id: null,
       modules: [
         {
-          name: { en: 'Households' },
+          name: 'Households',
           case_type: 'household',
           case_properties: [...CASE_PROPERTIES.household],
           unique_id: this.moduleUniqueId(0),
           forms: [formEntry(0)],
         },
         {
-          name: { en: 'People' },
+          name: 'People',
           case_type: 'person',
           case_properties: [...CASE_PROPERTIES.person],
           unique_id: this.moduleUniqueId(1),
           forms: [formEntry(1)],
         },
         {
-          name: { en: 'Surveys' },
+          name: 'Surveys',
           case_type: '',
           case_properties: [],
           unique_id: this.moduleUniqueId(2),
           forms: [formEntry(2)],
         },
       ],
-      versions: [{ id: this.buildId, version: 19, build_comment: 'sandbox build', is_released: true }],
+      versions: [
+        {
+          id: this.buildId,
+          built_on: '2024-01-01T00:00:00.000000Z',
+          version: 19,
+          build_comment: 'sandbox build',
+          is_released: true,
+        },
+      ],
       resource_uri: `/a/${this.name}/api/application/v1/${this.appId}/`,
     };
   }

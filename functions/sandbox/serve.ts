@@ -3,6 +3,7 @@
  * Each quirk copied from HQ cites /work/shared/reference/commcare-hq-api.md ("ref §x").
  */
 import type { JsonObject, JsonValue } from '../common/json';
+import { CursorBadRequest, CursorNotFound } from './cursor-resources';
 import type { SandboxDataset, SandboxResource } from './dataset';
 import { FORM_TYPES, formatMicros, type ProjectModel } from './records';
 import type { Timeline } from './timeline';
@@ -14,6 +15,14 @@ export class SandboxBadRequest extends Error {
   constructor(message: string) {
     super(message);
     this.name = 'SandboxBadRequest';
+  }
+}
+
+/** A 404 answer with `{"error": message}` (for example a UCR data source that does not exist). */
+export class SandboxNotFound extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SandboxNotFound';
   }
 }
 
@@ -139,8 +148,30 @@ export function parseFilterDate(name: string, value: string, style: 'v1' | 'v2')
     throw new SandboxBadRequest(
       `'${name}' must be ${expected}; got '${value}' (time zone offsets are not accepted)`,
     );
-  let ms = Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h ?? 0), Number(mi ?? 0), Number(s ?? 0));
-  if (Number.isNaN(ms)) throw new SandboxBadRequest(`'${name}' must be ${expected}; got '${value}'`);
+  const fields = [
+    Number(y),
+    Number(mo) - 1,
+    Number(d),
+    Number(h ?? 0),
+    Number(mi ?? 0),
+    Number(s ?? 0),
+  ] as const;
+  let ms = Date.UTC(...fields);
+  // Python's strptime refuses 2024-02-30, month 13 or 25:61; Date.UTC would roll them over silently.
+  const back = new Date(ms);
+  const rolledOver =
+    back.getUTCFullYear() !== fields[0] ||
+    back.getUTCMonth() !== fields[1] ||
+    back.getUTCDate() !== fields[2] ||
+    back.getUTCHours() !== fields[3] ||
+    back.getUTCMinutes() !== fields[4] ||
+    back.getUTCSeconds() !== fields[5];
+  if (Number.isNaN(ms) || rolledOver)
+    throw new SandboxBadRequest(
+      style === 'v1'
+        ? `Bad query parameter: Unknown date format: ${value}`
+        : `'${name}' must be ${expected}; got '${value}'`,
+    );
   if (zone && zone !== 'Z') {
     const sign = zone.startsWith('-') ? -1 : 1;
     const digits = zone.slice(1).replace(':', '');
@@ -781,11 +812,25 @@ export function serveList(dataset: SandboxDataset, req: ServeRequest): string {
     case 'group':
       return serveSmall(req, () => range(m.groups, (g) => m.group(g)), 1000);
     case 'location':
-      return serveSmall(req, () => range(m.locations, (l) => m.locationV1(l)), 1000);
+      return serveSmall(req, () => range(m.locations, (l) => m.locationV1(l, req.origin)), 1000);
     case 'location-v2':
       return serveSmall(req, () => range(m.locations, (l) => m.locationV2(l)), 5000);
     case 'location_type':
-      return serveSmall(req, () => range(m.locationTypeCount, (l) => m.locationType(l)), 1000);
+      return serveSmall(req, () => range(m.locationTypeCount, (l) => m.locationType(l, req.origin)), 1000);
+    case 'messaging-event':
+    case 'ucr':
+      try {
+        const source = req.resource === 'ucr' ? m.ucr : m.messagingEvents;
+        return source.serve({
+          project: req.project,
+          params: req.params,
+          origin: req.origin ?? 'http://127.0.0.1',
+        });
+      } catch (error) {
+        if (error instanceof CursorBadRequest) throw new SandboxBadRequest(error.message);
+        if (error instanceof CursorNotFound) throw new SandboxNotFound(error.message);
+        throw error;
+      }
     case 'application':
       // DoesNothingPaginatorCompat: every app at once, meta.limit null (ref §3).
       return JSON.stringify({

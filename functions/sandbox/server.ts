@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { createDataset, type SandboxDataset, type SandboxResource } from './dataset';
 import { type SandboxChange, SandboxChangeError, type SandboxProject } from './records';
-import { SandboxBadRequest, type SandboxQuirks, serveList } from './serve';
+import { SandboxBadRequest, SandboxNotFound, type SandboxQuirks, serveList } from './serve';
 
 export interface SandboxCredential {
   username: string;
@@ -128,7 +128,16 @@ const V05: Record<string, SandboxResource> = {
   location: 'location',
   location_type: 'location_type',
   application: 'application',
+  'messaging-event': 'messaging-event',
+  ucr: 'ucr',
 };
+
+/** HQ's API answers a failed authentication with this body (docs/api/openapi components/responses.yaml). */
+const NOT_AUTHORIZED_BODY = JSON.stringify({ error: 'not authorized' });
+const NOT_AUTHORIZED_HEADERS = { 'Content-Type': 'application/json' };
+
+/** Plain Django views behind `api_throttle`, which sends `Retry-After` with its 429 (ref §4.1). */
+const VIEW_THROTTLED = new Set<SandboxResource>(['case-v2', 'messaging-event', 'ucr']);
 
 /** Both URL spellings (ref §2.1): v0.5 == v1, v0.6 == v2. */
 export function route(path: string): Route | null {
@@ -182,7 +191,7 @@ function authenticate(
   const credential = credentials.find(
     (c) => c.username === username && c.apiKey === key && c.active !== false && c.expired !== true,
   );
-  // Every failure is tastypie HttpUnauthorized(): 401, empty body (ref §5), allow-list included.
+  // Every failure is one 401 (ref §5), allow-list included; the body is `{"error": "not authorized"}`.
   if (!credential) return { ok: false, status: 401, username, challenge: false };
   if (credential.ipAllowlist && !credential.ipAllowlist.includes(ip))
     return { ok: false, status: 401, username, challenge: false };
@@ -252,21 +261,26 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Runnin
       return send(
         200,
         { 'Content-Type': 'application/json' },
-        JSON.stringify({
-          meta: { limit: 20, next: null, offset: 0, previous: null, total_count: objects.length },
-          objects,
-        }),
+        // DoesNothingPaginator: the whole list, and a meta holding total_count alone.
+        JSON.stringify({ meta: { total_count: objects.length }, objects }),
       );
     }
 
     if (!auth.ok) {
       if (auth.status === 400)
         return send(400, { 'Content-Type': 'text/plain' }, 'Bad HTTP_AUTHORIZATION header');
-      return send(401, auth.challenge ? { 'WWW-Authenticate': 'Basic realm="CommCare HQ"' } : {});
+      return send(
+        401,
+        auth.challenge
+          ? { ...NOT_AUTHORIZED_HEADERS, 'WWW-Authenticate': 'Basic realm="CommCare HQ"' }
+          : NOT_AUTHORIZED_HEADERS,
+        NOT_AUTHORIZED_BODY,
+      );
     }
     const domain = r.domain!;
     // Domain-scoped key on another domain: 401 since PR #34901 (ref §1.1).
-    if (auth.credential.domain && auth.credential.domain !== domain) return send(401, {});
+    if (auth.credential.domain && auth.credential.domain !== domain)
+      return send(401, NOT_AUTHORIZED_HEADERS, NOT_AUTHORIZED_BODY);
     // Authenticated but not a member: bare HttpResponseForbidden() (ref §1.1, §5).
     if (!projectNames.has(domain) || !(auth.credential.projects ?? [...projectNames]).includes(domain))
       return send(403, {});
@@ -302,7 +316,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Runnin
     if (every(n, f.throttleEvery)) {
       // tastypie throttling sends no Retry-After; case v2's api_throttle does (ref §4.1).
       const retry =
-        f.retryAfterSeconds === undefined ? (r.resource === 'case-v2' ? 1 : null) : f.retryAfterSeconds;
+        f.retryAfterSeconds === undefined ? (VIEW_THROTTLED.has(r.resource) ? 1 : null) : f.retryAfterSeconds;
       return send(429, retry === null ? {} : { 'Retry-After': String(retry) });
     }
     if (f.serverErrorEvery && f.serverErrorEvery > 0) {
@@ -328,6 +342,8 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Runnin
     } catch (error) {
       if (error instanceof SandboxBadRequest)
         return send(400, { 'Content-Type': 'application/json' }, JSON.stringify({ error: error.message }));
+      if (error instanceof SandboxNotFound)
+        return send(404, { 'Content-Type': 'application/json' }, JSON.stringify({ error: error.message }));
       throw error;
     }
     const bytes = Buffer.from(body, 'utf8');

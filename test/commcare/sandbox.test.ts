@@ -70,7 +70,12 @@ describe('against the sandbox', () => {
   });
 
   it.each(SANDBOX_RESOURCES)('pages %s to completion with nothing lost or duplicated', async (resource) => {
-    const params = resource === 'form' ? ALL_FORMS : {};
+    const params: Record<string, string[]> =
+      resource === 'form'
+        ? ALL_FORMS
+        : resource === 'ucr'
+          ? { data_source_id: [sandbox.dataset.model('demo').ucr.id] }
+          : {};
     const records = await pull(client(sandbox), { project: 'demo', resource, params, pageSize: 100 });
     expectExactly(sandbox, resource, records);
   });

@@ -35,7 +35,7 @@ describe('API key authentication', () => {
     expect((await call(forms, 'apikey owner@example.org:key-all')).status).toBe(200);
   });
 
-  it('fails with 401 and an empty body for each rejected credential', async () => {
+  it("fails with 401 and HQ's not-authorized body for each rejected credential", async () => {
     const cases: [string, string, Record<string, string>?][] = [
       ['wrong key', 'ApiKey owner@example.org:nope'],
       ['unknown user', 'ApiKey nobody@example.org:key-all'],
@@ -48,7 +48,7 @@ describe('API key authentication', () => {
       const path = label.startsWith('scoped') ? '/a/beta/api/form/v1/' : forms;
       const result = await call(path, header, extra);
       expect(result.status, label).toBe(401);
-      expect(result.text, label).toBe('');
+      expect(result.text, label).toBe('{"error":"not authorized"}');
     }
   });
 
@@ -69,7 +69,7 @@ describe('API key authentication', () => {
     const result = await call(forms);
     expect(result.status).toBe(401);
     expect(result.headers.get('www-authenticate')).toBeTruthy();
-    expect(result.text).toBe('');
+    expect(result.text).toBe('{"error":"not authorized"}');
   });
 
   it('does not accept credentials in the query string', async () => {

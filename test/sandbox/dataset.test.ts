@@ -162,7 +162,9 @@ describe('sandbox command', () => {
     expect(await done).toBe(0);
   });
 
-  it('serves one port from several worker processes with --workers, and stops them all on SIGTERM', async () => {
+  it('serves one port from several worker processes with --workers, and stops them all on SIGTERM', {
+    timeout: 120_000,
+  }, async () => {
     const child = spawn(
       process.execPath,
       ['bin/ccexport.js', 'sandbox', '--port', '0', '--forms', '40', '--cases', '10', '--workers', '2'],
@@ -173,7 +175,8 @@ describe('sandbox command', () => {
     child.stdout.on('data', (chunk: Buffer) => {
       printed += chunk.toString();
     });
-    for (let k = 0; k < 500 && !printed.includes('\n'); k++) await new Promise((r) => setTimeout(r, 20));
+    // Each worker compiles the sources at start; on a busy machine that takes a while.
+    for (let k = 0; k < 2500 && !printed.includes('\n'); k++) await new Promise((r) => setTimeout(r, 20));
     expect(printed).toMatch(/listening on http:\/\/127\.0\.0\.1:\d+ .* with 2 worker processes/);
     const workers = execFileSync('pgrep', ['-P', String(child.pid), '-f', 'ccexport.js sandbox'])
       .toString()
