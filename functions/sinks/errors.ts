@@ -16,6 +16,12 @@ export class ConcurrentRunError extends SinkError {}
 /** A value does not fit its column and `strictTypes` forbids widening. */
 export class TypeConflictError extends SinkError {}
 
+/**
+ * A value cannot be converted to the declared type of its column (Data Type in the query file, or the
+ * type of a column that exists): the batch is rolled back and the run stops, as DET stops.
+ */
+export class DeclaredTypeError extends TypeConflictError {}
+
 /** A conditional write lost: somebody else changed the object since we read it. */
 export class PreconditionFailedError extends SinkError {}
 

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { TableSpec } from '../../functions/query/types';
-import { ConcurrentRunError, createSink, TypeConflictError } from '../../functions/sinks';
+import { ConcurrentRunError, createSink, DeclaredTypeError, TypeConflictError } from '../../functions/sinks';
 import { pgName } from '../../functions/sinks/postgres/naming';
 import { checkpoint, run } from './helpers';
 
@@ -117,6 +117,70 @@ describe('PostgreSQL output', () => {
         doc: { k: [1, 2] },
       },
     ]);
+  });
+
+  it('keeps declared Data Types and converts the strings HQ sends into them', async () => {
+    const name = `declared_${randomUUID().slice(0, 6)}`;
+    const spec = table(
+      name,
+      ['id', 'age', 'visits', 'pregnant', 'dob', 'note'],
+      [null, 'integer', 'integer', 'boolean', 'date', 'text'],
+    );
+    const sink = await createSink({ format: 'sql', output: dbUrl });
+    await sink.begin([spec], run('r1', { checkpointKey: name }));
+    await sink.writeRows(name, [
+      ['a', '12', 3, 'true', '2024-02-03', 12],
+      ['b', ' -7 ', '0', 'FALSE', '2023-12-31', 'x'],
+      ['c', null, null, null, null, null],
+    ]);
+    await sink.finish();
+
+    const columns = await query<{ column_name: string; data_type: string }>(
+      `SELECT column_name, data_type FROM information_schema.columns WHERE table_name = $1 ORDER BY ordinal_position`,
+      [name],
+    );
+    expect(columns.map((c) => c.data_type)).toEqual([
+      'text',
+      'integer',
+      'integer',
+      'boolean',
+      'date',
+      'text',
+    ]);
+    const rows = await query(
+      `SELECT id, age, visits, pregnant, to_char(dob, 'YYYY-MM-DD') AS dob, note FROM "${name}" ORDER BY id`,
+    );
+    expect(rows).toEqual([
+      { id: 'a', age: 12, visits: 3, pregnant: true, dob: '2024-02-03', note: '12' },
+      { id: 'b', age: -7, visits: 0, pregnant: false, dob: '2023-12-31', note: 'x' },
+      { id: 'c', age: null, visits: null, pregnant: null, dob: null, note: null },
+    ]);
+  });
+
+  it('fails a value that cannot become its declared type, naming table, column, row id and value, and commits nothing of the batch', async () => {
+    const name = `declared_bad_${randomUUID().slice(0, 6)}`;
+    const spec = table(name, ['id', 'age'], [null, 'integer']);
+    const sink = await createSink({ format: 'sql', output: dbUrl });
+    await sink.begin([spec], run('r1', { checkpointKey: name }));
+    await sink.writeRows(name, [['a', '1']]);
+    await sink.commit([]);
+    const failed = (async () => {
+      await sink.writeRows(name, [['b', '2']]);
+      await sink.writeRows(name, [['case-77', 'twelve']]);
+      await sink.commit([]);
+    })();
+
+    await expect(failed).rejects.toThrow(DeclaredTypeError);
+    await expect(failed).rejects.toThrow(
+      `Table "${name}", column "age" (integer), row id "case-77": the string "twelve" cannot be converted to integer`,
+    );
+    await sink.abort(new Error('stop'));
+    expect(await query(`SELECT id, age FROM "${name}"`)).toEqual([{ id: 'a', age: 1 }]);
+    const [column] = await query<{ data_type: string }>(
+      `SELECT data_type FROM information_schema.columns WHERE table_name = $1 AND column_name = 'age'`,
+      [name],
+    );
+    expect(column?.data_type).toBe('integer');
   });
 
   it('fails instead of widening a column when strictTypes is on', async () => {

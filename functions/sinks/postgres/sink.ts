@@ -6,13 +6,21 @@ import {
   writePgCheckpoints,
 } from '../../checkpoints/postgres';
 import type { Cell, TableSpec } from '../../query/types';
-import { ConcurrentRunError, SinkConfigError, SinkError, SinkStateError, TypeConflictError } from '../errors';
+import {
+  ConcurrentRunError,
+  DeclaredTypeError,
+  SinkConfigError,
+  SinkError,
+  SinkStateError,
+  TypeConflictError,
+} from '../errors';
 import type { ExportSink, RunContext, SourceCheckpoint } from '../types';
 import type { SqlConnection } from './connection';
 import { type ColumnType, CopyLines } from './copy-csv';
 import { pgName, qualified, quoteIdent } from './naming';
 import { pgTableProblems } from './reserved';
 import {
+  convertForColumn,
   fits,
   inferPgType,
   type PgType,
@@ -54,6 +62,8 @@ interface TablePlan {
   readonly idIndex: number;
   /** Position among the declared tables, for the name of its staging table. */
   readonly ordinal: number;
+  /** Columns with a declared Data Type (never widened; their values are converted). */
+  readonly declared: readonly number[];
 }
 
 /** Advisory lock id for an export: 64 bits of a hash, as a signed bigint string. */
@@ -207,8 +217,9 @@ export class PostgresSink implements ExportSink {
       this.batches.set(table, batch);
     }
     const layout = this.layout(plan);
-    for (const row of rows) {
-      const id = rowId(plan, row, batch.size);
+    for (const given of rows) {
+      const id = rowId(plan, given, batch.size);
+      const row = plan.declared.length > 0 ? this.convertDeclared(plan, given, id) : given;
       batch.size += 1;
       if (batch.ids.has(id)) {
         batch.duplicates.push(row);
@@ -230,6 +241,34 @@ export class PostgresSink implements ExportSink {
     // Rows waiting for a table change are held as cells (several times their encoded size): change
     // the table early rather than hold a whole batch of them (the first batch of a new table).
     if (batch.size >= this.batchRows || batch.raw.length >= RAW_ROWS_BEFORE_FLUSH) await this.flush(table);
+  }
+
+  /**
+   * The row with each value of a declared column converted to the column's type (its type in the
+   * database when the table exists, else the declared one): DET never changes such a column, and
+   * PostgreSQL converts `'12'` into an integer column for it. A value that cannot be converted stops
+   * the run; the transaction (everything since the last commit) is rolled back.
+   */
+  private convertDeclared(plan: TablePlan, row: Cell[], id: string): Cell[] {
+    let out: Cell[] | undefined;
+    const existing = this.columns.get(plan.pgTable);
+    for (const i of plan.declared) {
+      const cell = row[i] ?? null;
+      if (cell === null) continue;
+      const type = existing?.get(plan.pgColumns[i]!) ?? pgTypeForDataType(plan.spec.dataTypes[i]!);
+      const converted = convertForColumn(cell, type);
+      if (converted === undefined) {
+        throw new DeclaredTypeError(
+          `Table "${plan.spec.name}", column "${plan.spec.headings[i]}" (${sqlType(type as PgType)}), row id "${id}": ` +
+            `${describeValue(cell)} cannot be converted to ${sqlType(type as PgType)}; nothing since the last commit was written`,
+        );
+      }
+      if (converted !== cell) {
+        out ??= [...row];
+        out[i] = converted;
+      }
+    }
+    return out ?? row;
   }
 
   /** The table's columns as `CopyLines.row` needs them; recomputed after the table changes. */
@@ -436,8 +475,9 @@ export class PostgresSink implements ExportSink {
       const declared = plan.spec.dataTypes[i];
       const current = existing.get(column);
       let type: ColumnType | undefined = current ?? (declared ? pgTypeForDataType(declared) : undefined);
-      // text, jsonb and other columns take anything: no need to look at the values.
-      if (type !== 'text' && type !== 'jsonb' && type !== 'other') {
+      // text, jsonb and other columns take anything: no need to look at the values. A declared column
+      // keeps its type (its values were converted by convertDeclared).
+      if (!declared && type !== 'text' && type !== 'jsonb' && type !== 'other') {
         for (let r = 0; r < rows.length; r++) {
           const cell = rows[r]![i] ?? null;
           if (cell === null) continue;
@@ -577,6 +617,7 @@ export function planTables(tables: readonly TableSpec[]): Map<string, TablePlan>
       pgColumns,
       idIndex: spec.headings.indexOf('id'),
       ordinal: plans.size + 1,
+      declared: spec.dataTypes.flatMap((t, i) => (t && i !== spec.headings.indexOf('id') ? [i] : [])),
     });
   }
   return plans;

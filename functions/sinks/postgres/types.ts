@@ -97,6 +97,49 @@ export function fits(cell: Exclude<Cell, null>, column: PgType | 'other'): boole
   }
 }
 
+/** Strings PostgreSQL's boolean input accepts (after trimming, any case), and what they mean. */
+const PG_BOOLEAN_WORDS: Readonly<Record<string, boolean>> = {
+  t: true,
+  true: true,
+  y: true,
+  yes: true,
+  on: true,
+  '1': true,
+  f: false,
+  false: false,
+  n: false,
+  no: false,
+  off: false,
+  '0': false,
+};
+
+/**
+ * A value converted for a column whose type is fixed (a declared Data Type, or a column DET created):
+ * what PostgreSQL's own input conversion would make of it, or `undefined` when it cannot be converted.
+ * HQ sends case properties and form answers as strings, so `'12'` becomes 12 for an integer column and
+ * `'true'`/`'false'` become booleans, as PostgreSQL converts them for DET's INSERTs. A number with a
+ * fraction is not rounded into an integer column: that would change the value.
+ */
+export function convertForColumn(cell: Exclude<Cell, null>, column: PgType | 'other'): Cell | undefined {
+  switch (column) {
+    case 'text':
+    case 'jsonb':
+    case 'other':
+      return cell;
+    case 'integer':
+    case 'bigint': {
+      const value = typeof cell === 'string' && /^\s*[+-]?\d+\s*$/.test(cell) ? Number(cell) : cell;
+      return fits(value, column) ? value : undefined;
+    }
+    case 'boolean':
+      if (typeof cell === 'boolean') return cell;
+      return typeof cell === 'string' ? PG_BOOLEAN_WORDS[cell.trim().toLowerCase()] : undefined;
+    case 'timestamp':
+    case 'date':
+      return fits(cell, column) ? cell : undefined;
+  }
+}
+
 /** The type to widen `column` to so that `cell` fits. */
 export function widen(column: PgType, cell: Exclude<Cell, null>): PgType {
   if (column === 'integer' && typeof cell === 'number' && Number.isSafeInteger(cell)) return 'bigint';
