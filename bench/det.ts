@@ -11,11 +11,11 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer, request as httpRequest, type Server } from 'node:http';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ExcelJS from 'exceljs';
 import { DEFAULT_API_KEY, DEFAULT_PROJECT, DEFAULT_USERNAME } from '../functions/sandbox';
+import { startCountingProxy } from '../test/support/counting-proxy';
 import { median, ROOT, round, startSandboxProcess } from './harness';
 import { freshDatabase } from './scenarios';
 
@@ -94,69 +94,6 @@ export async function writeDetWorkbook(path: string): Promise<void> {
     ['server_date_modified', 'server_date_modified', 'str2date'],
   ]);
   await workbook.xlsx.writeFile(path);
-}
-
-/** The HQ stand-in's front door: latency per data request, and a count of requests in flight per project. */
-interface CountingProxy {
-  readonly url: string;
-  /** Largest number of data requests of one project in flight at once since the last `reset`. */
-  maxInFlight(): number;
-  requests(): number;
-  reset(): void;
-  close(): Promise<void>;
-}
-
-async function startCountingProxy(target: string, latencyMs: number): Promise<CountingProxy> {
-  const upstream = new URL(target);
-  const inFlight = new Map<string, number>();
-  let max = 0;
-  let count = 0;
-  const server: Server = createServer((req, res) => {
-    const project = /^\/a\/([^/]+)\/api\//.exec(req.url ?? '')?.[1] ?? null;
-    if (project !== null) {
-      count += 1;
-      const now = (inFlight.get(project) ?? 0) + 1;
-      inFlight.set(project, now);
-      max = Math.max(max, now);
-      res.on('close', () => inFlight.set(project, (inFlight.get(project) ?? 1) - 1));
-    }
-    const forward = () => {
-      const out = httpRequest(
-        {
-          host: upstream.hostname,
-          port: upstream.port,
-          path: req.url,
-          method: req.method,
-          headers: req.headers,
-        },
-        (answer) => {
-          res.writeHead(answer.statusCode ?? 502, answer.headers);
-          answer.pipe(res);
-        },
-      );
-      out.on('error', () => res.destroy());
-      req.pipe(out);
-    };
-    if (project !== null && latencyMs > 0) setTimeout(forward, latencyMs);
-    else forward();
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : 0;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    maxInFlight: () => max,
-    requests: () => count,
-    reset: () => {
-      max = 0;
-      count = 0;
-    },
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
 }
 
 /** What GNU time says about one process (and its children). */
@@ -348,7 +285,7 @@ async function compare(options: DetOptions, scenario: Exclude<DetScenario, 'help
                   dir,
                   { ...process.env, CCEXPORT_API_KEY: DEFAULT_API_KEY },
                 );
-          const sample = { ...result, requests: proxy.requests(), maxInFlight: proxy.maxInFlight() };
+          const sample = { ...result, requests: proxy.requests().length, maxInFlight: proxy.maxInFlight() };
           (tool === 'det' ? det : ours).push(sample);
           if (run === 0 && scenario !== 'sql') {
             if (tool === 'det') detRows = detCsvRows(join(dir, 'det.zip'));

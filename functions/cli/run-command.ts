@@ -95,8 +95,12 @@ export function settingsFromFlags(flags: ParsedFlags, io: CommandIO): RunSetting
       throw new UsageError(`--${name} expects YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS (got "${value}")`);
     }
   }
-  const concurrency = integerFlag(flags, 'concurrency', 1, 32) ?? 1;
-  const maxConcurrency = integerFlag(flags, 'max-concurrency', 1, 32) ?? Math.max(concurrency, 4);
+  // The limit starts at its maximum: with a handful of requests HQ's per-minute throttle is far away,
+  // and a 429 brings the limit down within one round, while ramping up from 1 costs a round trip per
+  // step of every short export. `--concurrency` alone sets both; `--max-concurrency` alone, both too.
+  const concurrencyFlag = integerFlag(flags, 'concurrency', 1, 32);
+  const maxConcurrency = integerFlag(flags, 'max-concurrency', 1, 32) ?? Math.max(concurrencyFlag ?? 1, 4);
+  const concurrency = concurrencyFlag ?? maxConcurrency;
   if (maxConcurrency < concurrency) {
     throw new UsageError(
       `--max-concurrency (${maxConcurrency}) must be at least --concurrency (${concurrency})`,
@@ -280,6 +284,8 @@ export async function runRunCommand(argv: string[], io: CommandIO): Promise<numb
         startOver: settings.startOver,
         pageSize: settings.batchSize,
         commitEveryPages: settings.format === 'sql' ? 5 : Number.POSITIVE_INFINITY,
+        // --max-concurrency 1 is DET's sequence of requests: one source after another.
+        parallelSources: settings.maxConcurrency > 1,
       },
     );
   } finally {

@@ -112,10 +112,15 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
   {
     name: 'concurrency',
     kind: 'string',
-    help: 'parallel indexed_on windows to start with (1 = like DET)',
-    defaultText: '1',
+    help: 'requests in flight to start with (the adaptive limit backs off on 429s)',
+    defaultText: 'the value of --max-concurrency',
   },
-  { name: 'max-concurrency', kind: 'string', help: 'upper bound for the adaptive limit', defaultText: '4' },
+  {
+    name: 'max-concurrency',
+    kind: 'string',
+    help: "requests in flight per project, all data sources together (1 = exactly DET's requests)",
+    defaultText: '4',
+  },
   {
     name: 'progress',
     kind: 'string',

@@ -25,7 +25,7 @@ import {
   withQuery,
 } from './resources';
 import type { Page, PullPosition, PullRequest, QueryParams } from './types';
-import { AimdLimiter, orderedMerge, splitRange } from './windows';
+import { AimdLimiter, orderedMerge, RequestBudget, splitRange, withinBudget } from './windows';
 
 export interface CommCareClientOptions {
   /** `prod` (https://www.commcarehq.org), `local` (http://localhost:8000) or any http(s) base URL. */
@@ -142,6 +142,7 @@ export class CommCareClient {
   private readonly windowQueuePages: number;
   private readonly pagesPerWindow: number;
   private readonly keepRawRecords: boolean;
+  private readonly budgets = new Map<string, RequestBudget>();
 
   constructor(options: CommCareClientOptions) {
     this.baseUrl = resolveBaseUrl(options.baseUrl);
@@ -227,22 +228,28 @@ export class CommCareClient {
     const start: PullPosition | null =
       request.from ?? (since === null ? null : { indexedOn: since, boundaryIds: [] });
 
+    // With a limit above 1, every pull of the project shares its request budget (the sources of one
+    // export are pulled at once); with 1, each pull is DET's sequential one and sends its requests only.
+    const shared = this.maxConcurrency > 1;
+    const sctx: PagingContext = shared
+      ? { ...ctx, hooks: this.adaptiveHooks(this.budgetFor(request.project), false) }
+      : ctx;
     let raw: AsyncIterable<RawPage>;
     if (spec.paging === 'keyset') {
-      raw =
-        this.maxConcurrency > 1
-          ? this.parallelKeyset(ctx, params, start, until, pageSize)
-          : keysetPages(ctx, { params, start, endParam: until, stopBefore: null, pageSize });
+      raw = shared
+        ? this.parallelKeyset(ctx, params, start, until, pageSize)
+        : keysetPages(ctx, { params, start, endParam: until, stopBefore: null, pageSize });
     } else if (spec.paging === 'cursor') {
-      raw = cursorPages(ctx, { params, start: request.from ?? null, since, until, pageSize });
+      raw = cursorPages(sctx, { params, start: request.from ?? null, since, until, pageSize });
     } else {
       if (request.from || since !== null || until !== null) {
         this.http.log('warn', 'since/until/from are ignored: this resource has no incremental paging', {
           resource: spec.name,
         });
       }
-      raw = offsetPages(ctx, { params, pageSize });
+      raw = offsetPages(sctx, { params, pageSize });
     }
+    if (shared && spec.paging !== 'keyset') raw = withinBudget(raw, this.budgetFor(request.project));
 
     let pageNumber = 0;
     for await (const page of raw) {
@@ -288,10 +295,41 @@ export class CommCareClient {
     }
   }
 
+  /** The request budget of `project`: one adaptive limit for every pull of the project at once. */
+  private budgetFor(project: string): RequestBudget {
+    let budget = this.budgets.get(project);
+    if (!budget) {
+      budget = new RequestBudget(
+        new AimdLimiter({
+          initial: this.concurrency,
+          max: this.maxConcurrency,
+          ...(this.increaseAfter === undefined ? {} : { increaseAfter: this.increaseAfter }),
+        }),
+      );
+      this.budgets.set(project, budget);
+    }
+    return budget;
+  }
+
+  /** Hooks that feed the budget's limiter with each request's outcome. */
+  private adaptiveHooks(budget: RequestBudget, windowed: boolean): RequestHooks {
+    const limiter = budget.limiter;
+    return {
+      onStart: () => limiter.begin(),
+      onThrottle: (ticket) => limiter.onThrottle(ticket),
+      onSuccess: (ticket) => limiter.onSuccess(ticket),
+      ...(windowed ? { throttleWaitFloorMs: ADAPTIVE_THROTTLE_WAIT_MS } : {}),
+    };
+  }
+
   /**
-   * Cuts the pull into `indexed_on` windows and runs them under an AIMD limit. The range comes from the
-   * request (since/from, until) or from one-record probes sorted each way. Anything that cannot be
-   * planned (no records, a server ignoring `-indexed_on`) falls back to the sequential pull.
+   * Cuts the pull into `indexed_on` windows and runs them within the project's request budget. The first
+   * request is the sequential pull's own first page (DET's first request), sent together with a
+   * one-record probe sorted the other way for the range's upper end (unless `until` gives it). That page
+   * gives where the range starts and `total_count`, so the rest of the range is split into windows at
+   * once, sized to about a page each, and fetched in parallel from the second round trip on. When the
+   * first page is the last, nothing more is sent; anything that cannot be planned (no total, a server
+   * ignoring `-indexed_on`, a range too narrow to cut) continues as the sequential pull.
    */
   private async *parallelKeyset(
     ctx: PagingContext,
@@ -300,75 +338,56 @@ export class CommCareClient {
     until: string | null,
     pageSize: number,
   ): AsyncGenerator<RawPage> {
-    const limiter = new AimdLimiter({
-      initial: this.concurrency,
-      max: this.maxConcurrency,
-      ...(this.increaseAfter === undefined ? {} : { increaseAfter: this.increaseAfter }),
-    });
-    const hooks: RequestHooks = {
-      onStart: () => limiter.begin(),
-      onThrottle: (ticket) => limiter.onThrottle(ticket),
-      onSuccess: (ticket) => limiter.onSuccess(ticket),
-      throttleWaitFloorMs: ADAPTIVE_THROTTLE_WAIT_MS,
-    };
-    const wctx: PagingContext = { ...ctx, hooks };
-    const sequential = () =>
-      keysetPages(wctx, { params, start, endParam: until, stopBefore: null, pageSize });
+    const budget = this.budgetFor(ctx.project);
+    const wctx: PagingContext = { ...ctx, hooks: this.adaptiveHooks(budget, true) };
+    const sequential = keysetPages(wctx, { params, start, endParam: until, stopBefore: null, pageSize });
 
-    const probe = async (order: string, extra: Record<string, readonly string[]>) => {
+    const probeLast = async (): Promise<Micros | null> => {
+      const bounds: Record<string, readonly string[]> = {};
+      if (start?.indexedOn) bounds.indexed_on_start = [start.indexedOn];
       const envelope = await fetchEnvelope(
         wctx,
-        withQuery(ctx.url, { ...params, ...extra, order_by: [order], limit: ['1'] }),
+        withQuery(ctx.url, { ...params, ...bounds, order_by: ['-indexed_on'], limit: ['1'] }),
       );
-      const first = envelope.records[0];
-      const value = first?.indexed_on;
-      return {
-        key: typeof value === 'string' ? requireTimestamp(value, 'indexed_on in a probe') : null,
-        total: envelope.totalCount,
-      };
+      const value = envelope.records[0]?.indexed_on;
+      return typeof value === 'string' ? requireTimestamp(value, 'indexed_on in a probe') : null;
     };
-    let lo: Micros | null = start?.indexedOn ? requireTimestamp(start.indexedOn, 'from.indexedOn') : null;
-    let hi: Micros | null = until === null ? null : requireTimestamp(until, 'until');
-    let total: number | null = null;
-    const bounds: Record<string, readonly string[]> = {};
-    if (lo !== null) bounds.indexed_on_start = [start!.indexedOn!];
-    if (until !== null) bounds.indexed_on_end = [until];
-    // The probes ask for what is not given: the first record (and the total) unless only `since` is
-    // given, the last one unless `until` is. Both at once cost one round trip, not two.
-    const needFirst = lo === null || hi !== null;
-    const needLast = hi === null;
-    const [first, last] = await Promise.all([
-      needFirst ? probe('indexed_on', bounds) : null,
-      needLast ? probe('-indexed_on', bounds) : null,
+    const [firstStep, probed] = await Promise.all([
+      budget.run(() => sequential.next()),
+      until === null ? budget.run(probeLast) : Promise.resolve(requireTimestamp(until, 'until')),
     ]);
-    if (first) {
-      total = first.total;
-      lo ??= first.key;
-    }
-    if (last && lo !== null) {
-      total ??= last.total;
-      hi = last.key;
+    if (firstStep.done) return;
+    const first = firstStep.value;
+    const lo = first.position?.indexedOn ? requireTimestamp(first.position.indexedOn, 'indexed_on') : null;
+    const hi = probed;
+    if (first.last || lo === null || hi === null || !(hi > lo)) {
+      yield first;
+      if (!first.last) yield* withinBudget({ [Symbol.asyncIterator]: () => sequential }, budget);
+      return;
     }
     // Windows aim a little under their pages' worth, so one a bit fuller than the average still ends in
     // `pagesPerWindow` requests instead of needing one more for its last few records.
+    const remaining = first.totalCount === null ? null : Math.max(0, first.totalCount - first.records.length);
     let count =
-      total === null
+      remaining === null
         ? this.maxConcurrency * 4
-        : Math.ceil(total / (pageSize * this.pagesPerWindow * WINDOW_FILL));
+        : Math.ceil(remaining / (pageSize * this.pagesPerWindow * WINDOW_FILL));
     count = Math.min(MAX_WINDOWS, Math.max(1, count));
-    const cuts = lo !== null && hi !== null && hi > lo ? splitRange(lo, hi, count) : [];
+    const cuts = splitRange(lo, hi, count);
     if (cuts.length === 0) {
-      this.http.log('info', 'pulling sequentially: the range is empty, too narrow or small', {
+      this.http.log('info', 'pulling sequentially: the range is too narrow or small to cut', {
         resource: ctx.spec.name,
-        total,
+        total: first.totalCount,
       });
-      yield* sequential();
+      yield first;
+      yield* withinBudget({ [Symbol.asyncIterator]: () => sequential }, budget);
       return;
     }
+    await sequential.return(undefined);
     this.http.log('info', 'pulling in parallel indexed_on windows', {
       resource: ctx.spec.name,
       windows: cuts.length + 1,
-      total,
+      total: first.totalCount,
       concurrency: this.concurrency,
       maxConcurrency: this.maxConcurrency,
     });
@@ -376,13 +395,23 @@ export class CommCareClient {
       for (let i = 0; i <= cuts.length; i += 1) {
         const last = i === cuts.length;
         const stopBefore = last ? null : cuts[i]!;
+        // The first window goes on from where the first page ended (its boundary ids included).
         const windowStart: PullPosition | null =
-          i === 0 ? start : { indexedOn: formatNaiveUtc(cuts[i - 1]!), boundaryIds: [] };
+          i === 0 ? first.position : { indexedOn: formatNaiveUtc(cuts[i - 1]!), boundaryIds: [] };
         const endParam = last ? until : formatNaiveUtc(stopBefore!);
         yield () => keysetPages(wctx, { params, start: windowStart, endParam, stopBefore, pageSize });
       }
     };
-    yield* orderedMerge(windows(), { limiter, queuePages: this.windowQueuePages });
+    const merged = orderedMerge(windows(), { budget, queuePages: this.windowQueuePages });
+    // The windows start fetching now, while the caller works on the first page.
+    const next = merged.next();
+    next.catch(() => undefined);
+    try {
+      yield first;
+      for (let step = await next; !step.done; step = await merged.next()) yield step.value;
+    } finally {
+      await merged.return(undefined);
+    }
   }
 }
 

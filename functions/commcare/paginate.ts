@@ -42,6 +42,8 @@ export interface RawPage {
   readonly records: JsonObject[];
   readonly position: PullPosition | null;
   readonly totalCount: number | null;
+  /** Set by the keyset pager: true when this page ends the pull (no request follows it). */
+  readonly last?: boolean;
 }
 
 export async function fetchEnvelope(ctx: PagingContext, url: string): Promise<Envelope> {
@@ -180,9 +182,10 @@ export async function* keysetPages(ctx: PagingContext, options: KeysetOptions): 
       records.push(record);
       position.add(key, id);
     }
-    yield { records, position: position.snapshot(), totalCount: envelope.totalCount };
+    const last = reachedStop || isLastPage(envelope, limit) || lastKey === null;
+    yield { records, position: position.snapshot(), totalCount: envelope.totalCount, last };
 
-    if (reachedStop || isLastPage(envelope, limit) || lastKey === null) return;
+    if (last || lastKey === null) return;
     if (startKey !== null && lastKey <= startKey) {
       // A full page that ends at the start value (or, on a server comparing whole seconds, before it):
       // the same request would come back unchanged.

@@ -95,10 +95,82 @@ export function splitRange(lo: Micros, hi: Micros, count: number): Micros[] {
   return out;
 }
 
+/**
+ * The requests one project may have in flight, shared by every pull of that project: the data sources
+ * of one export are pulled at once, and HQ throttles per project and user, so the adaptive limit is one
+ * number for all of them, never one per source. A request holds a slot from just before it is sent until
+ * its page has arrived (429 waits and retries included, as the limit is how hard we press HQ).
+ */
+export class RequestBudget {
+  private running = 0;
+  private readonly watchers = new Set<() => void>();
+  constructor(readonly limiter: AimdLimiter) {}
+  /** Requests in flight now. */
+  get inFlight(): number {
+    return this.running;
+  }
+  /** True while another request may start. */
+  get free(): boolean {
+    return this.running < this.limiter.limit;
+  }
+  /** A request starts; `give` it back when it ends. */
+  take(): void {
+    this.running += 1;
+  }
+  give(): void {
+    this.running -= 1;
+    for (const watcher of [...this.watchers]) watcher();
+  }
+  /** Calls `fn` each time a request ends (a slot may be free) until the returned function is called. */
+  watch(fn: () => void): () => void {
+    this.watchers.add(fn);
+    return () => this.watchers.delete(fn);
+  }
+  /** Waits for a free slot, runs `fn` in it, and gives the slot back. */
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    while (!this.free) {
+      await new Promise<void>((resolve) => {
+        const stop = this.watch(() => {
+          stop();
+          resolve();
+        });
+      });
+    }
+    this.take();
+    try {
+      return await fn();
+    } finally {
+      this.give();
+    }
+  }
+}
+
+/** Pages of `pages`, each fetched in a slot of `budget` (a pull that has no windows of its own). */
+export async function* withinBudget<T>(pages: AsyncIterable<T>, budget: RequestBudget): AsyncGenerator<T> {
+  const iterator = pages[Symbol.asyncIterator]();
+  try {
+    for (;;) {
+      const step = await budget.run(() => iterator.next());
+      if (step.done) return;
+      yield step.value;
+    }
+  } finally {
+    await iterator.return?.();
+  }
+}
+
 export interface OrderedMergeOptions {
-  readonly limiter: AimdLimiter;
+  /** The limit of requests in flight; pass `budget` instead to share it with other pulls. */
+  readonly limiter?: AimdLimiter;
+  /** The project's shared budget of requests in flight. @default a budget of its own over `limiter` */
+  readonly budget?: RequestBudget;
   /** Pages one window may hold unread (fetched or being fetched). */
   readonly queuePages: number;
+}
+
+function requireLimiter(limiter: AimdLimiter | undefined): AimdLimiter {
+  if (!limiter) throw new TypeError('orderedMerge needs a limiter or a budget');
+  return limiter;
 }
 
 /** One open source: its iterator, unread items and whether it is fetching or done. */
@@ -132,10 +204,10 @@ export async function* orderedMerge<T>(
 ): AsyncGenerator<T> {
   const pending = sources[Symbol.iterator]();
   const q = options.queuePages;
+  const budget = options.budget ?? new RequestBudget(requireLimiter(options.limiter));
   const open: Lane<T>[] = [];
   let exhausted = false;
   let stopped = false;
-  let inFlight = 0;
   // A holder, not a `let`: it is set from the fetches' callbacks, which the compiler cannot follow.
   const failure: { error?: unknown; set: boolean } = { set: false };
   let wakeConsumer: (() => void) | null = null;
@@ -154,28 +226,29 @@ export async function* orderedMerge<T>(
 
   const fetchNext = (lane: Lane<T>): void => {
     lane.fetching = true;
-    inFlight += 1;
+    budget.take();
     lane.iterator.next().then(
       (step) => {
         lane.fetching = false;
-        inFlight -= 1;
         if (step.done) lane.done = true;
         else lane.items.push(step.value);
         if (stopped) {
+          budget.give();
           void lane.iterator.return?.()?.catch(() => undefined);
           return;
         }
-        pump();
+        // Giving the slot back pumps every pull sharing the budget, this one included.
+        budget.give();
         wake();
       },
       (error: unknown) => {
         lane.fetching = false;
         lane.done = true;
-        inFlight -= 1;
         if (!failure.set) {
           failure.set = true;
           failure.error = error;
         }
+        budget.give();
         wake();
       },
     );
@@ -183,19 +256,20 @@ export async function* orderedMerge<T>(
 
   const pump = (): void => {
     if (stopped || failure.set) return;
-    const limit = options.limiter.limit;
+    const limiter = budget.limiter;
     // While the caller waits on the head, the network is the bottleneck: windows ahead may hold up to
     // (2·max − 1) pages so `limit` requests stay in flight. While the caller is busy, pages fetched
     // further ahead would only wait in memory: (limit − 1) pages keep the next ones coming.
-    const budgetAhead = (wakeConsumer !== null ? 2 * options.limiter.max - 1 : Math.max(0, limit - 1)) * q;
+    const budgetAhead = (wakeConsumer !== null ? 2 * limiter.max - 1 : Math.max(0, limiter.limit - 1)) * q;
     let ahead = heldAhead();
-    for (let k = 0; inFlight < limit; k += 1) {
+    for (let k = 0; budget.free; k += 1) {
       if (k === open.length) {
         // Every open window is busy, full or done: open the next one, if the budget has room for it.
         if (exhausted || (k > 0 && ahead >= budgetAhead)) return;
         const next = pending.next();
         if (next.done) {
           exhausted = true;
+          wake();
           return;
         }
         open.push({
@@ -213,14 +287,21 @@ export async function* orderedMerge<T>(
     }
   };
 
+  const unwatch = budget.watch(pump);
   try {
     pump();
     for (;;) {
       if (failure.set) throw failure.error;
       const head = open[0];
-      // `pump` opens a window whenever none is open, so no window left means no window to come.
-      if (head === undefined) return;
-      if (head.items.length > 0) {
+      // No window open: none is left, or the shared budget had no free request to open one with (other
+      // pulls of the project hold them all); `pump` runs again when one of theirs ends.
+      if (head === undefined) {
+        if (exhausted) return;
+        await new Promise<void>((resolve) => {
+          wakeConsumer = resolve;
+          pump();
+        });
+      } else if (head.items.length > 0) {
         const value = head.items.shift() as T;
         // The head may fetch its next page while the caller works on this one.
         pump();
@@ -238,6 +319,7 @@ export async function* orderedMerge<T>(
     }
   } finally {
     stopped = true;
+    unwatch();
     for (const lane of open) {
       if (!lane.fetching) void lane.iterator.return?.()?.catch(() => undefined);
     }

@@ -33,7 +33,8 @@ export function describeProgress(p: SourceProgress, nowMs: number): string {
     `${p.rows.toLocaleString('en-US')} rows`,
     `${Math.round(rate).toLocaleString('en-US')} records/s`,
   ];
-  if (p.totalCount !== null && p.totalCount > 0 && p.resumedFrom === null) {
+  // A resumed pull's first request counted from the checkpoint on, as its records are: the ETA holds.
+  if (p.totalCount !== null && p.totalCount > 0) {
     const remaining = Math.max(p.totalCount - p.records, 0);
     parts.push(`ETA ${formatDuration(remaining / Math.max(rate, 1e-9))}`);
   }

@@ -27,6 +27,7 @@ export interface SourceProgress {
   pages: number;
   records: number;
   rows: number;
+  /** Records the pull was to fetch, as HQ counted them for its first request (null: HQ gives no count). */
   totalCount: number | null;
   readonly startedAt: number;
   resumedFrom: PullPosition | null;
@@ -47,6 +48,11 @@ export interface ExportPlan {
    * commit completes the current objects, so file runs commit only at the end (or at a slice's end).
    */
   readonly commitEveryPages: number;
+  /**
+   * Pull every data source at once (their requests share the client's per-project budget) instead of
+   * one after another as DET does. @default false
+   */
+  readonly parallelSources?: boolean;
 }
 
 export interface ExportDeps {
@@ -91,24 +97,22 @@ export async function runExport(deps: ExportDeps, plan: ExportPlan): Promise<Exp
     project: plan.project,
     snapshot,
   });
-  const progress: SourceProgress[] = [];
-  let done = true;
+  let result: { done: boolean; progress: SourceProgress[] };
   try {
-    for (const source of plan.sources) {
-      const result = await exportSource(deps, plan, source, checkpointsEnabled, now);
-      progress.push(result.progress);
-      if (!result.done) {
-        done = false;
-        break;
-      }
-    }
+    const pulls: SourcePull[] = [];
+    for (const source of plan.sources) pulls.push(await openPull(deps, plan, source, checkpointsEnabled));
+    result =
+      plan.parallelSources && pulls.length > 1
+        ? await pullTogether(deps, plan, pulls, now)
+        : await pullInTurn(deps, plan, pulls, now);
     await deps.sink.finish();
   } catch (error) {
     await deps.sink.abort(error);
     throw error;
   }
+  const progress = result.progress;
   return {
-    done,
+    done: result.done,
     sources: progress,
     rows: sum(progress, (p) => p.rows),
     pages: sum(progress, (p) => p.pages),
@@ -116,13 +120,22 @@ export async function runExport(deps: ExportDeps, plan: ExportPlan): Promise<Exp
   };
 }
 
-async function exportSource(
+/** One data source being exported: what to ask HQ for, and where it stands. */
+interface SourcePull {
+  readonly source: SourcePlan;
+  readonly request: PullRequest;
+  readonly useCheckpoint: boolean;
+  readonly progress: SourceProgress;
+  /** Position after the last page written. */
+  position: PullPosition | null;
+}
+
+async function openPull(
   deps: ExportDeps,
   plan: ExportPlan,
   source: SourcePlan,
   checkpointsEnabled: boolean,
-  now: () => Date,
-): Promise<{ done: boolean; progress: SourceProgress }> {
+): Promise<SourcePull> {
   const dataSource = dataSourceId(source);
   const incremental = INCREMENTAL_RESOURCES.has(source.resource);
   const useCheckpoint = incremental && checkpointsEnabled;
@@ -140,8 +153,6 @@ async function exportSource(
     startedAt: Date.now(),
     resumedFrom: stored?.position ?? null,
   };
-  deps.progress?.sourceStarted?.(progress);
-
   const request: PullRequest = {
     project: plan.project,
     resource: source.resource,
@@ -151,54 +162,146 @@ async function exportSource(
     ...(plan.since !== undefined && incremental ? { since: plan.since } : {}),
     ...(plan.until !== undefined && incremental ? { until: plan.until } : {}),
   };
+  return { source, request, useCheckpoint, progress, position: stored?.position ?? null };
+}
 
-  let position: PullPosition | null = stored?.position ?? null;
-  let pagesSinceCommit = 0;
-  const commit = async () => {
-    const checkpoints: SourceCheckpoint[] =
-      useCheckpoint && position
-        ? [
-            {
-              checkpointKey: plan.checkpointKey,
-              project: plan.project,
-              dataSource,
-              tables: progress.tables,
-              position,
-              writtenAt: now().toISOString(),
-            },
-          ]
-        : [];
-    await deps.sink.commit(checkpoints);
-    pagesSinceCommit = 0;
-  };
+/** Commits every row written so far with the checkpoints of `pulls` at the pages written. */
+async function commitPulls(
+  deps: ExportDeps,
+  plan: ExportPlan,
+  pulls: readonly SourcePull[],
+  now: () => Date,
+): Promise<void> {
+  const checkpoints: SourceCheckpoint[] = [];
+  for (const pull of pulls) {
+    if (!pull.useCheckpoint || !pull.position) continue;
+    checkpoints.push({
+      checkpointKey: plan.checkpointKey,
+      project: plan.project,
+      dataSource: pull.progress.dataSource,
+      tables: pull.progress.tables,
+      position: pull.position,
+      writtenAt: now().toISOString(),
+    });
+  }
+  await deps.sink.commit(checkpoints);
+}
 
-  for await (const page of deps.source.pages(request)) {
-    for (const record of page.records) {
-      for (const table of source.tables) {
-        const rows = table.rowsFor(record);
-        if (rows.length > 0) {
-          await deps.sink.writeRows(table.name, rows);
-          progress.rows += rows.length;
-        }
+/** Turns one page into rows and writes them; returns true when the loop should yield after it. */
+async function writePage(deps: ExportDeps, pull: SourcePull, page: Page): Promise<boolean> {
+  const { progress, source } = pull;
+  const tables = source.tables;
+  for (const record of page.records) {
+    for (const table of tables) {
+      const rows = table.rowsFor(record);
+      if (rows.length > 0) {
+        await deps.sink.writeRows(table.name, rows);
+        progress.rows += rows.length;
       }
     }
-    progress.records += page.records.length;
-    progress.pages += 1;
-    progress.totalCount = page.totalCount;
-    if (page.position) position = page.position;
-    pagesSinceCommit += 1;
-    if (pagesSinceCommit >= plan.commitEveryPages) await commit();
-    deps.progress?.pageWritten?.(progress);
-    // Yield only after a page that carried records: a slice that resumes at the very end reads one
-    // empty page, and yielding there would report "not done" forever instead of letting the pull end.
-    if (page.records.length > 0 && deps.shouldYield?.()) {
-      await commit();
-      return { done: false, progress };
-    }
   }
-  await commit();
-  deps.progress?.sourceFinished?.(progress);
+  progress.records += page.records.length;
+  progress.pages += 1;
+  // The pull's size is what its first request counted: later requests count only what is left from
+  // their own `indexed_on_start` (or, in a windowed pull, their window), which would make the remaining
+  // work look done long before it is.
+  if (progress.pages === 1) progress.totalCount = page.totalCount;
+  if (page.position) pull.position = page.position;
+  deps.progress?.pageWritten?.(progress);
+  // Yield only after a page that carried records: a slice that resumes at the very end reads one
+  // empty page, and yielding there would report "not done" forever instead of letting the pull end.
+  return page.records.length > 0 && (deps.shouldYield?.() ?? false);
+}
+
+/** DET's order: one source after another, each committed with its checkpoint when it ends. */
+async function pullInTurn(
+  deps: ExportDeps,
+  plan: ExportPlan,
+  pulls: readonly SourcePull[],
+  now: () => Date,
+): Promise<{ done: boolean; progress: SourceProgress[] }> {
+  const progress: SourceProgress[] = [];
+  for (const pull of pulls) {
+    progress.push(pull.progress);
+    deps.progress?.sourceStarted?.(pull.progress);
+    let pagesSinceCommit = 0;
+    for await (const page of deps.source.pages(pull.request)) {
+      const yieldNow = await writePage(deps, pull, page);
+      pagesSinceCommit += 1;
+      if (pagesSinceCommit >= plan.commitEveryPages || yieldNow) {
+        await commitPulls(deps, plan, [pull], now);
+        pagesSinceCommit = 0;
+      }
+      if (yieldNow) return { done: false, progress };
+    }
+    await commitPulls(deps, plan, [pull], now);
+    deps.progress?.sourceFinished?.(pull.progress);
+  }
   return { done: true, progress };
+}
+
+/**
+ * Every source at once: their pages are fetched concurrently (within the client's per-project request
+ * budget) and written as they arrive, each source's pages in its own order. One writer turns pages into
+ * rows, so the sink sees one call at a time. A commit carries the checkpoint of every source at the
+ * last page written of it: rows and positions stay consistent whichever source wrote last.
+ */
+async function pullTogether(
+  deps: ExportDeps,
+  plan: ExportPlan,
+  pulls: readonly SourcePull[],
+  now: () => Date,
+): Promise<{ done: boolean; progress: SourceProgress[] }> {
+  type Step = { index: number; result: IteratorResult<Page> };
+  const iterators = pulls.map((pull) => {
+    deps.progress?.sourceStarted?.(pull.progress);
+    return deps.source.pages(pull.request)[Symbol.asyncIterator]();
+  });
+  const pending = new Map<number, Promise<Step>>();
+  const ask = (index: number) => {
+    const step = iterators[index]!.next().then((result) => ({ index, result }));
+    // Failures surface when the step is awaited below; until then they must not go unhandled.
+    step.catch(() => undefined);
+    pending.set(index, step);
+  };
+  pulls.forEach((_, index) => ask(index));
+  let pagesSinceCommit = 0;
+  let done = true;
+  try {
+    while (pending.size > 0) {
+      const { index, result } = await Promise.race(pending.values());
+      pending.delete(index);
+      const pull = pulls[index]!;
+      if (result.done) {
+        deps.progress?.sourceFinished?.(pull.progress);
+        continue;
+      }
+      const yieldNow = await writePage(deps, pull, result.value);
+      pagesSinceCommit += 1;
+      if (yieldNow) {
+        done = false;
+        break;
+      }
+      if (pagesSinceCommit >= plan.commitEveryPages) {
+        await commitPulls(deps, plan, pulls, now);
+        pagesSinceCommit = 0;
+      }
+      ask(index);
+    }
+    await commitPulls(deps, plan, pulls, now);
+  } finally {
+    // Stop the pulls still running (an early yield or a failure); their fetched pages are not written.
+    // A pull with a request in flight stops once that request ends, without holding up this return.
+    await Promise.allSettled(
+      iterators.map((iterator, index) => {
+        const stopped = iterator.return?.();
+        if (!pending.has(index)) return stopped;
+        stopped?.catch(() => undefined);
+        return undefined;
+      }),
+    );
+  }
+  return { done, progress: pulls.map((p) => p.progress) };
 }
 
 function sum<T>(items: readonly T[], pick: (item: T) => number): number {

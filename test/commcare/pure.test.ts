@@ -10,7 +10,7 @@ import {
   resourceSpec,
   resourceUrl,
 } from '../../functions/commcare/resources';
-import { AimdLimiter, orderedMerge, splitRange } from '../../functions/commcare/windows';
+import { AimdLimiter, orderedMerge, RequestBudget, splitRange } from '../../functions/commcare/windows';
 
 describe('naive UTC dates', () => {
   it('drops the Z and keeps microseconds only when they are not zero, like DET', () => {
@@ -350,6 +350,38 @@ describe('ordered merge', () => {
       rest.push(step.value);
     }
     expect(rest).toEqual(['a1', 'a2', 'b0', 'b1', 'b2', 'c0', 'c1', 'c2']);
+  });
+
+  it('shares one budget between merges: never more than the limit in flight, and each gets every item', async () => {
+    const budget = new RequestBudget(new AimdLimiter({ initial: 2, max: 2 }));
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const windows = (name: string) =>
+      [0, 1, 2].map(
+        (w) =>
+          async function* () {
+            for (let i = 0; i < 2; i += 1) {
+              inFlight += 1;
+              maxInFlight = Math.max(maxInFlight, inFlight);
+              await new Promise((r) => setTimeout(r, 3));
+              inFlight -= 1;
+              yield `${name}${w}.${i}`;
+            }
+          },
+      );
+    const drain = async (name: string) => {
+      const out: string[] = [];
+      for await (const item of orderedMerge(windows(name), { budget, queuePages: 1 })) out.push(item);
+      return out;
+    };
+    // The first merge takes both requests at once; the others start with none free.
+    const [a, b, c] = await Promise.all([drain('a'), drain('b'), drain('c')]);
+    const expected = (name: string) => [0, 1, 2].flatMap((w) => [`${name}${w}.0`, `${name}${w}.1`]);
+    expect(a).toEqual(expected('a'));
+    expect(b).toEqual(expected('b'));
+    expect(c).toEqual(expected('c'));
+    expect(maxInFlight).toBe(2);
+    expect(budget.inFlight).toBe(0);
   });
 
   it('fails fast when any source fails, before the head finishes', async () => {
