@@ -264,7 +264,7 @@ async function pullTogether(
     step.catch(() => undefined);
     pending.set(index, step);
   };
-  pulls.forEach((_, index) => ask(index));
+  for (let index = 0; index < pulls.length; index += 1) ask(index);
   let pagesSinceCommit = 0;
   let done = true;
   try {
