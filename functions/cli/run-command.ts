@@ -1,7 +1,8 @@
 /** `ccexport run`: one export, DET's command line. */
 
 import { randomUUID } from 'node:crypto';
-import { resolve } from 'node:path';
+import { appendFileSync, mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import type { Writable } from 'node:stream';
 import { CommCareClient, type CommCareLogEvent, RESOURCE_NAMES, resolveBaseUrl } from '../commcare';
 import type { ResourceName } from '../commcare/types';
@@ -49,6 +50,9 @@ export interface RunSettings {
   readonly concurrency: number;
   readonly maxConcurrency: number;
   readonly verbose: boolean;
+  /** `legacy` with `--api-version 0.5`: DET's `/api/v0.5/<resource>/` URLs from the first request. */
+  readonly urlStyle?: 'legacy';
+  readonly dumpQuery: boolean;
   readonly progress: 'tty' | 'json' | 'none';
 }
 
@@ -110,8 +114,15 @@ export function settingsFromFlags(flags: ParsedFlags, io: CommandIO): RunSetting
   if (progressFlag !== undefined && !['tty', 'json', 'none'].includes(progressFlag)) {
     throw new UsageError(`--progress expects tty, json or none (got "${progressFlag}")`);
   }
-  const output = stringFlag(flags, 'output') ?? defaultOutput(format);
+  const output = databaseUrl(format, stringFlag(flags, 'output') ?? defaultOutput(format));
   checkOutputName(format, output);
+  const apiVersion = stringFlag(flags, 'api-version');
+  if (apiVersion !== undefined && !/^v?0\.5$/.test(apiVersion)) {
+    throw new UsageError(
+      `--api-version ${apiVersion} is not supported: HQ serves the export APIs at version 0.5 (DET's default), ` +
+        'which --api-version 0.5 selects; without the flag the current URLs are used, with 0.5 as the fallback',
+    );
+  }
   const since = stringFlag(flags, 'since');
   const until = stringFlag(flags, 'until');
   const checkpointKey = stringFlag(flags, 'checkpoint-key');
@@ -137,6 +148,8 @@ export function settingsFromFlags(flags: ParsedFlags, io: CommandIO): RunSetting
     concurrency,
     maxConcurrency,
     verbose: booleanFlag(flags, 'verbose'),
+    ...(apiVersion !== undefined ? { urlStyle: 'legacy' as const } : {}),
+    dumpQuery: booleanFlag(flags, 'dump-query'),
     progress: (progressFlag as RunSettings['progress'] | undefined) ?? (io.stderr.isTTY ? 'tty' : 'json'),
   };
 }
@@ -158,6 +171,36 @@ function defaultOutput(format: OutputFormatFlag): string {
     default:
       return 'ccexport-output';
   }
+}
+
+/**
+ * DET's `--output` for sql is a SQLAlchemy URL. Its PostgreSQL spellings with a driver
+ * (`postgresql+psycopg2://`, `postgres+psycopg://`, ...) are the same database here; the databases
+ * SQLAlchemy reaches that we do not write are refused by name.
+ */
+function databaseUrl(format: OutputFormatFlag, output: string): string {
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(output)?.[1]?.toLowerCase();
+  if (scheme === undefined) return output;
+  const [dialect, driver] = scheme.split('+');
+  if ((dialect === 'postgresql' || dialect === 'postgres') && driver !== undefined) {
+    return `postgresql://${output.slice(scheme.length + 3)}`;
+  }
+  const others: Record<string, string> = {
+    mysql: 'MySQL',
+    mariadb: 'MariaDB',
+    mssql: 'SQL Server',
+    oracle: 'Oracle',
+    sqlite: 'SQLite',
+  };
+  const name = others[dialect ?? ''];
+  if (name !== undefined) {
+    throw new UsageError(
+      `--output ${scheme}://... is ${name}, which is not supported yet: ccexport writes PostgreSQL (postgresql://...) ` +
+        'or files' +
+        (format === 'sql' ? '' : ` (and --output-format ${format} writes files)`),
+    );
+  }
+  return output;
 }
 
 /** File extensions of single-file outputs, and the format each belongs to. */
@@ -206,11 +249,13 @@ export async function runRunCommand(argv: string[], io: CommandIO): Promise<numb
   }
   if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
   const settings = settingsFromFlags(flags, io);
-  const warn = (message: string) => io.stderr.write(`${message}\n`);
-  if (booleanFlag(flags, 'no-logfile') === false && stringFlag(flags, 'log-dir') !== undefined) {
-    warn('note: --log-dir is accepted for DET compatibility; ccexport logs to stderr only');
-  }
+  const logFile = logFileFor(flags, io);
+  const warn = (message: string) => {
+    io.stderr.write(`${message}\n`);
+    logFile?.({ level: 'warn', message: message.replace(/^\s*(warning|note): /, '') });
+  };
 
+  if (settings.dumpQuery) return await dumpQuery(settings, io);
   const { sources: querySources, checkpointKey, warnings } = await planQuerySources(settings);
   for (const warning of warnings) warn(`warning: ${warning}`);
 
@@ -236,6 +281,7 @@ export async function runRunCommand(argv: string[], io: CommandIO): Promise<numb
 
   const logLine = (event: CommCareLogEvent) => {
     if (event.level === 'debug' && !settings.verbose) return;
+    logFile?.(event);
     if (settings.progress === 'json' || settings.progress === 'none') {
       if (settings.progress === 'json')
         io.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), ...event })}\n`);
@@ -251,6 +297,7 @@ export async function runRunCommand(argv: string[], io: CommandIO): Promise<numb
     username: credentials.username,
     apiKey: credentials.apiKey,
     pageSize: settings.batchSize,
+    ...(settings.urlStyle !== undefined ? { urlStyle: settings.urlStyle } : {}),
     concurrency: settings.concurrency,
     maxConcurrency: settings.maxConcurrency,
     // Raw JSON lines write HQ's own bytes for each record; table outputs never need them.
@@ -300,6 +347,45 @@ export async function runRunCommand(argv: string[], io: CommandIO): Promise<numb
   );
   if (sink instanceof JsonLinesSink) for (const file of sink.written) io.stdout.write(`wrote ${file}\n`);
   return summary.done ? 0 : 130;
+}
+
+/**
+ * `--log-dir DIR`: log lines are also appended, as JSON lines, to `DIR/commcare_export.log` (DET's file
+ * name; DET appends too, to keep the history of runs). Without `--log-dir` there is no log file, where
+ * DET writes one in the working folder unless `--no-logfile`: stderr is the log, and a scheduler keeps it.
+ */
+function logFileFor(
+  flags: ParsedFlags,
+  io: CommandIO,
+): ((event: { level: string; message: string }) => void) | undefined {
+  const dir = stringFlag(flags, 'log-dir');
+  if (dir === undefined || booleanFlag(flags, 'no-logfile')) return undefined;
+  const path = join(resolve(io.cwd, dir), 'commcare_export.log');
+  mkdirSync(dirname(path), { recursive: true });
+  return (event) => appendFileSync(path, `${JSON.stringify({ time: new Date().toISOString(), ...event })}\n`);
+}
+
+/**
+ * `--dump-query`: the query as JSON, then exit, without credentials or a request. A JSON (MiniLinq)
+ * query prints as DET prints it; an Excel query prints the tables it compiles to (sheet, table,
+ * resource, filters, row path and columns), where DET prints the MiniLinq it builds from the workbook.
+ */
+async function dumpQuery(settings: RunSettings, io: CommandIO): Promise<number> {
+  if (!settings.queryFile) throw new UsageError('--dump-query needs --query FILE');
+  const { readFile } = await import('node:fs/promises');
+  const { validateQueryFile } = await import('../query');
+  if (!/\.xlsx?$/i.test(settings.queryFile)) {
+    io.stdout.write(`${JSON.stringify(JSON.parse(await readFile(settings.queryFile, 'utf8')), null, 4)}\n`);
+    return 0;
+  }
+  const result = await validateQueryFile(settings.queryFile, {
+    baseUrl: resolveBaseUrl(settings.baseUrl),
+    missingValue: settings.missingValue ?? null,
+    exportRootIfNoSubdocument: settings.exportRootIfNoSubdocument,
+    withOrganization: settings.withOrganization,
+  });
+  io.stdout.write(`${JSON.stringify(result.tables, null, 4)}\n`);
+  return 0;
 }
 
 export function newRunId(now: Date = new Date()): string {

@@ -5,7 +5,12 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
   { name: 'version', kind: 'boolean', det: true, help: 'print the version and exit' },
   { name: 'help', kind: 'boolean', help: 'print this help and exit' },
   { name: 'query', kind: 'string', det: true, help: 'Excel (.xlsx) or JSON (MiniLinq) query file' },
-  { name: 'dump-query', kind: 'boolean', det: true, help: 'print the compiled query as JSON and exit' },
+  {
+    name: 'dump-query',
+    kind: 'boolean',
+    det: true,
+    help: 'print the query as JSON and exit (Excel: the tables it compiles to); no key needed',
+  },
   {
     name: 'commcare-hq',
     kind: 'string',
@@ -17,7 +22,7 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
     name: 'api-version',
     kind: 'string',
     det: true,
-    help: 'accepted for DET compatibility; URLs are per resource',
+    help: "0.5: DET's /api/v0.5/ URLs (without it: the current URLs, falling back to v0.5 on a 404)",
   },
   { name: 'project', kind: 'string', det: true, help: 'project space (domain) to export' },
   {
@@ -88,13 +93,13 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
     name: 'no-logfile',
     kind: 'boolean',
     det: true,
-    help: 'accepted for DET compatibility (we log to stderr only)',
+    help: 'no log file (the default here; the log is stderr)',
   },
   {
     name: 'log-dir',
     kind: 'string',
     det: true,
-    help: 'accepted for DET compatibility (we log to stderr only)',
+    help: 'also append the log to DIR/commcare_export.log (JSON lines)',
   },
   // Ours.
   { name: 'secret-id', kind: 'string', help: 'read username and key from this Secrets Manager secret' },

@@ -4,7 +4,7 @@
  */
 import type { JsonObject } from '../common/json';
 import { formatNaiveUtc, type Micros, requireTimestamp, toNaiveUtc } from './dates';
-import { CommCareConfigError } from './errors';
+import { CommCareConfigError, CommCareRequestError } from './errors';
 import { CommCareHttp, type CommCareLogger, type CommCareStats, type RequestHooks } from './http';
 import {
   cursorPages,
@@ -134,7 +134,8 @@ function nonNegative(value: number | undefined, fallback: number, name: string):
 export class CommCareClient {
   readonly baseUrl: string;
   private readonly http: CommCareHttp;
-  private readonly urlStyle: UrlStyle;
+  /** Switches to `legacy` by itself when HQ answers 404 for the resource-first spelling (see `pages`). */
+  private urlStyle: UrlStyle;
   private readonly pageSize: number;
   private readonly concurrency: number;
   private readonly maxConcurrency: number;
@@ -204,12 +205,33 @@ export class CommCareClient {
    * page at a time (plus, with concurrency > 1, a bounded number of pages of windows ahead).
    */
   async *pages(request: PullRequest): AsyncGenerator<Page> {
+    let started = false;
+    try {
+      for await (const page of this.pagesAt(request, this.urlStyle)) {
+        started = true;
+        yield page;
+      }
+    } catch (error) {
+      // Older and self-hosted HQ servers know only DET's `/api/v0.5/<resource>/` spelling and answer
+      // 404 to `/api/<resource>/v1/`: switch to it once, for the rest of the run, and say so.
+      const notFound = error instanceof CommCareRequestError && error.status === 404;
+      if (started || !notFound || this.urlStyle !== 'resource-first') throw error;
+      this.urlStyle = 'legacy';
+      this.http.log('info', "HQ has no resource-first API URLs here (404); using DET's /api/v0.5/ URLs", {
+        resource: request.resource,
+        project: request.project,
+      });
+      yield* this.pagesAt(request, 'legacy');
+    }
+  }
+
+  private async *pagesAt(request: PullRequest, urlStyle: UrlStyle): AsyncGenerator<Page> {
     const spec = resourceSpec(request.resource);
     const ctx: PagingContext = {
       http: this.http,
       baseUrl: this.baseUrl,
       project: request.project,
-      url: resourceUrl(this.baseUrl, request.project, spec, this.urlStyle),
+      url: resourceUrl(this.baseUrl, request.project, spec, urlStyle),
       spec,
       keepRaw: this.keepRawRecords,
     };

@@ -1,9 +1,10 @@
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseArgs, UsageError } from '../../functions/cli/args';
 import { main } from '../../functions/cli/main';
+import { settingsFromFlags } from '../../functions/cli/run-command';
 import { RUN_FLAGS } from '../../functions/cli/run-flags';
 import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { captureIO } from './capture';
@@ -152,5 +153,89 @@ describe('ccexport command line', () => {
     expect(io.out() + io.err()).not.toContain(KEY);
     expect(readAll(output)).not.toContain(KEY);
     expect(sandbox.requestLog.some((e) => JSON.stringify(e).includes(KEY))).toBe(false);
+  });
+});
+
+describe("DET's flags", () => {
+  const settings = (...flags: string[]) =>
+    settingsFromFlags(
+      parseArgs(['--project', 'p', '--query', 'q.xlsx', ...flags], RUN_FLAGS).flags,
+      captureIO(),
+    );
+
+  it("accepts SQLAlchemy's PostgreSQL URLs with a driver as PostgreSQL", () => {
+    for (const scheme of ['postgresql+psycopg2', 'postgresql+psycopg', 'postgres+pg8000']) {
+      const url = `${scheme}://me:secret@db:5432/exports`;
+      expect(settings('--output-format', 'sql', '--output', url).output).toBe(
+        'postgresql://me:secret@db:5432/exports',
+      );
+    }
+  });
+
+  it('refuses MySQL and SQL Server URLs by name, as not supported yet', () => {
+    expect(() => settings('--output-format', 'sql', '--output', 'mysql+pymysql://u@h/db')).toThrow(
+      /--output mysql\+pymysql:\/\/\.\.\. is MySQL, which is not supported yet/,
+    );
+    expect(() => settings('--output-format', 'sql', '--output', 'mssql+pyodbc://u@h/db')).toThrow(
+      /is SQL Server, which is not supported yet/,
+    );
+  });
+
+  it("selects DET's v0.5 URLs with --api-version 0.5 and refuses versions HQ does not serve", () => {
+    expect(settings('--api-version', '0.5').urlStyle).toBe('legacy');
+    expect(settings().urlStyle).toBeUndefined();
+    expect(() => settings('--api-version', '0.4')).toThrow(/--api-version 0.4 is not supported/);
+  });
+
+  it('defaults to DET outputs: reports.zip for csv, standard output for json and markdown', () => {
+    expect(settings('--output-format', 'csv').output).toBe('reports.zip');
+    expect(settings('--output-format', 'json').output).toBe('-');
+    expect(settings('--output-format', 'markdown').output).toBe('-');
+  });
+
+  it('prints the query with --dump-query, without asking for a key', async () => {
+    const io = captureIO();
+    const code = await main(
+      [
+        '--project',
+        'p',
+        '--query',
+        join(import.meta.dirname, '../fixtures/queries/small.xlsx'),
+        '--dump-query',
+      ],
+      io,
+    );
+    expect(code, io.err()).toBe(0);
+    const tables = JSON.parse(io.out()) as { name: string; resource: string; columns: unknown[] }[];
+    expect(tables.length).toBeGreaterThan(0);
+    expect(tables[0]).toMatchObject({ name: expect.any(String), resource: expect.any(String) });
+  });
+
+  it('appends the log to DIR/commcare_export.log with --log-dir, as DET does, and writes none with --no-logfile', async () => {
+    const logs = join(work, 'logs');
+    const io = captureIO({ CCEXPORT_API_KEY: KEY });
+    const flags = clinic('--resource form --output-format jsonl --batch-size 200 --progress none', [
+      '--output',
+      join(work, 'logged'),
+      '--log-dir',
+      logs,
+      '--password',
+      KEY,
+    ]);
+    expect(await main(flags, io), io.err()).toBe(0);
+    const lines = readFileSync(join(logs, 'commcare_export.log'), 'utf8').trim().split('\n');
+    expect(lines.some((l) => (JSON.parse(l) as { message: string }).message.includes('--password'))).toBe(
+      true,
+    );
+    expect(readFileSync(join(logs, 'commcare_export.log'), 'utf8')).not.toContain(KEY);
+
+    const quiet = join(work, 'quiet-logs');
+    expect(
+      await main(
+        [...flags.slice(0, -4), '--log-dir', quiet, '--no-logfile'],
+        captureIO({ CCEXPORT_API_KEY: KEY }),
+      ),
+    ).toBe(0);
+    expect(existsSync(quiet)).toBe(false);
   });
 });

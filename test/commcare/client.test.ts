@@ -70,6 +70,30 @@ describe('requests', () => {
     expect(pages.map((p) => p.pageNumber)).toEqual([0, 1, 2]);
   });
 
+  it("falls back to DET's /api/v0.5/ URLs when HQ answers 404 to the resource-first ones, and says so once", async () => {
+    hq = await startFakeHq({ forms: makeForms(25) });
+    // An older HQ: only the v0.5 spelling exists.
+    hq.addFault((_req, res, url) => {
+      if (!url.pathname.endsWith('/form/v1/')) return false;
+      res.writeHead(404).end('not found');
+      return true;
+    });
+    hq.addFault((_req, _res, url) => {
+      if (url.pathname === '/a/demo/api/v0.5/form/') url.pathname = '/a/demo/api/form/v1/';
+      return false;
+    });
+    const { c, logs } = client(hq.url);
+
+    const first = await collect(c.pages(forms({ pageSize: 10 })));
+    const second = await collect(c.pages(forms({ pageSize: 10 })));
+
+    expect(ids(first)).toEqual(makeForms(25).map((f) => f.id));
+    expect(ids(second)).toEqual(ids(first));
+    expect(hq.requests.filter((r) => r.startsWith('/a/demo/api/form/v1/'))).toHaveLength(1);
+    expect(hq.requests.slice(1).every((r) => r.startsWith('/a/demo/api/v0.5/form/'))).toBe(true);
+    expect(logs.filter((l) => l.message.includes('/api/v0.5/'))).toHaveLength(1);
+  });
+
   it('drops records already emitted at an inclusive boundary when many share one indexed_on', async () => {
     const data = makeForms(53, { tiesEvery: 4 });
     hq = await startFakeHq({ forms: data });
