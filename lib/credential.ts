@@ -21,6 +21,7 @@ import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
 import { rotationCron } from '../functions/keys/months';
+import { PLACEHOLDER_SECRET } from '../functions/keys/secret';
 import { ServiceFunction } from './function-defaults';
 
 export type KeyProviderName = 'commcare' | 'conduce' | 'civicrm';
@@ -51,10 +52,11 @@ export interface CredentialProps {
   readonly projects?: string[];
 
   /**
-   * Provider options written into the initial secret: CommCare `{ allowListIps }`, CiviCRM
-   * `{ contactIds: { a, b }, activeContact }` (put a site key in the secret with `keys submit`, never here).
+   * Provider settings, passed to the rotation function (never written into the secret): CommCare
+   * `{ allowListIps }`, CiviCRM `{ contactIds: { a, b } }`. A CiviCRM site key is a secret: give it with
+   * `ccexport keys submit <credential> --key-id <id> --site-key`, never here.
    *
-   * @default - CommCare: the allow-list IPs are empty; Conduce: none. CiviCRM requires them.
+   * @default - CommCare: the allow-list IPs are empty; Conduce: none. CiviCRM requires `contactIds`.
    */
   readonly providerOptions?: Record<string, unknown>;
 
@@ -112,9 +114,10 @@ export interface CredentialProps {
   readonly reminderDays?: number;
 
   /**
-   * Prefix of key names, `<prefix>-YYYY-MM`.
+   * Prefix of key names, `<prefix>-YYYY-MM`. Make it unique to this credential: keys are recorded by
+   * id, but a person reading the provider's key list tells them apart by name.
    *
-   * @default 'det'
+   * @default - the credential name
    */
   readonly keyNamePrefix?: string;
 
@@ -150,7 +153,7 @@ export class Credential extends Construct {
       );
     }
     const policy = {
-      namePrefix: props.keyNamePrefix ?? 'det',
+      namePrefix: props.keyNamePrefix ?? props.credentialName.slice(0, 41),
       timeZone: props.timeZone ?? 'UTC',
       leadDays: props.leadDays ?? 7,
       graceDays: props.graceDays ?? 7,
@@ -168,24 +171,24 @@ export class Credential extends Construct {
         removalPolicy: RemovalPolicy.RETAIN,
       });
 
-    // Only the non-secret fields: the first key arrives with `ccexport keys submit` (never in a template).
-    // CloudFormation rewrites SecretString when this template changes, so treat these props as create-only.
-    const template = {
+    // CloudFormation writes SecretString on every update where the value in the template changes, and
+    // a write makes a new AWSCURRENT. So the template holds one constant placeholder (no key, no
+    // settings), the same for every config: no config change can overwrite the live key. The settings
+    // reach the rotation function through its environment, and it copies them into every version it
+    // writes; the first key arrives with `ccexport keys submit` (never in a template).
+    const settings = {
       provider: props.provider,
       baseUrl: props.baseUrl,
       username: props.username,
-      key: '',
-      keyName: '',
-      createdAt: '1970-01-01T00:00:00.000Z',
       projects: props.projects ?? [],
       policy,
-      ...(props.providerOptions ? { options: props.providerOptions } : {}),
+      options: providerSettings(props),
     };
     this.secret = new secretsmanager.Secret(this, 'Secret', {
       secretName: `ccexport/credentials/${props.credentialName}`,
-      description: `ccexport ${props.provider} API key (${props.credentialName}), rotated monthly`,
+      description: `ccexport API key (${props.credentialName}), rotated monthly`,
       encryptionKey: this.encryptionKey,
-      secretStringValue: SecretValue.unsafePlainText(JSON.stringify(template)),
+      secretStringValue: SecretValue.unsafePlainText(PLACEHOLDER_SECRET),
       removalPolicy: RemovalPolicy.RETAIN,
     });
 
@@ -199,6 +202,7 @@ export class Credential extends Construct {
       environment: {
         REMINDER_TOPIC_ARN: props.notificationTopic.topicArn,
         CREDENTIAL_NAME: props.credentialName,
+        CREDENTIAL_SETTINGS: Stack.of(this).toJsonString(settings),
         POWERTOOLS_SERVICE_NAME: 'ccexport-rotate-key',
       },
     });
@@ -280,5 +284,21 @@ export class Credential extends Construct {
       actions: ['secretsmanager:TagResource'],
       resourceArns: [this.secret.secretArn],
     });
+  }
+}
+
+/** The provider settings the rotation function needs; nothing secret (a site key arrives with a key). */
+function providerSettings(props: CredentialProps): Record<string, unknown> {
+  const options = props.providerOptions ?? {};
+  switch (props.provider) {
+    case 'commcare':
+      return { allowListIps: (options.allowListIps as string[] | undefined) ?? [] };
+    case 'civicrm':
+      if (!options.contactIds) {
+        throw new Error('Credential: a civicrm credential needs providerOptions.contactIds { a, b }');
+      }
+      return { contactIds: options.contactIds };
+    case 'conduce':
+      return {};
   }
 }

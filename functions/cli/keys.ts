@@ -6,7 +6,7 @@ import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { describeCause, KeyUsageError } from '../keys/errors';
 import { generateKey } from '../keys/generate';
 import { keyStatus } from '../keys/status';
-import { startRotation, submitKey } from '../keys/submit';
+import { type RotationVerdict, rotateNow, startRotation, submitKey, type WaitOptions } from '../keys/submit';
 
 export interface KeysIo {
   stdin: NodeJS.ReadableStream;
@@ -18,13 +18,20 @@ export interface KeysIo {
 export interface KeysDeps {
   secretsManager: SecretsManagerClient;
   now?: () => Date;
+  /** How `submit` and `rotate` wait for the rotation's verdict (tests shorten it). */
+  wait?: WaitOptions;
 }
 
 const USAGE = `usage:
   ccexport keys status <credential>            current key, age, expiry, next rotation, anything pending
-  ccexport keys submit <credential> [--name <prefix-YYYY-MM>] [--key-id <id>]
-                                               read a new key from a hidden prompt or stdin and rotate to it
-  ccexport keys rotate <credential>            start a rotation now
+  ccexport keys submit <credential> [--name <prefix-YYYY-MM>] [--key-id <id>] [--site-key]
+                                               read a new key from a hidden prompt or stdin, rotate to it,
+                                               and wait for its test (exit 0 promoted, 1 refused, 3 still running)
+                                               --key-id: CiviCRM contact id holding the key
+                                               --site-key: CiviCRM, also read the site key (second line)
+  ccexport keys rotate <credential> [--now]    start the scheduled rotation now; --now makes a fresh key
+                                               even if the current one serves the month (a leaked key),
+                                               and revokes the old one once the new one passed its test
   ccexport keys generate                       print a strong random key
 <credential> is a secret name or ARN; a bare name means the secret "ccexport/credentials/<name>".
 `;
@@ -52,13 +59,16 @@ export async function runKeysCommand(argv: string[], io: KeysIo, deps: KeysDeps)
         const s = await keyStatus(deps.secretsManager, credentialSecretId(credential), now());
         const lines = [
           `credential:     ${credential} (${s.provider})`,
-          `current key:    ${s.keyName}, ${s.ageDays} day(s) old (since ${s.createdAt})`,
+          s.ageDays === undefined
+            ? `current key:    none yet: submit the first key with "ccexport keys submit ${credential}"`
+            : `current key:    ${s.keyName}, ${s.ageDays} day(s) old (since ${s.createdAt})`,
           `expires:        ${s.expiresAt ?? 'not set'}`,
-          `next rotation:  ${s.nextRotation}`,
+          `next rotation:  ${s.nextRotation ?? 'after the first key'}`,
           `pending:        ${s.pendingRotation ? `rotation in progress or failed (version ${s.pendingRotation})` : 'none'}`,
         ];
-        if (s.submittedKey)
-          lines.push(`submitted:      ${s.submittedKey} (waiting to be tested and promoted)`);
+        if (s.submittedKey) lines.push(`submitted:      ${s.submittedKey} (waiting for its rotation)`);
+        if (s.lastRotation) lines.push(`last rotation:  ${s.lastRotation}`);
+        if (s.lastSubmission) lines.push(`last submitted: ${s.lastSubmission}`);
         if (s.dueKey)
           lines.push(
             `action needed:  create ${s.dueKey} in CommCare HQ, then "ccexport keys submit ${credential}"`,
@@ -75,30 +85,53 @@ export async function runKeysCommand(argv: string[], io: KeysIo, deps: KeysDeps)
         return 0;
       }
       case 'rotate': {
-        const credential = onlyCredential(rest, 'rotate');
-        const version = await startRotation(deps.secretsManager, credentialSecretId(credential), now());
+        const immediate = rest.includes('--now');
+        const credential = onlyCredential(
+          rest.filter((a) => a !== '--now'),
+          'rotate',
+        );
+        const secretId = credentialSecretId(credential);
+        if (immediate) {
+          const { verdict } = await rotateNow(deps.secretsManager, secretId, now(), deps.wait);
+          return report(verdict, credential, out, err);
+        }
+        const version = await startRotation(deps.secretsManager, secretId, now());
         out(
           `rotation started for ${credential} (version ${version}); see "ccexport keys status ${credential}"\n`,
         );
         return 0;
       }
       case 'submit': {
-        const { credential, name, keyId } = parseSubmit(rest);
-        const key = io.isTTY
-          ? await readHidden(io, 'Paste the new API key (input is hidden): ')
-          : await readAll(io.stdin);
-        const result = await submitKey(
+        const { credential, name, keyId, siteKey } = parseSubmit(rest);
+        const lines = io.isTTY ? undefined : await readLines(io.stdin, siteKey ? 2 : 1);
+        const key = lines
+          ? (lines[0] as string)
+          : await readHidden(io, 'Paste the new API key (input is hidden): ');
+        const site = siteKey
+          ? lines
+            ? (lines[1] as string)
+            : await readHidden(io, 'Paste the CiviCRM site key (input is hidden): ')
+          : undefined;
+        out(`submitting the key for ${credential}; waiting for it to be tested against the provider...\n`);
+        const { verdict } = await submitKey(
           deps.secretsManager,
           credentialSecretId(credential),
-          { key, ...(name ? { keyName: name } : {}), ...(keyId ? { providerKeyId: keyId } : {}) },
+          {
+            key,
+            ...(name ? { keyName: name } : {}),
+            ...(keyId ? { providerKeyId: keyId } : {}),
+            ...(site ? { siteKey: site } : {}),
+          },
           now(),
+          deps.wait,
         );
-        out(
-          `submitted ${result.keyName} for ${credential}; rotation started (version ${result.rotationVersion}).\n` +
-            `It is tested against the provider before it replaces the current key; see "ccexport keys status ${credential}".\n`,
-        );
-        return 0;
+        return report(verdict, credential, out, err);
       }
+      case 'help':
+      case '--help':
+      case '-h':
+        out(USAGE);
+        return 0;
       default:
         err(command ? `unknown keys command "${command}"\n${USAGE}` : USAGE);
         return 2;
@@ -113,6 +146,39 @@ export async function runKeysCommand(argv: string[], io: KeysIo, deps: KeysDeps)
   }
 }
 
+/** Prints a rotation's verdict; exit 0 when a key is in use, 1 when refused or failed, 3 when still running. */
+function report(
+  verdict: RotationVerdict,
+  credential: string,
+  out: (s: string) => void,
+  err: (s: string) => void,
+): number {
+  switch (verdict.status) {
+    case 'promoted':
+      out(`key ${verdict.keyName} passed its test and is now the current key of ${credential}.\n`);
+      return 0;
+    case 'kept':
+      out(
+        `the current key ${verdict.keyName} of ${credential} already serves this month; nothing changed.\n`,
+      );
+      return 0;
+    case 'rejected':
+    case 'failed':
+      err(
+        `error: the key was not taken: ${verdict.reason}\n` +
+          'The current key stays in use. Fix the cause and submit again; CommCare HQ refuses a key name it has ' +
+          'seen, so create the new key under another name (or delete the failed one first) and pass --name.\n',
+      );
+      return 1;
+    case 'running':
+      err(
+        `the rotation has not finished yet${verdict.reason ? ` (${verdict.reason})` : ''}; ` +
+          `see "ccexport keys status ${credential}".\n`,
+      );
+      return 3;
+  }
+}
+
 function onlyCredential(rest: string[], command: string): string {
   if (rest.length !== 1 || !rest[0] || rest[0].startsWith('-')) {
     throw new KeyUsageError(`"keys ${command}" takes exactly one argument, the credential name`);
@@ -120,13 +186,21 @@ function onlyCredential(rest: string[], command: string): string {
   return rest[0];
 }
 
-function parseSubmit(rest: string[]): { credential: string; name?: string; keyId?: string } {
+function parseSubmit(rest: string[]): {
+  credential: string;
+  name?: string;
+  keyId?: string;
+  siteKey: boolean;
+} {
   let credential: string | undefined;
   let name: string | undefined;
   let keyId: string | undefined;
+  let siteKey = false;
   for (let i = 0; i < rest.length; i += 1) {
     const a = rest[i] ?? '';
-    if (a === '--name' || a === '--key-id') {
+    if (a === '--site-key') {
+      siteKey = true;
+    } else if (a === '--name' || a === '--key-id') {
       const v = rest[i + 1];
       if (v === undefined) throw new KeyUsageError(`${a} needs a value`);
       if (a === '--name') name = v;
@@ -150,16 +224,24 @@ function parseSubmit(rest: string[]): { credential: string; name?: string; keyId
     }
   }
   if (!credential) throw new KeyUsageError('"keys submit" needs the credential name');
-  return { credential, ...(name ? { name } : {}), ...(keyId ? { keyId } : {}) };
+  return { credential, siteKey, ...(name ? { name } : {}), ...(keyId ? { keyId } : {}) };
 }
 
-async function readAll(stdin: NodeJS.ReadableStream): Promise<string> {
+/** The first `count` non-empty lines of stdin (the key, then the site key). */
+async function readLines(stdin: NodeJS.ReadableStream, count: number): Promise<string[]> {
   const chunks: Buffer[] = [];
   for await (const chunk of stdin) chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
   const text = Buffer.concat(chunks).toString('utf8');
-  const first = text.split(/\r?\n/).find((l) => l.trim().length > 0);
-  if (!first) throw new KeyUsageError('no key on stdin');
-  return first.trim();
+  const lines = text
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter((l) => l.length > 0);
+  if (lines.length < count) {
+    throw new KeyUsageError(
+      count === 1 ? 'no key on stdin' : 'expected the key and the site key on two lines of stdin',
+    );
+  }
+  return lines.slice(0, count);
 }
 
 /** Reads one line without echo (raw mode when the stream supports it). */

@@ -63,13 +63,16 @@ const cron = z.string().superRefine((v, ctx) => {
  * (`functions/keys/secret.ts`), which the rotation function reads.
  */
 const rotation = z.strictObject({
-  /** Key names are `<namePrefix>-YYYY-MM` (Dimagi's advice: name a key after its month). */
+  /**
+   * Key names are `<namePrefix>-YYYY-MM` (Dimagi's advice: name a key after its month). Defaults to the
+   * credential's name, so two deployments (or two credentials) never share key names.
+   */
   namePrefix: z
     .string()
     .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,40}$/, {
       error: 'expected 1-41 characters of A-Z, a-z, 0-9, "_", "." and "-"',
     })
-    .default('det'),
+    .optional(),
   /** IANA zone in which months start. */
   timeZone: timeZone.default('UTC'),
   /** Rotate this many days before the month the key serves. */

@@ -3,7 +3,7 @@
  * method, path and status and never the headers (which carry keys). axios errors keep the request
  * config, headers included, so a logged axios error would leak the key; fetch errors do not.
  */
-import { ProviderError } from './errors';
+import { isTransientStatus, KeyTestError, ProviderError } from './errors';
 
 export interface HttpResponse {
   readonly status: number;
@@ -47,6 +47,7 @@ export async function httpRequest(
   } catch (cause) {
     throw new ProviderError(`${provider}: ${req.method} ${url.pathname} could not be sent`, {
       cause: cause instanceof Error ? new Error(cause.message) : undefined,
+      transient: true,
     });
   }
   const text = await response.text();
@@ -59,6 +60,7 @@ export async function httpRequest(
       } catch {
         throw new ProviderError(
           `${provider}: ${req.method} ${url.pathname} answered ${response.status} with a body that is not JSON`,
+          { status: response.status },
         );
       }
     },
@@ -67,5 +69,19 @@ export async function httpRequest(
 
 export function unexpected(provider: string, req: HttpRequest, res: HttpResponse): ProviderError {
   const path = req.path.split('?')[0];
-  return new ProviderError(`${provider}: ${req.method} ${path} answered HTTP ${res.status} (expected 200)`);
+  return new ProviderError(`${provider}: ${req.method} ${path} answered HTTP ${res.status} (expected 200)`, {
+    status: res.status,
+  });
+}
+
+/** The error for a key the provider rejected when tested; a 5xx/429 answer is a test that could not run. */
+export function rejected(provider: string, req: HttpRequest, res: HttpResponse, hint = ''): KeyTestError {
+  const path = req.path.split('?')[0];
+  const transient = isTransientStatus(res.status);
+  return new KeyTestError(
+    transient
+      ? `${provider}: the key could not be tested: ${req.method} /${path} answered HTTP ${res.status}; the rotation is retried`
+      : `${provider}: the key was rejected: ${req.method} /${path} answered HTTP ${res.status}${hint}`,
+    { transient },
+  );
 }

@@ -1,14 +1,22 @@
 /**
  * The daily maintenance run (EventBridge Scheduler → the rotation Lambda with `{"action":"maintain"}`):
  *
- * 1. clears an AWSPENDING label a failed rotation left behind, so the next rotation is not blocked;
+ * 1. ends a rotation that has not finished within an hour (its AWSPENDING would block the next one),
+ *    revoking a key it had created;
  * 2. CommCare HQ: reminds the key owner by SNS from `reminderDays` before the month, escalating while
  *    no key for that month has arrived;
  * 3. ends the grace period: once `graceDays` have passed since the switch *and* an export has
  *    succeeded with the new key, revokes the previous key (Conduce, CiviCRM) or asks the owner to
- *    deactivate it in HQ (CommCare), once; the retired name is kept in a tag.
+ *    deactivate it in HQ (CommCare), once; the retired name is kept in a tag;
+ * 4. revokes any other key this credential created (the ledger in the secret) that the provider still
+ *    lists: keys of failed or replaced rotations never stay live. Keys we did not create are never
+ *    touched: they are not in the ledger.
  */
-import { type SecretsManagerClient, TagResourceCommand } from '@aws-sdk/client-secrets-manager';
+import {
+  GetSecretValueCommand,
+  type SecretsManagerClient,
+  TagResourceCommand,
+} from '@aws-sdk/client-secrets-manager';
 import type { KeyLog } from './log';
 import {
   addMonths,
@@ -20,23 +28,33 @@ import {
   monthOf,
   monthOfKeyName,
   monthStart,
+  replacementKeyName,
   rotationDay,
   type YearMonth,
 } from './months';
 import type { Notifier } from './notify';
 import type { ProviderFactory } from './provider';
-import type { CommCareSecret, CredentialSecret } from './secret';
+import { abandon } from './rotation';
+import {
+  type CommCareSecret,
+  type CredentialSecret,
+  type CredentialSettings,
+  isPlaceholderText,
+  parseCredentialSecret,
+} from './secret';
 import {
   AWSCURRENT,
-  clearStalePending,
+  AWSPENDING,
   describe,
-  readStage,
-  SUBMITTED,
+  REJECTED,
+  readSubmission,
   TAG_LAST_EXPORT_AT,
   TAG_LAST_EXPORT_KEY,
+  TAG_LAST_SUBMISSION,
   TAG_RETIRED_KEY,
   tagValue,
-  tryReadStage,
+  versionCreated,
+  versionWith,
 } from './store';
 
 export interface MaintenanceDeps {
@@ -47,6 +65,8 @@ export interface MaintenanceDeps {
   readonly log: KeyLog;
   /** Label, e.g. the CLI's credential name, used in messages. Defaults to the secret id. */
   readonly credentialName?: string;
+  /** The deployment's settings. @default - the settings stored in the secret */
+  readonly settings?: CredentialSettings;
 }
 
 export interface MaintenanceResult {
@@ -54,6 +74,8 @@ export interface MaintenanceResult {
   reminder?: 'reminder' | 'overdue' | 'urgent';
   retired?: string;
   waitingForExport?: boolean;
+  /** Names of stale keys from the ledger revoked by this run. */
+  revokedStale?: string[];
 }
 
 /** A pending version older than this is a failed rotation, not one in flight. */
@@ -62,12 +84,32 @@ const STALE_PENDING_MS = 60 * 60 * 1000;
 export async function runMaintenance(secretId: string, deps: MaintenanceDeps): Promise<MaintenanceResult> {
   const now = deps.now();
   const result: MaintenanceResult = {};
-  const cleared = await clearStalePending(deps.sm, secretId, now, STALE_PENDING_MS);
-  if (cleared.cleared) {
-    result.clearedPending = cleared.cleared;
-    deps.log.warn('removed AWSPENDING left by a failed rotation', { secretId, versionId: cleared.cleared });
+  const before = await describe(deps.sm, secretId);
+  const pending = versionWith(before, AWSPENDING);
+  if (pending && pending !== versionWith(before, AWSCURRENT)) {
+    const created = await versionCreated(deps.sm, secretId, pending);
+    if (!created || now.getTime() - created.getTime() >= STALE_PENDING_MS) {
+      await abandon(
+        {
+          sm: deps.sm,
+          providers: deps.providers,
+          now: deps.now,
+          log: deps.log,
+          ...(deps.settings ? { settings: deps.settings } : {}),
+        },
+        secretId,
+        pending,
+        'the rotation did not finish within an hour',
+      );
+      result.clearedPending = pending;
+      deps.log.warn('ended a rotation that did not finish within an hour', { secretId, versionId: pending });
+    }
   }
-  const current = (await readStage(deps.sm, secretId, AWSCURRENT)).secret;
+  const currentText = (
+    await deps.sm.send(new GetSecretValueCommand({ SecretId: secretId, VersionStage: AWSCURRENT }))
+  ).SecretString;
+  if (!deps.settings && isPlaceholderText(currentText)) return result;
+  const current = parseCredentialSecret(currentText, `secret ${secretId} (AWSCURRENT)`, deps.settings);
   const name = deps.credentialName ?? secretId;
 
   if (current.provider === 'commcare') {
@@ -77,16 +119,22 @@ export async function runMaintenance(secretId: string, deps: MaintenanceDeps): P
 
   const meta = await describe(deps.sm, secretId);
   const previous = current.previous;
-  if (previous && tagValue(meta, TAG_RETIRED_KEY) !== previous.keyName) {
+  if (previous && !previous.revokedAt && tagValue(meta, TAG_RETIRED_KEY) !== previous.keyName) {
     const graceEnds = new Date(Date.parse(current.createdAt) + current.policy.graceDays * 86_400_000);
     const exportKey = tagValue(meta, TAG_LAST_EXPORT_KEY);
     const exportAt = tagValue(meta, TAG_LAST_EXPORT_AT);
     const exportedWithNew = exportKey === current.keyName && exportAt !== undefined;
     if (now >= graceEnds && exportedWithNew) {
       const provider = deps.providers(current);
-      if (provider.canRevoke) {
-        await provider.revoke(previous.providerKeyId ?? previous.keyName);
+      if (provider.canRevoke && previous.providerKeyId) {
+        await provider.revoke(previous.providerKeyId);
         deps.log.info('revoked the previous key after the grace period', {
+          secretId,
+          keyName: previous.keyName,
+        });
+      } else if (provider.canRevoke) {
+        // Recorded by name only (before keys were recorded by id): never revoke what we cannot identify.
+        deps.log.warn('the previous key has no recorded id; revoke it yourself', {
           secretId,
           keyName: previous.keyName,
         });
@@ -115,7 +163,34 @@ export async function runMaintenance(secretId: string, deps: MaintenanceDeps): P
       });
     }
   }
+  const revoked = await revokeStale(current, secretId, deps);
+  if (revoked.length > 0) result.revokedStale = revoked;
   return result;
+}
+
+/**
+ * Revokes ledger keys that are neither current nor the previous key still in its grace period, while
+ * the provider still lists them. Only providers that can tell whether a key is live take part.
+ */
+async function revokeStale(
+  current: CredentialSecret,
+  secretId: string,
+  deps: MaintenanceDeps,
+): Promise<string[]> {
+  const provider = deps.providers(current);
+  if (!provider.canRevoke || !provider.isLive || !current.key) return [];
+  const keep = new Set([current.providerKeyId]);
+  if (current.previous?.providerKeyId && !current.previous.revokedAt)
+    keep.add(current.previous.providerKeyId);
+  const revoked: string[] = [];
+  for (const record of current.issued ?? []) {
+    if (keep.has(record.providerKeyId)) continue;
+    if (!(await provider.isLive(record.providerKeyId))) continue;
+    await provider.revoke(record.providerKeyId);
+    revoked.push(record.keyName);
+    deps.log.warn('revoked a stale key this credential created', { secretId, keyName: record.keyName });
+  }
+  return revoked;
 }
 
 /** The month a person should create a key for now, or undefined when none is due. */
@@ -141,7 +216,15 @@ async function remind(
   if (!due) return undefined;
   const { timeZone, namePrefix, leadDays } = current.policy;
   const keyName = keyNameFor(namePrefix, due);
-  const submitted = await tryReadStage(deps.sm, secretId, SUBMITTED);
+  const submitted = await readSubmission(deps.sm, secretId);
+  const rejected = await readSubmission(deps.sm, secretId, REJECTED);
+  const lastSubmission = tagValue(await describe(deps.sm, secretId), TAG_LAST_SUBMISSION);
+  const rejectedReason =
+    rejected &&
+    (rejected.submission.keyName ?? keyName) === keyName &&
+    lastSubmission?.startsWith(`${rejected.versionId} rejected: `)
+      ? lastSubmission.slice(rejected.versionId.length + ' rejected: '.length)
+      : undefined;
   const starts = monthStart(due, timeZone);
   const daysLeft = daysBetween(now, starts);
   const expiresSoon = current.expiresAt ? daysBetween(now, new Date(current.expiresAt)) <= 3 : false;
@@ -158,21 +241,27 @@ async function remind(
     body: [
       `Exports for ${name} need a new CommCare HQ API key for ${formatMonth(due)}` +
         (daysLeft > 0 ? `, starting in ${daysLeft} day(s).` : '; the month has started.'),
-      submitted && submitted.secret.keyName === keyName
-        ? `A key named ${keyName} was submitted but has not passed its test yet; check the rotation alarm.`
+      submitted
+        ? 'A key was submitted but has not passed its test yet; run "ccexport keys status" to see why.'
+        : '',
+      rejectedReason
+        ? `The key submitted as ${keyName} failed its test: ${rejectedReason}. HQ refuses a name it has seen ` +
+          `(deleted keys included): delete the failed key in HQ first, or create the new one as ${replacementKeyName(namePrefix, keyName, due)} and submit it with --name ${replacementKeyName(namePrefix, keyName, due)}.`
         : '',
       '',
       `1. Sign in to ${current.baseUrl}/account/api_keys/ as ${current.username}.`,
-      `2. Create a key named exactly: ${keyName}`,
+      `2. Create a key named exactly: ${rejectedReason ? replacementKeyName(namePrefix, keyName, due) : keyName}`,
       `3. Project: ${scope}${current.projects.length > 1 ? ` (it must reach ${current.projects.join(', ')})` : ''}`,
       `4. IP allow-list: ${ips.length > 0 ? ips.join(', ') : '(none configured: leave empty)'}`,
       `5. Expiration date: ${expiryText} (the end of the following month)`,
-      `6. Copy the key (HQ shows it once) and run: ccexport keys submit ${name}`,
+      `6. Copy the key (HQ shows it once) and run: ccexport keys submit ${name}${rejectedReason ? ` --name ${replacementKeyName(namePrefix, keyName, due)}` : ''}`,
+      '   It waits for the key to pass its test and tells you if it does not.',
       '   It reads the key from the prompt or stdin; never put it on the command line.',
     ]
       .filter((l, i, all) => l !== '' || all[i - 1] !== '')
       .join('\n'),
   });
-  deps.log.info('sent key reminder', { secretId, keyName, level });
+  // Not "level": Powertools' Logger reserves it for the log level.
+  deps.log.info('sent key reminder', { secretId, keyName, reminderLevel: level });
   return level;
 }

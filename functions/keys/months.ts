@@ -119,14 +119,29 @@ export function keyNameFor(prefix: string, ym: YearMonth): string {
   return `${prefix}-${formatMonth(ym)}`;
 }
 
-/** The month a key name serves, or undefined when the name is not `<prefix>-YYYY-MM`. */
+/**
+ * The month a key name serves, or undefined when the name is not `<prefix>-YYYY-MM`, optionally with
+ * a letter for a replacement key of the same month (`det-2026-12-b`, from an emergency rotation).
+ */
 export function monthOfKeyName(prefix: string, name: string): YearMonth | undefined {
   if (!name.startsWith(`${prefix}-`)) return undefined;
-  const m = /^(\d{4})-(\d{2})$/.exec(name.slice(prefix.length + 1));
+  const m = /^(\d{4})-(\d{2})(?:-[b-z])?$/.exec(name.slice(prefix.length + 1));
   if (!m) return undefined;
   const month = Number(m[2]);
   if (month < 1 || month > 12) return undefined;
   return { year: Number(m[1]), month };
+}
+
+/**
+ * A name for a replacement key in the month of `name`: `det-2026-12` → `det-2026-12-b` → `-c` …
+ * (HQ refuses a name it has seen, deleted keys included, so a name is never used twice).
+ */
+export function replacementKeyName(prefix: string, name: string, month: YearMonth): string {
+  const base = keyNameFor(prefix, month);
+  const m = /-([b-z])$/.exec(name.slice(base.length));
+  if (!name.startsWith(base)) return `${base}-b`;
+  const letter = m?.[1] ? String.fromCharCode(m[1].charCodeAt(0) + 1) : 'b';
+  return `${base}-${letter > 'z' ? 'z' : letter}`;
 }
 
 /** First instant of a month in a time zone. */

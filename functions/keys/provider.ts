@@ -19,19 +19,29 @@ export interface IssuedKey {
 /** A key as listed by a provider (never the key itself). */
 export interface ListedKey {
   readonly keyName: string;
+  /** Conduce: the key's fingerprint, never the key. */
   readonly providerKeyId?: string;
   readonly createdAt?: string;
 }
 
 export interface KeyProvider {
-  /** Creates the key named `name`, or returns the existing one with that name (idempotent). */
-  create(name: string): Promise<IssuedKey>;
+  /**
+   * Creates the key named `name`. `attempt` (the rotation's token) makes it idempotent: a key this
+   * attempt already created is returned instead of a second one; a key someone else created with the
+   * same name is never adopted.
+   */
+  create(name: string, attempt: string): Promise<IssuedKey>;
   /** Pushes a created key to the provider where creation is local (CiviCRM). Safe to repeat. */
   set?(issued: IssuedKey): Promise<void>;
-  /** Resolves when `key` authenticates and reaches every configured project; throws KeyTestError. */
-  test(key: string): Promise<void>;
-  /** Revokes a key by provider id or name. Throws ManualStepRequired-style errors where impossible. */
-  revoke(idOrName: string): Promise<void>;
+  /**
+   * Resolves when `key` authenticates and reaches every configured project; throws KeyTestError.
+   * `providerKeyId`, when known, is checked too (CiviCRM: the contact the key must authenticate).
+   */
+  test(key: string, providerKeyId?: string): Promise<void>;
+  /** Revokes a key by its provider id (never by name alone). Resolves when it is already gone. */
+  revoke(providerKeyId: string): Promise<void>;
+  /** Whether the provider still lists the key with this id (false when it cannot tell). */
+  isLive?(providerKeyId: string): Promise<boolean>;
   /** Keys the provider knows for this user (names and ids only). */
   list(): Promise<ListedKey[]>;
   /** False when revocation needs a person (CommCare HQ). */

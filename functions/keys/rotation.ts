@@ -4,31 +4,56 @@
  * setSecret, testSecret, finishSecret. Every step is safe to repeat:
  *
  * - createSecret returns at once when the token's AWSPENDING value exists, and providers create keys
- *   idempotently by month name (never two remote keys for one month);
+ *   idempotently per rotation token (never two remote keys for one rotation);
  * - setSecret and testSecret only push and probe the pending key;
  * - finishSecret moves AWSCURRENT with RemoveFromVersionId and is a no-op when already done.
  *
- * A failing step removes the AWSPENDING label from its (non-current) version before it rethrows: on AWS
- * a dangling AWSPENDING makes every later RotateSecret fail ("previous rotation still in progress"),
- * so the end state of a failure never blocks the next rotation. AWSCURRENT is only ever moved by
- * finishSecret's single UpdateSecretVersionStage call, so no failure can touch it.
+ * When a step fails, Secrets Manager retries the whole rotation with the **same** ClientRequestToken.
+ * So a transient failure (provider 5xx/429, network, timeout, a crash) leaves the AWSPENDING version in
+ * place for that retry; only a terminal failure (key rejected, nothing submitted, broken secret)
+ * removes it at once, revokes a key the rotation had created, and marks a submitted key rejected, so
+ * the next rotation is not blocked. A pending version nobody finishes is cleared by the daily
+ * maintenance run after an hour. AWSCURRENT is only ever moved by finishSecret's single
+ * UpdateSecretVersionStage call, so no failure can touch it.
  */
 import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { UpdateSecretVersionStageCommand } from '@aws-sdk/client-secrets-manager';
-import { RotationStateError, RotationStepError } from './errors';
+import {
+  describeCause,
+  isTransient,
+  KeyNotSubmittedError,
+  RotationStateError,
+  RotationStepError,
+} from './errors';
 import type { KeyLog } from './log';
-import { compareMonths, keyNameFor, monthOfKeyName, targetMonth } from './months';
+import {
+  addMonths,
+  compareMonths,
+  formatMonth,
+  keyNameFor,
+  monthOf,
+  monthOfKeyName,
+  replacementKeyName,
+  targetMonth,
+} from './months';
 import { nextSecret } from './next-key';
-import type { IssuedKey, ProviderFactory } from './provider';
-import type { CredentialSecret } from './secret';
+import type { ProviderFactory } from './provider';
+import type { CredentialSecret, CredentialSettings, Submission } from './secret';
 import {
   AWSCURRENT,
   AWSPENDING,
   describe,
   putVersion,
+  REJECTED,
   readStage,
+  readSubmission,
   removeStage,
   SUBMITTED,
+  setTag,
+  TAG_LAST_ROTATION,
+  TAG_LAST_SUBMISSION,
+  TAG_ROTATE_NOW,
+  tagValue,
   tryReadStage,
   versionWith,
 } from './store';
@@ -49,7 +74,15 @@ export interface RotationDeps {
   readonly providers: ProviderFactory;
   readonly now: () => Date;
   readonly log: KeyLog;
+  /**
+   * The deployment's settings (provider, base URL, projects, policy), laid over what the secret holds.
+   * @default - the settings stored in the secret
+   */
+  readonly settings?: CredentialSettings;
 }
+
+/** A `ccexport keys rotate --now` request older than this is stale and ignored. */
+const ROTATE_NOW_WINDOW_MS = 60 * 60 * 1000;
 
 export function isRotationEvent(e: unknown): e is RotationEvent {
   const v = e as Partial<RotationEvent> | null;
@@ -90,11 +123,49 @@ export async function rotateStep(event: RotationEvent, deps: RotationDeps): Prom
     deps.log.info('rotation step done', { step, secretId, versionId: token, outcome });
     return outcome;
   } catch (cause) {
-    await abandon(deps, secretId, token);
-    const error = new RotationStepError(step, secretId, { cause });
-    deps.log.error('rotation step failed', { step, secretId, versionId: token, error: error.message });
+    const transient = isTransient(cause);
+    const error = new RotationStepError(step, secretId, { cause, transient });
+    if (transient) {
+      deps.log.warn('rotation step failed; Secrets Manager retries the rotation with the same token', {
+        step,
+        secretId,
+        versionId: token,
+        error: error.message,
+      });
+    } else {
+      deps.log.error('rotation step failed; rotation abandoned', {
+        step,
+        secretId,
+        versionId: token,
+        error: error.message,
+      });
+      await abandon(deps, secretId, token, describeCause(cause));
+    }
+    await note(
+      deps,
+      secretId,
+      TAG_LAST_ROTATION,
+      `${token} ${deps.now().toISOString()} ${step} ${transient ? 'failed, retrying' : 'failed'}: ${describeCause(cause)}`,
+    );
     throw error;
   }
+}
+
+/** Best effort: a tag that cannot be written must not hide the step's own outcome. */
+async function note(deps: RotationDeps, secretId: string, tag: string, text: string): Promise<void> {
+  try {
+    await setTag(deps.sm, secretId, tag, text);
+  } catch (e) {
+    deps.log.warn('could not record the rotation outcome', { secretId, tag, error: describeCause(e) });
+  }
+}
+
+function readCurrent(deps: RotationDeps, secretId: string) {
+  return readStage(deps.sm, secretId, AWSCURRENT, undefined, deps.settings);
+}
+
+function readPending(deps: RotationDeps, secretId: string, token: string) {
+  return tryReadStage(deps.sm, secretId, AWSPENDING, token, deps.settings);
 }
 
 async function runStep(step: RotationStep, event: RotationEvent, deps: RotationDeps): Promise<string> {
@@ -112,10 +183,10 @@ async function runStep(step: RotationStep, event: RotationEvent, deps: RotationD
 
 async function createSecret(event: RotationEvent, deps: RotationDeps): Promise<string> {
   const { SecretId: secretId, ClientRequestToken: token } = event;
-  const current = (await readStage(deps.sm, secretId, AWSCURRENT)).secret;
-  if (await tryReadStage(deps.sm, secretId, AWSPENDING, token)) return 'pending-exists';
+  const current = (await readCurrent(deps, secretId)).secret;
+  if (await readPending(deps, secretId, token)) return 'pending-exists';
 
-  const next = await chooseNext(current, secretId, deps);
+  const next = await chooseNext(current, secretId, token, deps);
   await putVersion(deps.sm, secretId, token, [AWSPENDING], next.secret, event.RotationToken);
   return next.outcome;
 }
@@ -123,29 +194,138 @@ async function createSecret(event: RotationEvent, deps: RotationDeps): Promise<s
 async function chooseNext(
   current: CredentialSecret,
   secretId: string,
+  token: string,
   deps: RotationDeps,
 ): Promise<{ secret: CredentialSecret; outcome: string }> {
-  const prefix = current.policy.namePrefix;
-  // A key a person submitted wins over the schedule (its month was chosen when it was submitted).
-  const submitted = await tryReadStage(deps.sm, secretId, SUBMITTED);
-  if (submitted && submitted.secret.keyName !== current.keyName && submitted.secret.key !== current.key) {
-    return { secret: submitted.secret, outcome: `staged submitted key ${submitted.secret.keyName}` };
+  const now = deps.now();
+  const { namePrefix: prefix, timeZone } = current.policy;
+  // A key a person submitted wins over the schedule, once it is checked; a refused one is set aside.
+  const waiting = await readSubmission(deps.sm, secretId);
+  if (waiting) {
+    const checked = checkSubmission(current, waiting.submission, now);
+    if (typeof checked === 'string') {
+      await rejectSubmission(deps, secretId, waiting.versionId, checked);
+    } else {
+      const { submission, keyName } = checked;
+      return {
+        secret: nextSecret(
+          current,
+          {
+            key: submission.key,
+            keyName,
+            origin: 'submitted',
+            ...(submission.providerKeyId ? { providerKeyId: submission.providerKeyId } : {}),
+            ...(submission.siteKey ? { siteKey: submission.siteKey } : {}),
+          },
+          now,
+        ),
+        outcome: `staged submitted key ${keyName}`,
+      };
+    }
   }
-  const month = targetMonth(deps.now(), current.policy);
-  const name = keyNameFor(prefix, month);
+  const provider = deps.providers(current);
   const currentMonth = monthOfKeyName(prefix, current.keyName);
-  if (current.key.length > 0 && currentMonth && compareMonths(currentMonth, month) >= 0) {
-    // The key in use already serves this month: rotate to an identical copy (names are never reused).
-    return { secret: current, outcome: `current key ${current.keyName} already serves ${name}` };
+  const meta = await describe(deps.sm, secretId);
+  const requested = tagValue(meta, TAG_ROTATE_NOW);
+  const emergency =
+    requested !== undefined &&
+    current.key.length > 0 &&
+    now.getTime() - Date.parse(requested) < ROTATE_NOW_WINDOW_MS &&
+    Date.parse(requested) > Date.parse(current.createdAt);
+  if (emergency && provider.canCreate && currentMonth) {
+    // `keys rotate --now`: a fresh key even though the current one serves the month (it may have leaked).
+    const here = monthOf(now, timeZone);
+    const month = compareMonths(currentMonth, here) > 0 ? currentMonth : here;
+    const name = replacementKeyName(prefix, current.keyName, month);
+    const issued = await provider.create(name, token);
+    return {
+      secret: nextSecret(current, { ...issued, origin: 'provider', replaces: current.keyName }, now),
+      outcome: `created ${name} (replacing ${current.keyName})`,
+    };
   }
-  const issued: IssuedKey = await deps.providers(current).create(name);
-  return { secret: nextSecret(current, issued, deps.now()), outcome: `created ${name}` };
+  const month = targetMonth(now, current.policy);
+  const name = keyNameFor(prefix, month);
+  if (current.key.length > 0 && currentMonth && compareMonths(currentMonth, month) >= 0) {
+    // The key in use already serves this month: finishSecret keeps it (AWSCURRENT and AWSPREVIOUS stay).
+    return {
+      secret: { ...current, origin: 'copy' },
+      outcome: `current key ${current.keyName} already serves ${formatMonth(month)}`,
+    };
+  }
+  if (!provider.canCreate) {
+    throw new KeyNotSubmittedError(
+      `no key for ${formatMonth(month)} has been submitted: create "${name}" and run "ccexport keys submit <credential>"`,
+    );
+  }
+  if (current.key.length === 0) {
+    throw new KeyNotSubmittedError(
+      'no key is in use yet, and the provider needs one to create the next: submit the first key with "ccexport keys submit <credential>"',
+    );
+  }
+  const issued = await provider.create(name, token);
+  return { secret: nextSecret(current, { ...issued, origin: 'provider' }, now), outcome: `created ${name}` };
+}
+
+/**
+ * The name a submission takes, or why it is refused: a key already in use, a name that is not
+ * `<prefix>-YYYY-MM`, reused, or older than the key in use. Without `--name`, a key submitted while the
+ * current key serves this month is for next month, else for this month.
+ */
+export function checkSubmission(
+  current: CredentialSecret,
+  submission: Submission,
+  now: Date,
+): { submission: Submission; keyName: string } | string {
+  const { namePrefix: prefix, timeZone } = current.policy;
+  const here = monthOf(now, timeZone);
+  const served = current.key ? monthOfKeyName(prefix, current.keyName) : undefined;
+  const keyName =
+    submission.keyName ??
+    keyNameFor(prefix, served && compareMonths(served, here) >= 0 ? addMonths(here, 1) : here);
+  if (current.key && submission.key === current.key)
+    return `the submitted key is already the current key ${current.keyName}`;
+  const month = monthOfKeyName(prefix, keyName);
+  if (!month) return `key name "${keyName}" is not ${prefix}-YYYY-MM`;
+  if (current.key && keyName === current.keyName) {
+    return `key name "${keyName}" is the current key's name; HQ refuses a name twice, so create the key under a new name (e.g. ${replacementKeyName(prefix, keyName, month)})`;
+  }
+  if (served && compareMonths(month, served) < 0) {
+    return `key "${keyName}" is older than the current key "${current.keyName}"`;
+  }
+  return { submission, keyName };
+}
+
+async function rejectSubmission(
+  deps: RotationDeps,
+  secretId: string,
+  versionId: string,
+  reason: string,
+): Promise<void> {
+  const meta = await describe(deps.sm, secretId);
+  const stages = meta.VersionIdsToStages?.[versionId] ?? [];
+  if (!stages.includes(SUBMITTED)) return;
+  const previousRejected = versionWith(meta, REJECTED);
+  await deps.sm.send(
+    new UpdateSecretVersionStageCommand({
+      SecretId: secretId,
+      VersionStage: REJECTED,
+      MoveToVersionId: versionId,
+      ...(previousRejected && previousRejected !== versionId
+        ? { RemoveFromVersionId: previousRejected }
+        : {}),
+    }),
+  );
+  await removeStage(deps.sm, secretId, SUBMITTED, versionId);
+  deps.log.warn('submitted key rejected', { secretId, versionId, reason });
+  await note(deps, secretId, TAG_LAST_SUBMISSION, `${versionId} rejected: ${reason}`);
 }
 
 async function setSecret(event: RotationEvent, deps: RotationDeps): Promise<string> {
   const { SecretId: secretId, ClientRequestToken: token } = event;
-  const current = (await readStage(deps.sm, secretId, AWSCURRENT)).secret;
-  const pending = (await readStage(deps.sm, secretId, AWSPENDING, token)).secret;
+  const current = (await readCurrent(deps, secretId)).secret;
+  const pending = (await readStage(deps.sm, secretId, AWSPENDING, token, deps.settings)).secret;
+  // A submitted key is already at the provider (a person put it there); only keys we made are pushed.
+  if (pending.origin !== 'provider') return 'nothing to set';
   if (pending.key === current.key) return 'unchanged key';
   const provider = deps.providers(current);
   if (!provider.set) return 'nothing to set';
@@ -159,8 +339,21 @@ async function setSecret(event: RotationEvent, deps: RotationDeps): Promise<stri
 
 async function testSecret(event: RotationEvent, deps: RotationDeps): Promise<string> {
   const { SecretId: secretId, ClientRequestToken: token } = event;
-  const pending = (await readStage(deps.sm, secretId, AWSPENDING, token)).secret;
-  await deps.providers(pending).test(pending.key);
+  const pending = (await readPending(deps, secretId, token))?.secret;
+  if (!pending || pending.key.length === 0) {
+    // Secrets Manager tests a new rotation configuration by running testSecret on a copy of the current
+    // value (RotateImmediately=false, which is how the stack creates the schedule). Before the first key
+    // that copy is the empty placeholder: there is nothing to test, and failing would raise a
+    // TestRotationFailed alarm on every first deploy.
+    const current = (await readCurrent(deps, secretId)).secret;
+    if (current.key.length === 0) return 'no key yet: nothing to test';
+    throw new RotationStateError(
+      `secret ${secretId} version ${token} has no key to test (createSecret has not stored one)`,
+    );
+  }
+  await deps
+    .providers(pending)
+    .test(pending.key, pending.provider === 'civicrm' ? pending.providerKeyId : undefined);
   return `tested ${pending.keyName}`;
 }
 
@@ -169,6 +362,19 @@ async function finishSecret(event: RotationEvent, deps: RotationDeps): Promise<s
   const meta = await describe(deps.sm, secretId);
   const currentVersion = versionWith(meta, AWSCURRENT);
   if (currentVersion === token) return 'already-current';
+  const pending = (await readStage(deps.sm, secretId, AWSPENDING, token, deps.settings)).secret;
+  if (pending.origin === 'copy' || pending.key.length === 0) {
+    // Nothing new: leave AWSCURRENT (and so AWSPREVIOUS) where they are and end the rotation.
+    await removeStage(deps.sm, secretId, AWSPENDING, token);
+    await note(
+      deps,
+      secretId,
+      TAG_LAST_ROTATION,
+      `${token} ${deps.now().toISOString()} kept ${pending.keyName || 'no key'}`,
+    );
+    return 'kept current key';
+  }
+  const previous = (await readCurrent(deps, secretId)).secret;
   await deps.sm.send(
     new UpdateSecretVersionStageCommand({
       SecretId: secretId,
@@ -179,30 +385,70 @@ async function finishSecret(event: RotationEvent, deps: RotationDeps): Promise<s
   );
   // Leave no AWSPENDING at all: a valid end state on AWS, and the one moto's RotateSecret guard accepts.
   await removeStage(deps.sm, secretId, AWSPENDING, token);
-  // The submitted key (if this rotation took it) has been used; its label must not be taken again.
-  const submittedVersion = versionWith(meta, SUBMITTED);
-  if (submittedVersion) {
-    const promoted = (await readStage(deps.sm, secretId, AWSCURRENT)).secret;
-    const submitted = await tryReadStage(deps.sm, secretId, SUBMITTED);
-    if (submitted && submitted.secret.keyName === promoted.keyName) {
-      await removeStage(deps.sm, secretId, SUBMITTED, submittedVersion);
+  if (pending.origin === 'submitted') {
+    const waiting = await readSubmission(deps.sm, secretId);
+    if (waiting && waiting.submission.key === pending.key) {
+      await removeStage(deps.sm, secretId, SUBMITTED, waiting.versionId);
+      await note(deps, secretId, TAG_LAST_SUBMISSION, `${waiting.versionId} promoted ${pending.keyName}`);
     }
   }
+  const replaces = pending.replaces;
+  if (replaces && previous.keyName === replaces && previous.providerKeyId) {
+    // `keys rotate --now`: the key it replaces may have leaked; it stops working as soon as the new one
+    // is tested and in place.
+    const provider = deps.providers(pending);
+    if (provider.canRevoke) {
+      await provider.revoke(previous.providerKeyId);
+      deps.log.warn('revoked the replaced key', { secretId, keyName: replaces });
+    }
+  }
+  await note(
+    deps,
+    secretId,
+    TAG_LAST_ROTATION,
+    `${token} ${deps.now().toISOString()} promoted ${pending.keyName}`,
+  );
   return 'promoted';
 }
 
-async function abandon(deps: RotationDeps, secretId: string, token: string): Promise<void> {
+/**
+ * Ends a rotation that cannot succeed: removes AWSPENDING from its version, revokes a key the rotation
+ * had created at the provider (it is neither current nor previous, and nobody will ever use it), and
+ * sets a submitted key aside as rejected.
+ */
+export async function abandon(
+  deps: RotationDeps,
+  secretId: string,
+  token: string,
+  reason: string,
+): Promise<void> {
   try {
     const meta = await describe(deps.sm, secretId);
     const stages = meta.VersionIdsToStages?.[token] ?? [];
-    if (stages.includes(AWSPENDING) && !stages.includes(AWSCURRENT)) {
-      await removeStage(deps.sm, secretId, AWSPENDING, token);
+    if (!stages.includes(AWSPENDING) || stages.includes(AWSCURRENT)) return;
+    const pending = (await readPending(deps, secretId, token).catch(() => undefined))?.secret;
+    await removeStage(deps.sm, secretId, AWSPENDING, token);
+    if (!pending) return;
+    if (pending.origin === 'submitted') {
+      const waiting = await readSubmission(deps.sm, secretId);
+      if (waiting && waiting.submission.key === pending.key) {
+        await rejectSubmission(deps, secretId, waiting.versionId, `${pending.keyName}: ${reason}`);
+      }
+    }
+    if (pending.origin === 'provider' && pending.providerKeyId) {
+      const current = (await readCurrent(deps, secretId)).secret;
+      const keep = [current.providerKeyId, current.previous?.providerKeyId];
+      const provider = deps.providers(current);
+      if (provider.canRevoke && !keep.includes(pending.providerKeyId)) {
+        await provider.revoke(pending.providerKeyId);
+        deps.log.info('revoked the key of the abandoned rotation', { secretId, keyName: pending.keyName });
+      }
     }
   } catch (e) {
-    deps.log.warn('could not remove AWSPENDING after a failed step', {
+    deps.log.warn('could not clean up after a failed rotation', {
       secretId,
       versionId: token,
-      error: e instanceof Error ? e.message : String(e),
+      error: describeCause(e),
     });
   }
 }

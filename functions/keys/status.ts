@@ -1,15 +1,20 @@
 /** What `ccexport keys status` shows: the current key, its age and expiry, the next rotation, anything pending. */
 import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { GetSecretValueCommand } from '@aws-sdk/client-secrets-manager';
 import { commcareDueMonth } from './maintenance';
 import { daysBetween, keyNameFor, nextRotationAt } from './months';
+import { isPlaceholderText, parseCredentialSecret } from './secret';
 import {
   AWSCURRENT,
   AWSPENDING,
   describe,
   readStage,
+  readSubmission,
   SUBMITTED,
   TAG_LAST_EXPORT_AT,
   TAG_LAST_EXPORT_KEY,
+  TAG_LAST_ROTATION,
+  TAG_LAST_SUBMISSION,
   TAG_RETIRED_KEY,
   tagValue,
   tryReadStage,
@@ -19,10 +24,14 @@ import {
 export interface KeyStatus {
   readonly provider: string;
   readonly keyName: string;
-  readonly ageDays: number;
-  readonly createdAt: string;
+  /** Absent before the first key. */
+  readonly ageDays?: number;
+  readonly createdAt?: string;
+  /** How the last rotation ended, and the last submission's verdict (with the reason when refused). */
+  readonly lastRotation?: string;
+  readonly lastSubmission?: string;
   readonly expiresAt?: string;
-  readonly nextRotation: string;
+  readonly nextRotation?: string;
   readonly pendingRotation?: string;
   readonly submittedKey?: string;
   readonly dueKey?: string;
@@ -32,10 +41,29 @@ export interface KeyStatus {
 }
 
 export async function keyStatus(sm: SecretsManagerClient, secretId: string, now: Date): Promise<KeyStatus> {
-  const current = (await readStage(sm, secretId, AWSCURRENT)).secret;
   const meta = await describe(sm, secretId);
+  const currentText = (
+    await sm.send(new GetSecretValueCommand({ SecretId: secretId, VersionStage: AWSCURRENT }))
+  ).SecretString;
+  const lastRotation = tagValue(meta, TAG_LAST_ROTATION);
+  const lastSubmission = tagValue(meta, TAG_LAST_SUBMISSION);
+  const outcomes = {
+    ...(lastRotation ? { lastRotation } : {}),
+    ...(lastSubmission ? { lastSubmission } : {}),
+  };
+  if (isPlaceholderText(currentText)) {
+    const waiting = await readSubmission(sm, secretId);
+    return {
+      provider: '(set by the first key)',
+      keyName: '(none yet)',
+      previousRetired: false,
+      ...(waiting ? { submittedKey: waiting.submission.keyName ?? '(name chosen at rotation)' } : {}),
+      ...outcomes,
+    };
+  }
+  const current = parseCredentialSecret(currentText, `secret ${secretId} (AWSCURRENT)`);
   const pending = versionWith(meta, AWSPENDING);
-  const submitted = await tryReadStage(sm, secretId, SUBMITTED);
+  const submitted = await readSubmission(sm, secretId);
   const due = current.provider === 'commcare' ? commcareDueMonth(current, now) : undefined;
   const exportKey = tagValue(meta, TAG_LAST_EXPORT_KEY);
   const exportAt = tagValue(meta, TAG_LAST_EXPORT_AT);
@@ -47,9 +75,8 @@ export async function keyStatus(sm: SecretsManagerClient, secretId: string, now:
     ...(current.expiresAt ? { expiresAt: current.expiresAt } : {}),
     nextRotation: nextRotationAt(now, current.policy).toISOString(),
     ...(pending && pending !== versionWith(meta, AWSCURRENT) ? { pendingRotation: pending } : {}),
-    ...(submitted && submitted.secret.keyName !== current.keyName
-      ? { submittedKey: submitted.secret.keyName }
-      : {}),
+    ...(submitted ? { submittedKey: submitted.submission.keyName ?? '(name chosen at rotation)' } : {}),
+    ...outcomes,
     ...(due ? { dueKey: keyNameFor(current.policy.namePrefix, due) } : {}),
     ...(current.previous ? { previousKey: current.previous.keyName } : {}),
     previousRetired:

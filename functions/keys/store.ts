@@ -9,9 +9,17 @@ import {
   ListSecretVersionIdsCommand,
   PutSecretValueCommand,
   type SecretsManagerClient,
+  TagResourceCommand,
   UpdateSecretVersionStageCommand,
 } from '@aws-sdk/client-secrets-manager';
-import { type CredentialSecret, parseCredentialSecret, serializeSecret } from './secret';
+import {
+  type CredentialSecret,
+  type CredentialSettings,
+  parseCredentialSecret,
+  parseSubmission,
+  type Submission,
+  serializeSecret,
+} from './secret';
 
 export const AWSCURRENT = 'AWSCURRENT';
 export const AWSPENDING = 'AWSPENDING';
@@ -21,11 +29,19 @@ export const AWSPREVIOUS = 'AWSPREVIOUS';
  * a rotation copies it to AWSPENDING, so RotateSecret can create its own AWSPENDING placeholder.
  */
 export const SUBMITTED = 'CCEXPORT_SUBMITTED';
+/** The last submission a rotation refused (failed test, stale name): never taken again. */
+export const REJECTED = 'CCEXPORT_REJECTED';
 
 /** Tags (not secret, no new version) that the export and maintenance code share. */
 export const TAG_LAST_EXPORT_KEY = 'ccexport:last-export-key';
 export const TAG_LAST_EXPORT_AT = 'ccexport:last-export-at';
 export const TAG_RETIRED_KEY = 'ccexport:retired-key';
+/** `<token> <ISO time> <what happened>`: how the last rotation step ended (read by the CLI). */
+export const TAG_LAST_ROTATION = 'ccexport:last-rotation';
+/** `<submission version> <what happened>`: promoted, or rejected with the reason. */
+export const TAG_LAST_SUBMISSION = 'ccexport:last-submission';
+/** ISO time of a `ccexport keys rotate --now` request not yet carried out. */
+export const TAG_ROTATE_NOW = 'ccexport:rotate-now';
 
 export interface StoredVersion {
   readonly versionId: string;
@@ -41,6 +57,7 @@ export async function readStage(
   secretId: string,
   stage: string,
   versionId?: string,
+  settings?: CredentialSettings,
 ): Promise<StoredVersion> {
   const out = await sm.send(
     new GetSecretValueCommand({
@@ -50,7 +67,10 @@ export async function readStage(
     }),
   );
   const where = `secret ${secretId} (${stage}${versionId ? ` ${versionId}` : ''})`;
-  return { versionId: out.VersionId ?? '', secret: parseCredentialSecret(out.SecretString, where) };
+  return {
+    versionId: out.VersionId ?? '',
+    secret: parseCredentialSecret(out.SecretString, where, settings),
+  };
 }
 
 /** The version holding `stage`, or undefined when no version holds it (or it has no value yet). */
@@ -59,9 +79,10 @@ export async function tryReadStage(
   secretId: string,
   stage: string,
   versionId?: string,
+  settings?: CredentialSettings,
 ): Promise<StoredVersion | undefined> {
   try {
-    return await readStage(sm, secretId, stage, versionId);
+    return await readStage(sm, secretId, stage, versionId, settings);
   } catch (e) {
     if (isNotFound(e)) return undefined;
     throw e;
@@ -156,4 +177,59 @@ export async function clearStalePending(
   if (created && now.getTime() - created.getTime() < minAgeMs) return { running: pending };
   await removeStage(sm, secretId, AWSPENDING, pending);
   return { cleared: pending };
+}
+
+/** The submission waiting under CCEXPORT_SUBMITTED (or REJECTED), or undefined. */
+export async function readSubmission(
+  sm: SecretsManagerClient,
+  secretId: string,
+  stage: string = SUBMITTED,
+): Promise<{ versionId: string; submission: Submission } | undefined> {
+  try {
+    const out = await sm.send(new GetSecretValueCommand({ SecretId: secretId, VersionStage: stage }));
+    return {
+      versionId: out.VersionId ?? '',
+      submission: parseSubmission(out.SecretString, `secret ${secretId} (${stage})`),
+    };
+  } catch (e) {
+    if (isNotFound(e)) return undefined;
+    throw e;
+  }
+}
+
+export async function putSubmission(
+  sm: SecretsManagerClient,
+  secretId: string,
+  versionId: string,
+  submission: Submission,
+): Promise<void> {
+  await sm.send(
+    new PutSecretValueCommand({
+      SecretId: secretId,
+      ClientRequestToken: versionId,
+      VersionStages: [SUBMITTED],
+      SecretString: JSON.stringify(submission),
+    }),
+  );
+}
+
+/**
+ * Secrets Manager tag values allow letters, digits, spaces and `_ . : / = + - @`, at most 256
+ * characters: anything else becomes a space.
+ */
+export function tagText(text: string): string {
+  return text
+    .replace(/[^\p{L}\p{Z}\p{N}_.:/=+\-@]/gu, ' ')
+    .replace(/\s+/g, ' ')
+    .trim()
+    .slice(0, 256);
+}
+
+export async function setTag(
+  sm: SecretsManagerClient,
+  secretId: string,
+  key: string,
+  value: string,
+): Promise<void> {
+  await sm.send(new TagResourceCommand({ SecretId: secretId, Tags: [{ Key: key, Value: tagText(value) }] }));
 }

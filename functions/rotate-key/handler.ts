@@ -14,6 +14,7 @@ import { runMaintenance } from '../keys/maintenance';
 import type { Notifier } from '../keys/notify';
 import { defaultProviderFactory } from '../keys/providers';
 import { isRotationEvent, rotateStep } from '../keys/rotation';
+import { parseCredentialSettings } from '../keys/secret';
 
 const logger = new Logger({ serviceName: 'ccexport-rotate-key' });
 const log: KeyLog = {
@@ -26,6 +27,9 @@ const sm = new SecretsManagerClient(
 );
 const topicArn = process.env.REMINDER_TOPIC_ARN;
 const credentialName = process.env.CREDENTIAL_NAME;
+// The credential's non-secret settings come from the deployment, never from the secret CloudFormation
+// created (lib/credential.ts): checked once, at start, with the bad field named.
+const settings = parseCredentialSettings(process.env.CREDENTIAL_SETTINGS, 'CREDENTIAL_SETTINGS');
 const sns = new SNSClient({});
 const notifier: Notifier = {
   async publish({ subject, body }) {
@@ -38,7 +42,7 @@ const notifier: Notifier = {
 export async function handler(event: unknown): Promise<unknown> {
   const now = () => new Date();
   if (isRotationEvent(event)) {
-    await rotateStep(event, { sm, providers: defaultProviderFactory, now, log });
+    await rotateStep(event, { sm, providers: defaultProviderFactory, now, log, settings });
     return undefined;
   }
   const e = event as { action?: unknown; secretId?: unknown } | null;
@@ -49,6 +53,7 @@ export async function handler(event: unknown): Promise<unknown> {
       notifier,
       now,
       log,
+      settings,
       ...(credentialName ? { credentialName } : {}),
     });
   }

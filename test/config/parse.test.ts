@@ -51,7 +51,7 @@ describe('parseExportsConfig', () => {
     expect(config.database).toEqual({ type: 'none' });
     expect(config.exports.map((e) => e.name)).toEqual(['forms-daily', 'cases-weekly']);
     expect(config.exports[0]?.queryFilePath).toBe(resolve(__dirname, '../../examples/queries/forms.xlsx'));
-    expect(config.credentials[0]?.rotation).toMatchObject({ namePrefix: 'det', graceDays: 7 });
+    expect(config.credentials[0]?.rotation).toMatchObject({ graceDays: 7 });
   });
 
   it('builds one job per project with the query file where the function bundles it', () => {

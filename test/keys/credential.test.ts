@@ -121,6 +121,35 @@ describe('Credential construct', () => {
     });
   });
 
+  it('synthesizes the same secret whatever the projects, base URL and rotation settings', () => {
+    const a = synth();
+    const b = synth({
+      projects: ['demo', 'another-project'],
+      baseUrl: 'https://india.commcarehq.org',
+      timeZone: 'Asia/Kolkata',
+      leadDays: 5,
+      graceDays: 3,
+      reminderDays: 10,
+      keyNamePrefix: 'hq',
+    });
+
+    const secret = (t: Template) => JSON.stringify(t.findResources('AWS::SecretsManager::Secret'));
+    expect(secret(b.template)).toBe(secret(a.template));
+    expect(secret(a.template)).not.toMatch(/demo|commcarehq|Nairobi|projects|policy/);
+    b.template.hasResourceProperties('AWS::Lambda::Function', {
+      Environment: {
+        Variables: Match.objectLike({
+          CREDENTIAL_SETTINGS: Match.serializedJson(
+            Match.objectLike({
+              projects: ['demo', 'another-project'],
+              baseUrl: 'https://india.commcarehq.org',
+            }),
+          ),
+        }),
+      },
+    });
+  });
+
   it('fails on a credential name that cannot be part of a secret name', () => {
     expect(() => synth({ credentialName: 'bad name' })).toThrow(/credentialName "bad name"/);
   });

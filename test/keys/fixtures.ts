@@ -15,8 +15,8 @@ import {
 import type { KeyLog } from '../../functions/keys/log';
 import type { ProviderFactory } from '../../functions/keys/provider';
 import { defaultProviderFactory } from '../../functions/keys/providers';
-import { type RotationDeps, rotateStep, STEPS } from '../../functions/keys/rotation';
-import type { CredentialSecret } from '../../functions/keys/secret';
+import { type RotationDeps, type RotationStep, rotateStep, STEPS } from '../../functions/keys/rotation';
+import type { CredentialSecret, CredentialSettings } from '../../functions/keys/secret';
 
 export const FAKE_LAMBDA = 'arn:aws:lambda:us-east-1:123456789012:function:ccexport-rotate-key';
 
@@ -68,6 +68,7 @@ export interface DriverOptions {
   readonly now: () => Date;
   readonly providers?: ProviderFactory;
   readonly log?: KeyLog;
+  readonly settings?: CredentialSettings;
 }
 
 export function deps(o: DriverOptions): RotationDeps {
@@ -76,7 +77,46 @@ export function deps(o: DriverOptions): RotationDeps {
     now: o.now,
     providers: o.providers ?? defaultProviderFactory,
     log: o.log ?? recordingLog(),
+    ...(o.settings ? { settings: o.settings } : {}),
   };
+}
+
+/** Where a test bed hook runs: before a step is invoked, or after it did its work (a crash there loses the answer). */
+export type StepHook = (
+  step: RotationStep,
+  attempt: number,
+  phase: 'before' | 'after',
+) => Promise<void> | void;
+
+/**
+ * Plays the Secrets Manager service for one rotation: registers the token's AWSPENDING placeholder,
+ * invokes the four steps in order, and after any failure runs the whole sequence again with the
+ * **same** ClientRequestToken, as the service does, up to `attempts` times. `hook` injects failures:
+ * throwing in phase 'after' is a Lambda that did the step's work and then crashed (timeout, out of
+ * memory) before answering. Resolves to the errors of the failed attempts; rejects after the last.
+ */
+export async function serviceRotation(
+  o: DriverOptions,
+  secretId: string,
+  options: { token?: string; attempts?: number; hook?: StepHook } = {},
+): Promise<{ token: string; failures: unknown[] }> {
+  const token = options.token ?? randomUUID();
+  const attempts = options.attempts ?? 3;
+  const failures: unknown[] = [];
+  await beginRotation(o.sm, secretId, token);
+  for (let attempt = 1; attempt <= attempts; attempt += 1) {
+    try {
+      for (const Step of STEPS) {
+        await options.hook?.(Step, attempt, 'before');
+        await rotateStep({ SecretId: secretId, ClientRequestToken: token, Step }, deps(o));
+        await options.hook?.(Step, attempt, 'after');
+      }
+      return { token, failures };
+    } catch (e) {
+      failures.push(e);
+    }
+  }
+  throw failures.at(-1);
 }
 
 /** One whole rotation with every step run `times` times. Resolves to the token. */

@@ -3,6 +3,7 @@ import { afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { runMaintenance } from '../../functions/keys/maintenance';
 import type { Notifier } from '../../functions/keys/notify';
 import { defaultProviderFactory } from '../../functions/keys/providers';
+import { fingerprint } from '../../functions/keys/providers/conduce';
 import { recordSuccessfulExport } from '../../functions/keys/usage';
 import { motoSecretsManager } from '../support/aws';
 import type { RunningServer } from '../support/providers/common';
@@ -44,7 +45,12 @@ describe('grace period', () => {
       keys: [{ apikey: 'old-conduce-key-000000', description: 'det-2026-01' }],
     });
     servers.push(server);
-    const id = await createCredential(sm, baseDoc('conduce', server.url, 'old-conduce-key-000000'));
+    const id = await createCredential(
+      sm,
+      baseDoc('conduce', server.url, 'old-conduce-key-000000', {
+        providerKeyId: fingerprint('old-conduce-key-000000'),
+      }),
+    );
     await rotate({ sm, now: () => new Date('2026-01-24T12:00:00Z') }, id);
     const current = await readCurrent(sm, id);
 
@@ -58,7 +64,43 @@ describe('grace period', () => {
     expect(noExport).toEqual({ waitingForExport: true });
     expect(done).toEqual({ retired: 'det-2026-01' });
     expect(again).toEqual({});
-    expect(server.descriptions()).toEqual(['det-2026-02']);
+    expect(server.descriptions()).toEqual([expect.stringMatching(/^det-2026-02 ccexport:/)]);
+  });
+
+  it('revokes keys this credential created in failed months, and never a key it did not create', async () => {
+    const server = await startConduceServer({
+      keys: [
+        { apikey: 'key-in-use-0000000000', description: 'det-2026-01' },
+        { apikey: 'failed-december-key-00', description: 'det-2025-12 ccexport:1234abcd' },
+        { apikey: 'someone-elses-key-0000', description: 'det-2025-12' },
+      ],
+    });
+    servers.push(server);
+    const id = await createCredential(
+      sm,
+      baseDoc('conduce', server.url, 'key-in-use-0000000000', {
+        providerKeyId: fingerprint('key-in-use-0000000000'),
+        issued: [
+          {
+            keyName: 'det-2025-12',
+            providerKeyId: fingerprint('failed-december-key-00'),
+            createdAt: '2025-12-22T12:00:00Z',
+          },
+          {
+            keyName: 'det-2026-01',
+            providerKeyId: fingerprint('key-in-use-0000000000'),
+            createdAt: '2025-12-23T12:00:00Z',
+          },
+        ],
+      }),
+    );
+
+    const first = await maintain(id, '2026-01-05T09:00:00Z');
+    const second = await maintain(id, '2026-01-06T09:00:00Z');
+
+    expect(first).toEqual({ revokedStale: ['det-2025-12'] });
+    expect(second).toEqual({});
+    expect(server.descriptions()).toEqual(['det-2026-01', 'det-2025-12']);
   });
 });
 

@@ -8,17 +8,22 @@
  */
 import { KeyTestError, ProviderError } from '../errors';
 import { generateKey } from '../generate';
-import { type HttpRequest, httpRequest, unexpected } from '../http';
+import { type HttpRequest, httpRequest, rejected, unexpected } from '../http';
 import type { IssuedKey, KeyProvider, ListedKey } from '../provider';
-import type { CiviCrmSecret } from '../secret';
+import { activeContactOf, type CiviCrmSecret } from '../secret';
 
 const NAME = 'civicrm';
 
 export function civicrmProvider(
-  secret: Pick<CiviCrmSecret, 'baseUrl' | 'key' | 'options'>,
+  secret: Pick<CiviCrmSecret, 'baseUrl' | 'key' | 'options' | 'providerKeyId'>,
   deps: { generate?: () => string } = {},
 ): KeyProvider {
-  const { contactIds, activeContact, siteKey } = secret.options;
+  const { contactIds, siteKey } = secret.options;
+  // The contact whose key is in use: the one the current key was recorded with (a key submitted with
+  // --key-id names it), so a stale `activeContact` can never point the next rotation at the key in use.
+  const activeContact = activeContactOf(secret as CiviCrmSecret);
+  const inUse = new Set([contactIds[activeContact]]);
+  if (secret.providerKeyId) inUse.add(Number(secret.providerKeyId));
   const generate = deps.generate ?? (() => generateKey(32));
   const headers = (key: string): Record<string, string> => ({
     'x-civi-auth': `Bearer ${key}`,
@@ -50,6 +55,14 @@ export function civicrmProvider(
     }
   }
 
+  /** The contact a key authenticates, or undefined when it does not. */
+  async function whoIs(key: string): Promise<number | undefined> {
+    const req: HttpRequest = { method: 'GET', path: 'civicrm/authx/id', headers: headers(key) };
+    const res = await httpRequest(NAME, secret.baseUrl, req);
+    if (res.status !== 200) return undefined;
+    return Number((res.json() as { contact_id?: unknown })?.contact_id);
+  }
+
   return {
     canCreate: true,
     canRevoke: true,
@@ -65,24 +78,33 @@ export function civicrmProvider(
     },
     async set(issued: IssuedKey): Promise<void> {
       const contactId = Number(issued.providerKeyId);
-      if (contactId === contactIds[activeContact]) {
+      if (inUse.has(contactId)) {
         throw new ProviderError(`${NAME}: refusing to replace the key of contact ${contactId}: it is in use`);
       }
-      await setContactKey(contactId, issued.key);
-    },
-    async test(key: string): Promise<void> {
-      const req: HttpRequest = { method: 'GET', path: 'civicrm/authx/id', headers: headers(key) };
-      const res = await httpRequest(NAME, secret.baseUrl, req);
-      if (res.status !== 200) {
-        throw new KeyTestError(
-          `${NAME}: the key was rejected: GET /civicrm/authx/id answered HTTP ${res.status}`,
+      if (!secret.key) {
+        throw new ProviderError(
+          `${NAME}: no key is in use yet, so none can authenticate the update of contact ${contactId}; ` +
+            'put the first key on a contact yourself and submit it with --key-id (docs/keys/civicrm.md)',
         );
       }
+      // Safe to repeat without a second write: a key that already authenticates its contact is set.
+      if ((await whoIs(issued.key)) === contactId) return;
+      await setContactKey(contactId, issued.key);
+    },
+    async test(key: string, providerKeyId?: string): Promise<void> {
+      const req: HttpRequest = { method: 'GET', path: 'civicrm/authx/id', headers: headers(key) };
+      const res = await httpRequest(NAME, secret.baseUrl, req);
+      if (res.status !== 200) throw rejected(NAME, req, res);
       const body = res.json() as { contact_id?: unknown };
       const id = Number(body?.contact_id);
       if (id !== contactIds.a && id !== contactIds.b) {
         throw new KeyTestError(
           `${NAME}: the key authenticates contact ${String(body?.contact_id)}, expected ${contactIds.a} or ${contactIds.b}`,
+        );
+      }
+      if (providerKeyId !== undefined && String(id) !== providerKeyId) {
+        throw new KeyTestError(
+          `${NAME}: the key authenticates contact ${id}, but it was submitted for contact ${providerKeyId} (check --key-id)`,
         );
       }
     },
@@ -93,7 +115,7 @@ export function civicrmProvider(
           `${NAME}: cannot revoke "${idOrName}": expected the id of contact A (${contactIds.a}) or B (${contactIds.b})`,
         );
       }
-      if (contactId === contactIds[activeContact]) {
+      if (inUse.has(contactId)) {
         throw new ProviderError(`${NAME}: refusing to revoke the key of contact ${contactId}: it is in use`);
       }
       // A value nobody keeps: the contact's old key stops working at once.

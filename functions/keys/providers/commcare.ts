@@ -6,7 +6,7 @@
  * "API Access" permission. Auth header: `Authorization: ApiKey <username>:<key>`.
  */
 import { KeyNotSubmittedError, KeyTestError, ProviderError } from '../errors';
-import { type HttpRequest, httpRequest } from '../http';
+import { type HttpRequest, httpRequest, rejected } from '../http';
 import type { IssuedKey, KeyProvider, ListedKey } from '../provider';
 import type { CommCareSecret } from '../secret';
 
@@ -17,9 +17,8 @@ export function commcareProvider(
 ): KeyProvider {
   const headers = (key: string) => ({ authorization: `ApiKey ${secret.username}:${key}` });
 
-  async function get(key: string, path: string): Promise<{ status: number; json: () => unknown }> {
-    const req: HttpRequest = { method: 'GET', path, headers: headers(key) };
-    return await httpRequest(NAME, secret.baseUrl, req);
+  function get(key: string, path: string): HttpRequest {
+    return { method: 'GET', path, headers: headers(key) };
   }
 
   return {
@@ -32,13 +31,16 @@ export function commcareProvider(
       );
     },
     async test(key: string): Promise<void> {
-      const res = await get(key, 'api/user_domains/v1/');
+      const domains = get(key, 'api/user_domains/v1/');
+      const res = await httpRequest(NAME, secret.baseUrl, domains);
       if (res.status !== 200) {
-        throw new KeyTestError(
-          `${NAME}: the key was rejected: GET /api/user_domains/v1/ answered HTTP ${res.status}` +
-            (res.status === 401
-              ? ' (wrong key, expired or deactivated, or this IP is not on its allow-list)'
-              : ''),
+        throw rejected(
+          NAME,
+          domains,
+          res,
+          res.status === 401
+            ? ' (check: the key was copied whole, it is active and not expired, and the allow-list holds the egress IPs)'
+            : '',
         );
       }
       const body = res.json() as { objects?: { domain_name?: unknown }[] };
@@ -49,10 +51,14 @@ export function commcareProvider(
             `${NAME}: the key does not reach project "${project}" (user_domains lists ${[...reachable].join(', ') || 'none'})`,
           );
         }
-        const one = await get(key, `a/${encodeURIComponent(project)}/api/form/v1/?limit=1`);
+        const probe = get(key, `a/${encodeURIComponent(project)}/api/form/v1/?limit=1`);
+        const one = await httpRequest(NAME, secret.baseUrl, probe);
         if (one.status !== 200) {
-          throw new KeyTestError(
-            `${NAME}: the key was rejected on project "${project}": GET /a/${project}/api/form/v1/?limit=1 answered HTTP ${one.status}`,
+          throw rejected(
+            NAME,
+            probe,
+            one,
+            ` on project "${project}" (check: the key's project scope includes it and the user has "API Access" there)`,
           );
         }
       }

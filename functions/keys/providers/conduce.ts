@@ -1,10 +1,12 @@
 /**
  * Conduce-style REST key API (ConduceInc/conduce-python-api): `GET apikeys/list`,
  * `POST apikeys/create {"description"}` → `{"apikey"}`, `POST apikeys/delete {"apikey"}`, Bearer auth.
- * The month name goes in `description`, which makes creation idempotent: look it up first.
+ * The month name and the rotation's token go in `description`, which makes creation idempotent within
+ * one rotation; keys are recorded and revoked by fingerprint, never by name.
  */
-import { KeyTestError, ProviderError } from '../errors';
-import { type HttpRequest, httpRequest, unexpected } from '../http';
+import { createHash } from 'node:crypto';
+import { ProviderError } from '../errors';
+import { type HttpRequest, httpRequest, rejected, unexpected } from '../http';
 import type { IssuedKey, KeyProvider, ListedKey } from '../provider';
 import type { ConduceSecret } from '../secret';
 
@@ -32,6 +34,14 @@ export function conduceProvider(secret: Pick<ConduceSecret, 'baseUrl' | 'key'>):
   async function records(key: string): Promise<ConduceKeyRecord[]> {
     const req: HttpRequest = { method: 'GET', path: `${API}/list`, headers: auth(key) };
     const res = await httpRequest(NAME, secret.baseUrl, req);
+    if (res.status === 401 || res.status === 403) {
+      // Management calls authenticate with the key in use: nothing can be created or revoked with it.
+      throw new ProviderError(
+        `${NAME}: the current key is rejected (GET /${API}/list answered HTTP ${res.status}): ` +
+          'it was deleted or replaced outside ccexport; submit a working key with "ccexport keys submit <credential>"',
+        { status: res.status },
+      );
+    }
     if (res.status !== 200) throw unexpected(NAME, req, res);
     const body = res.json();
     if (!Array.isArray(body) || !body.every(isRecord)) {
@@ -54,14 +64,19 @@ export function conduceProvider(secret: Pick<ConduceSecret, 'baseUrl' | 'key'>):
   return {
     canCreate: true,
     canRevoke: true,
-    async create(name: string): Promise<IssuedKey> {
-      const existing = (await records(secret.key)).find((r) => r.description === name);
-      if (existing) return { key: existing.apikey, keyName: name };
+    async create(name: string, attempt: string): Promise<IssuedKey> {
+      // The description carries the rotation's token: a retry of the same rotation finds the key it
+      // made (one key per month, however often a step is retried), and a key someone else named the
+      // same way is never taken for ours.
+      const description = `${name} ${ATTEMPT_MARK}${attempt.slice(0, 8)}`;
+      const existing = (await records(secret.key)).find((r) => r.description === description);
+      if (existing)
+        return { key: existing.apikey, keyName: name, providerKeyId: fingerprint(existing.apikey) };
       const req: HttpRequest = {
         method: 'POST',
         path: `${API}/create`,
         headers: auth(secret.key),
-        json: { description: name },
+        json: { description },
       };
       const res = await httpRequest(NAME, secret.baseUrl, req);
       if (res.status !== 200) throw unexpected(NAME, req, res);
@@ -69,30 +84,38 @@ export function conduceProvider(secret: Pick<ConduceSecret, 'baseUrl' | 'key'>):
       if (typeof body?.apikey !== 'string' || body.apikey.length === 0) {
         throw new ProviderError(`${NAME}: POST ${API}/create answered 200 without an "apikey" string`);
       }
-      return { key: body.apikey, keyName: name };
+      return { key: body.apikey, keyName: name, providerKeyId: fingerprint(body.apikey) };
     },
     async test(key: string): Promise<void> {
       const req: HttpRequest = { method: 'GET', path: `${API}/list`, headers: auth(key) };
       const res = await httpRequest(NAME, secret.baseUrl, req);
-      if (res.status !== 200) {
-        throw new KeyTestError(`${NAME}: the key was rejected: GET ${API}/list answered HTTP ${res.status}`);
-      }
+      if (res.status !== 200) throw rejected(NAME, req, res);
     },
-    async revoke(idOrName: string): Promise<void> {
-      // Conduce deletes by key value; we keep names, so look the name up (every key with it goes).
-      const matches = (await records(secret.key)).filter((r) => r.description === idOrName);
-      for (const m of matches) {
-        if (m.apikey === secret.key) {
-          throw new ProviderError(`${NAME}: refusing to revoke "${idOrName}": it is the key in use`);
-        }
-        await remove(m.apikey);
+    async revoke(providerKeyId: string): Promise<void> {
+      // Conduce deletes by key value; we keep only fingerprints, so find the key by its fingerprint.
+      if (providerKeyId === fingerprint(secret.key)) {
+        throw new ProviderError(`${NAME}: refusing to revoke key ${providerKeyId}: it is the key in use`);
       }
+      const match = (await records(secret.key)).find((r) => fingerprint(r.apikey) === providerKeyId);
+      if (match) await remove(match.apikey);
+    },
+    async isLive(providerKeyId: string): Promise<boolean> {
+      return (await records(secret.key)).some((r) => fingerprint(r.apikey) === providerKeyId);
     },
     async list(): Promise<ListedKey[]> {
       return (await records(secret.key)).map((r) => ({
         keyName: r.description,
+        providerKeyId: fingerprint(r.apikey),
         ...(r.created ? { createdAt: r.created } : {}),
       }));
     },
   };
+}
+
+/** Marks our keys' descriptions: `<name> ccexport:<first 8 characters of the rotation token>`. */
+const ATTEMPT_MARK = 'ccexport:';
+
+/** What we record of a Conduce key: `sha256:` and 16 hex digits of its SHA-256 (the key is never stored twice). */
+export function fingerprint(apikey: string): string {
+  return `sha256:${createHash('sha256').update(apikey).digest('hex').slice(0, 16)}`;
 }
