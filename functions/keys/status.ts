@@ -8,16 +8,13 @@ import {
   AWSCURRENT,
   AWSPENDING,
   describe,
-  readStage,
   readSubmission,
-  SUBMITTED,
   TAG_LAST_EXPORT_AT,
   TAG_LAST_EXPORT_KEY,
   TAG_LAST_ROTATION,
   TAG_LAST_SUBMISSION,
   TAG_RETIRED_KEY,
   tagValue,
-  tryReadStage,
   versionWith,
 } from './store';
 

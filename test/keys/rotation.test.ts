@@ -1,5 +1,4 @@
 import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import { UpdateSecretVersionStageCommand } from '@aws-sdk/client-secrets-manager';
 import { afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { civicrmProvider, conduceProvider, defaultProviderFactory } from '../../functions/keys/providers';
 import { rotateStep } from '../../functions/keys/rotation';
