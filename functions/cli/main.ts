@@ -15,6 +15,7 @@ const HELP = `ccexport ${VERSION}: scheduled, incremental exports of CommCare HQ
 Usage:
   ccexport [run] --project P --query FILE --output-format F --output OUT [DET flags...]
   ccexport validate-query FILE          check a DET query file and print its tables
+  ccexport latest --output OUT          one consolidated file per table: the newest row per id
   ccexport sandbox [--port N]           run the local CommCare HQ sandbox server
   ccexport demo                         export the bundled sample from the sandbox into ./demo-output
   ccexport keys status|submit|rotate|generate ...   monthly API-key rotation
@@ -28,6 +29,7 @@ type Command = (argv: string[], io: CommandIO) => Promise<number>;
 const COMMANDS: Record<string, () => Promise<Command>> = {
   run: async () => runRunCommand,
   'validate-query': async () => (await import('./validate-command')).runValidateCommand,
+  latest: async () => (await import('./latest-command')).runLatestCommand,
   sandbox: async () => (await import('./sandbox-command')).runSandboxCliCommand,
   demo: async () => (await import('./demo-command')).runDemoCommand,
   keys: async () => (await import('./keys-entry')).runKeysEntry,

@@ -472,7 +472,7 @@ async function openSink(settings: RunSettings, io: CommandIO): Promise<ExportSin
  * AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL). A custom endpoint (an S3-compatible store, or moto in tests)
  * usually has no per-bucket host names, so it gets path-style addressing.
  */
-async function s3ClientFor(env: CommandIO['env']) {
+export async function s3ClientFor(env: CommandIO['env']) {
   const { S3Client } = await import('@aws-sdk/client-s3');
   const customEndpoint = Boolean(env.AWS_ENDPOINT_URL_S3 || env.AWS_ENDPOINT_URL);
   return new S3Client({ forcePathStyle: customEndpoint || env.CCEXPORT_S3_PATH_STYLE === '1' });

@@ -1,5 +1,5 @@
 import { ExportLease, ObjectCheckpointStore } from '../checkpoints/object-store';
-import type { Cell, TableSpec } from '../query/types';
+import type { Cell, DataType, TableSpec } from '../query/types';
 import { safeKeySegment, shortHash } from './cells';
 import { SinkConfigError, SinkStateError } from './errors';
 import type { FileFormat, TableEncoder } from './formats/types';
@@ -30,7 +30,12 @@ export interface RunManifest {
   readonly updatedAt: string;
   /** True once `finish` ran; false while running or after a failed run (then only committed parts are listed). */
   readonly complete: boolean;
-  readonly tables: readonly { name: string; headings: readonly string[] }[];
+  readonly tables: readonly {
+    name: string;
+    headings: readonly string[];
+    /** The query's Data Types (absent in manifests written before they were recorded). */
+    dataTypes?: readonly (DataType | null)[];
+  }[];
   readonly objects: readonly ManifestObject[];
 }
 
@@ -58,10 +63,11 @@ interface OpenPart {
 }
 
 /**
- * Top-level folders that hold the product's own bookkeeping (run manifests; checkpoints and leases).
+ * Top-level folders that hold the product's own objects (run manifests; checkpoints and leases; the `latest/`
+ * consolidated tables).
  * Compared without case: a folder on macOS or Windows does not tell `Manifests` from `manifests`.
  */
-export const BOOKKEEPING_FOLDERS = ['manifests', 'checkpoints'] as const;
+export const BOOKKEEPING_FOLDERS = ['manifests', 'checkpoints', 'latest'] as const;
 
 /**
  * The folder of a table's data objects. A table named like a bookkeeping folder (`manifests`,
@@ -224,7 +230,11 @@ export class FileSink implements ExportSink {
       startedAt: this.startedAt,
       updatedAt: new Date().toISOString(),
       complete,
-      tables: [...this.tables.values()].map((t) => ({ name: t.name, headings: t.headings })),
+      tables: [...this.tables.values()].map((t) => ({
+        name: t.name,
+        headings: t.headings,
+        dataTypes: t.dataTypes,
+      })),
       objects: this.done,
     };
     const key = manifestKey(run.runId);

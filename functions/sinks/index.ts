@@ -103,7 +103,17 @@ async function singleFileSink(options: SinkOptions, format: FileFormat): Promise
   return new SingleFileSink(format, { kind: 'object', store, key }, sinkOptions);
 }
 
-async function fileFormat(name: FileFormat['name']): Promise<FileFormat> {
+/**
+ * Writes the current state of each table of a folder or S3 output (one row per id, the newest
+ * version, deleted rows left out) as `latest/<table>.<ext>`; see `latest.ts`.
+ */
+export async function writeLatestTables(
+  options: Omit<import('./latest').LatestOptions, 'loadFormat'>,
+): Promise<import('./latest').LatestTable[]> {
+  return (await import('./latest')).writeLatest({ ...options, loadFormat: fileFormat });
+}
+
+export async function fileFormat(name: FileFormat['name']): Promise<FileFormat> {
   switch (name) {
     case 'csv':
       return (await import('./formats/csv')).csvFormat;

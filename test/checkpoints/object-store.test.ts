@@ -218,6 +218,7 @@ function countingStore(inner: ObjectStore): { store: ObjectStore; leaseWrites: (
       return inner.put(key, body, type, condition);
     },
     get: (key) => inner.get(key),
+    openRead: (key) => inner.openRead(key),
     delete: (key, ifMatch) => inner.delete(key, ifMatch),
     list: (prefix) => inner.list(prefix),
   };

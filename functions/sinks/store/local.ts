@@ -1,8 +1,9 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
-import { createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { link, mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join, relative, resolve, sep } from 'node:path';
+import type { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { processIsAlive } from '../../checkpoints/process';
@@ -156,6 +157,12 @@ export class LocalObjectStore implements ObjectStore {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw error;
     }
+  }
+
+  async openRead(key: string): Promise<Readable> {
+    const stream = createReadStream(this.path(key));
+    await once(stream, 'open');
+    return stream;
   }
 
   async delete(key: string, ifMatch?: string): Promise<void> {

@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
   AbortMultipartUploadCommand,
@@ -189,6 +190,13 @@ export class S3ObjectStore implements ObjectStore {
       if (errorName(error) === 'NoSuchKey' || httpStatus(error) === 404) return null;
       throw error;
     }
+  }
+
+  async openRead(key: string): Promise<Readable> {
+    const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.key(key) }));
+    const body = out.Body;
+    if (body instanceof Readable) return body;
+    return Readable.from(body ? [await body.transformToByteArray()] : []);
   }
 
   async delete(key: string, ifMatch?: string): Promise<void> {

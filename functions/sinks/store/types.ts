@@ -1,4 +1,4 @@
-import type { Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 
 /** One object being written. It becomes visible only after `complete()`; `abort()` leaves nothing. */
 export interface ObjectUpload {
@@ -31,6 +31,8 @@ export interface ObjectStore {
   /** Small whole-object write; throws `PreconditionFailedError` when the condition does not hold. */
   put(key: string, body: string, contentType: string, condition?: PutCondition): Promise<{ etag: string }>;
   get(key: string): Promise<StoredObject | null>;
+  /** The object's bytes as a stream (for data objects, which can be large or binary). */
+  openRead(key: string): Promise<Readable>;
   delete(key: string, ifMatch?: string): Promise<void>;
   /** Keys under a relative prefix, sorted. */
   list(prefix: string): Promise<string[]>;

@@ -1,0 +1,73 @@
+/**
+ * The `<table>_latest` SQL: one row per id, the newest run's version, deleted rows left out. Written
+ * in the SQL that Athena (Trino) and DuckDB both speak, so the statement the CDK app puts in the Glue
+ * view is the one the tests run on DuckDB over the same files. Same rule as `ccexport latest`
+ * (functions/sinks/latest.ts):
+ *
+ * - the newest version of an id is the one with the latest `_exported_at` (run start), then `_run_id`,
+ *   then `_seq` (the row's position in its run);
+ * - `_deleted` true (deletions marked) hides the id;
+ * - a deletion record (`<table>/deletions/<run-id>.csv`: id, deleted_at, reason) hides a version
+ *   exported at or before `deleted_at`.
+ */
+import type { TableSpec } from '../../../query/types';
+import {
+  DELETED_COLUMN,
+  EXPORTED_AT_COLUMN,
+  type ParquetColumn,
+  parquetColumns,
+  RUN_ID_COLUMN,
+  SEQUENCE_COLUMN,
+} from './columns';
+
+export interface LatestSqlOptions {
+  /** The table's rows: `"db"."forms"` in Athena, `read_parquet('…', union_by_name = true)` in DuckDB. */
+  readonly source: string;
+  /**
+   * The deletion records (columns `id`, `deleted_at` as text): a Glue table over
+   * `<table>/deletions/`, or `read_csv(…, all_varchar = true)`. @default - deletion records are not applied
+   */
+  readonly deletions?: string;
+}
+
+/** A double-quoted SQL identifier. */
+export function quoteIdentifier(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+/** The columns the view returns: the query's, then `_run_id` and `_exported_at`. */
+export function latestColumns(table: Pick<TableSpec, 'headings' | 'dataTypes'>): ParquetColumn[] {
+  return parquetColumns(table).filter((c) => c.name !== SEQUENCE_COLUMN);
+}
+
+/** The SELECT of the latest state. A table without an `id` column has no latest state: null. */
+export function latestStateSql(
+  table: Pick<TableSpec, 'headings' | 'dataTypes'>,
+  options: LatestSqlOptions,
+): string | null {
+  const columns = latestColumns(table);
+  const id = columns.find((c) => c.heading === 'id');
+  if (!id) return null;
+  const q = quoteIdentifier;
+  const list = columns.map((c) => `v.${q(c.name)}`).join(', ');
+  const conditions = ['v._version = 1'];
+  if (columns.some((c) => c.name === DELETED_COLUMN)) {
+    conditions.push(`NOT coalesce(v.${q(DELETED_COLUMN)}, false)`);
+  }
+  if (options.deletions) {
+    // deleted_at is text (ISO 8601 with T and Z, or with a space): both engines cast the space form.
+    conditions.push(
+      `NOT EXISTS (SELECT 1 FROM ${options.deletions} d WHERE d.${q('id')} = v.${q(id.name)} AND ` +
+        `CAST(replace(replace(d.${q('deleted_at')}, 'T', ' '), 'Z', '') AS timestamp) >= v.${q(EXPORTED_AT_COLUMN)})`,
+    );
+  }
+  return [
+    `SELECT ${list}`,
+    'FROM (',
+    `  SELECT t.*, row_number() OVER (PARTITION BY t.${q(id.name)} ORDER BY t.${q(EXPORTED_AT_COLUMN)} DESC, t.${q(RUN_ID_COLUMN)} DESC, t.${q(SEQUENCE_COLUMN)} DESC) AS _version`,
+    `  FROM ${options.source} t`,
+    `  WHERE t.${q(id.name)} IS NOT NULL`,
+    ') v',
+    `WHERE ${conditions.join('\n  AND ')}`,
+  ].join('\n');
+}

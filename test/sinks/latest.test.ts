@@ -1,0 +1,183 @@
+import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import type { Cell, TableSpec } from '../../functions/query/types';
+import { latestStateSql } from '../../functions/sinks/formats/parquet/latest-sql';
+import { duckdb, duckdbAvailable, sqlString } from '../support/duckdb';
+import { parseCsv, run } from './helpers';
+import { createSink } from './local-helpers';
+
+const hasDuckdb = duckdbAvailable();
+const exec = promisify(execFile);
+const CLI = join(import.meta.dirname, '..', '..', 'bin', 'ccexport.js');
+
+const cases: TableSpec = {
+  name: 'cases',
+  headings: ['id', 'name', 'visits', 'Last Visit'],
+  dataTypes: [null, null, 'integer', 'date'],
+};
+/** A table whose rows carry deletion marks (`--deletions mark`). */
+const households: TableSpec = {
+  name: 'households',
+  headings: ['id', 'head', '_deleted', '_deleted_at'],
+  dataTypes: [null, null, null, null],
+};
+
+function tempDir(): string {
+  return mkdtempSync(join(tmpdir(), 'ccexport-latest-'));
+}
+
+const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function oneRun(
+  dir: string,
+  format: 'csv' | 'xlsx' | 'json' | 'parquet',
+  runId: string,
+  rows: { cases?: Cell[][]; households?: Cell[][] },
+): Promise<void> {
+  const sink = await createSink({ format, output: dir });
+  await sink.begin([cases, households], run(runId));
+  if (rows.cases) await sink.writeRows('cases', rows.cases);
+  if (rows.households) await sink.writeRows('households', rows.households);
+  await sink.finish();
+  // Runs are ordered by start time (milliseconds); keep the next one strictly later.
+  await pause(5);
+}
+
+/** A deletion record as the deletions output writes it: `<table>/deletions/<run-id>.csv`. */
+function recordDeletion(dir: string, table: string, runId: string, ids: string[], at: Date): void {
+  mkdirSync(join(dir, table, 'deletions'), { recursive: true });
+  const lines = ['id,deleted_at,reason', ...ids.map((id) => `${id},${at.toISOString()},deleted`)];
+  writeFileSync(join(dir, table, 'deletions', `${runId}.csv`), `${lines.join('\r\n')}\r\n`);
+}
+
+/**
+ * Two runs and a deletion record between them. Cases: c1 unchanged; c2 updated; c3 deleted; c4 new,
+ * written twice in one run; c5 deleted, then written again (unarchived). Households: h1 marked
+ * deleted by the second run (`_deleted`), h2 live.
+ */
+async function history(dir: string, format: 'csv' | 'xlsx' | 'json' | 'parquet'): Promise<void> {
+  await oneRun(dir, format, 'run-1', {
+    cases: [
+      ['c1', 'Ann', 1, '2024-01-01'],
+      ['c2', 'Bob', 1, '2024-01-02'],
+      ['c3', 'Çağla', 1, '2024-01-03'],
+      ['c5', 'Eve', 1, '2024-01-05'],
+    ],
+    households: [
+      ['h1', 'Ann', false, null],
+      ['h2', 'Bob', false, null],
+    ],
+  });
+  recordDeletion(dir, 'cases', 'run-1b', ['c3', 'c5'], new Date());
+  await pause(5);
+  await oneRun(dir, format, 'run-2', {
+    cases: [
+      ['c2', 'Bob 二', 2, '2024-02-02'],
+      ['c4', 'Dan', null, null],
+      // Updated twice in one run: the later row wins.
+      ['c4', 'Dan 2', 1, null],
+      ['c5', 'Eve again', 2, '2024-02-05'],
+    ],
+    households: [['h1', 'Ann', true, '2024-02-01 00:00:00']],
+  });
+}
+
+const expectedCases = [
+  ['c1', 'Ann', '1', '2024-01-01'],
+  ['c2', 'Bob 二', '2', '2024-02-02'],
+  ['c4', 'Dan 2', '1', ''],
+  ['c5', 'Eve again', '2', '2024-02-05'],
+];
+
+describe('ccexport latest', () => {
+  it('writes one consolidated csv per table: newest version per id, deletions applied', async () => {
+    const dir = tempDir();
+    await history(dir, 'csv');
+
+    const { stdout } = await exec(process.execPath, [CLI, 'latest', '--output', dir]);
+
+    expect(stdout).toContain('cases: 4 rows (of 8 versions; 1 deleted)');
+    const read = parseCsv(readFileSync(join(dir, 'latest', 'cases.csv'), 'utf8'));
+    expect(read[0]).toEqual(cases.headings);
+    expect(read.slice(1).sort((a, b) => a[0]!.localeCompare(b[0]!))).toEqual(expectedCases);
+    const households = parseCsv(readFileSync(join(dir, 'latest', 'households.csv'), 'utf8'));
+    expect(households.slice(1)).toEqual([['h2', 'Bob', 'False', '']]);
+  });
+
+  it('reads xlsx runs back and writes the consolidated table in another format (--output-format json --to)', async () => {
+    const dir = tempDir();
+    const to = tempDir();
+    await history(dir, 'xlsx');
+
+    await exec(process.execPath, [
+      CLI,
+      'latest',
+      '--output',
+      dir,
+      '--output-format',
+      'json',
+      '--to',
+      to,
+      '--table',
+      'cases',
+    ]);
+
+    const doc = JSON.parse(readFileSync(join(to, 'latest', 'cases.json'), 'utf8'));
+    expect(doc.headings).toEqual(cases.headings);
+    // xlsx keeps numbers as numbers.
+    expect(doc.rows.map((r: Cell[]) => [r[0], r[2]]).sort()).toEqual([
+      ['c1', 1],
+      ['c2', 2],
+      ['c4', 1],
+      ['c5', 2],
+    ]);
+  });
+
+  it('fails naming the folder when it holds no export', async () => {
+    const dir = tempDir();
+    const result = await exec(process.execPath, [CLI, 'latest', '--output', dir]).catch((e) => e);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('has no run manifests');
+  });
+});
+
+describe.skipIf(!hasDuckdb)('the <table>_latest SQL on DuckDB over the Parquet files', () => {
+  it('gives the rows ccexport latest gives from the same parquet output', async () => {
+    const dir = tempDir();
+    await history(dir, 'parquet');
+    await exec(process.execPath, [CLI, 'latest', '--output', dir, '--output-format', 'csv']);
+
+    const source = (table: string) =>
+      `read_parquet(${sqlString(join(dir, table, '*', '*.parquet'))}, union_by_name = true)`;
+    const deletions = `read_csv(${sqlString(join(dir, 'cases', 'deletions', '*.csv'))}, header = true, all_varchar = true)`;
+    const casesSql = latestStateSql(cases, { source: source('cases'), deletions });
+    const fromView = duckdb(`SELECT * FROM (${casesSql}) ORDER BY id`);
+
+    expect(fromView.columns).toEqual(['id', 'name', 'visits', 'last_visit', '_run_id', '_exported_at']);
+    expect(fromView.types.slice(0, 4)).toEqual(['VARCHAR', 'VARCHAR', 'BIGINT', 'DATE']);
+    expect(fromView.rows.map((r) => r.slice(0, 5))).toEqual([
+      ['c1', 'Ann', 1, '2024-01-01', 'run-1'],
+      ['c2', 'Bob 二', 2, '2024-02-02', 'run-2'],
+      ['c4', 'Dan 2', 1, null, 'run-2'],
+      ['c5', 'Eve again', 2, '2024-02-05', 'run-2'],
+    ]);
+    const fromCommand = parseCsv(readFileSync(join(dir, 'latest', 'cases.csv'), 'utf8'))
+      .slice(1)
+      // csv renders a date read from Parquet as DET renders dates: with 00:00:00.
+      .map(([id, name, visits, last]) => [id, name, visits, last!.slice(0, 10)]);
+    expect(fromCommand.sort((a, b) => a[0]!.localeCompare(b[0]!))).toEqual(
+      fromView.rows.map((r) => r.slice(0, 4).map((v) => (v === null ? '' : String(v)))),
+    );
+
+    const householdsSql = latestStateSql(households, { source: source('households') });
+    expect(duckdb(householdsSql!).rows.map((r) => r.slice(0, 3))).toEqual([['h2', 'Bob', false]]);
+  });
+
+  it('has no latest state for a table without an id column', () => {
+    expect(latestStateSql({ headings: ['name'], dataTypes: [null] }, { source: 't' })).toBeNull();
+  });
+});
