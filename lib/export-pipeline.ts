@@ -44,6 +44,10 @@ const PERMANENT_ERRORS = [
   'ConfigError',
   'QueryFileError',
   'SecretShapeError',
+  // A malformed event or continuation, and an output the function cannot write to (no bucket, a
+  // table name the target refuses): the same input fails the same way however often it is retried.
+  'ExportEventError',
+  'SinkConfigError',
 ];
 
 export interface ExportPipelineProps {

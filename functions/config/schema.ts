@@ -16,7 +16,7 @@ const name = (what: string) =>
 
 /** A CommCare project space (domain) name as HQ allows it in URLs. */
 const PROJECT = /^[a-z0-9][a-z0-9-]*$/;
-const project = z.string().refine((v) => PROJECT.test(v), {
+export const projectSchema = z.string().refine((v) => PROJECT.test(v), {
   error: (iss) =>
     `${JSON.stringify(iss.input)} is not a CommCare project space name; expected lower-case letters, digits and "-"`,
 });
@@ -97,7 +97,7 @@ export const credentialSchema = z.strictObject({
   /** The HQ web user that owns the key (an e-mail address on HQ). */
   username: z.string().min(1, { error: 'expected a non-empty username' }),
   /** Project spaces the key may read; exports using this credential must stay within them. */
-  projects: z.array(project).min(1, { error: 'expected at least one project' }),
+  projects: z.array(projectSchema).min(1, { error: 'expected at least one project' }),
   rotation: rotation.prefault({}),
   /** CiviCRM holds one key per contact, so rotation alternates between two service contacts. */
   civicrm: z
@@ -127,7 +127,8 @@ const postgresOutput = z.strictObject({
     .regex(/^[a-z_][a-z0-9_]{0,62}$/, { error: 'expected a PostgreSQL schema name (a-z, 0-9, "_")' }),
 });
 
-const output = z.discriminatedUnion('type', [s3Output, postgresOutput], {
+/** Where an export's rows go; also checks the output of every job the export function receives. */
+export const exportOutputSchema = z.discriminatedUnion('type', [s3Output, postgresOutput], {
   error: (iss) =>
     `${JSON.stringify((iss.input as { type?: unknown } | undefined)?.type)} is not an output type; expected "s3" or "postgres"`,
 });
@@ -135,11 +136,11 @@ const output = z.discriminatedUnion('type', [s3Output, postgresOutput], {
 export const exportSchema = z.strictObject({
   name: name('export'),
   /** One project, or several run in parallel by the state machine's Map state. */
-  projects: z.array(project).min(1, { error: 'expected at least one project' }),
+  projects: z.array(projectSchema).min(1, { error: 'expected at least one project' }),
   credential: z.string().min(1),
   /** DET query file (.xlsx or JSON), relative to the config file; bundled with the export's function. */
   queryFile: z.string().min(1),
-  output,
+  output: exportOutputSchema,
   schedule: z.strictObject({ cron, timezone: timeZone.default('UTC') }),
   mode: z
     .enum(['incremental', 'snapshot'], {

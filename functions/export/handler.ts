@@ -14,6 +14,7 @@ import { CommCareAuthError } from '../commcare/errors';
 import type { ExportJob, ExportSliceEvent, ExportSliceResult } from '../config/job';
 import { parseCredentialSecret } from '../keys/secret';
 import { recordSuccessfulExport } from '../keys/usage';
+import { ExportEventError, parseContinuation, parseSliceEvent } from './event';
 import { limitHeapGrowth } from './heap';
 import { runExportSlice } from './slice';
 
@@ -69,10 +70,7 @@ export interface SliceContext {
   readonly awsRequestId?: string;
 }
 
-/** The event is not `{ job, continuation }` with a complete job. */
-export class ExportEventError extends Error {
-  override readonly name = 'ExportEventError';
-}
+export { ExportEventError } from './event';
 
 /** Settings from the function's environment (set by the CDK stack). */
 export interface HandlerSettings {
@@ -113,28 +111,6 @@ const powertoolsSecretReader: SecretReader = async (secretId, options) =>
     forceFetch: options.forceFetch,
     sdkOptions: { VersionStage: 'AWSCURRENT' },
   })) as string | undefined;
-
-function checkEvent(event: unknown): ExportSliceEvent {
-  const e = event as Partial<ExportSliceEvent> | null;
-  const job = e?.job as Partial<ExportJob> | undefined;
-  const missing = [
-    ['job', job && typeof job === 'object'],
-    ['job.exportName', typeof job?.exportName === 'string'],
-    ['job.project', typeof job?.project === 'string'],
-    ['job.credential', typeof job?.credential === 'object' && job?.credential !== null],
-    ['job.queryFile', typeof job?.queryFile === 'string'],
-    ['job.output', typeof job?.output === 'object' && job?.output !== null],
-    ['continuation', e !== null && e !== undefined && 'continuation' in e],
-  ]
-    .filter(([, ok]) => !ok)
-    .map(([name]) => name);
-  if (missing.length > 0) {
-    throw new ExportEventError(
-      `The event lacks ${missing.join(', ')}; expected { job: ExportJob, continuation, runId? }`,
-    );
-  }
-  return e as ExportSliceEvent;
-}
 
 /**
  * Builds the handler around a runner and its clients; the module's `handler` uses the real ones, tests
@@ -204,7 +180,9 @@ export function makeHandler(args: {
 
   return async function handler(event: unknown, context: SliceContext): Promise<ExportSliceResult> {
     const started = Date.now();
-    const input = checkEvent(event);
+    // A malformed event or continuation fails here, before a secret is read: permanently, by name.
+    const input = parseSliceEvent(event);
+    parseContinuation(input);
     const job: ExportJob = isAbsolute(input.job.queryFile)
       ? input.job
       : { ...input.job, queryFile: resolve(settings.codeRoot, input.job.queryFile) };

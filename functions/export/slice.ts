@@ -8,27 +8,19 @@ import { randomUUID } from 'node:crypto';
 import { CommCareClient } from '../commcare';
 import type { ExportSliceEvent, ExportSliceResult } from '../config/job';
 import { compileQueryFile } from '../query';
-import { createSink } from '../sinks';
+import { createSink, SinkConfigError } from '../sinks';
 import type { ExportSink } from '../sinks/types';
+import { parseContinuation, type SliceContinuation } from './event';
 import type { ExportSliceDeps, SliceClock } from './handler';
 import { runExport } from './run';
 
-/** The continuation the state machine carries between slices. */
-export interface SliceContinuation {
-  readonly slice: number;
-  readonly runId: string;
-}
-
-function readContinuation(value: unknown): SliceContinuation | null {
-  if (value === null || value === undefined || typeof value !== 'object') return null;
-  const { slice, runId } = value as Partial<SliceContinuation>;
-  return typeof slice === 'number' && typeof runId === 'string' ? { slice, runId } : null;
-}
+export type { SliceContinuation } from './event';
 
 async function openJobSink(deps: ExportSliceDeps, input: ExportSliceEvent): Promise<ExportSink> {
   const output = input.job.output;
   if (output.type === 's3') {
-    if (!deps.bucket) throw new Error('the export function has no EXPORT_BUCKET; S3 outputs need one');
+    if (!deps.bucket)
+      throw new SinkConfigError('The export function has no EXPORT_BUCKET; S3 outputs need one');
     return await createSink({
       format: output.format,
       output: `s3://${deps.bucket}/${output.prefix.replace(/^\/+|\/+$/g, '')}`,
@@ -36,7 +28,7 @@ async function openJobSink(deps: ExportSliceDeps, input: ExportSliceEvent): Prom
     });
   }
   if (!deps.databaseSecret)
-    throw new Error('the export function has no DATABASE_SECRET_ARN; PostgreSQL outputs need one');
+    throw new SinkConfigError('The export function has no DATABASE_SECRET_ARN; PostgreSQL outputs need one');
   const db = await deps.databaseSecret();
   return await createSink({
     format: 'sql',
@@ -52,13 +44,27 @@ function objectSafe(name: string): string {
   return name.replace(/[^A-Za-z0-9._-]/g, '_');
 }
 
+/**
+ * The name of this attempt's objects and manifest: `<run>-<project>-<slice>-<attempt>`. The state
+ * machine retries a failed slice with the same input, and an attempt may have committed rows and
+ * checkpoint before it failed (say, its final manifest write got a 500): a retry under the same names
+ * would replace those objects with the rows after the checkpoint and lose the committed ones. So every
+ * attempt (every call of the core: the handler's retry after a key refresh is one too) writes under
+ * names of its own; the committed attempt's objects stay listed by its manifest.
+ */
+export function sliceObjectRunId(runId: string, project: string, slice: number, attempt: string): string {
+  return `${runId}-${objectSafe(project)}-${String(slice).padStart(4, '0')}-${attempt}`;
+}
+
 export async function runExportSlice(
   deps: ExportSliceDeps,
   input: ExportSliceEvent,
   clock: SliceClock,
 ): Promise<ExportSliceResult> {
-  const previous = readContinuation(input.continuation);
+  const previous = parseContinuation(input);
   const runId = previous?.runId ?? input.runId ?? randomUUID();
+  const slice = (previous?.slice ?? 0) + 1;
+  const attempt = randomUUID().slice(0, 8);
   const credentials = await deps.credentials();
   const client = new CommCareClient({
     baseUrl: credentials.baseUrl,
@@ -77,9 +83,9 @@ export async function runExportSlice(
     {
       source: client,
       sink,
-      // Unique per project and slice: the projects of one export run in parallel under one run id
-      // and write under the same prefix, so their objects and manifests must not share names.
-      runId: `${runId}-${objectSafe(input.job.project)}-${String((previous?.slice ?? 0) + 1).padStart(4, '0')}`,
+      // Unique per project, slice and attempt: the projects of one export run in parallel under one
+      // run id and write under the same prefix, and a retried slice must not replace what it committed.
+      runId: sliceObjectRunId(runId, input.job.project, slice, attempt),
       shouldYield: () => clock.remainingMs() < clock.safetyMarginMs,
     },
     {
@@ -100,7 +106,12 @@ export async function runExportSlice(
     done: summary.done,
     continuation: summary.done
       ? null
-      : ({ slice: (previous?.slice ?? 0) + 1, runId } satisfies SliceContinuation),
+      : ({
+          slice,
+          runId,
+          exportName: input.job.exportName,
+          project: input.job.project,
+        } satisfies SliceContinuation),
     rows: summary.rows,
     pages: summary.pages,
   };

@@ -4,7 +4,12 @@ import { S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
 import { CommCareAuthError } from '../../functions/commcare/errors';
 import type { ExportJob } from '../../functions/config/job';
-import { type ExportSliceRunner, makeHandler, type SecretReader } from '../../functions/export/handler';
+import {
+  ExportEventError,
+  type ExportSliceRunner,
+  makeHandler,
+  type SecretReader,
+} from '../../functions/export/handler';
 
 const job: ExportJob = {
   exportName: 'forms-daily',
@@ -127,8 +132,11 @@ describe('export handler', () => {
       async () => secret('k'),
     );
 
-    await expect(handler({ job: { project: 'p' } }, context)).rejects.toThrow(
-      'The event lacks job.exportName, job.credential, job.queryFile, job.output, continuation',
+    const failure = handler({ job: { project: 'p' } }, context);
+
+    await expect(failure).rejects.toThrow(ExportEventError);
+    await expect(failure).rejects.toThrow(
+      /job\.exportName: .*job\.credential: .*job\.queryFile: .*job\.output: .*continuation: missing/,
     );
   });
 

@@ -1,0 +1,115 @@
+/**
+ * The export function's event and the continuation it carries, checked before anything runs. A wrong
+ * event is a permanent error (`ExportEventError`, never retried by the state machine) whose message
+ * names the field: a retry of the same event can only fail the same way.
+ */
+import { z } from 'zod';
+import type { ExportJob, ExportSliceEvent } from '../config/job';
+import { exportOutputSchema, projectSchema } from '../config/schema';
+
+/** The event (or the function's environment) cannot run: a field is missing or wrong. */
+export class ExportEventError extends Error {
+  override readonly name = 'ExportEventError';
+}
+
+/** The continuation the state machine carries between slices of one job. */
+export interface SliceContinuation {
+  /** How many slices of this job have finished (1 after the first). */
+  readonly slice: number;
+  /** The run's id, the same for every slice of a run. */
+  readonly runId: string;
+  /** The job the continuation belongs to: a continuation handed to another job is refused. */
+  readonly exportName: string;
+  readonly project: string;
+}
+
+/** More slices than any run makes (at up to 15 minutes each, about 28 years of one export). */
+export const MAX_SLICES = 1_000_000;
+
+const nonEmpty = z.string().min(1, { error: 'expected a non-empty string' });
+
+const jobSchema = z.object({
+  exportName: nonEmpty,
+  project: projectSchema,
+  credential: z.object({
+    name: nonEmpty,
+    provider: z.enum(['commcare', 'conduce', 'civicrm']),
+    baseUrl: nonEmpty,
+    username: nonEmpty,
+  }),
+  queryFile: nonEmpty,
+  output: exportOutputSchema,
+  mode: z.enum(['incremental', 'snapshot']),
+});
+
+const eventSchema = z.object({
+  job: jobSchema,
+  continuation: z.unknown(),
+  runId: z.string().min(1).max(200).optional(),
+});
+
+const EXPECTED = 'expected { job: ExportJob, continuation, runId? } as the state machine sends it';
+
+function describe(value: unknown): string {
+  if (value === undefined) return 'missing';
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 80 ? `${text.slice(0, 80)}…` : text;
+}
+
+/** Checks the whole event; the first problems name their fields (`job.output.prefix: ...`). */
+export function parseSliceEvent(event: unknown): ExportSliceEvent {
+  if (event === null || typeof event !== 'object' || Array.isArray(event)) {
+    throw new ExportEventError(`The event is ${describe(event)}; ${EXPECTED}`);
+  }
+  const parsed = eventSchema.safeParse(event);
+  const problems = parsed.success
+    ? []
+    : parsed.error.issues.map((issue) => {
+        const field = issue.path.map(String).join('.') || 'event';
+        return field === 'continuation'
+          ? 'continuation: missing (null for a first slice)'
+          : `${field}: ${issue.message}`;
+      });
+  if (problems.length > 0) {
+    const shown = problems.length > 8 ? [...problems.slice(0, 8), `${problems.length - 8} more`] : problems;
+    throw new ExportEventError(`The event is not a valid export job (${shown.join('; ')}); ${EXPECTED}`);
+  }
+  // The job as sent (unknown fields kept) once its known fields are checked.
+  return event as ExportSliceEvent;
+}
+
+function wrong(field: string, value: unknown, expected: string): ExportEventError {
+  return new ExportEventError(
+    `The event's continuation.${field} is ${describe(value)}; expected ${expected}. A continuation is ` +
+      'what the previous slice of the same job returned; this one cannot resume the job.',
+  );
+}
+
+/** The continuation of `event`, checked against its job and run; null for the job's first slice. */
+export function parseContinuation(event: ExportSliceEvent): SliceContinuation | null {
+  const value = event.continuation;
+  if (value === null) return null;
+  if (typeof value !== 'object' || Array.isArray(value)) {
+    throw new ExportEventError(
+      `The event's continuation is ${describe(value)}; expected null (first slice) or the object the previous slice returned`,
+    );
+  }
+  const { slice, runId, exportName, project } = value as Partial<Record<keyof SliceContinuation, unknown>>;
+  if (typeof slice !== 'number' || !Number.isSafeInteger(slice) || slice < 1 || slice > MAX_SLICES) {
+    throw wrong('slice', slice, `a whole number from 1 to ${MAX_SLICES}`);
+  }
+  if (typeof runId !== 'string' || runId === '' || runId.length > 200) {
+    throw wrong('runId', runId, 'the run id (a non-empty string)');
+  }
+  if (event.runId !== undefined && runId !== event.runId) {
+    throw wrong('runId', runId, `the event's run id ${JSON.stringify(event.runId)}`);
+  }
+  const job: ExportJob = event.job;
+  if (exportName !== job.exportName) {
+    throw wrong('exportName', exportName, `this job's export ${JSON.stringify(job.exportName)}`);
+  }
+  if (project !== job.project) {
+    throw wrong('project', project, `this job's project ${JSON.stringify(job.project)}`);
+  }
+  return { slice, runId, exportName, project };
+}
