@@ -92,7 +92,7 @@ beforeAll(async () => {
     },
   );
   truth = await reassemble(s3, `s3://${bucket}/truth`);
-}, 120_000);
+}, 300_000);
 
 afterAll(async () => {
   await proxy?.close();
