@@ -6,7 +6,6 @@
 import { UsageError } from './args';
 import { CredentialError } from './credentials';
 import { type CommandIO, processIO } from './io';
-import { runRunCommand } from './run-command';
 
 export const VERSION = '0.1.0';
 
@@ -26,8 +25,11 @@ Run "ccexport run --help" for the export flags (DET's, plus ours).
 
 type Command = (argv: string[], io: CommandIO) => Promise<number>;
 
+/** Each command is loaded when it runs: `--help` and a quick subcommand never load the HTTP client and the export engine. */
+const loadRun = async (): Promise<Command> => (await import('./run-command')).runRunCommand;
+
 const COMMANDS: Record<string, () => Promise<Command>> = {
-  run: async () => runRunCommand,
+  run: loadRun,
   'validate-query': async () => (await import('./validate-command')).runValidateCommand,
   latest: async () => (await import('./latest-command')).runLatestCommand,
   sandbox: async () => (await import('./sandbox-command')).runSandboxCliCommand,
@@ -51,7 +53,7 @@ export async function main(argv: string[], io: CommandIO = processIO()): Promise
   const [command, args] = load
     ? [await load(), rest]
     : first.startsWith('-')
-      ? [runRunCommand, argv]
+      ? [await loadRun(), argv]
       : [null, rest];
   if (!command) {
     io.stderr.write(`ccexport: unknown command "${first}"\n\n${HELP}`);
