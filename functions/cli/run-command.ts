@@ -4,7 +4,14 @@ import { randomUUID } from 'node:crypto';
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { Writable } from 'node:stream';
-import { CommCareClient, type CommCareLogEvent, RESOURCE_NAMES, resolveBaseUrl } from '../commcare';
+import {
+  CommCareClient,
+  CommCareConfigError,
+  type CommCareLogEvent,
+  RESOURCE_NAMES,
+  resolveBaseUrl,
+} from '../commcare';
+import { checkTransport } from '../commcare/resources';
 import type { ResourceName } from '../commcare/types';
 import { limitHeapGrowth } from '../export/heap';
 import { jsonLinesProgress, ttyProgress } from '../export/progress';
@@ -54,6 +61,7 @@ export interface RunSettings {
   readonly urlStyle?: 'legacy';
   readonly dumpQuery: boolean;
   readonly progress: 'tty' | 'json' | 'none';
+  readonly allowInsecureHttp: boolean;
 }
 
 const DATE_PATTERN = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?$/;
@@ -123,6 +131,16 @@ export function settingsFromFlags(flags: ParsedFlags, io: CommandIO): RunSetting
         'which --api-version 0.5 selects; without the flag the current URLs are used, with 0.5 as the fallback',
     );
   }
+  const allowInsecureHttp = booleanFlag(flags, 'allow-insecure-http');
+  const hq = stringFlag(flags, 'commcare-hq');
+  if (hq !== undefined) {
+    try {
+      checkTransport(resolveBaseUrl(hq), allowInsecureHttp);
+    } catch (error) {
+      if (error instanceof CommCareConfigError) throw new UsageError(`--commcare-hq: ${error.message}`);
+      throw error;
+    }
+  }
   const since = stringFlag(flags, 'since');
   const until = stringFlag(flags, 'until');
   const checkpointKey = stringFlag(flags, 'checkpoint-key');
@@ -151,6 +169,7 @@ export function settingsFromFlags(flags: ParsedFlags, io: CommandIO): RunSetting
     ...(apiVersion !== undefined ? { urlStyle: 'legacy' as const } : {}),
     dumpQuery: booleanFlag(flags, 'dump-query'),
     progress: (progressFlag as RunSettings['progress'] | undefined) ?? (io.stderr.isTTY ? 'tty' : 'json'),
+    allowInsecureHttp,
   };
 }
 
@@ -296,6 +315,7 @@ export async function runRunCommand(argv: string[], io: CommandIO): Promise<numb
         : settings.baseUrl,
     username: credentials.username,
     apiKey: credentials.apiKey,
+    allowInsecureHttp: settings.allowInsecureHttp,
     pageSize: settings.batchSize,
     ...(settings.urlStyle !== undefined ? { urlStyle: settings.urlStyle } : {}),
     concurrency: settings.concurrency,

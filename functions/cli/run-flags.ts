@@ -127,6 +127,11 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
     defaultText: '4',
   },
   {
+    name: 'allow-insecure-http',
+    kind: 'boolean',
+    help: 'allow a plain http:// HQ that is not on this machine (the key then crosses the network in clear)',
+  },
+  {
     name: 'progress',
     kind: 'string',
     help: '"tty", "json" or "none"',

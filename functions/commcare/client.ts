@@ -2,6 +2,7 @@
  * The CommCare HQ client: `pages()` / `records()` for any list resource, incremental on `indexed_on` for
  * forms and cases, optionally in parallel windows, plus `userDomains()` for checking a key.
  */
+import { setTimeout as delay } from 'node:timers/promises';
 import type { JsonObject } from '../common/json';
 import { formatNaiveUtc, type Micros, requireTimestamp, toNaiveUtc } from './dates';
 import { CommCareConfigError, CommCareRequestError } from './errors';
@@ -15,6 +16,7 @@ import {
   type RawPage,
 } from './paginate';
 import {
+  checkTransport,
   parseEnvelope,
   resolveBaseUrl,
   resolveNext,
@@ -30,6 +32,11 @@ import { AimdLimiter, orderedMerge, RequestBudget, splitRange, withinBudget } fr
 export interface CommCareClientOptions {
   /** `prod` (https://www.commcarehq.org), `local` (http://localhost:8000) or any http(s) base URL. */
   readonly baseUrl: string;
+  /**
+   * Send the key over plain http to a host that is not loopback. @default false - such a base URL is
+   * refused (`CommCareConfigError`), because the key would cross the network in clear
+   */
+  readonly allowInsecureHttp?: boolean;
   /** The web user's login (email) the key belongs to. */
   readonly username: string;
   /** The API key; sent only in the `Authorization: ApiKey <username>:<key>` header. */
@@ -82,10 +89,16 @@ export interface CommCareClientOptions {
   readonly pagesPerWindow?: number;
   /** @default `commcare-export-service` */
   readonly userAgent?: string;
+  /**
+   * Largest response body accepted, counted after decompression; a larger one fails the pull at once
+   * (`CommCareResponseError`). A 1,000-form page is about 2 MB, a 5,000-case page with large properties
+   * a few tens of MB. @default 268435456 (256 MiB)
+   */
+  readonly maxResponseBytes?: number;
   /** Progress and warnings; nothing passed to it contains the key. @default no logging */
   readonly logger?: CommCareLogger;
-  /** For tests. @default setTimeout-based */
-  readonly sleep?: (ms: number) => Promise<void>;
+  /** For tests; may take the signal that cancels the wait. @default setTimeout-based, cancellable */
+  readonly sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
   /** For tests; must return [0, 1). @default Math.random */
   readonly random?: () => number;
   /** For tests; milliseconds. @default Date.now */
@@ -147,6 +160,7 @@ export class CommCareClient {
 
   constructor(options: CommCareClientOptions) {
     this.baseUrl = resolveBaseUrl(options.baseUrl);
+    checkTransport(this.baseUrl, options.allowInsecureHttp ?? false);
     if (!options.username || /[:\s]/.test(options.username)) {
       throw new CommCareConfigError(
         `username must be the web user's login (an email, no ":" or spaces); received "${options.username}"`,
@@ -188,7 +202,8 @@ export class CommCareClient {
       backoffBaseMs: nonNegative(options.backoffBaseMs, 1000, 'backoffBaseMs'),
       backoffMaxMs: nonNegative(options.backoffMaxMs, 60_000, 'backoffMaxMs'),
       userAgent: options.userAgent ?? 'commcare-export-service',
-      sleep: options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms))),
+      maxResponseBytes: positiveInt(options.maxResponseBytes, 256 * 2 ** 20, 'maxResponseBytes'),
+      sleep: options.sleep ?? ((ms, signal) => delay(ms, undefined, signal ? { signal } : {})),
       random: options.random ?? Math.random,
       now: options.now ?? Date.now,
       logger: options.logger,
@@ -205,9 +220,14 @@ export class CommCareClient {
    * page at a time (plus, with concurrency > 1, a bounded number of pages of windows ahead).
    */
   async *pages(request: PullRequest): AsyncGenerator<Page> {
+    // Every request of this pull listens to one signal, aborted when the pull ends for any reason (a
+    // failure anywhere, the caller stopping early, or the caller's own signal), so that no probe, window
+    // or retry outlives it.
+    const stop = new AbortController();
+    const signal = request.signal ? AbortSignal.any([stop.signal, request.signal]) : stop.signal;
     let started = false;
     try {
-      for await (const page of this.pagesAt(request, this.urlStyle)) {
+      for await (const page of this.pagesAt(request, this.urlStyle, signal)) {
         started = true;
         yield page;
       }
@@ -221,11 +241,17 @@ export class CommCareClient {
         resource: request.resource,
         project: request.project,
       });
-      yield* this.pagesAt(request, 'legacy');
+      yield* this.pagesAt(request, 'legacy', signal);
+    } finally {
+      stop.abort();
     }
   }
 
-  private async *pagesAt(request: PullRequest, urlStyle: UrlStyle): AsyncGenerator<Page> {
+  private async *pagesAt(
+    request: PullRequest,
+    urlStyle: UrlStyle,
+    signal: AbortSignal,
+  ): AsyncGenerator<Page> {
     const spec = resourceSpec(request.resource);
     const ctx: PagingContext = {
       http: this.http,
@@ -234,6 +260,7 @@ export class CommCareClient {
       url: resourceUrl(this.baseUrl, request.project, spec, urlStyle),
       spec,
       keepRaw: this.keepRawRecords,
+      hooks: { signal },
     };
     const params = request.params ?? {};
     for (const name of RESERVED[spec.paging]) {
@@ -254,7 +281,7 @@ export class CommCareClient {
     // export are pulled at once); with 1, each pull is DET's sequential one and sends its requests only.
     const shared = this.maxConcurrency > 1;
     const sctx: PagingContext = shared
-      ? { ...ctx, hooks: this.adaptiveHooks(this.budgetFor(request.project), false) }
+      ? { ...ctx, hooks: { ...this.adaptiveHooks(this.budgetFor(request.project), false), signal } }
       : ctx;
     let raw: AsyncIterable<RawPage>;
     if (spec.paging === 'keyset') {
@@ -361,7 +388,7 @@ export class CommCareClient {
     pageSize: number,
   ): AsyncGenerator<RawPage> {
     const budget = this.budgetFor(ctx.project);
-    const wctx: PagingContext = { ...ctx, hooks: this.adaptiveHooks(budget, true) };
+    const wctx: PagingContext = { ...ctx, hooks: { ...this.adaptiveHooks(budget, true), ...ctx.hooks } };
     const sequential = keysetPages(wctx, { params, start, endParam: until, stopBefore: null, pageSize });
 
     const probeLast = async (): Promise<Micros | null> => {

@@ -91,6 +91,12 @@ export class CommCareResponseError extends CommCareError {}
  */
 export class CommCareStuckError extends CommCareError {}
 
+/**
+ * A request was cancelled because the pull it belonged to stopped (another window failed, or the caller
+ * gave up); what the caller sees is the error that stopped the pull, not this one.
+ */
+export class CommCareCancelledError extends CommCareError {}
+
 /** Replaces every occurrence of each secret in `text` (secrets shorter than 4 characters are ignored). */
 export function redact(text: string, secrets: readonly string[]): string {
   let out = text;

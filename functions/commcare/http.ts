@@ -11,7 +11,12 @@
  * - 5xx, connection resets, timeouts, truncated or invalid JSON bodies: exponential backoff with full
  *   jitter, bounded by `maxRetries` and `maxRetryTimeMs` (DET gives up after 300 s).
  * - 401/403: `CommCareAuthError` at once. 400 and other 4xx: `CommCareRequestError` with HQ's text.
+ * - Cancelling (`RequestHooks.signal`) aborts the request in flight and any wait before a retry, and the
+ *   call rejects with `CommCareCancelledError`: once a pull has failed, nothing of it keeps running.
  * - Redirects are not followed: following one would send the Authorization header to wherever it points.
+ * - A body larger than `maxResponseBytes` once decompressed (responses are asked for gzipped) is refused
+ *   at once, not retried: a small compressed body can inflate a thousandfold (a "gzip bomb"), and the
+ *   same answer would come again.
  *
  * axios is asked never to throw on a status (`validateStatus`) and to hand over the raw bytes, so every
  * error we raise is built here from status, path and a redacted body, never from an axios error (whose
@@ -21,7 +26,9 @@
 import axios, { type AxiosInstance } from 'axios';
 import {
   CommCareAuthError,
+  CommCareCancelledError,
   CommCareRequestError,
+  CommCareResponseError,
   CommCareThrottledError,
   CommCareUnavailableError,
   redact,
@@ -66,7 +73,10 @@ export interface HttpOptions {
   readonly backoffBaseMs: number;
   readonly backoffMaxMs: number;
   readonly userAgent: string;
-  readonly sleep: (ms: number) => Promise<void>;
+  /** Largest body accepted, counted after decompression. */
+  readonly maxResponseBytes: number;
+  /** Waits `ms`; may end early (rejecting) when `signal` aborts, and must then clear its timer. */
+  readonly sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
   readonly random: () => number;
   readonly now: () => number;
   readonly logger: CommCareLogger | undefined;
@@ -86,6 +96,8 @@ export interface RequestHooks {
    * request. @default 1000, DET's wait
    */
   readonly throttleWaitFloorMs?: number;
+  /** Aborting it cancels the request in flight and any wait before a retry (`CommCareCancelledError`). */
+  readonly signal?: AbortSignal;
 }
 
 /** Turns a 2xx body into a value; throws `BodyNotJsonError` for a body to retry. */
@@ -115,6 +127,8 @@ export class CommCareHttp {
     this.axios = axios.create({
       timeout: options.timeoutMs,
       maxRedirects: 0,
+      // axios counts the bytes after decompression and stops reading past this.
+      maxContentLength: options.maxResponseBytes,
       // Keep the raw bytes: we decode them once ourselves, and a truncated body is a retry, not a crash.
       responseType: 'arraybuffer',
       transformResponse: [(data: unknown) => data],
@@ -162,9 +176,12 @@ export class CommCareHttp {
     let errors = 0;
     let throttles = 0;
     let throttleWaited = 0;
+    const signal = hooks.signal;
     for (;;) {
+      this.throwIfCancelled(signal, path);
       const ticket = hooks.onStart?.();
-      const attempt = await this.attempt(url, path, project, decode);
+      const attempt = await this.attempt(url, path, project, decode, signal);
+      this.throwIfCancelled(signal, path);
       if (attempt.kind === 'ok') {
         hooks.onSuccess?.(ticket);
         return attempt.body;
@@ -194,7 +211,7 @@ export class CommCareHttp {
         });
         throttleWaited += wait;
         this.stats.throttleWaitMs += wait;
-        await o.sleep(wait);
+        await this.sleep(wait, signal, path);
         continue;
       }
       errors += 1;
@@ -215,8 +232,31 @@ export class CommCareHttp {
         attempt: errors,
         waitMs: Math.round(wait),
       });
-      await o.sleep(wait);
+      await this.sleep(wait, signal, path);
     }
+  }
+
+  private throwIfCancelled(signal: AbortSignal | undefined, path: string): void {
+    if (signal?.aborted) {
+      throw new CommCareCancelledError(`request ${path} was cancelled: the pull it belongs to has stopped`);
+    }
+  }
+
+  /** The injected sleep, ended early by `signal` even when the sleep itself ignores it. */
+  private async sleep(ms: number, signal: AbortSignal | undefined, path: string): Promise<void> {
+    if (!signal) return await this.options.sleep(ms);
+    this.throwIfCancelled(signal, path);
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<void>((resolve) => {
+      onAbort = resolve;
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      await Promise.race([this.options.sleep(ms, signal).catch(() => undefined), aborted]);
+    } finally {
+      signal.removeEventListener('abort', onAbort!);
+    }
+    this.throwIfCancelled(signal, path);
   }
 
   /** Full jitter: uniform in [0, min(max, base·2^n)]. */
@@ -230,6 +270,7 @@ export class CommCareHttp {
     path: string,
     project: string | null,
     decode: BodyDecoder<T>,
+    cancel: AbortSignal | undefined,
   ): Promise<Attempt<T>> {
     this.stats.requests += 1;
     this.log('debug', 'GET', { path });
@@ -239,7 +280,9 @@ export class CommCareHttp {
     try {
       const response = await this.axios.get<unknown>(url, {
         // axios' `timeout` is a socket idle timeout in Node; the signal bounds the whole exchange.
-        signal: AbortSignal.timeout(this.options.timeoutMs),
+        signal: cancel
+          ? AbortSignal.any([AbortSignal.timeout(this.options.timeoutMs), cancel])
+          : AbortSignal.timeout(this.options.timeoutMs),
       });
       status = response.status;
       const data = response.data;
@@ -250,6 +293,14 @@ export class CommCareHttp {
           : Buffer.from(typeof data === 'string' ? data : String(data ?? ''), 'utf8');
       headers = response.headers as Record<string, unknown>;
     } catch (error) {
+      if (isOverLength(error)) {
+        throw new CommCareResponseError(
+          `CommCare HQ's answer to ${path} on project "${project}" is larger than ` +
+            `${formatBytes(this.options.maxResponseBytes)} once decompressed (the limit, maxResponseBytes); ` +
+            'a real page is a few MB, so it is refused rather than read (a compressed body that inflates ' +
+            'a thousandfold, or a far too large page)',
+        );
+      }
       return { kind: 'retry', reason: this.describeNetworkError(error) };
     }
     if (status >= 200 && status < 300) {
@@ -298,7 +349,7 @@ export class CommCareHttp {
     return this.redact(reason);
   }
 
-  /** HQ's error text: the `error` field of a JSON body, else the text; redacted, shortened, one line. */
+  /** HQ's error text: the `error` field of a JSON body, else the text; redacted, then shortened, one line. */
   private excerpt(text: string): string | null {
     let message = text.trim();
     if (!message) return null;
@@ -310,9 +361,10 @@ export class CommCareHttp {
     } catch {
       if (/^<(!doctype|html)/i.test(message)) message = `an HTML page (${message.length} characters)`;
     }
-    message = message.replace(/\s+/g, ' ');
+    // Redact before shortening: a key crossing the cut would otherwise be printed in part.
+    message = this.redact(message.replace(/\s+/g, ' '));
     if (message.length > BODY_EXCERPT) message = `${message.slice(0, BODY_EXCERPT)}…`;
-    return this.redact(message);
+    return message;
   }
 }
 
@@ -323,6 +375,18 @@ export function parseRetryAfter(value: unknown, now: number): number | null {
   if (Number.isFinite(seconds)) return Math.max(0, Math.ceil(seconds) * 1000);
   const date = Date.parse(value);
   return Number.isNaN(date) ? null : Math.max(0, date - now);
+}
+
+/** axios' error for a body past `maxContentLength` (it has no code of its own). */
+function isOverLength(error: unknown): boolean {
+  const e = error as { code?: unknown; message?: unknown };
+  return (
+    e?.code === 'ERR_BAD_RESPONSE' && typeof e.message === 'string' && e.message.includes('maxContentLength')
+  );
+}
+
+function formatBytes(bytes: number): string {
+  return bytes % 2 ** 20 === 0 ? `${bytes / 2 ** 20} MiB` : `${bytes} bytes`;
 }
 
 function pathOf(url: string): string {

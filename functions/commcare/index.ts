@@ -8,6 +8,7 @@ export {
 export { formatNaiveUtc, parseTimestamp, toNaiveUtc } from './dates';
 export {
   CommCareAuthError,
+  CommCareCancelledError,
   CommCareConfigError,
   CommCareError,
   CommCareRequestError,

@@ -202,6 +202,34 @@ export function resolveBaseUrl(value: string): string {
   return url.toString().replace(/\/+$/, '');
 }
 
+/** True for names and addresses that never leave the machine: `localhost`, 127.0.0.0/8, ::1. */
+export function isLoopbackHost(hostname: string): boolean {
+  const host = hostname.toLowerCase().replace(/^\[|\]$/g, '');
+  return (
+    host === 'localhost' ||
+    host.endsWith('.localhost') ||
+    host === '::1' ||
+    /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host) ||
+    /^::ffff:127\./.test(host)
+  );
+}
+
+/**
+ * Refuses plain http to a host that is not loopback unless `allowInsecureHttp`: the API key travels in
+ * the Authorization header of every request, readable by anyone on the path. Loopback stays allowed
+ * for a local HQ or the sandbox (DET's `--commcare-hq local` is http://localhost:8000).
+ */
+export function checkTransport(baseUrl: string, allowInsecureHttp: boolean): void {
+  const url = new URL(baseUrl);
+  if (url.protocol === 'http:' && !allowInsecureHttp && !isLoopbackHost(url.hostname)) {
+    throw new CommCareConfigError(
+      `refusing plain http to ${url.host}: the API key would cross the network unencrypted in every ` +
+        `request's Authorization header. Use https://${url.host}${url.pathname === '/' ? '' : url.pathname}, ` +
+        'or pass --allow-insecure-http (allowInsecureHttp) if the network path is trusted',
+    );
+  }
+}
+
 /** HQ project space names: letters, digits, `-`, `.` and `_` (checked so a project cannot alter the path). */
 const PROJECT = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 

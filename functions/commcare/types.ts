@@ -47,6 +47,11 @@ export interface PullRequest {
   readonly until?: string;
   /** Page size; capped at the resource's maximum `limit`. */
   readonly pageSize?: number;
+  /**
+   * Aborting it stops the pull: requests in flight and waits before retries end at once. The pull also
+   * stops all of its own work when it fails or the caller stops reading.
+   */
+  readonly signal?: AbortSignal;
 }
 
 /** One page of records, in order, with the position to resume from after it. */
