@@ -54,10 +54,10 @@ export interface SandboxFaults extends SandboxQuirks {
    * (`ApiKey user:key`) starting at this character, as a careless proxy or debug page might.
    */
   echoAuthorizationAt?: number;
-  /** Hang (never answer) requests with `order_by=-indexed_on`: the client's probe for the newest record. */
-  hangNewestProbe?: boolean;
-  /** Answer requests with `order_by=indexed_on&limit=1` (the client's probe for the oldest record) 400. */
-  rejectOldestProbe?: boolean;
+  /** Never answer requests with this `order_by` (`-indexed_on`: the client's probe for the newest record). */
+  hangOrderBy?: string;
+  /** Answer requests with this `order_by` 400 `{"error": "order refused"}`. */
+  rejectOrderBy?: string;
 }
 
 export interface SandboxOptions {
@@ -294,9 +294,9 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Runnin
     if (res.destroyed || closing) return;
     if (every(n, f.hangEvery)) return; // never answer; close() destroys the socket
     const orderBy = url.searchParams.get('order_by');
-    if (f.hangNewestProbe && orderBy === '-indexed_on') return;
-    if (f.rejectOldestProbe && orderBy === 'indexed_on' && url.searchParams.get('limit') === '1')
-      return send(400, { 'Content-Type': 'application/json' }, JSON.stringify({ error: 'probe refused' }));
+    if (orderBy !== null && orderBy === f.hangOrderBy) return;
+    if (orderBy !== null && orderBy === f.rejectOrderBy)
+      return send(400, { 'Content-Type': 'application/json' }, JSON.stringify({ error: 'order refused' }));
     if (f.echoAuthorizationAt !== undefined) {
       const pad = 'x'.repeat(Math.max(0, f.echoAuthorizationAt - 'Bad request: '.length));
       const error = `Bad request: ${pad}${req.headers.authorization ?? ''} was not understood`;

@@ -108,9 +108,9 @@ describe('an HQ error text that repeats the key', () => {
 
 describe('a fatal error while another request of the pull is still going', () => {
   it('ends the process at once instead of waiting on the other request and its retries', async () => {
-    // The parallel pull probes the oldest and the newest record at once: the first probe gets a 400,
-    // the second is never answered (the client would wait 60 s for it, then retry).
-    sandbox.setFaults({ rejectOldestProbe: true, hangNewestProbe: true });
+    // The parallel pull asks for its first page and probes the newest record at once: the first page
+    // gets a 400, the probe is never answered (the client would wait 60 s for it, then retry).
+    sandbox.setFaults({ rejectOrderBy: 'indexed_on', hangOrderBy: '-indexed_on' });
     const output = join(work, 'cancel-out');
     const child = spawn(
       process.execPath,
@@ -122,7 +122,7 @@ describe('a fatal error while another request of the pull is still going', () =>
       err += chunk.toString();
     });
     const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
-    expect(err).toMatch(/probe refused/);
+    expect(err).toMatch(/order refused/);
     expect(code).toBe(1);
     const hung = sandbox.requestLog.filter((e) => e.query.order_by?.[0] === '-indexed_on');
     expect(hung.length).toBe(1);

@@ -82,43 +82,44 @@ function csvIds(output: string): string[] {
     .map((line) => line.split(',')[0]!);
 }
 
-async function totalIn(since: string, until: string): Promise<number> {
-  const url = `${sandbox.url}/a/demo/api/form/v1/?indexed_on_start=${since}&indexed_on_end=${until}&limit=1`;
-  const response = await fetch(url, {
-    headers: { Authorization: `ApiKey ${DEFAULT_USERNAME}:${DEFAULT_API_KEY}` },
-  });
-  const body = (await response.json()) as { meta: { total_count: number } };
-  return body.meta.total_count;
-}
-
 describe('parallel windows against an HQ comparing indexed_on coarsely', () => {
   for (const precision of ['ms', 's'] as const) {
     it(`writes each form once when the server compares at ${precision === 'ms' ? 'millisecond' : 'second'} precision and a window cut falls just after a tie group`, async () => {
-      // Prepare: a --since/--until range cut in two windows exactly 1 µs after the indexed_on of a tie
-      // group, so that the group shares its millisecond (and second) with the cut.
+      // Prepare: a --since/--until range whose parallel pull has one window cut exactly 1 µs after the
+      // indexed_on of a tie group, so that the group shares its millisecond (and second) with the cut.
+      // The pull reads the first page (batch records from --since), then cuts the rest of the range
+      // [L, until] (L: the first page's last indexed_on) into ceil(rest / (0.9 × batch)) windows.
       sandbox.setFaults({ dateFilterPrecision: precision });
       const keys = [...sandbox.dataset.timeline('demo', 'form')].map(
         (r) => parseTimestamp(String(r.indexed_on))!,
       );
-      const tie = keys.findIndex((k, i) => i > 1000 && k % 1000 < 900 && keys[i + 1] !== k);
-      const cut = keys[tie]! + 1;
-      const half = keys[tie + 20]! - cut;
-      const since = formatNaiveUtc(cut - half);
-      const until = formatNaiveUtc(cut + half);
-      const total = await totalIn(since, until);
-      // Two windows of one page each: total / (batch × 0.9) falls in (1, 2].
-      const batch = String(Math.ceil(total / 1.5));
+      const batch = 10;
+      const from = keys.findIndex((k, i) => i > 1000 && keys[i - 1] !== k);
+      const last = keys[from + batch - 1]!;
+      let plan: { since: string; until: string } | null = null;
+      for (let tie = from + batch + 3; tie < from + 40 && plan === null; tie += 1) {
+        if (keys[tie + 1] === keys[tie] || keys[tie]! % 1000 >= 900) continue;
+        const cut = keys[tie]! + 1;
+        const until = 2 * cut - last;
+        const total = keys.filter((k) => k >= keys[from]! && k <= until).length;
+        if (Math.ceil((total - batch) / (0.9 * batch)) === 2)
+          plan = { since: formatNaiveUtc(keys[from]!), until: formatNaiveUtc(until) };
+      }
+      expect(plan).not.toBeNull();
+      const { since, until } = plan!;
       const common = ['--query', query, '--output-format', 'csv', '--since', since, '--until', until];
+      const parallelArgs = [...common, '--batch-size', String(batch), '--max-concurrency', '4'];
+      const sequentialArgs = [...common, '--batch-size', String(batch), '--max-concurrency', '1'];
 
       // Act
-      const parallel = await ccexport([...common, '--batch-size', batch, '--max-concurrency', '4']);
-      const sequential = await ccexport([...common, '--batch-size', batch, '--max-concurrency', '1']);
+      const parallel = await ccexport(parallelArgs);
+      const sequential = await ccexport(sequentialArgs);
 
       // Assert
       expect(parallel.code, parallel.err).toBe(0);
       expect(sequential.code, sequential.err).toBe(0);
       const ids = csvIds(parallel.output);
-      expect(ids.length).toBeGreaterThan(20);
+      expect(ids.length).toBeGreaterThan(batch);
       expect(ids.length - new Set(ids).size).toBe(0);
       expect(ids).toEqual(csvIds(sequential.output));
     });
