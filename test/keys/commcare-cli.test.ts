@@ -105,13 +105,15 @@ describe('CommCare HQ assisted rotation', () => {
     const { name, id } = await setup();
     const client = drivingClient({ sm, now });
 
-    await runKeysCommand(['submit', name], io('not-a-key-hq-knows-000\n').io, {
-      secretsManager: client,
-      now,
-    });
+    const submit = io('not-a-key-hq-knows-000\n');
+    const code = await runKeysCommand(['submit', name], submit.io, { secretsManager: client, now });
     const status = io('');
     await runKeysCommand(['status', name], status.io, { secretsManager: client, now });
 
+    expect(code).toBe(1);
+    expect(submit.text()).toMatch(
+      /the key was not taken: det-2026-02: .*rejected: GET \/api\/user_domains\/v1\/ answered HTTP 401 .*allow-list/,
+    );
     expect((await readCurrent(sm, id)).key).toBe(OLD_KEY);
     expect(status.text()).toMatch(/current key: +det-2026-01/);
     expect(status.text()).toMatch(/last submitted: \S+ rejected: det-2026-02: KeyTestError: .*HTTP 401/);
