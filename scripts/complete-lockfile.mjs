@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Adds the platform-specific optional packages (other operating systems' and CPUs' builds of biome,
-// rollup, ...) that this machine's npm leaves out of package-lock.json because its registry answers
-// 404 for them. Without their entries `npm ci` refuses the lock file ("Missing: ... from lock file");
+// rollup, ...) that npm leaves out of package-lock.json when the registry mirror it uses omits them
+// (answers 404). Without their entries `npm ci` refuses the lock file ("Missing: ... from lock file");
 // with them it skips them as it should on this platform. Run it after any `npm install` that changes
 // the lock file: `node scripts/complete-lockfile.mjs`.
 import { readFileSync, writeFileSync } from 'node:fs';

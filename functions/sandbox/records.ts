@@ -1,6 +1,8 @@
 /**
  * CommCare-shaped records, each a pure function of (project, record index, event index). Shapes follow
- * /work/shared/reference/commcare-hq-api.md §2.4 (form), §2.5 (case v1), §2.6 (case v2) and §3.
+ * commcare-hq: forms as `v0_4.XFormInstanceResource` serves them and cases as `v0_4.CommCareCaseResource`
+ * (`corehq/apps/api/resources/v0_4.py`, with the examples in `corehq/apps/api/openapi/examples/`), case
+ * v2 as `corehq/apps/hqcase/api/get_list.py`, users, groups and locations as `v0_5.py`.
  */
 import type { JsonObject, JsonValue } from '../common/json';
 import { MessagingEvents, UcrDataSource } from './cursor-resources';

@@ -1,6 +1,12 @@
 /**
  * The pure core of the sandbox: (dataset, project, resource, query) -> JSON page. No sockets here.
- * Each quirk copied from HQ cites /work/shared/reference/commcare-hq-api.md ("ref §x").
+ * Each quirk copied from HQ says where it comes from ("ref §x", a section of our notes on commcare-hq):
+ * §1 API-key auth (`corehq/apps/domain/auth.py`), §2.1 URLs (`corehq/apps/api/urls.py`), §2.2 tastypie
+ * paging (`corehq/apps/api/resources/pagination.py`), §2.3–2.5 form and case v1 lists and filters
+ * (`corehq/apps/api/resources/v0_4.py`, `corehq/apps/api/es.py`), §2.6 case v2
+ * (`corehq/apps/hqcase/api/get_list.py`), §3 other resources (`v0_5.py`), §4 throttling
+ * (`corehq/apps/api/resources/meta.py`, `corehq/apps/api/decorators.py`), §5 error responses, §8 what
+ * DET does with `indexed_on` (commcare-export `commcare_export/commcare_minilinq.py`).
  */
 import type { JsonObject, JsonValue } from '../common/json';
 import { CursorBadRequest, CursorNotFound } from './cursor-resources';
