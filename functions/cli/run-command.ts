@@ -238,6 +238,14 @@ const FILE_EXTENSIONS: readonly [string, string][] = [
  * data.xlsx`), as DET does, instead of writing a folder of that name.
  */
 function checkOutputName(format: OutputFormatFlag, output: string): void {
+  // Raw JSON lines go to a folder or under s3://bucket/prefix; any other URL would become a local
+  // folder named after it (`./https:/host/...`).
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(output)?.[1];
+  if (format === 'jsonl' && scheme !== undefined && scheme.toLowerCase() !== 's3') {
+    throw new UsageError(
+      `--output-format jsonl writes to a folder or to s3://bucket/prefix, not to a ${scheme}:// URL`,
+    );
+  }
   if (format === 'sql' || format === 'jsonl' || /^postgres/i.test(output)) return;
   const lower = output.toLowerCase();
   const found = FILE_EXTENSIONS.find(([ext]) => lower.endsWith(ext));
@@ -472,7 +480,11 @@ async function planBuiltinSources(
 
 async function openSink(settings: RunSettings, io: CommandIO): Promise<ExportSink> {
   const env = io.env;
-  if (settings.format === 'jsonl') return new JsonLinesSink(settings.output);
+  if (settings.format === 'jsonl') {
+    if (!settings.output.startsWith('s3://')) return new JsonLinesSink(settings.output);
+    const { objectStoreFor } = await import('../sinks');
+    return new JsonLinesSink(await objectStoreFor(settings.output, { s3Client: await s3ClientFor(env) }));
+  }
   // DET's xls is the Excel 2003 format; we write xlsx, which every Excel since 2007 opens.
   const format = settings.format === 'xls' ? 'xlsx' : settings.format;
   const { createSink } = await import('../sinks');

@@ -3,12 +3,14 @@
  * `ccexport run --resource form` does, and what the client benchmark measures.
  */
 
-import { createWriteStream, mkdirSync, renameSync, rmSync, type WriteStream } from 'node:fs';
+import { createWriteStream, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Writable } from 'node:stream';
 import { rawJsonOf } from '../commcare/page-body';
 import type { ResourceName } from '../commcare/types';
 import type { JsonObject } from '../common/json';
 import type { Cell, SourcePlan, TableSpec } from '../query/types';
+import type { ObjectStore, ObjectUpload } from '../sinks/store/types';
 import type { ExportSink, SourceCheckpoint } from '../sinks/types';
 
 /** A source plan whose single table holds each record whole. */
@@ -31,8 +33,12 @@ export function rawRecordsPlan(resource: ResourceName, params: Record<string, st
 const CHUNK_BYTES = 1 << 20;
 
 interface Target {
-  readonly stream: WriteStream;
-  readonly temp: string;
+  readonly stream: Writable;
+  /** Local file: the temporary name, renamed to `final` by `finish`. */
+  readonly temp: string | null;
+  /** Object store (S3): the upload, which shows the object only once it is complete. */
+  readonly upload: ObjectUpload | null;
+  /** The final path or object URI. */
   readonly final: string;
   /** The chunk being filled; handed to the stream whole and never reused. */
   chunk: Buffer;
@@ -44,9 +50,11 @@ interface Target {
 }
 
 /**
- * Writes `<folder>/<table>.jsonl`, one record per line. Files are written under a temporary name and
- * renamed on `finish`, so a failed run leaves no half file. Checkpoints are not kept (raw mode always
- * pulls everything, or the `--since`/`--until` window).
+ * Writes `<folder>/<table>.jsonl`, one record per line, or the object `<table>.jsonl` under an
+ * `s3://bucket/prefix` (a streamed multipart upload). Files are written under a temporary name and
+ * renamed on `finish`, and an S3 object appears only when its upload completes, so a failed run leaves
+ * no half file. Checkpoints are not kept (raw mode always pulls everything, or the `--since`/`--until`
+ * window).
  *
  * A record the client read from a page is written as the bytes HQ sent for it (`rawJsonOf`): parsing
  * gave the client its object, and re-serialising it would cost as much again for the same JSON. Anything
@@ -56,17 +64,26 @@ export class JsonLinesSink implements ExportSink {
   private readonly streams = new Map<string, Target>();
   readonly written: string[] = [];
 
-  constructor(private readonly folder: string) {}
+  /** `destination`: a folder path, or the object store of an `s3://` output. */
+  constructor(private readonly destination: string | ObjectStore) {}
 
   async begin(tables: readonly TableSpec[]): Promise<void> {
-    mkdirSync(this.folder, { recursive: true });
+    const store = typeof this.destination === 'string' ? null : this.destination;
+    const folder = typeof this.destination === 'string' ? this.destination : null;
+    if (folder !== null) mkdirSync(folder, { recursive: true });
     for (const table of tables) {
-      const final = join(this.folder, `${table.name}.jsonl`);
-      const temp = `${final}.partial`;
+      const name = `${table.name}.jsonl`;
+      let target: Pick<Target, 'stream' | 'temp' | 'upload' | 'final'>;
+      if (store) {
+        const upload = store.openUpload(name, 'application/x-ndjson');
+        target = { stream: upload.stream, temp: null, upload, final: store.uri(name) };
+      } else {
+        const final = join(folder as string, name);
+        const temp = `${final}.partial`;
+        target = { stream: createWriteStream(temp), temp, upload: null, final };
+      }
       this.streams.set(table.name, {
-        stream: createWriteStream(temp),
-        temp,
-        final,
+        ...target,
         chunk: Buffer.allocUnsafe(CHUNK_BYTES),
         used: 0,
         spare: null,
@@ -113,7 +130,9 @@ export class JsonLinesSink implements ExportSink {
           reject(error);
           return;
         }
-        if (full.length === CHUNK_BYTES) target.spare = full;
+        // An upload's stream hands the same buffer on to the uploader, which reads it later: only a
+        // file's chunk is free again once written.
+        if (full.length === CHUNK_BYTES && target.upload === null) target.spare = full;
         resolve();
       });
     });
@@ -132,22 +151,31 @@ export class JsonLinesSink implements ExportSink {
     for (const target of this.streams.values()) {
       await this.flush(target);
       await target.inFlight;
-      const { stream, temp, final } = target;
-      await new Promise<void>((resolve, reject) =>
-        stream.end((err?: Error | null) => (err ? reject(err) : resolve())),
-      );
-      renameSync(temp, final);
+      const { stream, temp, upload, final } = target;
+      if (upload) {
+        await upload.complete();
+      } else {
+        await new Promise<void>((resolve, reject) =>
+          stream.end((err?: Error | null) => (err ? reject(err) : resolve())),
+        );
+        renameSync(temp as string, final);
+      }
       this.written.push(final);
     }
     this.streams.clear();
   }
 
   async abort(): Promise<void> {
-    for (const { stream, temp } of this.streams.values()) {
-      stream.destroy();
-      rmSync(temp, { force: true });
-    }
+    const targets = [...this.streams.values()];
     this.streams.clear();
+    for (const { stream, temp, upload } of targets) {
+      if (upload) {
+        await upload.abort().catch(() => undefined);
+      } else {
+        stream.destroy();
+        rmSync(temp as string, { force: true });
+      }
+    }
   }
 
   async readCheckpoint(): Promise<SourceCheckpoint | null> {
