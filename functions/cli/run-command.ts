@@ -18,7 +18,7 @@ import { jsonLinesProgress, ttyProgress } from '../export/progress';
 import { JsonLinesSink, rawRecordsPlan } from '../export/raw-records';
 import { type ExportSummary, type ProgressListener, runExport } from '../export/run';
 import type { SourcePlan } from '../query/types';
-import type { ExportSink } from '../sinks/types';
+import { DELETION_MODES, type DeletionMode, type ExportSink } from '../sinks/types';
 import {
   booleanFlag,
   formatHelp,
@@ -62,6 +62,23 @@ export interface RunSettings {
   readonly dumpQuery: boolean;
   readonly progress: 'tty' | 'json' | 'none';
   readonly allowInsecureHttp: boolean;
+  /** What happens to rows of records HQ archived or deleted (`--deletions`). */
+  readonly deletions: DeletionMode;
+}
+
+/**
+ * `--deletions`, default `remove`: the tables then hold what HQ holds (DET keeps archived and deleted
+ * records forever). Raw JSON lines (`--resource`) are a copy of what HQ served, so they ignore them.
+ */
+export function deletionModeFromFlag(value: string | undefined, format: string): DeletionMode {
+  if (value === undefined) return format === 'jsonl' ? 'ignore' : 'remove';
+  if (!(DELETION_MODES as readonly string[]).includes(value))
+    throw new UsageError(`--deletions expects ${DELETION_MODES.join(', ')} (got "${value}")`);
+  if (format === 'jsonl' && value !== 'ignore')
+    throw new UsageError(
+      '--deletions: raw JSON lines (--output-format jsonl) keep what HQ served; use ignore',
+    );
+  return value as DeletionMode;
 }
 
 const DATE_PATTERN = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?$/;
@@ -170,6 +187,7 @@ export function settingsFromFlags(flags: ParsedFlags, io: CommandIO): RunSetting
     dumpQuery: booleanFlag(flags, 'dump-query'),
     progress: (progressFlag as RunSettings['progress'] | undefined) ?? (io.stderr.isTTY ? 'tty' : 'json'),
     allowInsecureHttp,
+    deletions: deletionModeFromFlag(stringFlag(flags, 'deletions'), format),
   };
 }
 
@@ -361,6 +379,7 @@ export async function runRunCommand(argv: string[], io: CommandIO): Promise<numb
         commitEveryPages: settings.format === 'sql' ? 5 : Number.POSITIVE_INFINITY,
         // --max-concurrency 1 is DET's sequence of requests: one source after another.
         parallelSources: settings.maxConcurrency > 1,
+        deletions: settings.deletions,
       },
     );
   } finally {
@@ -371,7 +390,8 @@ export async function runRunCommand(argv: string[], io: CommandIO): Promise<numb
   const summaryOut = settings.output === '-' ? io.stderr : io.stdout;
   summaryOut.write(
     `${summary.done ? 'Export finished' : 'Export interrupted (run again to resume)'}: ${summary.records.toLocaleString('en-US')} records, ` +
-      `${summary.rows.toLocaleString('en-US')} rows, ${summary.pages} pages, ${stats.retries} retries, ${stats.throttled} throttled\n`,
+      `${summary.rows.toLocaleString('en-US')} rows, ${summary.pages} pages, ${stats.retries} retries, ${stats.throttled} throttled` +
+      `${summary.archived > 0 ? `, ${summary.archived.toLocaleString('en-US')} archived record${summary.archived === 1 ? '' : 's'} ${settings.deletions === 'mark' ? 'marked' : 'removed'}` : ''}\n`,
   );
   if (sink instanceof JsonLinesSink) for (const file of sink.written) io.stdout.write(`wrote ${file}\n`);
   return summary.done ? 0 : 130;

@@ -5,9 +5,17 @@
  * Pure core: everything it touches comes in as arguments, so the CLI, the Lambda slice handler and the
  * tests run the same code.
  */
-import type { Page, PullPosition, PullRequest } from '../commcare/types';
-import type { SourcePlan, TableSpec } from '../query/types';
-import type { ExportSink, SourceCheckpoint } from '../sinks/types';
+import type { Page, PullPosition, PullRequest, QueryParams } from '../commcare/types';
+import type { JsonObject } from '../common/json';
+import type { Cell, SourcePlan, TablePlan, TableSpec } from '../query/types';
+import {
+  DELETED_AT_COLUMN,
+  DELETED_COLUMN,
+  type DeletionMode,
+  type ExportSink,
+  type RecordDeletion,
+  type SourceCheckpoint,
+} from '../sinks/types';
 
 /** What the loop needs from the HQ client. */
 export interface PageSource {
@@ -27,6 +35,8 @@ export interface SourceProgress {
   pages: number;
   records: number;
   rows: number;
+  /** Records seen archived in this pull, removed or marked (mode `remove`/`mark`). */
+  archived: number;
   /** Records the pull was to fetch, as HQ counted them for its first request (null: HQ gives no count). */
   totalCount: number | null;
   readonly startedAt: number;
@@ -53,6 +63,13 @@ export interface ExportPlan {
    * one after another as DET does. @default false
    */
   readonly parallelSources?: boolean;
+  /**
+   * What to do with records HQ archived (`remove`, `mark`, `ignore`); see `DeletionMode`. With `remove`
+   * or `mark`, form sources are pulled with `include_archived` (unless the query sends it already) and
+   * an archived form's rows are removed or marked in the same run.
+   * @default 'ignore'
+   */
+  readonly deletions?: DeletionMode;
 }
 
 export interface ExportDeps {
@@ -72,6 +89,8 @@ export interface ExportSummary {
   readonly rows: number;
   readonly pages: number;
   readonly records: number;
+  /** Records seen archived and removed or marked (deletion mode `remove` or `mark`). */
+  readonly archived: number;
 }
 
 /** Resources that page on `indexed_on` and so can resume from a checkpoint. */
@@ -85,8 +104,44 @@ export function dataSourceId(source: Pick<SourcePlan, 'resource' | 'params'>): s
   return params.length > 0 ? `${source.resource}?${params.join('&')}` : source.resource;
 }
 
+/**
+ * The tables as the `mark` mode writes them: `_deleted` and `_deleted_at` after the query's columns,
+ * false and null for a live record, true and the time the run saw it archived otherwise.
+ */
+export function withDeletionColumns(source: SourcePlan): SourcePlan {
+  return {
+    ...source,
+    tables: source.tables.map(
+      (table): TablePlan => ({
+        name: table.name,
+        headings: [...table.headings, DELETED_COLUMN, DELETED_AT_COLUMN],
+        dataTypes: [...table.dataTypes, 'boolean', 'datetime'],
+        rowsFor: (record) => table.rowsFor(record),
+      }),
+    ),
+  };
+}
+
+/**
+ * The parameters a pull sends: form sources add `include_archived` when deletions are tracked, so an
+ * archived form comes back (HQ leaves archived forms out without it; only its presence counts) and its
+ * rows can go. A query that sends it already keeps its own value.
+ */
+export function pullParams(source: Pick<SourcePlan, 'resource' | 'params'>, mode: DeletionMode): QueryParams {
+  if (mode === 'ignore' || source.resource !== 'form' || 'include_archived' in source.params)
+    return source.params;
+  return { ...source.params, include_archived: ['true'] };
+}
+
+/** HQ's `archived` is a JSON boolean; a text 'true' is accepted too (tastypie declares it a CharField). */
+export function isArchived(record: JsonObject): boolean {
+  return record.archived === true || record.archived === 'true';
+}
+
 export async function runExport(deps: ExportDeps, plan: ExportPlan): Promise<ExportSummary> {
   const now = deps.now ?? (() => new Date());
+  const mode = plan.deletions ?? 'ignore';
+  if (mode === 'mark') plan = { ...plan, sources: plan.sources.map(withDeletionColumns) };
   const tables: TableSpec[] = plan.sources.flatMap((s) => s.tables);
   // DET: checkpointing is disabled when --since or --until is given.
   const checkpointsEnabled = plan.since === undefined && plan.until === undefined;
@@ -96,6 +151,7 @@ export async function runExport(deps: ExportDeps, plan: ExportPlan): Promise<Exp
     checkpointKey: plan.checkpointKey,
     project: plan.project,
     snapshot,
+    deletions: mode,
   });
   let result: { done: boolean; progress: SourceProgress[] };
   try {
@@ -117,6 +173,7 @@ export async function runExport(deps: ExportDeps, plan: ExportPlan): Promise<Exp
     rows: sum(progress, (p) => p.rows),
     pages: sum(progress, (p) => p.pages),
     records: sum(progress, (p) => p.records),
+    archived: sum(progress, (p) => p.archived),
   };
 }
 
@@ -128,6 +185,10 @@ interface SourcePull {
   readonly progress: SourceProgress;
   /** Position after the last page written. */
   position: PullPosition | null;
+  /** Whether archived records are removed or marked (a form source, mode `remove` or `mark`). */
+  readonly tracking: boolean;
+  /** Archived records since the last commit, by id; a later live version of one cancels it. */
+  readonly archived: Map<string, RecordDeletion>;
 }
 
 async function openPull(
@@ -149,6 +210,7 @@ async function openPull(
     pages: 0,
     records: 0,
     rows: 0,
+    archived: 0,
     totalCount: null,
     startedAt: Date.now(),
     resumedFrom: stored?.position ?? null,
@@ -156,13 +218,21 @@ async function openPull(
   const request: PullRequest = {
     project: plan.project,
     resource: source.resource,
-    params: source.params,
+    params: pullParams(source, plan.deletions ?? 'ignore'),
     pageSize: plan.pageSize,
     ...(stored ? { from: stored.position } : {}),
     ...(plan.since !== undefined && incremental ? { since: plan.since } : {}),
     ...(plan.until !== undefined && incremental ? { until: plan.until } : {}),
   };
-  return { source, request, useCheckpoint, progress, position: stored?.position ?? null };
+  return {
+    source,
+    request,
+    useCheckpoint,
+    progress,
+    position: stored?.position ?? null,
+    tracking: (plan.deletions ?? 'ignore') !== 'ignore' && source.resource === 'form',
+    archived: new Map(),
+  };
 }
 
 /** Commits every row written so far with the checkpoints of `pulls` at the pages written. */
@@ -172,6 +242,11 @@ async function commitPulls(
   pulls: readonly SourcePull[],
   now: () => Date,
 ): Promise<void> {
+  for (const pull of pulls) {
+    if (pull.archived.size === 0) continue;
+    await deps.sink.recordDeletions?.(pull.progress.tables, [...pull.archived.values()]);
+    pull.archived.clear();
+  }
   const checkpoints: SourceCheckpoint[] = [];
   for (const pull of pulls) {
     if (!pull.useCheckpoint || !pull.position) continue;
@@ -187,17 +262,41 @@ async function commitPulls(
   await deps.sink.commit(checkpoints);
 }
 
-/** Turns one page into rows and writes them; returns true when the loop should yield after it. */
-async function writePage(deps: ExportDeps, pull: SourcePull, page: Page): Promise<boolean> {
+/**
+ * Turns one page into rows and writes them; returns true when the loop should yield after it. With
+ * deletions tracked, an archived form's rows are not written (`remove`) or written marked (`mark`), and
+ * the form is kept for `recordDeletions` at the next commit, after the rows written before it.
+ */
+async function writePage(
+  deps: ExportDeps,
+  plan: ExportPlan,
+  pull: SourcePull,
+  page: Page,
+  now: () => Date,
+): Promise<boolean> {
   const { progress, source } = pull;
   const tables = source.tables;
+  const mode = plan.deletions ?? 'ignore';
   for (const record of page.records) {
+    const archived = pull.tracking && isArchived(record);
+    const deletedAt = archived ? now() : null;
+    const rowIds: Record<string, string[]> = {};
     for (const table of tables) {
       const rows = table.rowsFor(record);
-      if (rows.length > 0) {
+      if (mode === 'mark') for (const row of rows) row.push(archived, deletedAt);
+      if (archived) rowIds[table.name] = idsOf(table, rows);
+      // `remove`: an archived form's rows are never written (removed at the commit if they exist).
+      if (rows.length > 0 && !(archived && mode === 'remove')) {
         await deps.sink.writeRows(table.name, rows);
         progress.rows += rows.length;
       }
+    }
+    if (pull.tracking) {
+      const id = recordId(record);
+      if (archived && id !== null) {
+        pull.archived.set(id, { id, deletedAt: deletedAt!, reason: 'archived', rowIds });
+        progress.archived += 1;
+      } else if (id !== null) pull.archived.delete(id);
     }
   }
   progress.records += page.records.length;
@@ -226,7 +325,7 @@ async function pullInTurn(
     deps.progress?.sourceStarted?.(pull.progress);
     let pagesSinceCommit = 0;
     for await (const page of deps.source.pages(pull.request)) {
-      const yieldNow = await writePage(deps, pull, page);
+      const yieldNow = await writePage(deps, plan, pull, page, now);
       pagesSinceCommit += 1;
       if (pagesSinceCommit >= plan.commitEveryPages || yieldNow) {
         await commitPulls(deps, plan, [pull], now);
@@ -276,7 +375,7 @@ async function pullTogether(
         deps.progress?.sourceFinished?.(pull.progress);
         continue;
       }
-      const yieldNow = await writePage(deps, pull, result.value);
+      const yieldNow = await writePage(deps, plan, pull, result.value, now);
       pagesSinceCommit += 1;
       if (yieldNow) {
         done = false;
@@ -302,6 +401,24 @@ async function pullTogether(
     );
   }
   return { done, progress: pulls.map((p) => p.progress) };
+}
+
+function recordId(record: JsonObject): string | null {
+  const id = record.id;
+  return typeof id === 'string' || typeof id === 'number' ? String(id) : null;
+}
+
+/** The ids of a table's rows (text, as the sinks key them); none when the table has no id column. */
+function idsOf(table: TableSpec, rows: readonly Cell[][]): string[] {
+  const at = table.headings.indexOf('id');
+  if (at < 0) return [];
+  const out: string[] = [];
+  for (const row of rows) {
+    const id = row[at];
+    if (id !== null && id !== undefined && id !== '')
+      out.push(typeof id === 'object' ? JSON.stringify(id) : String(id));
+  }
+  return out;
 }
 
 function sum<T>(items: readonly T[], pick: (item: T) => number): number {

@@ -2,9 +2,10 @@ import { ExportLease, ObjectCheckpointStore } from '../checkpoints/object-store'
 import type { Cell, DataType, TableSpec } from '../query/types';
 import { safeKeySegment, shortHash } from './cells';
 import { SinkConfigError, SinkStateError } from './errors';
+import { csvField } from './formats/csv';
 import type { FileFormat, TableEncoder } from './formats/types';
 import type { ObjectStore, ObjectUpload } from './store/types';
-import type { ExportSink, RunContext, SourceCheckpoint } from './types';
+import type { ExportSink, RecordDeletion, RunContext, SourceCheckpoint } from './types';
 
 /** One completed data object of a run, as the manifest lists it. */
 export interface ManifestObject {
@@ -37,6 +38,14 @@ export interface RunManifest {
     dataTypes?: readonly (DataType | null)[];
   }[];
   readonly objects: readonly ManifestObject[];
+  /**
+   * `<table>/deletions/<run-id>.csv` objects of the run (csv `id,deleted_at,reason` whatever the output
+   * format), present when the run tracked deletions (`remove` or `mark`). Apply them after the run's
+   * `objects` (a file run commits once, at its end). Absent in manifests of older versions.
+   */
+  readonly deletions?: readonly ManifestObject[];
+  /** The run's deletion mode. Absent in manifests of older versions (they ignored deletions). */
+  readonly deletionMode?: 'remove' | 'mark' | 'ignore';
 }
 
 export const DEFAULT_LEASE_SECONDS = 120;
@@ -103,6 +112,29 @@ export function runDatePartition(startedAt: string): string {
   return `run_date=${startedAt.slice(0, 10)}`;
 }
 
+export function deletionsObjectKey(table: string, runId: string, part: number): string {
+  const name = part === 1 ? runId : `${runId}-${String(part).padStart(4, '0')}`;
+  return `${tableFolder(table)}/deletions/${safeKeySegment(name)}.csv`;
+}
+
+/** Header of a deletions object. */
+export const DELETIONS_HEADER = ['id', 'deleted_at', 'reason'] as const;
+
+/**
+ * The lines of one table's deletions file for these records: the record id (its own row, and by the
+ * reassembly rule every row whose id starts with `<id>.`), then each exact row id outside that rule.
+ */
+export function deletionLines(table: string, deletions: readonly RecordDeletion[]): string {
+  let out = '';
+  for (const d of deletions) {
+    const at = d.deletedAt.toISOString();
+    out += `${csvField(d.id)},${at},${d.reason}\r\n`;
+    for (const rowId of d.rowIds?.[table] ?? [])
+      if (rowId !== d.id && !rowId.startsWith(`${d.id}.`)) out += `${csvField(rowId)},${at},${d.reason}\r\n`;
+  }
+  return out;
+}
+
 export function manifestKey(runId: string): string {
   return `manifests/${safeKeySegment(runId)}.json`;
 }
@@ -120,6 +152,9 @@ export class FileSink implements ExportSink {
   /** Rows written per table in this run, over all parts (parquet's `_seq` continues across parts). */
   private rowCount = new Map<string, number>();
   private done: ManifestObject[] = [];
+  /** Open deletions objects by table, and the completed ones. */
+  private deletionsOpen = new Map<string, OpenPart>();
+  private deletionsDone: ManifestObject[] = [];
   private run: RunContext | undefined;
   private lease: ExportLease | undefined;
   private startedAt = '';
@@ -201,8 +236,46 @@ export class FileSink implements ExportSink {
     this.rowCount.set(table, (this.rowCount.get(table) ?? 0) + rows.length);
   }
 
+  /**
+   * Lists records HQ archived or deleted in `<table>/deletions/<run-id>.csv` (one per table and commit,
+   * csv whatever the output format), for the manifest. Nothing with the `ignore` mode.
+   */
+  async recordDeletions(tables: readonly string[], deletions: readonly RecordDeletion[]): Promise<void> {
+    const run = this.requireRunning('recordDeletions');
+    if ((run.deletions ?? 'ignore') === 'ignore' || deletions.length === 0) return;
+    this.lease!.throwIfLost();
+    for (const name of tables) {
+      const table = this.tables.get(name);
+      if (!table) continue;
+      let open = this.deletionsOpen.get(name);
+      if (!open) {
+        const part = this.deletionsDone.filter((o) => o.table === name).length + 1;
+        const key = deletionsObjectKey(name, run.runId, part);
+        const upload = this.store.openUpload(key, 'text/csv; charset=utf-8');
+        open = { table, key, part, upload, encoder: NO_ENCODER, rows: 0 };
+        this.deletionsOpen.set(name, open);
+        await upload.write(`${DELETIONS_HEADER.join(',')}\r\n`);
+      }
+      const lines = deletionLines(name, deletions);
+      await open.upload.write(lines);
+      open.rows += lines.split('\r\n').length - 1;
+    }
+  }
+
   /** Completes every open object (in table order) and records it for the manifest. */
   private async completeOpen(): Promise<void> {
+    for (const [name, part] of this.deletionsOpen) {
+      const { bytes } = await part.upload.complete();
+      this.deletionsOpen.delete(name);
+      this.deletionsDone.push({
+        table: part.table.name,
+        key: part.key,
+        uri: this.store.uri(part.key),
+        part: part.part,
+        rows: part.rows,
+        bytes,
+      });
+    }
     for (const [name, part] of this.open) {
       await part.encoder.end();
       const { bytes } = await part.upload.complete();
@@ -236,6 +309,9 @@ export class FileSink implements ExportSink {
         dataTypes: t.dataTypes,
       })),
       objects: this.done,
+      ...(run.deletions && run.deletions !== 'ignore'
+        ? { deletions: this.deletionsDone, deletionMode: run.deletions }
+        : {}),
     };
     const key = manifestKey(run.runId);
     await this.store.put(key, `${JSON.stringify(manifest, null, 2)}\n`, 'application/json');
@@ -268,8 +344,9 @@ export class FileSink implements ExportSink {
   async abort(_error: unknown): Promise<void> {
     if (this.state === 'closed') return;
     this.state = 'closed';
-    const parts = [...this.open.values()];
+    const parts = [...this.open.values(), ...this.deletionsOpen.values()];
     this.open.clear();
+    this.deletionsOpen.clear();
     await Promise.allSettled(parts.map((p) => p.upload.abort()));
     await this.lease?.release().catch(() => undefined);
   }
@@ -282,6 +359,12 @@ export class FileSink implements ExportSink {
     return this.checkpoints.read(checkpointKey, project, dataSource);
   }
 }
+
+/** Deletions objects have no table encoder: their lines are written as they are. */
+const NO_ENCODER: TableEncoder = {
+  writeRows: async () => undefined,
+  end: async () => undefined,
+};
 
 function parseManifest(body: string): RunManifest | null {
   try {

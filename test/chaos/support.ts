@@ -65,8 +65,8 @@ function idIndex(headings: readonly string[], table: string): number {
 }
 
 /**
- * What an exact export of `query` from the sandbox holds: every served version of every form
- * (the time line without archived versions, which HQ does not serve), in `indexed_on` order, mapped
+ * What an exact export of `query` from the sandbox holds: every served version of every form, in
+ * `indexed_on` order (archived ones, served with `include_archived`, remove the form's rows), mapped
  * through the query; rows of one id combined by `rule`. `upTo` limits it to the versions a checkpoint
  * covers (before the position, plus the boundary ids at it).
  */
@@ -87,7 +87,6 @@ export function groundTruth(
   const boundary = new Set(upTo?.boundaryIds ?? []);
   if (upTo === null) return out;
   for (const record of dataset.timeline(project, 'form')) {
-    if (record.archived === true) continue;
     if (limit !== null) {
       const at = naiveMicros(String(record.indexed_on));
       if (at > limit) break;
@@ -95,6 +94,18 @@ export function groundTruth(
     }
     for (const source of query.sources) {
       if (!passesFilters(record, source)) continue;
+      if (record.archived === true) {
+        // `--deletions remove` (the default): an archived form's rows and child rows go.
+        const id = String(record.id);
+        for (const table of source.tables) {
+          const truth = out.get(table.name)!;
+          const idAt = idIndex(table.headings, table.name);
+          for (const row of table.rowsFor(record)) truth.rows.delete(String(row[idAt]));
+          for (const rowId of [...truth.rows.keys()])
+            if (rowId === id || rowId.startsWith(`${id}.`)) truth.rows.delete(rowId);
+        }
+        continue;
+      }
       for (const table of source.tables) {
         const truth = out.get(table.name)!;
         const idAt = idIndex(table.headings, table.name);
@@ -334,6 +345,16 @@ export async function reassembleCsv(
           row[idAt]!,
           row.map((c) => (c === '' ? null : c)),
         );
+    }
+    // The run's deletions after its rows (the sinks README's reassembly): each id, and its child rows.
+    for (const object of manifest.deletions ?? []) {
+      const table = out.get(object.table)!;
+      const found = await store.get(object.key);
+      if (!found) throw new Error(`manifest ${manifest.runId} lists ${object.key}, which is missing`);
+      const [, ...lines] = parseCsv(found.body);
+      for (const [id] of lines)
+        for (const rowId of [...table.keys()])
+          if (rowId === id || rowId.startsWith(`${id}.`)) table.delete(rowId);
     }
   }
   return out;

@@ -113,6 +113,16 @@ export async function crashTrial(
   const query = await queryFor(world, forSql);
   const rule = forSql ? 'coalesce' : 'replace';
   const full = groundTruth(world.sandbox.dataset, world.project, query, rule);
+  // Rows of every version ever served live: a row a later run removes may still be in an earlier run's files.
+  const everLive = new Map<string, Set<string>>();
+  for (const t of query.sources[0]!.tables) everLive.set(t.name, new Set());
+  for (const record of world.sandbox.dataset.timeline(world.project, 'form')) {
+    if (record.archived === true) continue;
+    for (const t of query.sources[0]!.tables) {
+      const at = t.headings.indexOf('id');
+      for (const row of t.rowsFor(record)) everLive.get(t.name)!.add(String(row[at]));
+    }
+  }
   const source = query.sources[0]!;
   const dataSource = dataSourceId(source);
   const problems: string[] = [];
@@ -147,7 +157,7 @@ export async function crashTrial(
         for (const id of t.rows.keys())
           if (!got.has(id)) problems.push(`${after}: ${table} row ${id} behind checkpoint is missing`);
         for (const id of got.keys())
-          if (!full.get(table)!.rows.has(id)) problems.push(`${after}: ${table} has unknown row ${id}`);
+          if (!everLive.get(table)!.has(id)) problems.push(`${after}: ${table} has unknown row ${id}`);
       }
     }
   };

@@ -35,11 +35,12 @@ beforeAll(async () => {
   await admin.query(`create database ${name}`);
   await admin.end();
   dbUrl = inject('pgUrl').replace(/\/postgres$/, `/${name}`);
-  // Ground truth: distinct unarchived registration forms the sandbox serves.
+  // Ground truth: the registration forms HQ lists today (latest version not archived); the default
+  // `--deletions remove` keeps the tables to those.
   const ids = new Set<string>();
-  for (const r of sandbox.dataset.timeline('district', 'form')) {
+  for (const [id, r] of sandbox.dataset.finalState('district', 'form')) {
     const form = r.form as Record<string, unknown>;
-    if (r.archived !== true && String(form['@xmlns']).endsWith('REGISTRATION')) ids.add(String(r.id));
+    if (r.archived !== true && String(form['@xmlns']).endsWith('REGISTRATION')) ids.add(id);
   }
   expectedHouseholds = ids.size;
 });

@@ -14,7 +14,15 @@ import {
   SinkStateError,
   TypeConflictError,
 } from '../errors';
-import type { ExportSink, RunContext, SourceCheckpoint } from '../types';
+import {
+  DELETED_AT_COLUMN,
+  DELETED_COLUMN,
+  type DeletionMode,
+  type ExportSink,
+  type RecordDeletion,
+  type RunContext,
+  type SourceCheckpoint,
+} from '../types';
 import type { SqlConnection } from './connection';
 import { type ColumnType, CopyLines } from './copy-csv';
 import { pgName, qualified, quoteIdent } from './naming';
@@ -138,6 +146,7 @@ export class PostgresSink implements ExportSink {
   /** The batch sent to the database and not yet checked. */
   private inflight: Promise<void> | undefined;
   private run: RunContext | undefined;
+  private deletions: DeletionMode = 'ignore';
   private inTransaction = false;
   private locked = false;
   private state: 'new' | 'running' | 'closed' = 'new';
@@ -161,6 +170,7 @@ export class PostgresSink implements ExportSink {
     if (this.state !== 'new') throw new SinkStateError(`begin called twice (run ${run.runId})`);
     this.plans = planTables(tables);
     this.run = run;
+    this.deletions = run.deletions ?? 'ignore';
     this.db = await this.connect();
     this.state = 'running';
     const { rows } = await this.db.query<{ locked: boolean }>(
@@ -179,7 +189,69 @@ export class PostgresSink implements ExportSink {
     if (this.schema !== 'public')
       await this.db.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(this.schema)}`);
     await this.db.query(checkpointTableDdl(this.schema));
+    // `_deleted_at` is timestamptz and rows carry UTC times without a zone: read them as UTC.
+    await this.db.query(`SET TIME ZONE 'UTC'`);
     await this.loadColumns();
+    if (this.deletions === 'mark') {
+      for (const plan of this.plans.values())
+        if (this.columns.has(plan.pgTable)) await this.ensureDeletionColumns(this.db, plan);
+    }
+  }
+
+  /**
+   * `mark` mode: `_deleted boolean NOT NULL DEFAULT false` (so rows written before, or by DET, read as
+   * live) and `_deleted_at timestamptz`, added to a table that lacks them.
+   */
+  private async ensureDeletionColumns(db: SqlConnection, plan: TablePlan): Promise<void> {
+    const existing = this.columns.get(plan.pgTable)!;
+    if (existing.has(DELETED_COLUMN) && existing.has(DELETED_AT_COLUMN)) return;
+    await db.query(
+      `ALTER TABLE ${qualified(this.schema, plan.pgTable)} ` +
+        `ADD COLUMN IF NOT EXISTS ${quoteIdent(DELETED_COLUMN)} boolean NOT NULL DEFAULT false, ` +
+        `ADD COLUMN IF NOT EXISTS ${quoteIdent(DELETED_AT_COLUMN)} timestamptz`,
+    );
+    existing.set(DELETED_COLUMN, 'boolean');
+    existing.set(DELETED_AT_COLUMN, 'timestamp');
+    this.layouts.delete(plan.pgTable);
+  }
+
+  /** Columns a merge overwrites even with null: the mark, so an unarchived form's rows read as live again. */
+  private overwritten(plan: TablePlan): ReadonlySet<number> {
+    if (this.deletions !== 'mark') return NO_COLUMNS;
+    return new Set(
+      [plan.pgColumns.indexOf(DELETED_COLUMN), plan.pgColumns.indexOf(DELETED_AT_COLUMN)].filter(
+        (i) => i >= 0,
+      ),
+    );
+  }
+
+  /**
+   * Removes (`remove`) or marks (`mark`) the rows of records HQ archived or deleted, in `tables`, in the
+   * open transaction, after the rows written so far. A record's rows: its own id, the ids starting with
+   * `<id>.` (DET's child-row ids), and the exact row ids given.
+   */
+  async recordDeletions(tables: readonly string[], deletions: readonly RecordDeletion[]): Promise<void> {
+    const db = this.requireRunning('recordDeletions');
+    if (this.deletions === 'ignore' || deletions.length === 0) return;
+    await this.flushAll();
+    await this.ensureTransaction(db);
+    for (const table of tables) {
+      const plan = this.plans.get(table);
+      if (!plan || !this.columns.has(plan.pgTable)) continue;
+      const ids: string[] = [];
+      const times: string[] = [];
+      for (const d of deletions) {
+        const at = d.deletedAt.toISOString();
+        ids.push(d.id);
+        times.push(at);
+        for (const rowId of d.rowIds?.[table] ?? [])
+          if (rowId !== d.id) {
+            ids.push(rowId);
+            times.push(at);
+          }
+      }
+      await removeOrMark(db, qualified(this.schema, plan.pgTable), this.deletions, ids, times);
+    }
   }
 
   private async loadColumns(): Promise<void> {
@@ -330,7 +402,7 @@ export class PostgresSink implements ExportSink {
       }
       let duplicates: Segment | undefined;
       if (batch.duplicates.length > 0) {
-        const merged = mergeById(plan, batch.duplicates);
+        const merged = mergeById(plan, batch.duplicates, this.overwritten(plan));
         await this.evolveSchema(db, plan, merged.rows);
         const layout = this.layout(plan);
         duplicates = { names: layout.names, lines: new CopyLines() };
@@ -433,10 +505,12 @@ export class PostgresSink implements ExportSink {
       this.staged.set(plan.pgTable, stage);
     }
     await db.copyCsv(`${stage} (${names})`, body);
+    const marks =
+      this.deletions === 'mark' ? [quoteIdent(DELETED_COLUMN), quoteIdent(DELETED_AT_COLUMN)] : [];
     const updates = names
       .split(', ')
       .filter((c) => c !== quoteIdent('id'))
-      .map((c) => `${c} = COALESCE(excluded.${c}, t.${c})`);
+      .map((c) => (marks.includes(c) ? `${c} = excluded.${c}` : `${c} = COALESCE(excluded.${c}, t.${c})`));
     await db.query(
       `INSERT INTO ${target} AS t (${names}) SELECT ${names} FROM ${stage} ` +
         `ON CONFLICT (${quoteIdent('id')}) DO ${updates.length ? `UPDATE SET ${updates.join(', ')}` : 'NOTHING'}`,
@@ -463,6 +537,7 @@ export class PostgresSink implements ExportSink {
       existing = new Map([['id', 'text']]);
       this.columns.set(plan.pgTable, existing);
       this.layouts.delete(plan.pgTable);
+      if (this.deletions === 'mark') await this.ensureDeletionColumns(db, plan);
     }
     const write = new Map<number, ColumnType>();
     const changes: string[] = [];
@@ -635,6 +710,37 @@ function rowId(plan: TablePlan, row: readonly Cell[], n: number): string {
   return typeof raw === 'object' && !(raw instanceof Date) ? JSON.stringify(raw) : String(raw);
 }
 
+const NO_COLUMNS: ReadonlySet<number> = new Set();
+
+/**
+ * Deletes (`remove`) or marks (`mark`) the rows of `table` whose id is one of `ids` or starts with one
+ * of them followed by `.`, each with the time at the same position in `times`. The prefix test is a
+ * byte range (`id >= 'x.'` and `< 'x/'`, `/` following `.` in ASCII), which the primary key of a table
+ * we created (`COLLATE "C"`) answers from its index.
+ */
+export async function removeOrMark(
+  db: SqlConnection,
+  table: string,
+  mode: 'remove' | 'mark',
+  ids: readonly string[],
+  times: readonly string[],
+): Promise<number> {
+  const id = quoteIdent('id');
+  const match =
+    `(t.${id} = d.rid OR (t.${id} COLLATE "C" >= d.rid || '.' COLLATE "C" ` +
+    `AND t.${id} COLLATE "C" < d.rid || '/' COLLATE "C"))`;
+  const source = 'unnest($1::text[], $2::timestamptz[]) AS d(rid, at)';
+  const result =
+    mode === 'remove'
+      ? await db.query(`DELETE FROM ${table} AS t USING ${source} WHERE ${match}`, [ids, times])
+      : await db.query(
+          `UPDATE ${table} AS t SET ${quoteIdent(DELETED_COLUMN)} = true, ${quoteIdent(DELETED_AT_COLUMN)} = d.at ` +
+            `FROM ${source} WHERE ${match} AND NOT t.${quoteIdent(DELETED_COLUMN)}`,
+          [ids, times],
+        );
+  return result.rowCount ?? 0;
+}
+
 /** The segment that takes the batch's next lines for this column list. */
 function segmentFor(batch: Batch, names: string): Segment {
   let segment = batch.segments[batch.segments.length - 1];
@@ -650,7 +756,11 @@ function segmentFor(batch: Batch, names: string): Segment {
  * earlier ones, exactly as applying the upserts one after the other would (ON CONFLICT cannot touch a
  * row twice per statement). Rows are not copied unless a later one merges into them.
  */
-export function mergeById(plan: TablePlan, rows: readonly Cell[][]): { rows: Cell[][]; ids: string[] } {
+export function mergeById(
+  plan: TablePlan,
+  rows: readonly Cell[][],
+  overwrite: ReadonlySet<number> = NO_COLUMNS,
+): { rows: Cell[][]; ids: string[] } {
   const at = new Map<string, number>();
   const out: Cell[][] = [];
   const ids: string[] = [];
@@ -675,7 +785,7 @@ export function mergeById(plan: TablePlan, rows: readonly Cell[][]): { rows: Cel
     }
     for (let i = 0; i < row.length; i++) {
       const cell = row[i];
-      if (cell !== null && cell !== undefined) earlier[i] = cell;
+      if ((cell !== null && cell !== undefined) || overwrite.has(i)) earlier[i] = cell ?? null;
     }
   }
   return { rows: out, ids };
