@@ -18,7 +18,8 @@ import { jsonLinesProgress, ttyProgress } from '../export/progress';
 import { JsonLinesSink, rawRecordsPlan } from '../export/raw-records';
 import { type ExportSummary, type ProgressListener, runExport } from '../export/run';
 import type { SourcePlan } from '../query/types';
-import { DELETION_MODES, type DeletionMode, type ExportSink } from '../sinks/types';
+import { isSingleFileOutput } from '../sinks';
+import { DELETION_MODES, type DeletionMode, type ExportSink, type OutputFormat } from '../sinks/types';
 import {
   booleanFlag,
   formatHelp,
@@ -68,15 +69,28 @@ export interface RunSettings {
 
 /**
  * `--deletions`, default `remove`: the tables then hold what HQ holds (DET keeps archived and deleted
- * records forever). Raw JSON lines (`--resource`) are a copy of what HQ served, so they ignore them.
+ * records forever). Two outputs cannot take deletions and default to `ignore`: raw JSON lines
+ * (`--resource`), a copy of what HQ served, and DET's single files (`reports.zip`, a workbook, json
+ * on standard output), written as rows come and never rewritten.
  */
-export function deletionModeFromFlag(value: string | undefined, format: string): DeletionMode {
-  if (value === undefined) return format === 'jsonl' ? 'ignore' : 'remove';
+export function deletionModeFromFlag(
+  value: string | undefined,
+  format: string,
+  output: string,
+): DeletionMode {
+  const single =
+    format !== 'sql' &&
+    format !== 'jsonl' &&
+    isSingleFileOutput(format === 'xls' ? 'xlsx' : (format as OutputFormat), output);
+  const fixed = format === 'jsonl' || single;
+  if (value === undefined) return fixed ? 'ignore' : 'remove';
   if (!(DELETION_MODES as readonly string[]).includes(value))
     throw new UsageError(`--deletions expects ${DELETION_MODES.join(', ')} (got "${value}")`);
-  if (format === 'jsonl' && value !== 'ignore')
+  if (fixed && value !== 'ignore')
     throw new UsageError(
-      '--deletions: raw JSON lines (--output-format jsonl) keep what HQ served; use ignore',
+      format === 'jsonl'
+        ? '--deletions: raw JSON lines (--output-format jsonl) keep what HQ served; use ignore'
+        : `--deletions ${value} needs an output that can remove rows: a folder or s3:// prefix (one object per table and run, with deletions files) or sql; ${output} is a single file written once`,
     );
   return value as DeletionMode;
 }
@@ -187,7 +201,7 @@ export function settingsFromFlags(flags: ParsedFlags, io: CommandIO): RunSetting
     dumpQuery: booleanFlag(flags, 'dump-query'),
     progress: (progressFlag as RunSettings['progress'] | undefined) ?? (io.stderr.isTTY ? 'tty' : 'json'),
     allowInsecureHttp,
-    deletions: deletionModeFromFlag(stringFlag(flags, 'deletions'), format),
+    deletions: deletionModeFromFlag(stringFlag(flags, 'deletions'), format, output),
   };
 }
 
