@@ -243,5 +243,5 @@ describe('deletions in PostgreSQL', () => {
     } finally {
       await db.close();
     }
-  });
+  }, 300_000);
 });
