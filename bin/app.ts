@@ -6,6 +6,7 @@ import { App, Validations } from 'aws-cdk-lib';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { loadExportsConfig } from '../functions/config/load';
 import { ConfigError } from '../functions/config/parse';
+import { loadQueryFileTables } from '../lib/analytics';
 import { CommCareExportStack } from '../lib/stack';
 
 const configFile = process.env.EXPORTS_CONFIG ?? 'exports.config.example.yaml';
@@ -20,6 +21,13 @@ try {
   }
   throw error;
 }
+
+// Parquet exports get a Glue table per query table: compile their query files before the (synchronous) synth.
+await loadQueryFileTables(
+  config.exports
+    .filter((e) => e.output.type === 's3' && e.output.format === 'parquet')
+    .map((e) => e.queryFilePath),
+);
 
 const app = new App();
 Validations.of(app).addPlugins(new AwsSolutionsChecks(app));

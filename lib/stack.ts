@@ -11,6 +11,7 @@ import { exportJobs } from '../functions/config/job';
 import { credentialSecretOutputKey, stateMachineOutputKey } from '../functions/config/naming';
 import type { ExportsConfig } from '../functions/config/parse';
 import { maxRunGapSeconds } from '../functions/config/schedule';
+import { ExportAnalytics, queryFileTables } from './analytics';
 import { Credential } from './credential';
 import { ExportBucket } from './export-bucket';
 import { ExportDatabase } from './export-database';
@@ -175,6 +176,16 @@ export class CommCareExportStack extends Stack {
         namePrefix: config.stackName,
       });
       pipelines.set(exp.name, pipeline);
+      // Parquet exports get a Glue catalog, latest-state views and an Athena workgroup (lib/analytics.ts).
+      if (exp.output.type === 's3' && exp.output.format === 'parquet' && this.bucket) {
+        new ExportAnalytics(this, `${exp.name}-Analytics`, {
+          exportName: exp.name,
+          namePrefix: config.stackName,
+          bucket: this.bucket.bucket,
+          prefix: exp.output.prefix,
+          tables: queryFileTables(exp.queryFilePath),
+        });
+      }
 
       const gap = maxRunGapSeconds(exp.schedule.cron);
       const staleSeconds = gap === null ? null : gap * config.staleRunMultiple;

@@ -1,0 +1,390 @@
+/**
+ * Makes a Parquet S3 export queryable the minute its first run finishes: a Glue database, one Glue
+ * table per query table (columns and types from the query file, read at synth; partition projection
+ * on `run_date`, so no crawler and no `MSCK REPAIR`), a `<table>_latest` view and named query per
+ * table with an `id`, an Athena workgroup whose results are encrypted, and an analyst role that can
+ * query them and read the export's prefix, nothing else.
+ */
+import { execFileSync } from 'node:child_process';
+import { Aws, type CfnResource, Stack, Validations } from 'aws-cdk-lib';
+import * as athena from 'aws-cdk-lib/aws-athena';
+import * as glue from 'aws-cdk-lib/aws-glue';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import type * as s3 from 'aws-cdk-lib/aws-s3';
+import { Construct } from 'constructs';
+import type { TableSpec } from '../functions/query/types';
+import { tableFolder } from '../functions/sinks/file-sink';
+import {
+  athenaName,
+  athenaSqlType,
+  catalogTableName,
+  glueType,
+  PARTITION_COLUMN,
+  parquetColumns,
+} from '../functions/sinks/formats/parquet/columns';
+import {
+  latestColumns,
+  latestStateSql,
+  quoteIdentifier,
+} from '../functions/sinks/formats/parquet/latest-sql';
+
+/** Where Athena writes query results, under the exports bucket (outside every export's prefix). */
+export const ATHENA_RESULTS_PREFIX = 'athena-results/';
+
+/** First `run_date` partition projection enumerates; Athena stops at today (`NOW`). */
+const PROJECTION_START = '2020-01-01';
+
+export interface ExportAnalyticsProps {
+  /** The export's name; names the database (`<stack>_<export>`, Athena spelling) and the workgroup. */
+  readonly exportName: string;
+  /** Prefix of resource names (the stack name). */
+  readonly namePrefix: string;
+  /** The exports bucket. */
+  readonly bucket: s3.IBucket;
+  /** The export's key prefix in the bucket, ending with "/" (e.g. `forms/`). */
+  readonly prefix: string;
+  /** The query file's tables (`queryFileTables`), in the order the query file has them. */
+  readonly tables: readonly TableSpec[];
+}
+
+const TABLES_OF_QUERY_FILE = [
+  'const [queryModule, file] = process.argv.slice(1);',
+  'const { compileQueryFile } = await import(queryModule);',
+  "const compiled = await compileQueryFile(file, { baseUrl: 'https://www.commcarehq.org' });",
+  'const tables = compiled.sources.flatMap((s) => s.tables.map((t) => ({ name: t.name, headings: t.headings, dataTypes: t.dataTypes })));',
+  'process.stdout.write(JSON.stringify(tables));',
+].join('\n');
+
+/**
+ * The command that prints a query file's tables as JSON: a child Node process (through tsx, which
+ * loads the TypeScript sources) that compiles the file as the export function compiles it.
+ */
+export function queryFileTablesCommand(queryFilePath: string): { command: string; args: string[] } {
+  const queryModule = new URL('../functions/query/index.ts', import.meta.url).href;
+  return {
+    command: process.execPath,
+    args: ['--import', 'tsx', '--input-type=module', '-e', TABLES_OF_QUERY_FILE, queryModule, queryFilePath],
+  };
+}
+
+const tablesByFile = new Map<string, TableSpec[]>();
+
+function distinctTables(tables: readonly TableSpec[]): TableSpec[] {
+  const seen = new Set<string>();
+  return tables
+    .filter((t) => !seen.has(t.name) && seen.add(t.name))
+    .map((t) => ({ name: t.name, headings: [...t.headings], dataTypes: [...t.dataTypes] }));
+}
+
+/**
+ * Compiles the query files in this process and keeps their tables for `queryFileTables`. The CDK app
+ * calls it before building the stack; synth itself is synchronous, and reading a workbook is not.
+ */
+export async function loadQueryFileTables(queryFilePaths: readonly string[]): Promise<void> {
+  const { compileQueryFile } = await import('../functions/query');
+  for (const path of queryFilePaths) {
+    const compiled = await compileQueryFile(path, { baseUrl: 'https://www.commcarehq.org' });
+    tablesByFile.set(path, distinctTables(compiled.sources.flatMap((s) => s.tables)));
+  }
+}
+
+/**
+ * The tables of a DET query file, compiled as the export function compiles it: those loaded by
+ * `loadQueryFileTables`, else compiled now in a child process (synth is synchronous).
+ */
+export function queryFileTables(queryFilePath: string): TableSpec[] {
+  const loaded = tablesByFile.get(queryFilePath);
+  if (loaded) return loaded;
+  const { command, args } = queryFileTablesCommand(queryFilePath);
+  const out = execFileSync(command, args, { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  const tables = distinctTables(JSON.parse(out) as TableSpec[]);
+  tablesByFile.set(queryFilePath, tables);
+  return tables;
+}
+
+/** Glue database names: lower case, letters, digits and `_`, at most 255 characters. */
+export function analyticsDatabaseName(namePrefix: string, exportName: string): string {
+  return athenaName(`${namePrefix}_${exportName}`).slice(0, 255);
+}
+
+export class ExportAnalytics extends Construct {
+  /** Name of the Glue database (the Athena schema). */
+  public readonly databaseName: string;
+  /** Name of the Athena workgroup analysts query in. */
+  public readonly workGroupName: string;
+  public readonly database: glue.CfnDatabase;
+  public readonly workGroup: athena.CfnWorkGroup;
+  /** Glue table per query table, by the query's table name. */
+  public readonly tables: ReadonlyMap<string, glue.CfnTable>;
+  /** Role an analyst (any principal of this account allowed to assume it) uses to query this export. */
+  public readonly analystRole: iam.Role;
+
+  constructor(scope: Construct, id: string, props: ExportAnalyticsProps) {
+    super(scope, id);
+    if (!/^[^*?]+\/$/.test(props.prefix) || props.prefix.startsWith(ATHENA_RESULTS_PREFIX)) {
+      throw new Error(
+        `ExportAnalytics ${props.exportName}: prefix ${JSON.stringify(props.prefix)} must end with "/" and not be under ${ATHENA_RESULTS_PREFIX}`,
+      );
+    }
+    const { bucket, prefix } = props;
+    const db = analyticsDatabaseName(props.namePrefix, props.exportName);
+    this.databaseName = db;
+    this.workGroupName = `${props.namePrefix}-${props.exportName}`;
+    const resultsPrefix = `${ATHENA_RESULTS_PREFIX}${props.exportName}/`;
+
+    this.database = new glue.CfnDatabase(this, 'Database', {
+      catalogId: Aws.ACCOUNT_ID,
+      databaseInput: {
+        name: db,
+        description: `CommCare export ${props.exportName}: Parquet under s3://<exports bucket>/${prefix}`,
+      },
+    });
+
+    this.workGroup = new athena.CfnWorkGroup(this, 'WorkGroup', {
+      name: this.workGroupName,
+      description: `Queries over the CommCare export ${props.exportName}`,
+      recursiveDeleteOption: true,
+      state: 'ENABLED',
+      workGroupConfiguration: {
+        enforceWorkGroupConfiguration: true,
+        publishCloudWatchMetricsEnabled: true,
+        resultConfiguration: {
+          outputLocation: `s3://${bucket.bucketName}/${resultsPrefix}`,
+          encryptionConfiguration: { encryptionOption: 'SSE_S3' },
+        },
+      },
+    });
+
+    const names = new Map<string, string>();
+    const tables = new Map<string, glue.CfnTable>();
+    for (const table of props.tables) {
+      const name = catalogTableName(table.name);
+      const other = names.get(name) ?? names.get(`${name}_latest`) ?? names.get(`${name}_deletions`);
+      if (other !== undefined) {
+        throw new Error(
+          `ExportAnalytics ${props.exportName}: tables "${other}" and "${table.name}" would both be "${name}" in Athena; rename one of them`,
+        );
+      }
+      for (const n of [name, `${name}_latest`, `${name}_deletions`]) names.set(n, table.name);
+      const location = `s3://${bucket.bucketName}/${prefix}${tableFolder(table.name)}/`;
+      const logical = athenaName(table.name);
+
+      const data = new glue.CfnTable(this, `Table-${logical}`, {
+        catalogId: Aws.ACCOUNT_ID,
+        databaseName: db,
+        tableInput: {
+          name,
+          description: `Query table "${table.name}" (one Parquet file per run and part)`,
+          tableType: 'EXTERNAL_TABLE',
+          parameters: {
+            classification: 'parquet',
+            EXTERNAL: 'TRUE',
+            'parquet.compression': 'SNAPPY',
+            'projection.enabled': 'true',
+            [`projection.${PARTITION_COLUMN}.type`]: 'date',
+            [`projection.${PARTITION_COLUMN}.format`]: 'yyyy-MM-dd',
+            [`projection.${PARTITION_COLUMN}.range`]: `${PROJECTION_START},NOW`,
+            [`projection.${PARTITION_COLUMN}.interval`]: '1',
+            [`projection.${PARTITION_COLUMN}.interval.unit`]: 'DAYS',
+            'storage.location.template': `${location}${PARTITION_COLUMN}=\${${PARTITION_COLUMN}}/`,
+          },
+          partitionKeys: [{ name: PARTITION_COLUMN, type: 'string', comment: 'UTC date the run started' }],
+          storageDescriptor: {
+            location,
+            inputFormat: 'org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat',
+            outputFormat: 'org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat',
+            serdeInfo: {
+              serializationLibrary: 'org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe',
+            },
+            columns: parquetColumns(table).map((c) => ({
+              name: c.name,
+              type: glueType(c.type),
+              ...(c.heading !== null && c.heading !== c.name
+                ? { comment: `query column "${c.heading}"` }
+                : {}),
+            })),
+          },
+        },
+      });
+      data.addDependency(this.database);
+      tables.set(table.name, data);
+
+      const sql = latestStateSql(table, {
+        source: `${quoteIdentifier(db)}.${quoteIdentifier(name)}`,
+        deletions: `${quoteIdentifier(db)}.${quoteIdentifier(`${name}_deletions`)}`,
+      });
+      if (sql === null) continue;
+
+      // Deletion records (`<table>/deletions/<run-id>.csv`), read as text. Partition projection keeps
+      // the Parquet table from reading this folder, which lies inside its location.
+      const deletions = new glue.CfnTable(this, `Deletions-${logical}`, {
+        catalogId: Aws.ACCOUNT_ID,
+        databaseName: db,
+        tableInput: {
+          name: `${name}_deletions`,
+          description: `Deletion records of "${table.name}" (id, deleted_at, reason)`,
+          tableType: 'EXTERNAL_TABLE',
+          parameters: { classification: 'csv', EXTERNAL: 'TRUE', 'skip.header.line.count': '1' },
+          storageDescriptor: {
+            location: `${location}deletions/`,
+            inputFormat: 'org.apache.hadoop.mapred.TextInputFormat',
+            outputFormat: 'org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat',
+            serdeInfo: {
+              serializationLibrary: 'org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe',
+              parameters: { 'field.delim': ',' },
+            },
+            columns: [
+              { name: 'id', type: 'string' },
+              { name: 'deleted_at', type: 'string' },
+              { name: 'reason', type: 'string' },
+            ],
+          },
+        },
+      });
+      deletions.addDependency(this.database);
+
+      // An Athena view stored in Glue: the SQL and its columns in the `/* Presto View: base64 */` form
+      // Athena writes for CREATE VIEW.
+      const columns = latestColumns(table);
+      const view = new glue.CfnTable(this, `Latest-${logical}`, {
+        catalogId: Aws.ACCOUNT_ID,
+        databaseName: db,
+        tableInput: {
+          name: `${name}_latest`,
+          description: `Current state of "${table.name}": one row per id, the newest run's version, deleted rows left out`,
+          tableType: 'VIRTUAL_VIEW',
+          parameters: { presto_view: 'true', comment: 'Presto View' },
+          viewOriginalText: prestoView(
+            sql,
+            db,
+            columns.map((c) => ({ name: c.name, type: athenaSqlType(c.type) })),
+          ),
+          viewExpandedText: '/* Presto View */',
+          storageDescriptor: {
+            columns: columns.map((c) => ({ name: c.name, type: glueType(c.type) })),
+            serdeInfo: {},
+          },
+        },
+      });
+      view.addDependency(data);
+      view.addDependency(deletions);
+
+      const named = new athena.CfnNamedQuery(this, `LatestQuery-${logical}`, {
+        name: `${name}_latest`,
+        description: `Current state of "${table.name}" (the same SQL as the view ${name}_latest)`,
+        database: db,
+        workGroup: this.workGroupName,
+        queryString: sql,
+      });
+      named.addDependency(this.workGroup);
+      named.addDependency(this.database);
+    }
+    this.tables = tables;
+
+    this.analystRole = new iam.Role(this, 'AnalystRole', {
+      assumedBy: new iam.AccountRootPrincipal(),
+      description: `Query the CommCare export ${props.exportName} in Athena (workgroup ${this.workGroupName})`,
+    });
+    this.grantQuery(this.analystRole, bucket, prefix, resultsPrefix);
+  }
+
+  /**
+   * Lets `grantee` run queries in this export's workgroup: read the catalog of its database, read
+   * the export's prefix, and write and read query results under its own results prefix.
+   */
+  private grantQuery(
+    grantee: iam.IGrantable,
+    bucket: s3.IBucket,
+    prefix: string,
+    resultsPrefix: string,
+  ): void {
+    const stack = Stack.of(this);
+    const workGroupArn = stack.formatArn({
+      service: 'athena',
+      resource: 'workgroup',
+      resourceName: this.workGroupName,
+    });
+    iam.Grant.addToPrincipal({
+      grantee,
+      actions: [
+        'athena:StartQueryExecution',
+        'athena:StopQueryExecution',
+        'athena:GetQueryExecution',
+        'athena:GetQueryResults',
+        'athena:GetQueryResultsStream',
+        'athena:ListQueryExecutions',
+        'athena:GetWorkGroup',
+        'athena:ListNamedQueries',
+        'athena:GetNamedQuery',
+        'athena:BatchGetNamedQuery',
+        'athena:BatchGetQueryExecution',
+      ],
+      resourceArns: [workGroupArn],
+    });
+    iam.Grant.addToPrincipal({
+      grantee,
+      actions: [
+        'glue:GetDatabase',
+        'glue:GetTable',
+        'glue:GetTables',
+        'glue:GetPartition',
+        'glue:GetPartitions',
+      ],
+      resourceArns: [
+        stack.formatArn({ service: 'glue', resource: 'catalog' }),
+        stack.formatArn({ service: 'glue', resource: 'database', resourceName: this.databaseName }),
+        stack.formatArn({ service: 'glue', resource: 'table', resourceName: `${this.databaseName}/*` }),
+      ],
+    });
+    iam.Grant.addToPrincipal({
+      grantee,
+      actions: ['s3:GetObject'],
+      resourceArns: [bucket.arnForObjects(`${prefix}*`)],
+    });
+    iam.Grant.addToPrincipal({
+      grantee,
+      actions: ['s3:GetObject', 's3:PutObject', 's3:AbortMultipartUpload', 's3:ListMultipartUploadParts'],
+      resourceArns: [bucket.arnForObjects(`${resultsPrefix}*`)],
+    });
+    iam.Grant.addToPrincipal({
+      grantee,
+      actions: ['s3:ListBucket'],
+      resourceArns: [bucket.bucketArn],
+      conditions: { StringLike: { 's3:prefix': [`${prefix}*`, `${resultsPrefix}*`] } },
+    });
+    iam.Grant.addToPrincipal({
+      grantee,
+      actions: ['s3:GetBucketLocation', 's3:ListBucketMultipartUploads'],
+      resourceArns: [bucket.bucketArn],
+    });
+    const principal = grantee.grantPrincipal;
+    const bucketResource = bucket.node.defaultChild as CfnResource | undefined;
+    if (principal instanceof Construct && bucketResource) {
+      const bucketArn = `<${stack.getLogicalId(bucketResource)}.Arn>`;
+      Validations.of(principal).acknowledge(
+        {
+          id: `AwsSolutions-IAM5[Resource::${bucketArn}/${prefix}*]`,
+          reason: `Analysts read the files of every run of this export, under its own prefix ${prefix} only.`,
+        },
+        {
+          id: `AwsSolutions-IAM5[Resource::${bucketArn}/${resultsPrefix}*]`,
+          reason: `Athena writes this workgroup's query results under its own prefix ${resultsPrefix}.`,
+        },
+        {
+          id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:glue:<AWS::Region>:<AWS::AccountId>:table/${this.databaseName}/*]`,
+          reason: `Read-only catalog access to the tables of this export's own Glue database ${this.databaseName}, including tables a later deploy adds.`,
+        },
+      );
+    }
+  }
+}
+
+/** Athena's stored form of a view: the SQL and its output columns, base64 JSON in a comment. */
+export function prestoView(
+  sql: string,
+  schema: string,
+  columns: readonly { name: string; type: string }[],
+): string {
+  const view = { originalSql: sql, catalog: 'awsdatacatalog', schema, columns };
+  return `/* Presto View: ${Buffer.from(JSON.stringify(view), 'utf8').toString('base64')} */`;
+}
