@@ -142,10 +142,12 @@ export function makeHandler(args: {
     const ageDays = (now().getTime() - Date.parse(secret.createdAt)) / 86_400_000;
     if (Number.isFinite(ageDays) && ageDays >= 0)
       metrics.addMetric('KeyAgeDays', MetricUnit.Count, Math.floor(ageDays));
+    // The deployment's settings win over the copy in the secret: the copy is only refreshed at the next
+    // rotation, and CloudFormation never writes the secret (see lib/credential.ts).
     return {
-      username: secret.username || job.credential.username,
+      username: job.credential.username || secret.username,
       apiKey: secret.key,
-      baseUrl: secret.baseUrl || job.credential.baseUrl,
+      baseUrl: job.credential.baseUrl || secret.baseUrl,
       ...(secret.keyName ? { keyName: secret.keyName } : {}),
     };
   }

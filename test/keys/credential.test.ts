@@ -31,7 +31,8 @@ function synth(props: Partial<ConstructorParameters<typeof Credential>[2]> = {})
   return { template: Template.fromStack(stack), credential };
 }
 
-describe('Credential construct', () => {
+// Synthesis on a loaded 2-core machine can take well over a minute for the first test.
+describe('Credential construct', { timeout: 240_000 }, () => {
   it('rotates monthly on the rotation day at local noon with a cron override', () => {
     const { template } = synth();
 
