@@ -16,6 +16,7 @@ import {
   type SecretsManagerClient,
 } from '@aws-sdk/client-secrets-manager';
 import { KeyUsageError } from './errors';
+import { monthOfKeyName, replacementKeyName } from './months';
 import { checkSubmission } from './rotation';
 import { isPlaceholderText, parseCredentialSecret, type Submission } from './secret';
 import {
@@ -101,6 +102,24 @@ export async function rotateNow(
   now: Date,
   wait: WaitOptions = {},
 ): Promise<{ rotationVersion: string; verdict: RotationVerdict }> {
+  const text = (await sm.send(new GetSecretValueCommand({ SecretId: secretId, VersionStage: AWSCURRENT })))
+    .SecretString;
+  if (isPlaceholderText(text)) {
+    throw new KeyUsageError(
+      'there is no key to replace yet: submit the first key with "ccexport keys submit"',
+    );
+  }
+  const current = parseCredentialSecret(text, `secret ${secretId} (AWSCURRENT)`);
+  if (current.provider === 'commcare') {
+    const month = monthOfKeyName(current.policy.namePrefix, current.keyName);
+    const name = month
+      ? replacementKeyName(current.policy.namePrefix, current.keyName, month)
+      : '<prefix>-YYYY-MM-b';
+    throw new KeyUsageError(
+      `CommCare HQ keys are created by a person: create "${name}" in HQ, run "ccexport keys submit <credential> --name ${name}", ` +
+        `then deactivate "${current.keyName}" in HQ`,
+    );
+  }
   await setTag(sm, secretId, TAG_ROTATE_NOW, now.toISOString());
   const rotationVersion = await startRotation(sm, secretId, now);
   return { rotationVersion, verdict: await waitForRotation(sm, secretId, rotationVersion, undefined, wait) };

@@ -15,6 +15,7 @@ import type { RunningServer } from '../support/providers/common';
 import { drivingClient, readCurrent, rotate } from './fixtures';
 
 const FIRST_KEY = 'firstKeyPutOnContactA00000000000000';
+const SITE_KEY = 'theCiviCrmSiteKey0000000000';
 let sm: SecretsManagerClient;
 const servers: RunningServer[] = [];
 
@@ -34,9 +35,10 @@ function io(input: string) {
   return { io: { stdin: Readable.from([input]), stdout, stderr, isTTY: false }, text: () => out.join('') };
 }
 
-async function deployed() {
-  const perms = ['edit api keys', 'authenticate with api key'];
+async function deployed(guard: 'permission' | 'site key' = 'permission') {
+  const perms = guard === 'permission' ? ['edit api keys', 'authenticate with api key'] : ['edit api keys'];
   const server = await startCiviCrmServer({
+    ...(guard === 'site key' ? { siteKey: SITE_KEY } : {}),
     contacts: [
       { id: 100, display_name: 'Exporter A', api_key: FIRST_KEY, permissions: perms },
       { id: 101, display_name: 'Exporter B', api_key: null, permissions: perms },
@@ -106,5 +108,24 @@ describe('CiviCRM first key, as docs/keys/civicrm.md says', () => {
 
     expect(code).toBe(1);
     expect(submit.text()).toMatch(/authenticates contact 100,? but it was submitted for contact 101/);
+  });
+
+  it('takes the site key with --site-key when the contacts authenticate through it', async () => {
+    const { server, name, id, settings } = await deployed('site key');
+    let now = new Date('2026-01-10T12:00:00Z');
+    const client = drivingClient({ sm, now: () => now, settings });
+
+    const submit = io(`${FIRST_KEY}\n${SITE_KEY}\n`);
+    const code = await runKeysCommand(['submit', name, '--key-id', '100', '--site-key'], submit.io, {
+      secretsManager: client,
+      now: () => now,
+    });
+    now = new Date('2026-01-24T12:00:00Z');
+    await rotate({ sm, now: () => now, settings }, id);
+
+    expect(code).toBe(0);
+    expect(submit.text()).not.toContain(SITE_KEY);
+    expect(((await readCurrent(sm, id)) as CiviCrmSecret).providerKeyId).toBe('101');
+    expect(server.contact(101)?.api_key).toBe((await readCurrent(sm, id)).key);
   });
 });

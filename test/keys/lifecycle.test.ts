@@ -170,6 +170,23 @@ describe('ccexport keys rotate --now', () => {
   });
 });
 
+describe('ccexport keys rotate --now on CommCare HQ', () => {
+  it('fails with what the person must do, since HQ keys are made by hand', async () => {
+    const id = await createCredential(sm, baseDoc('commcare', 'http://127.0.0.1:9', 'hq-key-0000000000'));
+    const t = io('');
+
+    const code = await runKeysCommand(['rotate', id, '--now'], t.io, {
+      secretsManager: sm,
+      now: () => new Date('2026-01-10T12:00:00Z'),
+    });
+
+    expect(code).toBe(2);
+    expect(t.text()).toMatch(
+      /create "det-2026-01-b" in HQ, run "ccexport keys submit <credential> --name det-2026-01-b"/,
+    );
+  });
+});
+
 describe('small things', () => {
   it('prints the usage and exits 0 for keys --help', async () => {
     const t = io('');
