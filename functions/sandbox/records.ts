@@ -247,8 +247,11 @@ export class ProjectModel {
     if (kind === 'change') return this.changeArchived.get(j) ?? false;
     const inPlace = this.archivedInPlace.get(i);
     if (inPlace !== undefined) return inPlace;
+    // A re-index that modified nothing keeps the archived flag of the version before it.
+    const at = this.forms.contentAt(i, j);
+    const atKind = at === j ? kind : this.forms.event(at).kind;
     // An edit of an old form sometimes archives it: a pull already past it never learns (HQ quirk).
-    return kind === 'original' ? hash(this.salt, 12, i) % 40 === 0 : hash(this.salt, 13, j) % 6 === 0;
+    return atKind === 'original' ? hash(this.salt, 12, i) % 40 === 0 : hash(this.salt, 13, at) % 6 === 0;
   }
   formUser(i: number): number {
     return hash(this.salt, 14, i) % this.mobileUsers;
@@ -266,8 +269,11 @@ export class ProjectModel {
   caseOwner(k: number): number {
     return hash(this.salt, 21, k) % this.mobileUsers;
   }
+  /** Whether case event j shows the case closed (a re-index that modified nothing keeps the state before it). */
   caseClosed(j: number, kind: EventKind): boolean {
-    return kind !== 'original' && hash(this.salt, 23, j) % 3 === 0;
+    const at = this.cases.contentAt(this.cases.event(j).record, j);
+    const atKind = at === j ? kind : this.cases.event(at).kind;
+    return atKind !== 'original' && hash(this.salt, 23, at) % 3 === 0;
   }
 
   userId(u: number): string {
@@ -331,6 +337,41 @@ export class ProjectModel {
 
   userIndex(id: string): number {
     return this.indexOf('mobile worker', id, this.mobileUsers, (u) => this.userId(u));
+  }
+
+  /**
+   * How long before its first indexing a record was received: nothing for most, hours to days for one
+   * in 30 (indexing backlogs, re-processed submissions). Such a record reaches the index after records
+   * received later, which is what a pager on received_on or server_modified_on misses and one on
+   * indexed_on does not (HQ's reason for `indexed_on`).
+   */
+  private indexingDelay(salt: number, n: number): number {
+    return hash(this.salt, salt, n) % 30 === 0
+      ? 3_600_000_000 * (1 + (hash(this.salt, salt + 1, n) % 240))
+      : 0;
+  }
+
+  /** received_on of form i: its first receipt, the same in every version. */
+  formReceived(i: number): number {
+    return this.forms.received(this.forms.versions(i)[0]!) - this.indexingDelay(16, i);
+  }
+
+  /** server_modified_on of form i as of event j: its last modification (archiving included). */
+  formServerModified(i: number, j: number): number {
+    const at = this.forms.modifiedAt(i, j);
+    return at === this.forms.versions(i)[0] ? this.formReceived(i) : this.forms.received(at);
+  }
+
+  /** server_date_modified of case k as of event j: its last modification, not its last re-index. */
+  caseServerModified(k: number, j: number): number {
+    const at = this.cases.contentAt(k, j);
+    return this.cases.received(at) - (at === this.cases.versions(k)[0] ? this.indexingDelay(18, k) : 0);
+  }
+
+  /** date_modified of case k as of event j: the phone's clock, a little before the server's. */
+  casePhoneModified(k: number, j: number): number {
+    const at = this.cases.contentAt(k, j);
+    return this.caseServerModified(k, j) - 1_000_000 - (hash(this.salt, 62, at) % 3_000_000);
   }
 
   /** Whether form i's latest version is archived. */
@@ -401,13 +442,15 @@ export class ProjectModel {
     const type = FORM_TYPES[this.formTypeIndex(i)]!;
     const id = this.formId(i);
     const t = this.forms;
-    // A change event (archive, unarchive) keeps the content of the version before it.
-    const contentAt = kind === 'change' ? t.contentEvent(i) : j;
-    const contentKind = kind === 'change' ? t.event(contentAt).kind : kind;
+    // A change event (archive, unarchive), or a re-index that modified nothing, keeps the content of the
+    // version before it. received_on is the first receipt; server_modified_on the last modification.
+    const contentAt = t.contentAt(i, j);
+    const contentKind = t.event(contentAt).kind;
     const indexedOn = t.time(j);
-    const received = t.received(j);
+    const firstReceived = this.formReceived(i);
+    const received = firstReceived;
+    const serverModified = this.formServerModified(i, j);
     const editedOn = t.received(contentAt);
-    const firstReceived = t.received(t.versions(i)[0]!);
     const user = this.formUser(i);
     const userId = this.userId(user);
     const username = this.mobileUsername(user).split('@')[0]!;
@@ -530,7 +573,7 @@ export class ProjectModel {
       is_phone_submission: true,
       submit_ip: `10.0.${user % 256}.${(hash(this.salt, 50, i) % 250) + 1}`,
       received_on: formatMicros(received, 'Z'),
-      server_modified_on: formatMicros(received, 'Z'),
+      server_modified_on: formatMicros(serverModified, 'Z'),
       indexed_on: formatMicros(indexedOn, 'Z'),
       // Couch's edited_on is a naive datetime (form.yaml in HQ's OpenAPI description).
       edited_on: edited ? formatMicros(editedOn, 'naive') : null,
@@ -569,13 +612,16 @@ export class ProjectModel {
     const rng = new Rng(hash(this.salt, 60, k));
     const t = this.cases;
     const first = t.versions(k)[0]!;
-    const opened = t.received(first) - 5_000_000;
-    const modified = t.received(j);
+    const opened = this.caseServerModified(k, first) - 5_000_000;
+    // A re-index that modified nothing keeps the content and server_date_modified of the version before it.
+    const at = t.contentAt(k, j);
+    const atKind = at === j ? kind : t.event(at).kind;
+    const modified = this.caseServerModified(k, j);
     const type = this.caseType(k);
     const owner = this.userId(this.caseOwner(k));
     const name = this.personName(hash(this.salt, 61, k));
     const closed = this.caseClosed(j, kind);
-    const visits = kind === 'original' ? 0 : kind === 'reindex' ? 1 : 2;
+    const visits = atKind === 'original' ? 0 : atKind === 'reindex' ? 1 : 2;
     const properties: Record<string, string> = {};
     if (type === 'household') {
       properties.household_size = String(rng.range(1, 9));
@@ -605,14 +651,14 @@ export class ProjectModel {
       externalId: rng.chance(0.3) ? null : `EXT-${String(k).padStart(7, '0')}`,
       opened,
       modified,
-      phoneModified: modified - 1_000_000 - (hash(this.salt, 62, j) % 3_000_000),
+      phoneModified: this.casePhoneModified(k, j),
       indexedOn: t.time(j),
       closed,
       properties,
       indices,
-      user: this.userId(hash(this.salt, 63, j) % this.mobileUsers),
+      user: this.userId(hash(this.salt, 63, at) % this.mobileUsers),
       openedBy: this.userId(this.caseOwner(k)),
-      xformIds: [uuid(this.salt, 64, k), ...(kind === 'original' ? [] : [uuid(this.salt, 65, j)])],
+      xformIds: [uuid(this.salt, 64, k), ...(atKind === 'original' ? [] : [uuid(this.salt, 65, at)])],
     };
   }
 
@@ -779,8 +825,9 @@ export class ProjectModel {
   }
 
   /**
-   * v1 location. `id` is SQLLocation's integer primary key (distinct from `location_id`); the
-   * `location_type` and `parent` URIs are absolute, built from the request's host (`origin`).
+   * v1 location. `id` is SQLLocation's integer primary key (distinct from `location_id`); its
+   * `resource_uri` and the `location_type` and `parent` URIs are absolute, built from the request's host
+   * (`origin`), so that a parent URI finds its location's `resource_uri` (DET's hierarchy walk does).
    */
   locationV1(l: number, origin = DEFAULT_ORIGIN): JsonObject {
     const c = this.locationCore(l);
@@ -799,7 +846,7 @@ export class ProjectModel {
         c.parent === null ? null : `${origin}/a/${this.name}/api/location/v1/${this.locationId(c.parent)}/`,
       created_at: c.created,
       last_modified: c.modified,
-      resource_uri: `/a/${this.name}/api/location/v1/${c.id}/`,
+      resource_uri: `${origin}/a/${this.name}/api/location/v1/${c.id}/`,
     };
   }
 
@@ -841,7 +888,7 @@ export class ProjectModel {
         level === 0
           ? null
           : `${origin}/a/${this.name}/api/location_type/v1/${this.locationTypeId(level - 1)}/`,
-      resource_uri: `/a/${this.name}/api/location_type/v1/${id}/`,
+      resource_uri: `${origin}/a/${this.name}/api/location_type/v1/${id}/`,
     };
   }
 

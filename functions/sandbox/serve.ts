@@ -71,6 +71,8 @@ const CHUNK = 1024;
 class Engine {
   private readonly chunks = new Map<string, Int32Array>();
   private readonly ownerIndex = new Map<string, Map<string, number>>();
+  /** Matches sorted by a field other than indexed_on, per query (see orderedPage). */
+  readonly sorted = new Map<string, number[]>();
   constructor(readonly dataset: SandboxDataset) {}
 
   chunkCounts(key: string, total: number): Int32Array {
@@ -362,6 +364,61 @@ function applyRanges(
   return { lo, hi };
 }
 
+/**
+ * `<name>_start` / `<name>_end` on a field that does not follow indexed_on (received_on,
+ * server_modified_on, server_date_modified): a predicate per bound, inclusive as HQ's ES `gte`/`lte`.
+ */
+function addTimeFilter(
+  params: SandboxParams,
+  name: string,
+  valueAt: (j: number) => number,
+  preds: ((j: number) => boolean)[],
+  keyParts: string[],
+): void {
+  const starts = params[`${name}_start`];
+  if (starts?.length) {
+    const bound = Math.min(...starts.map((v) => parseFilterDate(`${name}_start`, v, 'v1')));
+    preds.push((j) => valueAt(j) >= bound);
+    keyParts.push(`${name}>=${bound}`);
+  }
+  const ends = params[`${name}_end`];
+  if (ends?.length) {
+    const bound = Math.max(...ends.map((v) => parseFilterDate(`${name}_end`, v, 'v1')));
+    preds.push((j) => valueAt(j) <= bound);
+    keyParts.push(`${name}<=${bound}`);
+  }
+}
+
+/**
+ * One page of matches in `order_by` order. indexed_on is the event order; any other field is a time line
+ * of its own, so its order is a sort of every match (by value, then event order), kept per query.
+ */
+function orderedPage(
+  engine: Engine,
+  scanner: Scanner,
+  total: number,
+  sort: { readonly valueAt: (j: number) => number; readonly key: string | null } | null,
+  descending: boolean,
+  offset: number,
+  limit: number,
+): number[] {
+  if (!sort) return scanner.collect(offset, limit, descending);
+  let sorted = sort.key === null ? undefined : engine.sorted.get(sort.key);
+  if (!sorted) {
+    const all = scanner.collect(0, total, false);
+    const values = new Map(all.map((j) => [j, sort.valueAt(j)]));
+    sorted = all.sort((a, b) => values.get(a)! - values.get(b)! || a - b);
+    if (sort.key !== null) {
+      if (engine.sorted.size > 16) engine.sorted.clear();
+      engine.sorted.set(sort.key, sorted);
+    }
+  }
+  const start = descending ? Math.max(0, sorted.length - offset - limit) : offset;
+  const end = descending ? sorted.length - offset : offset + limit;
+  const page = sorted.slice(start, Math.max(start, end));
+  return descending ? page.reverse() : page;
+}
+
 function combine(preds: ((j: number) => boolean)[]): ((j: number) => boolean) | null {
   if (preds.length === 0) return null;
   if (preds.length === 1) return preds[0]!;
@@ -426,7 +483,6 @@ function serveForms(engine: Engine, m: ProjectModel, req: ServeRequest): string 
   const limit = tastypieLimit(p, 1000);
   const offset = tastypieOffset(p);
   const orderBy = first(p, 'order_by') ?? '-received_on';
-  // Sandbox simplification: indexed_on, received_on and server_modified_on advance together.
   if (!/^-?(indexed_on|server_modified_on|received_on)$/.test(orderBy))
     throw new SandboxBadRequest(
       `Invalid order_by '${orderBy}'; expected indexed_on, server_modified_on or received_on, optionally with '-'`,
@@ -435,15 +491,17 @@ function serveForms(engine: Engine, m: ProjectModel, req: ServeRequest): string 
   const { lo, hi } = applyRanges(
     t,
     p,
-    [
-      { start: 'indexed_on_start', end: 'indexed_on_end', which: 'indexed' },
-      { start: 'received_on_start', end: 'received_on_end', which: 'received' },
-    ],
+    [{ start: 'indexed_on_start', end: 'indexed_on_end', which: 'indexed' }],
     visible,
     req.quirks,
   );
   const preds: ((j: number) => boolean)[] = [];
   const keyParts: string[] = ['form', m.name];
+  // received_on is the first receipt, server_modified_on the last change: neither follows indexed_on.
+  const receivedAt = (j: number) => m.formReceived(t.event(j).record);
+  const modifiedAt = (j: number) => m.formServerModified(t.event(j).record, j);
+  addTimeFilter(p, 'received_on', receivedAt, preds, keyParts);
+  addTimeFilter(p, 'server_modified_on', modifiedAt, preds, keyParts);
   const xmlns = [...(p.xmlns ?? []), ...(p['xmlns.exact'] ?? [])];
   if (xmlns.length) {
     const types = new Set(FORM_TYPES.flatMap((ft, k) => (xmlns.includes(ft.xmlns) ? [k] : [])));
@@ -481,6 +539,8 @@ function serveForms(engine: Engine, m: ProjectModel, req: ServeRequest): string 
     'indexed_on_end',
     'received_on_start',
     'received_on_end',
+    'server_modified_on_start',
+    'server_modified_on_end',
     'include_archived',
     'cases__full',
   ]);
@@ -497,7 +557,15 @@ function serveForms(engine: Engine, m: ProjectModel, req: ServeRequest): string 
   });
   const total = scanner.count();
   const casesFull = first(p, 'cases__full') === 'true';
-  const objects = scanner.collect(offset, limit, descending).map((j) => {
+  const field = orderBy.replace(/^-/, '');
+  const sort =
+    field === 'indexed_on'
+      ? null
+      : {
+          valueAt: field === 'received_on' ? receivedAt : modifiedAt,
+          key: cacheable ? `${keyParts.join('|')}|v=${visible}|o=${field}` : null,
+        };
+  const objects = orderedPage(engine, scanner, total, sort, descending, offset, limit).map((j) => {
     const e = t.event(j);
     return m.form(e.record, j, e.kind, { casesFull });
   });
@@ -559,14 +627,14 @@ function serveCasesV1(engine: Engine, m: ProjectModel, req: ServeRequest): strin
   const { lo, hi } = applyRanges(
     t,
     p,
-    [
-      { start: 'indexed_on_start', end: 'indexed_on_end', which: 'indexed' },
-      { start: 'server_date_modified_start', end: 'server_date_modified_end', which: 'received' },
-    ],
+    [{ start: 'indexed_on_start', end: 'indexed_on_end', which: 'indexed' }],
     visible,
     req.quirks,
   );
   const { preds, keyParts } = caseFacetPredicates(engine, m, p, 'type');
+  // server_date_modified is the last change, not the last re-index: it does not follow indexed_on.
+  const serverModifiedAt = (j: number) => m.caseServerModified(t.event(j).record, j);
+  addTimeFilter(p, 'server_date_modified', serverModifiedAt, preds, keyParts);
   let cacheable = true;
   const known = new Set([
     'limit',
@@ -593,10 +661,23 @@ function serveCasesV1(engine: Engine, m: ProjectModel, req: ServeRequest): strin
     key: cacheable ? ['case', m.name, ...keyParts].join('|') : null,
   });
   const total = scanner.count();
-  const objects = scanner.collect(offset, limit, orderBy.startsWith('-')).map((j) => {
-    const e = t.event(j);
-    return m.caseV1(e.record, j, e.kind);
-  });
+  const field = orderBy.replace(/^-/, '');
+  const sort =
+    field === 'indexed_on'
+      ? null
+      : {
+          valueAt:
+            field === 'server_date_modified'
+              ? serverModifiedAt
+              : (j: number) => m.casePhoneModified(t.event(j).record, j),
+          key: cacheable ? ['case', m.name, ...keyParts, `v=${visible}`, `o=${field}`].join('|') : null,
+        };
+  const objects = orderedPage(engine, scanner, total, sort, orderBy.startsWith('-'), offset, limit).map(
+    (j) => {
+      const e = t.event(j);
+      return m.caseV1(e.record, j, e.kind);
+    },
+  );
   return envelope(req, paramOrder(req), limit, offset, total, objects);
 }
 
@@ -700,8 +781,8 @@ function serveCasesV2(engine: Engine, m: ProjectModel, req: ServeRequest): strin
       const values = p[`${field}.${op}`];
       if (!values?.length) continue;
       const micros = values.map((v) => parseFilterDate(`${field}.${op}`, v, 'v2'));
-      if (field === 'indexed_on' || field === 'server_last_modified') {
-        const which = field === 'indexed_on' ? 'indexed' : 'received';
+      if (field === 'indexed_on') {
+        const which = 'indexed';
         if (op === 'gt' || op === 'gte') {
           const x = Math.min(...micros) + (op === 'gt' ? 1 : 0);
           lo = Math.max(lo, Math.min(visible, t.lowerBound(x, which)));

@@ -189,11 +189,30 @@ export class Timeline {
     return out;
   }
 
-  /** The latest event of record i that is not a change event (its content version). */
-  contentEvent(i: number): number {
-    const all = this.versions(i);
-    for (let k = all.length - 1; k > 0; k--) if (all[k]! < this.changeStart) return all[k]!;
-    return all[0]!;
+  /**
+   * Whether event j modified its record. A share of re-index events modified nothing (HQ re-indexes
+   * documents during maintenance): the record comes back with a new `indexed_on` but the same content and
+   * the same `server_modified_on`, so `indexed_on`, `server_modified_on` and `received_on` are separate
+   * time lines and a pager that follows the wrong one is caught.
+   */
+  modifies(j: number): boolean {
+    const { kind } = this.event(j);
+    return kind !== 'reindex' || hash(this.salt, 9, j) % 3 !== 0;
+  }
+
+  /** The latest version of record i at or before event j that modified it (archive changes included). */
+  modifiedAt(i: number, j: number): number {
+    let found = -1;
+    for (const v of this.versions(i)) if (v <= j && (found < 0 || this.modifies(v))) found = v;
+    return found;
+  }
+
+  /** The latest version of record i at or before event j whose content it carries (no archive changes). */
+  contentAt(i: number, j: number): number {
+    let found = -1;
+    for (const v of this.versions(i))
+      if (v <= j && (found < 0 || (this.modifies(v) && this.event(v).kind !== 'change'))) found = v;
+    return found;
   }
 
   /** The last event of record i among the first `visible` events. */

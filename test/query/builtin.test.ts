@@ -417,7 +417,7 @@ describe('DET built-in tables against the sandbox', () => {
     expect(h.slice(18)).toEqual(['village', 'district', 'state', 'country']);
     const at = (name: string) => h.indexOf(name);
     const ids = locations.rows.map((r) => r[at('location_id')] as string);
-    const truthLocations = [...sandbox.dataset.finalState('demo', 'location')].map(([id]) => id);
+    const truthLocations = [...sandbox.dataset.finalState('demo', 'location')].map(([, l]) => l.location_id);
     expect([...ids].sort()).toEqual([...truthLocations].sort());
     expect(new Set(ids).size).toBe(ids.length);
 
