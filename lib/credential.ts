@@ -1,6 +1,7 @@
 /**
- * One rotating API-key credential: a Secrets Manager secret (customer-managed KMS key) holding the
- * credential JSON, the rotation Lambda inside the VPC (so provider checks leave from the allow-listed
+ * One rotating API-key credential: a Secrets Manager secret (customer-managed KMS key) that
+ * CloudFormation creates once with a constant placeholder and never writes again, the rotation Lambda
+ * (with the credential's non-secret settings in its environment) inside the VPC (so provider checks leave from the allow-listed
  * NAT IPs), a monthly rotation schedule, a daily maintenance schedule (reminders, end of grace
  * period), and alarms on rotation failure, all reporting to an SNS topic.
  */
