@@ -76,6 +76,15 @@ export function reportError(error: unknown, io: CommandIO): number {
     io.stderr.write(`ccexport: ${error.message}\n`);
     return 1;
   }
+  if (error instanceof Error && error.message === 'Region is missing') {
+    // The AWS SDK's own words, for any command that reaches AWS (trigger, runs, --secret-id, s3://).
+    io.stderr.write(
+      'ccexport: no AWS region is set (the AWS SDK says "Region is missing"). Set AWS_REGION to the region ' +
+        'of your stack, bucket or secret (e.g. AWS_REGION=eu-west-1), or give the AWS profile you use a ' +
+        'region (`aws configure set region eu-west-1`, with AWS_PROFILE naming the profile).\n',
+    );
+    return 1;
+  }
   const message =
     error instanceof Error
       ? `${error.name === 'Error' ? '' : `${error.name}: `}${error.message}`

@@ -95,7 +95,28 @@ export function deletionModeFromFlag(
   return value as DeletionMode;
 }
 
-const DATE_PATTERN = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?$/;
+const DATE_PATTERN = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(\.\d{1,6})?)?)?$/;
+
+/**
+ * Epoch milliseconds of a `--since`/`--until` value, or null when it is not a date of the calendar
+ * (`2024-13-45`, `2023-02-29`, `24:00`): the pattern alone let such a value through to HQ.
+ */
+export function calendarTime(value: string): number | null {
+  const match = DATE_PATTERN.exec(value);
+  if (!match) return null;
+  const [year, month, day, hour, minute, second] = match.slice(1, 7).map((v) => Number(v ?? 0)) as number[];
+  const fraction = Number(match[7] ?? 0);
+  const ms = Date.UTC(year!, month! - 1, day!, hour!, minute!, second!);
+  const back = new Date(ms);
+  const exact =
+    back.getUTCFullYear() === year &&
+    back.getUTCMonth() === month! - 1 &&
+    back.getUTCDate() === day &&
+    back.getUTCHours() === hour &&
+    back.getUTCMinutes() === minute &&
+    back.getUTCSeconds() === second;
+  return exact ? ms + fraction * 1000 : null;
+}
 
 export function settingsFromFlags(flags: ParsedFlags, io: CommandIO): RunSettings {
   const project = stringFlag(flags, 'project');
@@ -132,11 +153,23 @@ export function settingsFromFlags(flags: ParsedFlags, io: CommandIO): RunSetting
   if (resourceList.length > 0 && format !== 'jsonl') {
     throw new UsageError('--resource writes raw records: use --output-format jsonl');
   }
+  const window: Partial<Record<'since' | 'until', number>> = {};
   for (const name of ['since', 'until'] as const) {
     const value = stringFlag(flags, name);
-    if (value !== undefined && !DATE_PATTERN.test(value)) {
-      throw new UsageError(`--${name} expects YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS (got "${value}")`);
+    if (value === undefined) continue;
+    const at = calendarTime(value);
+    if (at === null) {
+      throw new UsageError(
+        `--${name} expects a real date as YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS, in UTC (got "${value}")`,
+      );
     }
+    window[name] = at;
+  }
+  if (window.since !== undefined && window.until !== undefined && window.since >= window.until) {
+    throw new UsageError(
+      `--since (${stringFlag(flags, 'since')}) is not before --until (${stringFlag(flags, 'until')}): ` +
+        'the window holds no record; swap them or widen it',
+    );
   }
   // The limit starts at its maximum: with a handful of requests HQ's per-minute throttle is far away,
   // and a 429 brings the limit down within one round, while ramping up from 1 costs a round trip per
