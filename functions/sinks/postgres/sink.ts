@@ -80,6 +80,40 @@ export function exportLockId(checkpointKey: string, project: string): string {
   return digest.readBigInt64BE(0).toString();
 }
 
+/**
+ * One advisory lock per schema for our DDL (CREATE SCHEMA/TABLE, ALTER TABLE). PostgreSQL's
+ * `CREATE TABLE IF NOT EXISTS` is not safe against itself: two sessions that both find the name free
+ * both insert the table's row type, and one fails on `pg_type_typname_nsp_index` (23505). Runs of
+ * different exports into one database (two first runs at once) take this lock around their DDL, so
+ * they never race each other; `withDdlRetry` covers DDL by anything else.
+ */
+export function ddlLockId(schema: string): string {
+  const digest = createHash('sha256').update(`ccexport-ddl\0${schema}`, 'utf8').digest();
+  return digest.readBigInt64BE(0).toString();
+}
+
+/** Errors of concurrent DDL that succeed when tried again (the other session has finished by then). */
+const DDL_RACE_CODES = new Set([
+  '23505', // unique_violation: pg_type_typname_nsp_index, pg_class_relname_nsp_index, pg_namespace_nspname_index
+  '42P07', // duplicate_table
+  '42P06', // duplicate_schema
+  '42701', // duplicate_column (ADD COLUMN IF NOT EXISTS racing itself)
+  '40P01', // deadlock_detected
+  'XX000', // "tuple concurrently updated" on the catalog
+]);
+const DDL_ATTEMPTS = 4;
+
+function isDdlRace(error: unknown): boolean {
+  const code = (error as { code?: unknown })?.code;
+  return typeof code === 'string' && DDL_RACE_CODES.has(code);
+}
+
+function pgMessage(error: unknown): string {
+  const e = error as { message?: unknown; code?: unknown };
+  const message = typeof e?.message === 'string' ? e.message : String(error);
+  return typeof e?.code === 'string' ? `${message} (SQLSTATE ${e.code})` : message;
+}
+
 function isUniqueViolation(error: unknown): boolean {
   return (error as { code?: unknown })?.code === '23505';
 }
@@ -186,9 +220,17 @@ export class PostgresSink implements ExportSink {
       );
     }
     this.locked = true;
-    if (this.schema !== 'public')
-      await this.db.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(this.schema)}`);
-    await this.db.query(checkpointTableDdl(this.schema));
+    const db = this.db;
+    await this.withDdlRetry(
+      db,
+      `the checkpoint table ${qualified(this.schema, CHECKPOINT_TABLE)}`,
+      async () => {
+        if (this.schema !== 'public')
+          await db.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(this.schema)}`);
+        await db.query(checkpointTableDdl(this.schema));
+      },
+      false,
+    );
     // `_deleted_at` is timestamptz and rows carry UTC times without a zone: read them as UTC.
     await this.db.query(`SET TIME ZONE 'UTC'`);
     await this.loadColumns();
@@ -517,8 +559,65 @@ export class PostgresSink implements ExportSink {
     );
   }
 
+  /**
+   * Runs DDL under the schema's DDL lock (`ddlLockId`), trying again when it lost a race with other DDL,
+   * and names `what` in the error when it fails for good. Inside the run's transaction a savepoint
+   * keeps the rows already written in it; outside, the DDL gets its own transaction. Either way the
+   * lock is a transaction lock, released at the end of that transaction.
+   */
+  private async withDdlRetry(
+    db: SqlConnection,
+    what: string,
+    ddl: () => Promise<void>,
+    inTransaction: boolean,
+  ): Promise<void> {
+    const [open, done, undo] = inTransaction
+      ? ['SAVEPOINT ccexport_ddl', 'RELEASE SAVEPOINT ccexport_ddl', 'ROLLBACK TO SAVEPOINT ccexport_ddl']
+      : ['BEGIN', 'COMMIT', 'ROLLBACK'];
+    for (let attempt = 1; ; attempt += 1) {
+      await db.query(open);
+      try {
+        await db.query('SELECT pg_advisory_xact_lock($1::bigint)', [ddlLockId(this.schema)]);
+        await ddl();
+        await db.query(done);
+        return;
+      } catch (error) {
+        await db.query(undo).catch(() => undefined);
+        if (inTransaction) await db.query('RELEASE SAVEPOINT ccexport_ddl').catch(() => undefined);
+        if (attempt < DDL_ATTEMPTS && isDdlRace(error)) continue;
+        if (error instanceof SinkError) throw error;
+        throw new SinkError(`Could not create or change ${what} in ${this.where()}: ${pgMessage(error)}`, {
+          cause: error,
+        });
+      }
+    }
+  }
+
   /** Creates the table, adds and widens columns so every value of the batch fits; returns the columns to write. */
   private async evolveSchema(
+    db: SqlConnection,
+    plan: TablePlan,
+    rows: readonly Cell[][],
+  ): Promise<Map<number, ColumnType>> {
+    let write = new Map<number, ColumnType>();
+    const columns = this.columns.get(plan.pgTable);
+    const before = columns ? new Map(columns) : undefined;
+    await this.withDdlRetry(
+      db,
+      `table "${plan.spec.name}" (${qualified(this.schema, plan.pgTable)})`,
+      async () => {
+        // A retry starts from the columns known before the failed attempt.
+        if (before) this.columns.set(plan.pgTable, new Map(before));
+        else this.columns.delete(plan.pgTable);
+        this.layouts.delete(plan.pgTable);
+        write = await this.changeSchema(db, plan, rows);
+      },
+      true,
+    );
+    return write;
+  }
+
+  private async changeSchema(
     db: SqlConnection,
     plan: TablePlan,
     rows: readonly Cell[][],

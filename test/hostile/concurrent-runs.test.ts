@@ -1,0 +1,124 @@
+/**
+ * Runs at the same time: first runs of two exports into one new PostgreSQL database while other DDL
+ * holds the checkpoint table's name. Each probe runs the CLI as a user types it against the sandbox.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { checkpointTableDdl } from '../../functions/checkpoints/postgres';
+import { main } from '../../functions/cli/main';
+import {
+  DEFAULT_API_KEY,
+  DEFAULT_USERNAME,
+  type RunningSandbox,
+  startSandbox,
+} from '../../functions/sandbox/server';
+import { createDatabase, dropDatabase } from '../chaos/support';
+import { captureIO } from '../cli/capture';
+import { formSheet, workbook } from './support';
+
+let work: string;
+let sandbox: RunningSandbox;
+let query: string;
+const databases: string[] = [];
+
+beforeAll(async () => {
+  work = mkdtempSync(join(tmpdir(), 'ccexport-hostile-concurrent-'));
+  sandbox = await startSandbox({ projects: [{ name: 'demo', forms: 60, cases: 10 }] });
+  query = join(work, 'forms.xlsx');
+  writeFileSync(
+    query,
+    await workbook([
+      {
+        name: 'Forms',
+        rows: formSheet([
+          ['id', 'id'],
+          ['received_on', 'received_on'],
+        ]),
+      },
+    ]),
+  );
+});
+
+afterAll(async () => {
+  await sandbox.close();
+  rmSync(work, { recursive: true, force: true });
+  for (const name of databases) await dropDatabase(inject('pgUrl'), name).catch(() => undefined);
+});
+
+async function ccexport(args: string[]): Promise<{ code: number; err: string }> {
+  const io = captureIO({ CCEXPORT_API_KEY: DEFAULT_API_KEY });
+  const code = await main(
+    [
+      '--project',
+      'demo',
+      '--commcare-hq',
+      sandbox.url,
+      '--username',
+      DEFAULT_USERNAME,
+      '--progress',
+      'none',
+      ...args,
+    ],
+    io,
+  );
+  return { code, err: io.err() };
+}
+
+/** Sessions of `db` other than `except` waiting on a lock. */
+async function lockWaiters(admin: pg.Client, db: string, except: number): Promise<number> {
+  const { rows } = await admin.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM pg_stat_activity
+      WHERE datname = $1 AND pid <> $2 AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'`,
+    [db, except],
+  );
+  return rows[0]?.n ?? 0;
+}
+
+describe('first runs of two exports into one new PostgreSQL database at once', () => {
+  for (const ending of ['COMMIT', 'ROLLBACK'] as const) {
+    it(`both succeed while another session creates the checkpoint table and then ${ending === 'COMMIT' ? 'commits' : 'rolls back'}`, async () => {
+      // Prepare: a new database, and a session creating the checkpoint table without finishing, so
+      // that both runs reach their first DDL while the name is taken by an uncommitted table.
+      const name = `hostile_ddl_${ending.toLowerCase()}_${process.pid}`;
+      databases.push(name);
+      const dbUrl = await createDatabase(inject('pgUrl'), name);
+      const other = new pg.Client({ connectionString: dbUrl });
+      const admin = new pg.Client({ connectionString: dbUrl });
+      await other.connect();
+      await admin.connect();
+      try {
+        await other.query('BEGIN');
+        await other.query(checkpointTableDdl('public'));
+        const otherPid = (await other.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+
+        // Act: two exports (two checkpoint keys, the same table) start together.
+        const runs = ['export-a', 'export-b'].map((key) =>
+          ccexport(['--query', query, '--output-format', 'sql', '--output', dbUrl, '--checkpoint-key', key]),
+        );
+        for (let k = 0; k < 600 && (await lockWaiters(admin, name, otherPid)) < 2; k++)
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        expect(await lockWaiters(admin, name, otherPid)).toBe(2);
+        await other.query(ending);
+        const results = await Promise.all(runs);
+
+        // Assert
+        for (const r of results) {
+          expect(r.err).not.toMatch(/pg_type_typname_nsp_index|duplicate key/);
+          expect(r.code, r.err).toBe(0);
+        }
+        const { rows } = await admin.query<{ n: number }>('SELECT count(*)::int AS n FROM "Forms"');
+        expect(rows[0]?.n).toBeGreaterThan(0);
+        const keys = await admin.query<{ checkpoint_key: string }>(
+          'SELECT DISTINCT checkpoint_key FROM commcare_export_checkpoints ORDER BY 1',
+        );
+        expect(keys.rows.map((r) => r.checkpoint_key)).toEqual(['export-a', 'export-b']);
+      } finally {
+        await other.end().catch(() => undefined);
+        await admin.end().catch(() => undefined);
+      }
+    }, 60_000);
+  }
+});
