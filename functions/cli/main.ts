@@ -13,6 +13,7 @@ const HELP = `ccexport ${VERSION}: scheduled, incremental exports of CommCare HQ
 
 Usage:
   ccexport [run] --project P --query FILE --output-format F --output OUT [DET flags...]
+  ccexport reconcile [run flags]        remove (or mark) rows of records HQ no longer lists (sql outputs)
   ccexport validate-query FILE          check a DET query file and print its tables
   ccexport latest --output OUT          one consolidated file per table: the newest row per id
   ccexport sandbox [--port N]           run the local CommCare HQ sandbox server
@@ -30,6 +31,7 @@ const loadRun = async (): Promise<Command> => (await import('./run-command')).ru
 
 const COMMANDS: Record<string, () => Promise<Command>> = {
   run: loadRun,
+  reconcile: async () => (await import('./run-command')).runReconcileCommand,
   'validate-query': async () => (await import('./validate-command')).runValidateCommand,
   latest: async () => (await import('./latest-command')).runLatestCommand,
   sandbox: async () => (await import('./sandbox-command')).runSandboxCliCommand,

@@ -328,11 +328,27 @@ function checkOutputName(format: OutputFormatFlag, output: string): void {
   );
 }
 
-export async function runRunCommand(argv: string[], io: CommandIO): Promise<number> {
+/** `ccexport reconcile`: the flags of a run; removes or marks the rows of records HQ no longer lists. */
+export function runReconcileCommand(argv: string[], io: CommandIO): Promise<number> {
+  return runRunCommand(argv, io, 'reconcile');
+}
+
+export async function runRunCommand(
+  argv: string[],
+  io: CommandIO,
+  action: 'run' | 'reconcile' = 'run',
+): Promise<number> {
   limitHeapGrowth();
   const { flags, positionals } = parseArgs(argv, RUN_FLAGS);
   if (booleanFlag(flags, 'help')) {
-    io.stdout.write(formatHelp('ccexport run: export CommCare HQ data (DET command line)', RUN_FLAGS));
+    io.stdout.write(
+      formatHelp(
+        action === 'run'
+          ? 'ccexport run: export CommCare HQ data (DET command line)'
+          : 'ccexport reconcile: compare the ids HQ lists with a PostgreSQL output, remove (or mark) the rows of records HQ no longer has',
+        RUN_FLAGS,
+      ),
+    );
     return 0;
   }
   if (booleanFlag(flags, 'version')) {
@@ -400,6 +416,12 @@ export async function runRunCommand(argv: string[], io: CommandIO): Promise<numb
 
   const builtins = await planBuiltinSources(settings, client, warn);
   const sources = [...querySources, ...builtins];
+  if (action === 'reconcile') {
+    const maxShare = shareFlag(stringFlag(flags, 'reconcile-max-share'));
+    // The largest page each resource allows (the client caps it), unless --batch-size says otherwise.
+    const pageSize = stringFlag(flags, 'batch-size') === undefined ? 10_000 : settings.batchSize;
+    return await reconcileOutput(settings, { sources, checkpointKey, maxShare, pageSize }, client, io);
+  }
   if (settings.format === 'xls') warn('note: --output-format xls writes xlsx (Excel 2007 and later)');
   const sink = await openSink(settings, io);
   const progress = progressListener(settings, io);
@@ -442,6 +464,49 @@ export async function runRunCommand(argv: string[], io: CommandIO): Promise<numb
   );
   if (sink instanceof JsonLinesSink) for (const file of sink.written) io.stdout.write(`wrote ${file}\n`);
   return summary.done ? 0 : 130;
+}
+
+function shareFlag(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const share = Number(value);
+  if (!(share > 0 && share <= 1))
+    throw new UsageError(`--reconcile-max-share expects a share between 0 and 1, e.g. 0.2 (got "${value}")`);
+  return share;
+}
+
+/** `ccexport reconcile`: one pass over each source's ids, then every table settled in one transaction. */
+async function reconcileOutput(
+  settings: RunSettings,
+  plan: { sources: SourcePlan[]; checkpointKey: string; maxShare: number | undefined; pageSize: number },
+  client: CommCareClient,
+  io: CommandIO,
+): Promise<number> {
+  if (settings.deletions === 'ignore')
+    throw new UsageError('reconcile removes or marks rows: use --deletions remove (the default) or mark');
+  const { openReconcileTarget } = await import('../sinks');
+  const { runReconcile } = await import('../export/reconcile');
+  const target = await openReconcileTarget({
+    format: settings.format === 'sql' ? 'sql' : 'csv',
+    output: settings.output,
+  });
+  const summary = await runReconcile(
+    { source: client, target, runId: newRunId(), progress: progressListener(settings, io) },
+    {
+      project: settings.project,
+      sources: plan.sources,
+      checkpointKey: plan.checkpointKey,
+      pageSize: plan.pageSize,
+      mode: settings.deletions,
+      ...(plan.maxShare !== undefined ? { maxShare: plan.maxShare } : {}),
+    },
+  );
+  const verb = settings.deletions === 'mark' ? 'marked' : 'removed';
+  io.stdout.write(
+    `Reconcile finished: ${summary.ids.toLocaleString('en-US')} ids listed in ${summary.pages} pages, ` +
+      `${summary.gone.toLocaleString('en-US')} rows ${verb}` +
+      `${summary.tables.map((t) => `\n  ${t.table}: ${t.gone.toLocaleString('en-US')} of ${t.rows.toLocaleString('en-US')} rows ${verb}`).join('')}\n`,
+  );
+  return 0;
 }
 
 /**

@@ -132,6 +132,12 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
     help: 'allow a plain http:// HQ that is not on this machine (the key then crosses the network in clear)',
   },
   {
+    name: 'reconcile-max-share',
+    kind: 'string',
+    help: 'reconcile: fail, changing nothing, when a table would lose more than this share of its rows',
+    defaultText: '0.2',
+  },
+  {
     name: 'deletions',
     kind: 'string',
     help: 'archived and deleted records: "remove" their rows, "mark" them (_deleted, _deleted_at), or "ignore" them (DET)',

@@ -122,7 +122,8 @@ export const DELETIONS_HEADER = ['id', 'deleted_at', 'reason'] as const;
 
 /**
  * The lines of one table's deletions file for these records: the record id (its own row, and by the
- * reassembly rule every row whose id starts with `<id>.`), then each exact row id outside that rule.
+ * reassembly rule every row whose id starts with `<id>.`), then each id of the rows its archived
+ * version produced (child rows too), so a reader matching exact ids finds them.
  */
 export function deletionLines(table: string, deletions: readonly RecordDeletion[]): string {
   let out = '';
@@ -130,7 +131,7 @@ export function deletionLines(table: string, deletions: readonly RecordDeletion[
     const at = d.deletedAt.toISOString();
     out += `${csvField(d.id)},${at},${d.reason}\r\n`;
     for (const rowId of d.rowIds?.[table] ?? [])
-      if (rowId !== d.id && !rowId.startsWith(`${d.id}.`)) out += `${csvField(rowId)},${at},${d.reason}\r\n`;
+      if (rowId !== d.id) out += `${csvField(rowId)},${at},${d.reason}\r\n`;
   }
   return out;
 }

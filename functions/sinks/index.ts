@@ -129,6 +129,34 @@ export async function fileFormat(name: FileFormat['name']): Promise<FileFormat> 
 }
 
 /**
+ * The target of `ccexport reconcile`: the PostgreSQL database (server or embedded folder) of a `sql`
+ * output. File outputs are not reconciled (their deletions come from the runs' pulls).
+ */
+export async function openReconcileTarget(
+  options: Pick<SinkOptions, 'format' | 'output' | 'database' | 'schema'>,
+): Promise<import('../export/reconcile').ReconcileTarget> {
+  if (options.format !== 'sql') {
+    throw new SinkConfigError(
+      `reconcile compares ids in a PostgreSQL output (--output-format sql); "${options.format}" outputs are not reconciled`,
+    );
+  }
+  const { PostgresReconcileTarget } = await import('./postgres/reconcile');
+  const schema = options.schema !== undefined ? { schema: options.schema } : {};
+  const server = options.database ?? (isPostgresUrl(options.output) ? options.output : undefined);
+  if (server !== undefined) {
+    const { connectPostgres, pgSettings } = await import('./postgres/connection');
+    return new PostgresReconcileTarget(() => connectPostgres(server), {
+      ...schema,
+      description: pgSettings(server).description,
+    });
+  }
+  return new PostgresReconcileTarget(() => openEmbeddedDatabase(options.output), {
+    ...schema,
+    description: `the embedded database in ${options.output}`,
+  });
+}
+
+/**
  * Builds the sink for an output: files (csv, xlsx, json, markdown) in a folder or under
  * `s3://bucket/prefix`; `sql` to a PostgreSQL server (`postgresql://` URL or `database`) or, with a
  * folder path, to an embedded PostgreSQL (PGlite) in that folder.

@@ -1,0 +1,158 @@
+/**
+ * Reconciliation: lists the ids HQ returns today for every data source of an export, compares them with
+ * the target's rows, and removes (or marks) the rows whose record is gone: deleted forms and cases, the
+ * forms and cases of deleted mobile workers, forms archived without HQ re-indexing them, records that
+ * no longer match the query's filters.
+ *
+ * The ids go to the target as they arrive (a temporary table in PostgreSQL), so memory stays flat in
+ * the number of ids. Everything happens in one transaction: a reconcile that fails or is killed leaves
+ * the target as it was, and one that ends has changed every table.
+ */
+import type { JsonObject } from '../common/json';
+import type { SourcePlan } from '../query/types';
+import type { DeletionMode } from '../sinks/types';
+import { dataSourceId, type PageSource, type ProgressListener, type SourceProgress } from './run';
+
+/** One table compared with HQ. */
+export interface TableReconcile {
+  readonly table: string;
+  /** Rows compared (in `mark` mode, the rows not marked yet). */
+  readonly rows: number;
+  /** Rows whose record HQ no longer lists: removed or marked. */
+  readonly gone: number;
+}
+
+/** Where a reconcile compares and removes. */
+export interface ReconcileTarget {
+  /** Takes the export's lock and opens the transaction. */
+  begin(run: {
+    readonly runId: string;
+    readonly checkpointKey: string;
+    readonly project: string;
+  }): Promise<void>;
+  /** Ids HQ lists for the data source being compared (any order; repeats allowed). */
+  addLiveIds(ids: readonly string[]): Promise<void>;
+  /**
+   * Counts, per table, the rows whose record is not among the ids added since the last call; throws
+   * `ReconcileGuardError` when a table would lose more than `maxShare` of its rows, else removes or
+   * marks them (uncommitted) and forgets the ids.
+   */
+  settle(
+    tables: readonly string[],
+    mode: Exclude<DeletionMode, 'ignore'>,
+    deletedAt: Date,
+    maxShare: number,
+  ): Promise<TableReconcile[]>;
+  commit(): Promise<void>;
+  abort(): Promise<void>;
+}
+
+/** A reconcile that would remove or mark more than the allowed share of a table: nothing changed. */
+export class ReconcileGuardError extends Error {
+  constructor(
+    readonly table: string,
+    readonly gone: number,
+    readonly rows: number,
+    readonly maxShare: number,
+  ) {
+    super(
+      `Reconcile stopped, nothing changed: table "${table}" would lose ${gone} of ${rows} rows ` +
+        `(${((100 * gone) / rows).toFixed(1)}%, more than the ${(100 * maxShare).toFixed(0)}% allowed). ` +
+        'This usually means a wrong project, key or filter rather than real deletions; if the deletions are ' +
+        'real, raise the share (--reconcile-max-share, config reconcile.maxShare)',
+    );
+    this.name = 'ReconcileGuardError';
+  }
+}
+
+/** Default largest share of a table one reconcile may remove or mark. */
+export const DEFAULT_RECONCILE_MAX_SHARE = 0.2;
+
+export interface ReconcilePlan {
+  readonly project: string;
+  readonly sources: readonly SourcePlan[];
+  readonly checkpointKey: string;
+  readonly pageSize: number;
+  readonly mode: Exclude<DeletionMode, 'ignore'>;
+  /** @default 0.2 */
+  readonly maxShare?: number;
+}
+
+export interface ReconcileDeps {
+  readonly source: PageSource;
+  readonly target: ReconcileTarget;
+  readonly runId: string;
+  readonly progress?: ProgressListener;
+  readonly now?: () => Date;
+}
+
+export interface ReconcileSummary {
+  readonly tables: readonly TableReconcile[];
+  readonly ids: number;
+  readonly pages: number;
+  /** Rows removed or marked, all tables together. */
+  readonly gone: number;
+}
+
+/** HQ's id of a listed record: `id` (forms, case v1, users, ...), `case_id` (case v2), `location_id` (location v2). */
+export function liveId(record: JsonObject): string | null {
+  const id = record.id ?? record.case_id ?? record.location_id;
+  return typeof id === 'string' || typeof id === 'number' ? String(id) : null;
+}
+
+/**
+ * Lists each source's ids with the query's own filters (forms without `include_archived`: an archived
+ * form is not one HQ counts), in the largest pages HQ allows, then settles its tables.
+ */
+export async function runReconcile(deps: ReconcileDeps, plan: ReconcilePlan): Promise<ReconcileSummary> {
+  const now = deps.now ?? (() => new Date());
+  const maxShare = plan.maxShare ?? DEFAULT_RECONCILE_MAX_SHARE;
+  await deps.target.begin({ runId: deps.runId, checkpointKey: plan.checkpointKey, project: plan.project });
+  const tables: TableReconcile[] = [];
+  let ids = 0;
+  let pages = 0;
+  try {
+    for (const source of plan.sources) {
+      const progress: SourceProgress = {
+        dataSource: dataSourceId(source),
+        tables: source.tables.map((t) => t.name),
+        pages: 0,
+        records: 0,
+        rows: 0,
+        archived: 0,
+        totalCount: null,
+        startedAt: Date.now(),
+        resumedFrom: null,
+      };
+      deps.progress?.sourceStarted?.(progress);
+      for await (const page of deps.source.pages({
+        project: plan.project,
+        resource: source.resource,
+        params: source.params,
+        pageSize: plan.pageSize,
+      })) {
+        const batch: string[] = [];
+        for (const record of page.records) {
+          const id = liveId(record);
+          if (id !== null) batch.push(id);
+        }
+        await deps.target.addLiveIds(batch);
+        progress.records += page.records.length;
+        progress.pages += 1;
+        if (progress.pages === 1) progress.totalCount = page.totalCount;
+        deps.progress?.pageWritten?.(progress);
+      }
+      ids += progress.records;
+      pages += progress.pages;
+      const settled = await deps.target.settle(progress.tables, plan.mode, now(), maxShare);
+      progress.rows = settled.reduce((n, t) => n + t.gone, 0);
+      tables.push(...settled);
+      deps.progress?.sourceFinished?.(progress);
+    }
+    await deps.target.commit();
+  } catch (error) {
+    await deps.target.abort();
+    throw error;
+  }
+  return { tables, ids, pages, gone: tables.reduce((n, t) => n + t.gone, 0) };
+}

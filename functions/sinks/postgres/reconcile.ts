@@ -1,0 +1,144 @@
+/**
+ * The PostgreSQL side of `ccexport reconcile` (server and embedded): HQ's ids are COPY'd into a
+ * temporary table as they arrive, and PostgreSQL compares them with each table (an anti-join), so the
+ * exporter holds one page of ids at a time. One transaction from the first id to the last table: a
+ * reconcile killed at any moment leaves every table as it was.
+ */
+import type { ReconcileTarget, TableReconcile } from '../../export/reconcile';
+import { ReconcileGuardError } from '../../export/reconcile';
+import { ConcurrentRunError, SinkStateError } from '../errors';
+import { DELETED_AT_COLUMN, DELETED_COLUMN, type DeletionMode } from '../types';
+import type { SqlConnection } from './connection';
+import { pgName, qualified, quoteIdent } from './naming';
+import { exportLockId } from './sink';
+
+const LIVE = 'pg_temp.ccexport_live_ids';
+
+export class PostgresReconcileTarget implements ReconcileTarget {
+  private db: SqlConnection | undefined;
+  private lockId: string | undefined;
+
+  constructor(
+    private readonly connect: () => Promise<SqlConnection>,
+    private readonly options: { readonly schema?: string; readonly description?: string } = {},
+  ) {}
+
+  private get schema(): string {
+    return this.options.schema ?? 'public';
+  }
+
+  private requireOpen(): SqlConnection {
+    if (!this.db) throw new SinkStateError('reconcile target used before begin or after commit');
+    return this.db;
+  }
+
+  async begin(run: { runId: string; checkpointKey: string; project: string }): Promise<void> {
+    const db = await this.connect();
+    this.db = db;
+    const lockId = exportLockId(run.checkpointKey, run.project);
+    const { rows } = await db.query<{ locked: boolean }>(
+      'SELECT pg_try_advisory_lock($1::bigint) AS locked',
+      [lockId],
+    );
+    if (!rows[0]?.locked) {
+      this.db = undefined;
+      await db.close().catch(() => undefined);
+      throw new ConcurrentRunError(
+        `A run of export "${run.checkpointKey}" for project "${run.project}" is writing to ${this.options.description ?? 'the database'}; ` +
+          'the reconcile stops without changing anything (try again when it has finished)',
+      );
+    }
+    this.lockId = lockId;
+    await db.query(`SET TIME ZONE 'UTC'`);
+    await db.query('BEGIN');
+    // No key: HQ may list an id twice (a record re-indexed during the listing).
+    await db.query(`CREATE TEMP TABLE ccexport_live_ids (id text) ON COMMIT DROP`);
+  }
+
+  async addLiveIds(ids: readonly string[]): Promise<void> {
+    if (ids.length === 0) return;
+    let body = '';
+    // Every field quoted: COPY then reads a lone `\.` or an empty id as text, never as end or NULL.
+    for (const id of ids) body += `"${id.replaceAll('"', '""')}"\n`;
+    await this.requireOpen().copyCsv(`${LIVE} (id)`, [Buffer.from(body, 'utf8')]);
+  }
+
+  async settle(
+    tables: readonly string[],
+    mode: Exclude<DeletionMode, 'ignore'>,
+    deletedAt: Date,
+    maxShare: number,
+  ): Promise<TableReconcile[]> {
+    const db = this.requireOpen();
+    await db.query(`ANALYZE ${LIVE}`);
+    const out: TableReconcile[] = [];
+    const checks: { table: string; target: string; where: string; rows: number; gone: number }[] = [];
+    for (const table of tables) {
+      const pgTable = pgName(table);
+      const { rows: columns } = await db.query<{ column_name: string }>(
+        'SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2',
+        [this.schema, pgTable],
+      );
+      if (columns.length === 0) continue; // never written: nothing to compare
+      const marked = columns.some((c) => c.column_name === DELETED_COLUMN);
+      if (mode === 'mark' && !marked) {
+        await db.query(
+          `ALTER TABLE ${qualified(this.schema, pgTable)} ` +
+            `ADD COLUMN IF NOT EXISTS ${quoteIdent(DELETED_COLUMN)} boolean NOT NULL DEFAULT false, ` +
+            `ADD COLUMN IF NOT EXISTS ${quoteIdent(DELETED_AT_COLUMN)} timestamptz`,
+        );
+      }
+      const id = `t.${quoteIdent('id')}`;
+      // A row is live when HQ lists its id, or the part before its first '.' (DET's child-row ids).
+      const gone =
+        `NOT EXISTS (SELECT 1 FROM ${LIVE} l WHERE l.id = ${id} COLLATE "C") AND ` +
+        `NOT EXISTS (SELECT 1 FROM ${LIVE} l WHERE l.id = split_part(${id}, '.', 1) COLLATE "C")`;
+      const where = mode === 'mark' ? `NOT t.${quoteIdent(DELETED_COLUMN)}` : 'true';
+      const target = qualified(this.schema, pgTable);
+      const { rows: counted } = await db.query<{ rows: string; gone: string }>(
+        `SELECT count(*) AS rows, count(*) FILTER (WHERE ${gone}) AS gone FROM ${target} AS t WHERE ${where}`,
+      );
+      const rows = Number(counted[0]?.rows ?? 0);
+      const goneRows = Number(counted[0]?.gone ?? 0);
+      if (rows > 0 && goneRows / rows > maxShare)
+        throw new ReconcileGuardError(table, goneRows, rows, maxShare);
+      checks.push({ table, target, where: `${where} AND ${gone}`, rows, gone: goneRows });
+    }
+    // Every table of the source passed the guard: only now change them.
+    for (const check of checks) {
+      if (check.gone > 0) {
+        if (mode === 'remove') await db.query(`DELETE FROM ${check.target} AS t WHERE ${check.where}`);
+        else
+          await db.query(
+            `UPDATE ${check.target} AS t SET ${quoteIdent(DELETED_COLUMN)} = true, ` +
+              `${quoteIdent(DELETED_AT_COLUMN)} = $1::timestamptz WHERE ${check.where}`,
+            [deletedAt.toISOString()],
+          );
+      }
+      out.push({ table: check.table, rows: check.rows, gone: check.gone });
+    }
+    await db.query(`TRUNCATE ${LIVE}`);
+    return out;
+  }
+
+  async commit(): Promise<void> {
+    const db = this.requireOpen();
+    await db.query('COMMIT');
+    await this.close();
+  }
+
+  async abort(): Promise<void> {
+    if (!this.db) return;
+    await this.db.query('ROLLBACK').catch(() => undefined);
+    await this.close();
+  }
+
+  private async close(): Promise<void> {
+    const db = this.db;
+    this.db = undefined;
+    if (!db) return;
+    if (this.lockId !== undefined)
+      await db.query('SELECT pg_advisory_unlock($1::bigint)', [this.lockId]).catch(() => undefined);
+    await db.close().catch(() => undefined);
+  }
+}
