@@ -104,7 +104,23 @@ export function splitRange(lo: Micros, hi: Micros, count: number): Micros[] {
 export class RequestBudget {
   private running = 0;
   private readonly watchers = new Set<() => void>();
+  private readonly holders = new Set<() => number>();
   constructor(readonly limiter: AimdLimiter) {}
+  /**
+   * Pages held or being fetched ahead of the page each pull's caller waits for, over every pull of the
+   * project: the look-ahead is one budget for the project, like the requests, so pulling three sources
+   * at once holds no more pages than pulling one.
+   */
+  get heldAhead(): number {
+    let n = 0;
+    for (const held of this.holders) n += held();
+    return n;
+  }
+  /** Counts `held` in `heldAhead` until the returned function is called. */
+  hold(held: () => number): () => void {
+    this.holders.add(held);
+    return () => this.holders.delete(held);
+  }
   /** Requests in flight now. */
   get inFlight(): number {
     return this.running;
@@ -182,13 +198,16 @@ interface Lane<T> {
 }
 
 /**
- * Runs `sources` (in order, lazily) with at most `limiter.limit` fetches in flight and yields their items
- * in source order. One scheduler (`pump`) decides every fetch, walking the open windows from the head:
+ * Runs `sources` (in order, lazily) with at most `limiter.limit` fetches in flight (counted in the
+ * project's `RequestBudget`, with every other pull of the project) and yields their items in source
+ * order. One scheduler (`pump`) decides every fetch, walking the open windows from the head:
  *
  * - at most `limit` fetches are in flight, and a free slot goes to the earliest window that can use it,
- *   so the head (which the caller waits on) is never starved by windows ahead of it;
+ *   so the head (which the caller waits on) is never starved by windows ahead of it; when another pull
+ *   of the project ends a request, `pump` runs again;
  * - each window holds at most `queuePages` pages, fetched or being fetched;
- * - windows ahead of the head share a budget of pages, fetched or being fetched. While the caller waits
+ * - windows ahead of the head share a budget of pages, fetched or being fetched, with the windows of
+ *   every other pull of the project (`RequestBudget.heldAhead`). While the caller waits
  *   on the head it is (2·max − 1) × `queuePages`: that keeps `limit` requests going while the head's own
  *   request is the slow one (or throttled), as up to max − 1 windows ahead may have finished and be
  *   waiting for the head while `max` more fetch. While the caller is busy with a page it is
@@ -261,7 +280,7 @@ export async function* orderedMerge<T>(
     // (2·max − 1) pages so `limit` requests stay in flight. While the caller is busy, pages fetched
     // further ahead would only wait in memory: (limit − 1) pages keep the next ones coming.
     const budgetAhead = (wakeConsumer !== null ? 2 * limiter.max - 1 : Math.max(0, limiter.limit - 1)) * q;
-    let ahead = heldAhead();
+    let ahead = budget.heldAhead;
     for (let k = 0; budget.free; k += 1) {
       if (k === open.length) {
         // Every open window is busy, full or done: open the next one, if the budget has room for it.
@@ -288,6 +307,7 @@ export async function* orderedMerge<T>(
   };
 
   const unwatch = budget.watch(pump);
+  const unhold = budget.hold(heldAhead);
   try {
     pump();
     for (;;) {
@@ -320,6 +340,7 @@ export async function* orderedMerge<T>(
   } finally {
     stopped = true;
     unwatch();
+    unhold();
     for (const lane of open) {
       if (!lane.fetching) void lane.iterator.return?.()?.catch(() => undefined);
     }
