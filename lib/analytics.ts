@@ -18,6 +18,8 @@ import {
   athenaName,
   athenaSqlType,
   catalogTableName,
+  DELETED_AT_COLUMN,
+  DELETED_COLUMN,
   glueType,
   PARTITION_COLUMN,
   parquetColumns,
@@ -45,6 +47,12 @@ export interface ExportAnalyticsProps {
   readonly prefix: string;
   /** The query file's tables (`queryFileTables`), in the order the query file has them. */
   readonly tables: readonly TableSpec[];
+  /**
+   * The export marks deletions (`deletions: mark`): every table has `_deleted` (boolean) and
+   * `_deleted_at` (timestamp) after the query's columns, and the latest views leave marked rows out.
+   * @default false - deletions are removed or ignored; deletion records still apply to the views
+   */
+  readonly deletionColumns?: boolean;
 }
 
 const TABLES_OF_QUERY_FILE = [
@@ -102,6 +110,16 @@ export function queryFileTables(queryFilePath: string): TableSpec[] {
   return tables;
 }
 
+/** A table as the `mark` deletion mode writes it (functions/export/run.ts `withDeletionColumns`). */
+function withDeletionColumns(table: TableSpec): TableSpec {
+  if (table.headings.includes(DELETED_COLUMN)) return table;
+  return {
+    name: table.name,
+    headings: [...table.headings, DELETED_COLUMN, DELETED_AT_COLUMN],
+    dataTypes: [...table.dataTypes, 'boolean', 'datetime'],
+  };
+}
+
 /** Glue database names: lower case, letters, digits and `_`, at most 255 characters. */
 export function analyticsDatabaseName(namePrefix: string, exportName: string): string {
   return athenaName(`${namePrefix}_${exportName}`).slice(0, 255);
@@ -157,7 +175,8 @@ export class ExportAnalytics extends Construct {
 
     const names = new Map<string, string>();
     const tables = new Map<string, glue.CfnTable>();
-    for (const table of props.tables) {
+    const specs = props.tables.map((t) => (props.deletionColumns ? withDeletionColumns(t) : t));
+    for (const table of specs) {
       const name = catalogTableName(table.name);
       const other = names.get(name) ?? names.get(`${name}_latest`) ?? names.get(`${name}_deletions`);
       if (other !== undefined) {

@@ -184,6 +184,8 @@ export class CommCareExportStack extends Stack {
           bucket: this.bucket.bucket,
           prefix: exp.output.prefix,
           tables: queryFileTables(exp.queryFilePath),
+          // Present once the config has a per-export deletion mode (issue 16); until then runs decide.
+          deletionColumns: 'deletions' in exp && exp.deletions === 'mark',
         });
       }
 

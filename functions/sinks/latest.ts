@@ -7,9 +7,9 @@
  * - runs are taken in manifest order (`startedAt`, then run id), parts in order, rows in order; the
  *   last version of an id wins;
  * - a row whose `_deleted` column is true (deletions marked) hides the id;
- * - a deletion record (`<table>/deletions/<run-id>.csv`: id, deleted_at, reason) hides a version
- *   written by a run that started at or before `deleted_at`; a version written later (the record came
- *   back: a form unarchived) is live again.
+ * - a deletion record (`<table>/deletions/<run-id>.csv`: id, deleted_at, reason) hides a version of
+ *   that id, or of a child row whose id starts with `<id>.`, written by a run that started at or
+ *   before `deleted_at`; a version written later (the record came back: a form unarchived) is live.
  *
  * Memory: two passes over the objects. The first keeps one number per id (which version is the
  * latest), the second writes the rows whose version that is; no row is held, only the ids.
@@ -65,6 +65,19 @@ export function deletionTime(text: string): number {
   const trimmed = text.trim();
   const zoned = /(Z|[+-]\d{2}:?\d{2})$/i.test(trimmed) ? trimmed : `${trimmed.replace(' ', 'T')}Z`;
   return Date.parse(zoned);
+}
+
+/**
+ * The latest deletion time that applies to a row id: a record's deletion covers its own row and its
+ * child rows, whose ids are `<record id>.<n>...` (the deletions output's rule).
+ */
+function deletedAtFor(id: string, deletions: ReadonlyMap<string, number>): number | undefined {
+  let at = deletions.get(id);
+  for (let dot = id.indexOf('.'); dot > 0; dot = id.indexOf('.', dot + 1)) {
+    const parent = deletions.get(id.slice(0, dot));
+    if (parent !== undefined && (at === undefined || parent > at)) at = parent;
+  }
+  return at;
 }
 
 function isMarkedDeleted(cell: Cell | undefined): boolean {
@@ -166,12 +179,18 @@ export async function writeLatest(options: LatestOptions): Promise<LatestTable[]
       count = ordinal;
     }
     let deleted = [...latest.values()].filter((v) => v < 0).length;
-    for (const deletion of await readDeletions(source, table)) {
-      const at = writtenAt.get(deletion.id);
-      const current = latest.get(deletion.id);
-      if (at !== undefined && current !== undefined && current >= 0 && deletion.deletedAt >= at) {
-        latest.set(deletion.id, -1);
-        deleted++;
+    const deletions = new Map<string, number>();
+    for (const d of await readDeletions(source, table)) {
+      deletions.set(d.id, Math.max(d.deletedAt, deletions.get(d.id) ?? Number.NEGATIVE_INFINITY));
+    }
+    if (deletions.size > 0) {
+      for (const [id, ordinalOf] of latest) {
+        if (ordinalOf < 0) continue;
+        const at = deletedAtFor(id, deletions);
+        if (at !== undefined && at >= (writtenAt.get(id) ?? Number.POSITIVE_INFINITY)) {
+          latest.set(id, -1);
+          deleted++;
+        }
       }
     }
     writtenAt.clear();

@@ -203,6 +203,33 @@ describe('schema evolution', () => {
     expect(synth(['id', 'name', 'age'])).toEqual(['id', 'name', 'age', '_run_id', '_exported_at', '_seq']);
   });
 
+  it('adds _deleted and _deleted_at after the query columns when the export marks deletions', () => {
+    const stack = new Stack(new App(), 'S');
+    new ExportAnalytics(stack, 'A', {
+      exportName: 'visits',
+      namePrefix: 'S',
+      bucket: new s3.Bucket(stack, 'B'),
+      prefix: 'visits/',
+      tables: [{ name: 'visits', headings: ['id'], dataTypes: [null] }],
+      deletionColumns: true,
+    });
+    const tables = Object.values(Template.fromStack(stack).findResources('AWS::Glue::Table')) as Resource[];
+    const input = (name: string) =>
+      tables.map((t) => t.Properties.TableInput as Record<string, unknown>).find((t) => t.Name === name)!;
+    const columns = (input('visits').StorageDescriptor as { Columns: { Name: string; Type: string }[] })
+      .Columns;
+    expect(columns.map((c) => [c.Name, c.Type]).slice(0, 3)).toEqual([
+      ['id', 'string'],
+      ['_deleted', 'boolean'],
+      ['_deleted_at', 'timestamp'],
+    ]);
+    const view = Buffer.from(
+      /Presto View: (\S+)/.exec(input('visits_latest').ViewOriginalText as string)![1]!,
+      'base64',
+    ).toString('utf8');
+    expect(JSON.parse(view).originalSql).toContain('NOT coalesce(v."_deleted", false)');
+  });
+
   it('reads the tables of the query file the export runs', () => {
     expect(queryFileTables(join(repoRoot, QUERY)).map((t) => t.name)).toEqual([
       'all_forms',

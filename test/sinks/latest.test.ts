@@ -55,7 +55,7 @@ function recordDeletion(dir: string, table: string, runId: string, ids: string[]
 }
 
 /**
- * Two runs and a deletion record between them. Cases: c1 unchanged; c2 updated; c3 deleted; c4 new,
+ * Two runs and a deletion record between them. Cases: c1 unchanged; c2 updated; c3 (and its child row c3.1) deleted; c4 new,
  * written twice in one run; c5 deleted, then written again (unarchived). Households: h1 marked
  * deleted by the second run (`_deleted`), h2 live.
  */
@@ -65,6 +65,8 @@ async function history(dir: string, format: 'csv' | 'xlsx' | 'json' | 'parquet')
       ['c1', 'Ann', 1, '2024-01-01'],
       ['c2', 'Bob', 1, '2024-01-02'],
       ['c3', 'Çağla', 1, '2024-01-03'],
+      // A child row of c3 (child ids extend the record's): c3's deletion covers it.
+      ['c3.1', 'Çağla child', 1, '2024-01-03'],
       ['c5', 'Eve', 1, '2024-01-05'],
     ],
     households: [
@@ -100,7 +102,7 @@ describe('ccexport latest', () => {
 
     const { stdout } = await exec(process.execPath, [CLI, 'latest', '--output', dir]);
 
-    expect(stdout).toContain('cases: 4 rows (of 8 versions; 1 deleted)');
+    expect(stdout).toContain('cases: 4 rows (of 9 versions; 2 deleted)');
     const read = parseCsv(readFileSync(join(dir, 'latest', 'cases.csv'), 'utf8'));
     expect(read[0]).toEqual(cases.headings);
     expect(read.slice(1).sort((a, b) => a[0]!.localeCompare(b[0]!))).toEqual(expectedCases);

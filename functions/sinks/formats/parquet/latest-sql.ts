@@ -7,8 +7,8 @@
  * - the newest version of an id is the one with the latest `_exported_at` (run start), then `_run_id`,
  *   then `_seq` (the row's position in its run);
  * - `_deleted` true (deletions marked) hides the id;
- * - a deletion record (`<table>/deletions/<run-id>.csv`: id, deleted_at, reason) hides a version
- *   exported at or before `deleted_at`.
+ * - a deletion record (`<table>/deletions/<run-id>.csv`: id, deleted_at, reason) hides a version of
+ *   that id, or of a child row whose id starts with `<id>.`, exported at or before `deleted_at`.
  */
 import type { TableSpec } from '../../../query/types';
 import {
@@ -57,7 +57,8 @@ export function latestStateSql(
   if (options.deletions) {
     // deleted_at is text (ISO 8601 with T and Z, or with a space): both engines cast the space form.
     conditions.push(
-      `NOT EXISTS (SELECT 1 FROM ${options.deletions} d WHERE d.${q('id')} = v.${q(id.name)} AND ` +
+      `NOT EXISTS (SELECT 1 FROM ${options.deletions} d WHERE ` +
+        `(d.${q('id')} = v.${q(id.name)} OR starts_with(v.${q(id.name)}, d.${q('id')} || '.')) AND ` +
         `CAST(replace(replace(d.${q('deleted_at')}, 'T', ' '), 'Z', '') AS timestamp) >= v.${q(EXPORTED_AT_COLUMN)})`,
     );
   }
