@@ -709,26 +709,31 @@ function isV2Param(name: string): boolean {
   );
 }
 
-/** Position marker inside our cursor (HQ encodes indexed_on.gte + last_case_id; an index is exact under ties). */
-const CURSOR_POSITION = 'sandbox_position';
+/** The id of the previous page's last case, inside HQ's cursor beside `indexed_on.gte`. */
+const LAST_CASE_ID = 'last_case_id';
 
-function encodeCursor(order: readonly [string, string][], position: number): string {
+/**
+ * HQ's case v2 cursor: base64 of the original query with `indexed_on.gte` set to the last case's
+ * indexed_on and `last_case_id` to its id (ref §2.6: "The cursor encodes the whole original query").
+ * The next page holds cases after (indexed_on, case_id) of that one, in that order.
+ */
+function encodeCursor(order: readonly [string, string][], lastIndexedOn: string, lastId: string): string {
   const qs = new URLSearchParams();
-  for (const [k, v] of order) if (k !== 'cursor' && k !== CURSOR_POSITION) qs.append(k, v);
-  qs.append(CURSOR_POSITION, String(position));
-  // HQ's cursor is base64 of a query string (ref §2.6: "The cursor encodes the whole original query").
+  for (const [k, v] of order)
+    if (k !== 'cursor' && k !== 'indexed_on.gte' && k !== LAST_CASE_ID) qs.append(k, v);
+  qs.append('indexed_on.gte', lastIndexedOn);
+  qs.append(LAST_CASE_ID, lastId);
   return Buffer.from(qs.toString(), 'utf8').toString('base64');
 }
 
-function decodeCursor(cursor: string): { order: [string, string][]; position: number } {
-  const text = Buffer.from(cursor, 'base64').toString('utf8');
-  const qs = new URLSearchParams(text);
-  const position = Number(qs.get(CURSOR_POSITION));
-  if (!Number.isInteger(position) || position < 0)
+function decodeCursor(cursor: string): { order: [string, string][]; lastId: string | null } {
+  const qs = new URLSearchParams(Buffer.from(cursor, 'base64').toString('utf8'));
+  const lastId = qs.get(LAST_CASE_ID);
+  if (lastId !== null && !qs.has('indexed_on.gte'))
     throw new SandboxBadRequest(`Invalid cursor '${cursor.slice(0, 40)}'`);
   const order: [string, string][] = [];
-  for (const [k, v] of qs) if (k !== CURSOR_POSITION) order.push([k, v]);
-  return { order, position };
+  for (const [k, v] of qs) if (k !== LAST_CASE_ID) order.push([k, v]);
+  return { order, lastId };
 }
 
 function toParams(order: readonly [string, string][]): Record<string, string[]> {
@@ -744,14 +749,14 @@ function toParams(order: readonly [string, string][]): Record<string, string[]> 
 function serveCasesV2(engine: Engine, m: ProjectModel, req: ServeRequest): string {
   let order = paramOrder(req);
   let p = req.params;
-  let position = 0;
+  let lastId: string | null = null;
   const cursor = first(p, 'cursor');
   if (cursor !== undefined) {
     // "any other parameters sent alongside it are ignored" (ref §2.6).
     const decoded = decodeCursor(cursor);
     order = decoded.order;
     p = toParams(order);
-    position = decoded.position;
+    lastId = decoded.lastId;
   }
   for (const name of Object.keys(p))
     if (!isV2Param(name)) throw new SandboxBadRequest(`'${name}' is not a valid parameter.`);
@@ -823,16 +828,31 @@ function serveCasesV2(engine: Engine, m: ProjectModel, req: ServeRequest): strin
       });
     }
   }
-  lo = Math.max(lo, position);
+  const predicate = combine(preds);
+  // A cursor's tie group at indexed_on.gte keeps only the cases after last_case_id.
+  const head: number[] = [];
+  if (lastId !== null) {
+    const gte = Math.min(...p['indexed_on.gte']!.map((v) => parseFilterDate('indexed_on.gte', v, 'v2')));
+    const tieEnd = Math.max(lo, Math.min(hi, t.lowerBound(gte + 1, 'indexed')));
+    for (let j = lo; j < tieEnd; j++)
+      if ((!predicate || predicate(j)) && m.caseId(t.event(j).record) > lastId) head.push(j);
+    head.sort((a, b) => (m.caseId(t.event(a).record) < m.caseId(t.event(b).record) ? -1 : 1));
+    lo = tieEnd;
+  }
   const scanner = new Scanner(engine, t, {
     lo,
     hi,
-    predicate: combine(preds),
+    predicate,
     key: cacheable ? ['case-v2', m.name, ...keyParts].join('|') : null,
   });
   // With the cursor applied, HQ's matching_records counts what is left (its cursor adds indexed_on.gte).
-  const matching = scanner.count();
-  const events = scanner.collect(0, limit, false);
+  const matching = head.length + scanner.count();
+  // Sorted by (indexed_on, case_id): collect a tie group more than needed, so the last group is whole.
+  const need = Math.max(0, limit - head.length);
+  const rest = need === 0 ? [] : scanner.collect(0, need + t.tieRun, false);
+  const caseKey = (j: number) => `${String(t.time(j)).padStart(20, '0')} ${m.caseId(t.event(j).record)}`;
+  rest.sort((a, b) => (caseKey(a) < caseKey(b) ? -1 : caseKey(a) > caseKey(b) ? 1 : 0));
+  const events = [...head.slice(0, limit), ...rest.slice(0, need)];
   const fields = p.fields?.flatMap((f) => f.split(',')) ?? null;
   const exclude = new Set(p.exclude?.flatMap((f) => f.split(',')) ?? []);
   const cases = events.map((j) => {
@@ -845,7 +865,8 @@ function serveCasesV2(engine: Engine, m: ProjectModel, req: ServeRequest): strin
   });
   const body: JsonObject = { matching_records: matching, cases };
   if (matching > events.length && events.length > 0) {
-    const next = encodeCursor(order, events[events.length - 1]! + 1);
+    const last = events[events.length - 1]!;
+    const next = encodeCursor(order, formatMicros(t.time(last), 'Z'), m.caseId(t.event(last).record));
     const path = req.path ?? `/a/${m.name}/api/case/v2/`;
     body.next = `${req.origin ?? 'http://127.0.0.1'}${path}?cursor=${encodeURIComponent(next)}`;
   }

@@ -159,3 +159,33 @@ describe('filter dates HQ cannot parse', () => {
     expect(status).toBe(200);
   });
 });
+
+describe('case v2 cursor (indexed_on.gte and last_case_id)', () => {
+  it('encodes the query, the last indexed_on and the last case id, and orders ties by case id', async () => {
+    const seen: JsonObject[] = [];
+    let url: string | null = `${sandbox.url}/a/demo/api/case/v2/?limit=4&case_type=person`;
+    let pages = 0;
+    while (url) {
+      const { status, body } = await getJson(url);
+      expect(status).toBe(200);
+      const cases = body.cases as JsonObject[];
+      seen.push(...cases);
+      url = (body.next as string | undefined) ?? null;
+      if (url) {
+        const cursor = new URLSearchParams(
+          Buffer.from(new URL(url).searchParams.get('cursor')!, 'base64').toString('utf8'),
+        );
+        const last = cases.at(-1)!;
+        expect(cursor.get('case_type')).toBe('person');
+        expect(cursor.get('indexed_on.gte')).toBe(last.indexed_on);
+        expect(cursor.get('last_case_id')).toBe(last.case_id);
+      }
+      expect(++pages).toBeLessThan(100);
+    }
+    const keys = seen.map((c) => `${String(c.indexed_on)} ${String(c.case_id)}`);
+    expect([...keys].sort()).toEqual(keys);
+    expect(new Set(keys).size).toBe(keys.length);
+    const truth = [...sandbox.dataset.timeline('demo', 'case-v2')].filter((c) => c.case_type === 'person');
+    expect(seen).toHaveLength(truth.length);
+  });
+});
