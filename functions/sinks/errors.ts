@@ -30,3 +30,10 @@ export class LeaseLostError extends SinkError {}
 
 /** Calls out of the order `begin`, `writeRows`/`commit`, `finish`/`abort`. */
 export class SinkStateError extends SinkError {}
+
+/**
+ * A read, write, delete or listing of the output's folder or S3 prefix failed for a reason other than
+ * a refused condition. The message names the object (bucket and key) and what the store said; the
+ * sink prefixes the step it was taking (`Writing the checkpoint: ...`).
+ */
+export class ObjectStoreError extends SinkError {}

@@ -1,7 +1,7 @@
 import { ExportLease, ObjectCheckpointStore } from '../checkpoints/object-store';
 import type { Cell, DataType, TableSpec } from '../query/types';
 import { safeKeySegment, shortHash } from './cells';
-import { SinkConfigError, SinkStateError } from './errors';
+import { ObjectStoreError, SinkConfigError, SinkStateError } from './errors';
 import { csvField } from './formats/csv';
 import type { FileFormat, TableEncoder } from './formats/types';
 import type { ObjectStore, ObjectUpload } from './store/types';
@@ -140,6 +140,17 @@ export function manifestKey(runId: string): string {
   return `manifests/${safeKeySegment(runId)}.json`;
 }
 
+/** Runs one step of the bookkeeping; a store failure in it is reported with the step's name first. */
+async function step<T>(what: string, action: () => Promise<T>): Promise<T> {
+  try {
+    return await action();
+  } catch (error) {
+    if (error instanceof ObjectStoreError)
+      throw new ObjectStoreError(`${what}: ${error.message}`, { cause: error.cause ?? error });
+    throw error;
+  }
+}
+
 /**
  * Files in a folder or under an S3 prefix: `<table>/<run-id>[-000n].<ext>` per table and part, a
  * manifest per run and a checkpoint object per export. `commit` completes the open objects, rewrites
@@ -192,7 +203,7 @@ export class FileSink implements ExportSink {
       run.runId,
       this.options.leaseSeconds ?? DEFAULT_LEASE_SECONDS,
     );
-    await this.lease.acquire();
+    await step("Taking the export's lease", () => this.lease!.acquire());
     // Renewed on a timer, not only at commits: a CLI file run commits only at its end.
     this.lease.startHeartbeat();
     this.state = 'running';
@@ -323,10 +334,12 @@ export class FileSink implements ExportSink {
     const run = this.requireRunning('commit');
     // Order is the guarantee: data objects complete → manifest → lease still ours → checkpoint.
     await this.completeOpen();
-    const manifest = await this.writeManifest(false);
-    await this.lease!.renew();
+    const manifest = await step('Writing the run manifest', () => this.writeManifest(false));
+    await step("Renewing the export's lease", () => this.lease!.renew());
     if (checkpoints.length > 0) {
-      await this.checkpoints.write(run.checkpointKey, checkpoints, { runId: run.runId, manifest });
+      await step('Writing the checkpoint', () =>
+        this.checkpoints.write(run.checkpointKey, checkpoints, { runId: run.runId, manifest }),
+      );
     }
   }
 
@@ -337,9 +350,9 @@ export class FileSink implements ExportSink {
       if (!this.partCount.has(table.name)) this.openPart(table);
     }
     await this.completeOpen();
-    await this.writeManifest(true);
+    await step('Writing the run manifest', () => this.writeManifest(true));
     this.state = 'closed';
-    await this.lease!.release();
+    await step("Releasing the export's lease", () => this.lease!.release());
   }
 
   async abort(_error: unknown): Promise<void> {
@@ -357,7 +370,7 @@ export class FileSink implements ExportSink {
     project: string,
     dataSource: string,
   ): Promise<SourceCheckpoint | null> {
-    return this.checkpoints.read(checkpointKey, project, dataSource);
+    return step('Reading the checkpoint', () => this.checkpoints.read(checkpointKey, project, dataSource));
   }
 }
 

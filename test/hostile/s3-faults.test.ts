@@ -108,3 +108,47 @@ describe('a lost S3 response on a lease write', () => {
     }
   });
 });
+
+describe('S3 errors on the bookkeeping', () => {
+  it('name the step, the bucket and the object when the checkpoint write keeps failing', async () => {
+    const { bucket, url, client } = await bucketWithProxy((r) =>
+      r.method === 'PUT' && r.key.endsWith('checkpoints/k.json') ? 'fail' : 'pass',
+    );
+
+    const failure = runOnce(url, client, 'run-1');
+
+    await expect(failure).rejects.toThrow(
+      `Writing the checkpoint: S3 PutObject of s3://${bucket}/out/checkpoints/k.json failed: InternalError (HTTP 500)`,
+    );
+  });
+
+  it('name the step, the bucket and the object when the run manifest write keeps failing', async () => {
+    const { bucket, url, client } = await bucketWithProxy((r) =>
+      r.method === 'PUT' && r.key.includes('/manifests/') ? 'fail' : 'pass',
+    );
+
+    await expect(runOnce(url, client, 'run-1')).rejects.toThrow(
+      `Writing the run manifest: S3 PutObject of s3://${bucket}/out/manifests/run-1.json failed: InternalError (HTTP 500)`,
+    );
+  });
+
+  it('say that the bucket does not exist, at the start', async () => {
+    const bucket = `missing-${randomUUID().slice(0, 8)}`;
+
+    await expect(runOnce(`s3://${bucket}/out`, direct(), 'run-1')).rejects.toThrow(
+      new RegExp(
+        `^Taking the export's lease: S3 PutObject of s3://${bucket}/out/checkpoints/k\\.p\\.lease\\.json failed: NoSuchBucket .*the bucket "${bucket}" does not exist`,
+      ),
+    );
+  });
+
+  it('say that the credentials may not write the bucket when S3 answers 403 at the start', async () => {
+    const { bucket, url, client } = await bucketWithProxy(() => 'deny');
+
+    await expect(runOnce(url, client, 'run-1')).rejects.toThrow(
+      new RegExp(
+        `^Taking the export's lease: S3 PutObject of s3://${bucket}/out/checkpoints/k\\.p\\.lease\\.json failed: AccessDenied \\(HTTP 403\\).*not allowed`,
+      ),
+    );
+  });
+});

@@ -18,7 +18,8 @@ export interface ProxiedRequest {
   readonly body: Buffer;
 }
 
-export type FaultAction = 'pass' | 'fail' | 'lose-response';
+/** `deny`: a 403 AccessDenied without forwarding, as S3 answers credentials without the permission. */
+export type FaultAction = 'pass' | 'fail' | 'lose-response' | 'deny';
 
 export interface S3FaultProxy {
   /** An S3 client that talks to moto through the proxy (SDK defaults otherwise: three attempts). */
@@ -65,6 +66,15 @@ export async function startS3FaultProxy(
       };
       if (action === 'fail') {
         answer500();
+        return;
+      }
+      if (action === 'deny') {
+        injected.push({ action, method, key });
+        seen.push({ method, key, status: 403 });
+        res.writeHead(403, { 'Content-Type': 'application/xml' });
+        res.end(
+          '<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>',
+        );
         return;
       }
       // The body is forwarded whole, with its length: no chunked encoding, no 100-continue.

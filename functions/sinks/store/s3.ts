@@ -9,7 +9,7 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { PreconditionFailedError, SinkConfigError, SinkError } from '../errors';
+import { ObjectStoreError, PreconditionFailedError, SinkConfigError, SinkError } from '../errors';
 import type { ObjectStore, ObjectUpload, PutCondition, StoredObject } from './types';
 import { CountingStream, writeWithBackpressure } from './upload';
 
@@ -43,6 +43,16 @@ function httpStatus(error: unknown): number | undefined {
   return (error as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
 }
 
+/** What an S3 error most likely means for an export, when it is one of the usual two. */
+function s3Hint(error: unknown, bucket: string): string {
+  const name = errorName(error);
+  const status = httpStatus(error);
+  if (name === 'NoSuchBucket') return ` (the bucket "${bucket}" does not exist, or not in this region)`;
+  if (status === 403 || name === 'AccessDenied' || name === 'Forbidden')
+    return ` (the AWS credentials in use are not allowed this on bucket "${bucket}": check the identity (aws sts get-caller-identity) and its S3 permissions)`;
+  return '';
+}
+
 export interface S3StoreOptions {
   /** @default 8 MiB */
   readonly partSizeBytes?: number;
@@ -74,6 +84,13 @@ export class S3ObjectStore implements ObjectStore {
 
   uri(key: string): string {
     return `s3://${this.bucket}/${this.key(key)}`;
+  }
+
+  private failed(operation: string, target: string, error: unknown): ObjectStoreError {
+    return new ObjectStoreError(
+      `S3 ${operation} of ${target} failed: ${describeS3Error(error)}${s3Hint(error, this.bucket)}`,
+      { cause: error },
+    );
   }
 
   openUpload(key: string, contentType: string): ObjectUpload {
@@ -178,7 +195,7 @@ export class S3ObjectStore implements ObjectStore {
           },
         );
       }
-      throw error;
+      throw this.failed('PutObject', this.uri(key), error);
     }
   }
 
@@ -187,8 +204,12 @@ export class S3ObjectStore implements ObjectStore {
       const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.key(key) }));
       return { body: (await out.Body?.transformToString('utf8')) ?? '', etag: out.ETag ?? '' };
     } catch (error) {
-      if (errorName(error) === 'NoSuchKey' || httpStatus(error) === 404) return null;
-      throw error;
+      if (
+        errorName(error) === 'NoSuchKey' ||
+        (httpStatus(error) === 404 && errorName(error) !== 'NoSuchBucket')
+      )
+        return null;
+      throw this.failed('GetObject', this.uri(key), error);
     }
   }
 
@@ -212,8 +233,12 @@ export class S3ObjectStore implements ObjectStore {
       if (httpStatus(error) === 412) {
         throw new PreconditionFailedError(`${this.uri(key)} changed; not deleted`, { cause: error });
       }
-      if (errorName(error) === 'NoSuchKey' || httpStatus(error) === 404) return;
-      throw error;
+      if (
+        errorName(error) === 'NoSuchKey' ||
+        (httpStatus(error) === 404 && errorName(error) !== 'NoSuchBucket')
+      )
+        return;
+      throw this.failed('DeleteObject', this.uri(key), error);
     }
   }
 
@@ -222,9 +247,17 @@ export class S3ObjectStore implements ObjectStore {
     const base = this.key('');
     let token: string | undefined;
     do {
-      const out = await this.client.send(
-        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.key(prefix), ContinuationToken: token }),
-      );
+      const out = await this.client
+        .send(
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: this.key(prefix),
+            ContinuationToken: token,
+          }),
+        )
+        .catch((error: unknown) => {
+          throw this.failed('ListObjectsV2', `${this.uri(prefix)}*`, error);
+        });
       for (const item of out.Contents ?? []) if (item.Key) keys.push(item.Key.slice(base.length));
       token = out.IsTruncated ? out.NextContinuationToken : undefined;
     } while (token);
