@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, open, readFile, rm } from 'node:fs/promises';
+import { link, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -23,27 +24,85 @@ function alive(pid: number): boolean {
   }
 }
 
+/** Reads the pid in a lock file; null when the file is gone or holds no pid. */
+async function lockHolder(path: string): Promise<number | null> {
+  const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim());
+  return Number.isInteger(pid) && pid > 0 ? pid : null;
+}
+
+/**
+ * Creates `path` holding our pid, only if it does not exist; false when it does. The pid is written to
+ * a file of our own first and linked into place, so the lock never exists without its pid (a reader
+ * would take an empty lock for a stale one).
+ */
+async function createExclusive(path: string): Promise<boolean> {
+  const own = `${path}.${process.pid}.${randomUUID().slice(0, 8)}`;
+  await writeFile(own, String(process.pid), { flag: 'wx' });
+  try {
+    await link(own, path);
+    return true;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return false;
+    // A file system without hard links: an exclusive create, then the pid.
+    if (code === 'EPERM' || code === 'ENOTSUP' || code === 'ENOSYS') {
+      try {
+        await writeFile(path, String(process.pid), { flag: 'wx' });
+        return true;
+      } catch (inner) {
+        if ((inner as NodeJS.ErrnoException).code === 'EEXIST') return false;
+        throw inner;
+      }
+    }
+    throw error;
+  } finally {
+    await rm(own, { force: true });
+  }
+}
+
+const TAKEOVER_TRIES = 100;
+const TAKEOVER_WAIT_MS = 20;
+
 /**
  * PGlite is one process's database: a second process opening the same folder would corrupt it, so
- * the folder carries a lock file with the holder's pid (a stale lock from a dead process is taken over).
+ * the folder carries a lock file with the holder's pid, created exclusively (`wx`).
+ *
+ * A lock left by a dead process is taken over, and the takeover must be atomic too: two processes
+ * that both read the dead pid would otherwise both remove the file and both create one (the second
+ * removing the first's new lock). So a takeover happens only while holding a second, exclusively
+ * created file (`ccexport.lock.takeover`), and only if the lock still holds the dead pid read before;
+ * a process that finds a takeover under way waits for it and then finds the new holder alive. A
+ * takeover file is held for a few file operations; one left by a process killed in that instant is
+ * named in the error, to be removed by hand.
  */
-async function lockFolder(folder: string): Promise<() => Promise<void>> {
+export async function lockEmbeddedFolder(folder: string): Promise<() => Promise<void>> {
   const path = join(folder, LOCK_FILE);
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const handle = await open(path, 'wx');
-      await handle.writeFile(String(process.pid));
-      await handle.close();
-      return () => rm(path, { force: true });
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim());
-      if (Number.isInteger(pid) && pid > 0 && alive(pid)) {
+  const takeover = `${path}.takeover`;
+  for (let attempt = 0; attempt < TAKEOVER_TRIES; attempt++) {
+    if (await createExclusive(path)) return () => rm(path, { force: true });
+    const pid = await lockHolder(path);
+    if (pid !== null && alive(pid)) {
+      throw new ConcurrentRunError(
+        `The embedded database in ${folder} is in use by process ${pid}; run again when it has finished`,
+      );
+    }
+    if (!(await createExclusive(takeover))) {
+      const taker = await lockHolder(takeover);
+      if (taker !== null && !alive(taker)) {
         throw new ConcurrentRunError(
-          `The embedded database in ${folder} is in use by process ${pid}; run again when it has finished`,
+          `The embedded database in ${folder} has a stale takeover file ${takeover} left by process ` +
+            `${taker}, which is no longer running; remove that file and run again`,
         );
       }
-      await rm(path, { force: true });
+      await new Promise((resolve) => setTimeout(resolve, TAKEOVER_WAIT_MS));
+      continue;
+    }
+    try {
+      // Still the dead holder we read (or no file at all): nobody took it over in the meantime.
+      if ((await lockHolder(path)) === pid) await rm(path, { force: true });
+      if (await createExclusive(path)) return () => rm(path, { force: true });
+    } finally {
+      await rm(takeover, { force: true });
     }
   }
   throw new ConcurrentRunError(`Could not lock the embedded database in ${folder}`);
@@ -114,7 +173,7 @@ async function createInChild(dataDir: string): Promise<boolean> {
 export async function openEmbeddedDatabase(folder: string): Promise<SqlConnection> {
   const root = resolve(folder);
   await mkdir(root, { recursive: true });
-  const unlock = await lockFolder(root);
+  const unlock = await lockEmbeddedFolder(root);
   try {
     const dataDir = join(root, EMBEDDED_DATA_DIR);
     if (!existsSync(join(dataDir, 'PG_VERSION'))) await createInChild(dataDir);

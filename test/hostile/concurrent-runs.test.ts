@@ -1,8 +1,10 @@
 /**
  * Runs at the same time: first runs of two exports into one new PostgreSQL database while other DDL
- * holds the checkpoint table's name. Each probe runs the CLI as a user types it against the sandbox.
+ * holds the checkpoint table's name; processes taking over a stale embedded-database lock together.
+ * Each probe runs the CLI as a user types it against the sandbox, or real processes.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -121,4 +123,69 @@ describe('first runs of two exports into one new PostgreSQL database at once', (
       }
     }, 60_000);
   }
+});
+
+/** A process that waits for `go`, takes the folder's lock, says whether it got it, and holds it until `done`. */
+const LOCKER = `
+const { existsSync } = require('node:fs');
+const [folder, go, done] = process.argv.slice(-3);
+const wait = (file) => new Promise((resolve) => { const t = setInterval(() => { if (existsSync(file)) { clearInterval(t); resolve(); } }, 2); });
+import('./functions/sinks/embedded.ts').then(async ({ lockEmbeddedFolder }) => {
+  process.stdout.write('ready\\n');
+  await wait(go);
+  let unlock = null;
+  try { unlock = await lockEmbeddedFolder(folder); process.stdout.write('got\\n'); }
+  catch (e) { process.stdout.write('busy ' + e.name + '\\n'); }
+  await wait(done);
+  if (unlock) await unlock();
+});
+`;
+
+/** The pid of a process that has ended. */
+async function deadPid(): Promise<number> {
+  const child = spawn(process.execPath, ['-e', '0']);
+  await new Promise((resolve) => child.on('exit', resolve));
+  return child.pid!;
+}
+
+describe('processes taking over a stale embedded-database lock at once', () => {
+  it('let exactly one of them have it, in every trial', async () => {
+    for (let trial = 0; trial < 2; trial++) {
+      // Prepare: a folder locked by a process that no longer runs, and four processes ready to start.
+      const folder = join(work, `embedded-lock-${trial}`);
+      mkdirSync(folder, { recursive: true });
+      writeFileSync(join(folder, 'ccexport.lock'), String(await deadPid()));
+      const go = join(folder, 'go');
+      const done = join(folder, 'done');
+      const children = Array.from({ length: 4 }, () => {
+        const child = spawn(process.execPath, ['--import', 'tsx', '-e', LOCKER, folder, go, done], {
+          stdio: ['ignore', 'pipe', 'inherit'],
+        });
+        let out = '';
+        child.stdout.on('data', (chunk: Buffer) => {
+          out += chunk.toString();
+        });
+        const exited = new Promise((resolve) => child.on('exit', resolve));
+        return { output: () => out, exited };
+      });
+      for (let k = 0; k < 3000 && !children.every((c) => c.output().includes('ready')); k++)
+        await new Promise((resolve) => setTimeout(resolve, 10));
+
+      // Act: all four take the lock at the same moment.
+      writeFileSync(go, '');
+      for (let k = 0; k < 3000 && !children.every((c) => /got|busy/.test(c.output())); k++)
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      writeFileSync(done, '');
+      await Promise.all(children.map((c) => c.exited));
+
+      // Assert
+      const outcomes = children.map((c) => c.output().trim().split('\n').pop());
+      expect(
+        outcomes.filter((o) => o === 'got'),
+        outcomes.join(', '),
+      ).toHaveLength(1);
+      expect(outcomes.filter((o) => o === 'busy ConcurrentRunError')).toHaveLength(3);
+      expect(existsSync(join(folder, 'ccexport.lock'))).toBe(false);
+    }
+  }, 120_000);
 });
