@@ -105,10 +105,12 @@ async function readSecret(
     );
     text = result.SecretString;
   } catch (error) {
-    const name = error instanceof Error ? error.name : 'Error';
-    throw new CredentialError(`could not read secret "${secretId}" from Secrets Manager (${name})`, {
-      cause: error,
-    });
+    throw new CredentialError(
+      `could not read secret "${secretId}" from Secrets Manager: ${secretsManagerProblem(error, secretId)}`,
+      {
+        cause: error,
+      },
+    );
   }
   let parsed: unknown;
   try {
@@ -128,6 +130,32 @@ async function readSecret(
   }
   const baseUrl = typeof doc.baseUrl === 'string' ? doc.baseUrl : undefined;
   return { username, apiKey, ...(baseUrl ? { baseUrl } : {}) };
+}
+
+/**
+ * What Secrets Manager's error means and what to do. Its messages name the secret, never its value, so
+ * they are quoted (cut to 300 characters); the usual causes get a hint.
+ */
+export function secretsManagerProblem(error: unknown, secretId: string): string {
+  const name = error instanceof Error ? error.name : 'Error';
+  const message = error instanceof Error ? error.message.slice(0, 300) : String(error).slice(0, 300);
+  if (message === 'Region is missing') {
+    return 'no AWS region is set; set AWS_REGION to the region of the secret (e.g. AWS_REGION=eu-west-1)';
+  }
+  let hint = '';
+  if (name === 'InvalidRequestException' && /deletion|deleted/i.test(message)) {
+    hint =
+      `. The secret is scheduled for deletion: restore it (aws secretsmanager restore-secret --secret-id ${secretId}) ` +
+      'or name another secret';
+  } else if (name === 'ResourceNotFoundException') {
+    hint = '. Check the name or ARN, and that AWS_REGION is the region the secret is in';
+  } else if (name === 'AccessDeniedException') {
+    hint =
+      '. The AWS identity in use may not read it (secretsmanager:GetSecretValue, and kms:Decrypt on its key)';
+  } else if (name === 'DecryptionFailure') {
+    hint = '. The AWS identity in use may not decrypt it with its KMS key (kms:Decrypt)';
+  }
+  return `${name}: ${message}${hint}`;
 }
 
 /** Reads one line from the terminal; with `hidden`, typed characters are not echoed. */

@@ -1,10 +1,12 @@
 /** Hostile command lines: each is refused as a usage error, or with a message that says what to do. */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CreateSecretCommand, DeleteSecretCommand } from '@aws-sdk/client-secrets-manager';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { main } from '../../functions/cli/main';
 import { calendarTime } from '../../functions/cli/run-command';
 import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { CHAOS_KEY, CHAOS_USER } from '../chaos/support';
 import { captureIO } from '../cli/capture';
+import { motoSecretsManager } from '../support/aws';
 
 let sandbox: RunningSandbox;
 
@@ -85,4 +87,44 @@ describe('commands that reach AWS without a region', () => {
       }
     });
   }
+});
+
+describe('--secret-id naming a secret that cannot be read', () => {
+  it('says the secret is scheduled for deletion and how to restore it, not only "(InvalidRequestException)"', async () => {
+    const endpoint = inject('motoEndpoint');
+    const secrets = motoSecretsManager(endpoint);
+    const name = `doomed-${process.pid}`;
+    await secrets.send(
+      new CreateSecretCommand({
+        Name: name,
+        SecretString: JSON.stringify({ username: CHAOS_USER, key: CHAOS_KEY }),
+      }),
+    );
+    await secrets.send(new DeleteSecretCommand({ SecretId: name, RecoveryWindowInDays: 7 }));
+    const saved = { ...process.env };
+    Object.assign(process.env, {
+      AWS_ENDPOINT_URL_SECRETS_MANAGER: endpoint,
+      AWS_ACCESS_KEY_ID: 'testing',
+      AWS_SECRET_ACCESS_KEY: 'testing',
+      AWS_REGION: 'us-east-1',
+    });
+    const io = captureIO();
+    try {
+      const code = await main(
+        [
+          ...['--project', 'usage', '--commcare-hq', sandbox.url, '--secret-id', name],
+          ...['--resource', 'form', '--output-format', 'jsonl', '--output', '/nonexistent/never'],
+        ],
+        io,
+      );
+
+      expect(code).toBe(1);
+      expect(io.err()).toContain(`could not read secret "${name}"`);
+      expect(io.err()).toMatch(/InvalidRequestException: .*deletion/);
+      expect(io.err()).toContain(`aws secretsmanager restore-secret --secret-id ${name}`);
+      expect(io.err()).not.toContain(CHAOS_KEY);
+    } finally {
+      process.env = saved;
+    }
+  });
 });
