@@ -48,6 +48,9 @@ const PERMANENT_ERRORS = [
   // table name the target refuses): the same input fails the same way however often it is retried.
   'ExportEventError',
   'SinkConfigError',
+  // A reconcile that would remove too much of a table, or that cannot end within one invocation.
+  'ReconcileGuardError',
+  'ReconcileStoppedError',
 ];
 
 export interface ExportPipelineProps {
@@ -99,6 +102,17 @@ export interface ExportPipelineProps {
   readonly database?: ExportDatabase;
   /** Queue for schedule invocations that could not be delivered. */
   readonly scheduleDeadLetterQueue: sqs.IQueue;
+  /**
+   * A second schedule that starts the same state machine with reconcile jobs (`ccexport reconcile`).
+   * @default - no reconcile schedule
+   */
+  readonly reconcile?: {
+    /** Scheduler cron expression, six fields. */
+    readonly cron: string;
+    readonly timeZone: string;
+    /** One reconcile job per project. */
+    readonly jobs: readonly ExportJob[];
+  };
   /** Stack-unique prefix of named resources (the state machine name). */
   readonly namePrefix: string;
   /**
@@ -116,6 +130,8 @@ export class ExportPipeline extends Construct {
   public readonly stateMachine: sfn.StateMachine;
   /** The schedule that starts the state machine. */
   public readonly schedule: scheduler.Schedule;
+  /** The schedule that starts reconcile runs, when the export has one. */
+  public readonly reconcileSchedule?: scheduler.Schedule;
   /** Security group of the function (egress 443, and the database port when there is one). */
   public readonly securityGroup: ec2.SecurityGroup;
   /** Loop iterations per project before an execution hands over to a fresh one. */
@@ -206,6 +222,25 @@ export class ExportPipeline extends Construct {
         maxEventAge: Duration.hours(1),
       }),
     });
+    if (props.reconcile && props.reconcile.jobs.length > 0) {
+      const reconcileSlices: ExportSliceEvent[] = props.reconcile.jobs.map((job) => ({
+        job,
+        continuation: null,
+      }));
+      this.reconcileSchedule = new scheduler.Schedule(this, 'ReconcileSchedule', {
+        description: `Starts a reconcile of export ${props.exportName} (rows of records HQ no longer lists)`,
+        schedule: scheduler.ScheduleExpression.expression(
+          `cron(${props.reconcile.cron})`,
+          TimeZone.of(props.reconcile.timeZone),
+        ),
+        target: new schedulerTargets.StepFunctionsStartExecution(this.stateMachine, {
+          input: scheduler.ScheduleTargetInput.fromObject({ slices: reconcileSlices }),
+          deadLetterQueue: props.scheduleDeadLetterQueue,
+          retryAttempts: 3,
+          maxEventAge: Duration.hours(1),
+        }),
+      });
+    }
   }
 
   private buildStateMachine(

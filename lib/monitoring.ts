@@ -136,6 +136,19 @@ export class ExportMonitoring extends Construct {
         .addAlarmAction(this.action);
     }
 
+    // A reconcile that would remove or mark more than its share of a table changed nothing and failed:
+    // usually a wrong key, project or filter rather than real deletions.
+    pipeline
+      .metricFunction('ReconcileGuardTripped', { statistic: 'Sum', period: Duration.minutes(5) })
+      .createAlarm(this, `${name}-ReconcileGuard`, {
+        alarmDescription: `Export ${name}: a reconcile would have removed or marked more than the allowed share of a table; nothing changed`,
+        threshold: 1,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      })
+      .addAlarmAction(this.action);
+
     const day = Duration.days(1);
     this.dashboard.addWidgets(
       new cloudwatch.TextWidget({ markdown: `## Export ${name}`, width: 24, height: 1 }),
@@ -165,6 +178,17 @@ export class ExportMonitoring extends Construct {
         left: [pipeline.metricFunction('ThrottleWaitMs', { statistic: 'Sum', period: Duration.hours(1) })],
         right: [pipeline.metricFunction('Retries', { statistic: 'Sum', period: Duration.hours(1) })],
         width: 4,
+      }),
+      new cloudwatch.GraphWidget({
+        title: `${name}: records removed or marked`,
+        left: [
+          pipeline.metricFunction('RecordsRemoved', {
+            statistic: 'Sum',
+            period: day,
+            label: 'archived or deleted (runs and reconciles)',
+          }),
+        ],
+        width: 6,
       }),
       new cloudwatch.SingleValueWidget({
         title: `${name}: key age (days)`,

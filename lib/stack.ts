@@ -7,7 +7,7 @@ import { Annotations, CfnOutput, Duration, Stack, type StackProps, Validations }
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import type { Construct } from 'constructs';
-import { exportJobs } from '../functions/config/job';
+import { exportJobs, reconcileJobs } from '../functions/config/job';
 import { credentialSecretOutputKey, stateMachineOutputKey } from '../functions/config/naming';
 import type { ExportsConfig } from '../functions/config/parse';
 import { maxRunGapSeconds } from '../functions/config/schedule';
@@ -174,6 +174,15 @@ export class CommCareExportStack extends Stack {
         ...(exp.output.type === 'postgres' && this.database ? { database: this.database } : {}),
         scheduleDeadLetterQueue: this.monitoring.scheduleDeadLetterQueue,
         namePrefix: config.stackName,
+        ...(exp.reconcile !== 'off'
+          ? {
+              reconcile: {
+                cron: exp.reconcile.cron.replace(/^cron\((.*)\)$/, '$1'),
+                timeZone: exp.reconcile.timezone,
+                jobs: reconcileJobs(config, exp.name),
+              },
+            }
+          : {}),
       });
       pipelines.set(exp.name, pipeline);
       // Parquet exports get a Glue catalog, latest-state views and an Athena workgroup (lib/analytics.ts).

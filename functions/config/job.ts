@@ -36,6 +36,12 @@ export interface ExportJob {
   readonly output: ExportJobOutput;
   /** `incremental` resumes from the checkpoint; `snapshot` exports everything on every run. */
   readonly mode: 'incremental' | 'snapshot';
+  /** Archived and deleted records (`remove`, `mark`, `ignore`). @default 'ignore' (jobs of older deployments) */
+  readonly deletions?: 'remove' | 'mark' | 'ignore';
+  /** `reconcile`: compare HQ's ids with the output instead of exporting. @default 'export' */
+  readonly task?: 'export' | 'reconcile';
+  /** Reconcile: largest share of a table one reconcile may remove or mark. @default 0.2 */
+  readonly reconcileMaxShare?: number;
 }
 
 /** The export function's event: a job and where the previous slice stopped (null for a fresh start). */
@@ -92,5 +98,22 @@ export function exportJobs(config: ExportsConfig, exportName: string): ExportJob
     queryFile: bundledQueryFile(exp),
     output: exp.output,
     mode: exp.mode,
+    deletions: exp.deletions,
+  }));
+}
+
+/**
+ * The reconcile jobs of the named export: its export jobs with `task: 'reconcile'`, for PostgreSQL
+ * outputs with deletions tracked and a reconcile schedule; none otherwise (files are not reconciled).
+ */
+export function reconcileJobs(config: ExportsConfig, exportName: string): ExportJob[] {
+  const exp = config.exports.find((e) => e.name === exportName);
+  if (!exp || exp.reconcile === 'off' || exp.deletions === 'ignore' || exp.output.type !== 'postgres')
+    return [];
+  const maxShare = exp.reconcile.maxShare;
+  return exportJobs(config, exportName).map((job) => ({
+    ...job,
+    task: 'reconcile',
+    reconcileMaxShare: maxShare,
   }));
 }

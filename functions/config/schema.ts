@@ -133,6 +133,9 @@ export const exportOutputSchema = z.discriminatedUnion('type', [s3Output, postgr
     `${JSON.stringify((iss.input as { type?: unknown } | undefined)?.type)} is not an output type; expected "s3" or "postgres"`,
 });
 
+/** Weekly, Sunday 03:00 (EventBridge Scheduler cron). */
+export const DEFAULT_RECONCILE_CRON = '0 3 ? * SUN *';
+
 export const exportSchema = z.strictObject({
   name: name('export'),
   /** One project, or several run in parallel by the state machine's Map state. */
@@ -154,6 +157,31 @@ export const exportSchema = z.strictObject({
   concurrency: z.number().int().min(1).max(10).default(2),
   /** Lambda memory for this export; xlsx output of large forms needs more. */
   memoryMb: z.number().int().min(256).max(10240).default(1024),
+  /**
+   * Records HQ archived or deleted: `remove` their rows (default), `mark` them (`_deleted`,
+   * `_deleted_at`), or `ignore` them (DET). See the README's "Deletions and archives".
+   */
+  deletions: z
+    .enum(['remove', 'mark', 'ignore'], {
+      error: (iss) =>
+        `${JSON.stringify(iss.input)} is not a deletions mode; expected "remove", "mark" or "ignore"`,
+    })
+    .default('remove'),
+  /**
+   * When `ccexport reconcile` runs for a PostgreSQL output (ids HQ no longer lists are removed or
+   * marked): weekly by default (Sunday 03:00 UTC), or `off`. `maxShare`: the reconcile fails, changing
+   * nothing, when a table would lose more than this share of its rows.
+   */
+  reconcile: z
+    .union([
+      z.literal('off'),
+      z.strictObject({
+        cron,
+        timezone: timeZone.default('UTC'),
+        maxShare: z.number().gt(0).max(1).default(0.2),
+      }),
+    ])
+    .default({ cron: DEFAULT_RECONCILE_CRON, timezone: 'UTC', maxShare: 0.2 }),
 });
 
 const elasticIps = z.union(

@@ -40,6 +40,9 @@ const jobSchema = z.object({
   queryFile: nonEmpty,
   output: exportOutputSchema,
   mode: z.enum(['incremental', 'snapshot']),
+  deletions: z.enum(['remove', 'mark', 'ignore']).optional(),
+  task: z.enum(['export', 'reconcile']).optional(),
+  reconcileMaxShare: z.number().gt(0).max(1).optional(),
 });
 
 const eventSchema = z.object({

@@ -84,6 +84,19 @@ export interface ReconcileDeps {
   readonly runId: string;
   readonly progress?: ProgressListener;
   readonly now?: () => Date;
+  /** Checked between pages: true stops the reconcile, changing nothing (`ReconcileStoppedError`). */
+  readonly shouldStop?: () => boolean;
+}
+
+/** A reconcile stopped before it ended (a Lambda deadline): its transaction rolled back, nothing changed. */
+export class ReconcileStoppedError extends Error {
+  constructor(readonly ids: number) {
+    super(
+      `Reconcile stopped after listing ${ids} ids, before comparing them; nothing changed. ` +
+        'It runs in one transaction, so it must end within one invocation: run `ccexport reconcile` from a machine for this project',
+    );
+    this.name = 'ReconcileStoppedError';
+  }
 }
 
 export interface ReconcileSummary {
@@ -138,6 +151,7 @@ export async function runReconcile(deps: ReconcileDeps, plan: ReconcilePlan): Pr
         }
         await deps.target.addLiveIds(batch);
         progress.records += page.records.length;
+        if (deps.shouldStop?.()) throw new ReconcileStoppedError(ids + progress.records);
         progress.pages += 1;
         if (progress.pages === 1) progress.totalCount = page.totalCount;
         deps.progress?.pageWritten?.(progress);

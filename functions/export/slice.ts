@@ -8,10 +8,11 @@ import { randomUUID } from 'node:crypto';
 import { CommCareClient } from '../commcare';
 import type { ExportSliceEvent, ExportSliceResult } from '../config/job';
 import { compileQueryFile } from '../query';
-import { createSink, SinkConfigError } from '../sinks';
+import { createSink, openReconcileTarget, SinkConfigError } from '../sinks';
 import type { ExportSink } from '../sinks/types';
 import { parseContinuation, type SliceContinuation } from './event';
 import type { ExportSliceDeps, SliceClock } from './handler';
+import { ReconcileGuardError, runReconcile } from './reconcile';
 import { runExport } from './run';
 
 export type { SliceContinuation } from './event';
@@ -37,6 +38,51 @@ async function openJobSink(deps: ExportSliceDeps, input: ExportSliceEvent): Prom
     database: { ...db, sslmode: 'require' },
     schema: output.schema,
   });
+}
+
+/**
+ * A reconcile job: lists HQ's ids and settles the PostgreSQL tables in one transaction, so it must end
+ * within this invocation (it never returns a continuation). A guard trip fails the slice (the run fails
+ * and alarms) and also counts `ReconcileGuardTripped`.
+ */
+async function reconcileSlice(
+  deps: ExportSliceDeps,
+  input: ExportSliceEvent,
+  clock: SliceClock,
+  client: CommCareClient,
+  compiled: { sources: readonly import('../query/types').SourcePlan[]; queryFileMd5: string },
+  runId: string,
+): Promise<ExportSliceResult> {
+  const mode = input.job.deletions ?? 'ignore';
+  if (input.job.output.type !== 'postgres' || mode === 'ignore')
+    throw new SinkConfigError('A reconcile job needs a PostgreSQL output and deletions "remove" or "mark"');
+  if (!deps.databaseSecret)
+    throw new SinkConfigError('The export function has no DATABASE_SECRET_ARN; PostgreSQL outputs need one');
+  const db = await deps.databaseSecret();
+  const target = await openReconcileTarget({
+    format: 'sql',
+    output: '',
+    database: { ...db, sslmode: 'require' },
+    schema: input.job.output.schema,
+  });
+  try {
+    const summary = await runReconcile(
+      { source: client, target, runId, shouldStop: () => clock.remainingMs() < clock.safetyMarginMs },
+      {
+        project: input.job.project,
+        sources: compiled.sources,
+        checkpointKey: compiled.queryFileMd5,
+        pageSize: 10_000,
+        mode,
+        ...(input.job.reconcileMaxShare !== undefined ? { maxShare: input.job.reconcileMaxShare } : {}),
+      },
+    );
+    deps.metrics.addMetric('RecordsRemoved', 'Count', summary.gone);
+    return { done: true, continuation: null, rows: summary.gone, pages: summary.pages };
+  } catch (error) {
+    if (error instanceof ReconcileGuardError) deps.metrics.addMetric('ReconcileGuardTripped', 'Count', 1);
+    throw error;
+  }
 }
 
 /** A project name as it may appear in an object name. */
@@ -78,6 +124,8 @@ export async function runExportSlice(
     baseUrl: credentials.baseUrl,
     forSql: input.job.output.type === 'postgres',
   });
+  if (input.job.task === 'reconcile')
+    return await reconcileSlice(deps, input, clock, client, compiled, runId);
   const sink = await openJobSink(deps, input);
   const summary = await runExport(
     {
@@ -97,9 +145,12 @@ export async function runExportSlice(
       startOver: input.job.mode === 'snapshot' && previous === null,
       pageSize: 1000,
       commitEveryPages: input.job.output.type === 'postgres' ? 5 : Number.POSITIVE_INFINITY,
+      deletions: input.job.deletions ?? 'ignore',
     },
   );
   const stats = client.stats;
+  // Rows of archived or deleted records removed or marked (dashboard: "records removed or marked").
+  deps.metrics.addMetric('RecordsRemoved', 'Count', summary.archived);
   deps.metrics.addMetric('Retries', 'Count', stats.retries);
   deps.metrics.addMetric('ThrottleWaitMs', 'Milliseconds', stats.throttleWaitMs);
   return {
