@@ -72,6 +72,7 @@ describe('parseExportsConfig', () => {
       queryFile: 'query/forms.xlsx',
       output: { type: 's3', format: 'csv', prefix: 'forms/' },
       mode: 'incremental',
+      deletions: 'remove',
     });
   });
 
