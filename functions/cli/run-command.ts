@@ -65,6 +65,8 @@ export interface RunSettings {
   readonly allowInsecureHttp: boolean;
   /** What happens to rows of records HQ archived or deleted (`--deletions`). */
   readonly deletions: DeletionMode;
+  /** `--keep-latest`: the file output also keeps `latest/<table>.<ext>` after each run. */
+  readonly keepLatest: boolean;
 }
 
 /**
@@ -235,6 +237,7 @@ export function settingsFromFlags(flags: ParsedFlags, io: CommandIO): RunSetting
     progress: (progressFlag as RunSettings['progress'] | undefined) ?? (io.stderr.isTTY ? 'tty' : 'json'),
     allowInsecureHttp,
     deletions: deletionModeFromFlag(stringFlag(flags, 'deletions'), format, output),
+    keepLatest: booleanFlag(flags, 'keep-latest'),
   };
 }
 
@@ -628,6 +631,7 @@ async function openSink(settings: RunSettings, io: CommandIO): Promise<ExportSin
     stdout: io.stdout as Writable,
     strictTypes: settings.strictTypes,
     ...(s3Client ? { s3Client } : {}),
+    ...(settings.keepLatest ? { keepLatest: true } : {}),
   });
 }
 

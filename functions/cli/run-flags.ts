@@ -144,6 +144,11 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
     defaultText: 'remove (jsonl: ignore)',
   },
   {
+    name: 'keep-latest',
+    kind: 'boolean',
+    help: 'folder and s3:// outputs: after each run also write latest/<table>.<ext>, the current table (newest row per id)',
+  },
+  {
     name: 'progress',
     kind: 'string',
     help: '"tty", "json" or "none"',

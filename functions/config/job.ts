@@ -12,6 +12,7 @@ export type ExportJobOutput =
   | {
       readonly type: 's3';
       readonly format: 'csv' | 'xlsx' | 'json' | 'markdown' | 'parquet';
+      readonly keepLatest?: boolean;
       readonly prefix: string;
     }
   | { readonly type: 'postgres'; readonly schema: string };

@@ -113,6 +113,8 @@ const s3Output = z.strictObject({
     error: (iss) =>
       `${JSON.stringify(iss.input)} is not an output format; expected csv, xlsx, json, markdown or parquet`,
   }),
+  /** Also keep `latest/<table>.<ext>` (the current table, replaced after each run). */
+  keepLatest: z.boolean().optional(),
   /** Key prefix in the exports bucket; the export's role may write under it only. */
   prefix: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9!_.*'()/-]*\/$/, {
     error: 'expected a key prefix such as "forms/" (safe S3 key characters, ending with "/")',

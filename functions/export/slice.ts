@@ -26,6 +26,7 @@ async function openJobSink(deps: ExportSliceDeps, input: ExportSliceEvent): Prom
       format: output.format,
       output: `s3://${deps.bucket}/${output.prefix.replace(/^\/+|\/+$/g, '')}`,
       s3Client: deps.s3Client,
+      ...(output.keepLatest ? { keepLatest: true } : {}),
     });
   }
   if (!deps.databaseSecret)

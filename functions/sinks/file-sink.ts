@@ -1,7 +1,7 @@
 import { ExportLease, ObjectCheckpointStore } from '../checkpoints/object-store';
 import type { Cell, DataType, TableSpec } from '../query/types';
 import { safeKeySegment, shortHash } from './cells';
-import { ObjectStoreError, SinkConfigError, SinkStateError } from './errors';
+import { ObjectStoreError, SinkConfigError, SinkError, SinkStateError } from './errors';
 import { csvField } from './formats/csv';
 import type { FileFormat, TableEncoder } from './formats/types';
 import type { ObjectStore, ObjectUpload } from './store/types';
@@ -60,6 +60,13 @@ export interface FileSinkOptions {
   readonly leaseSeconds?: number;
   /** parquet: rows per row group. @default 50000 */
   readonly parquetRowGroupRows?: number;
+  /**
+   * After each completed run, also write `latest/<table>.<ext>`: the current state of each table
+   * (newest version per id, deletions applied; see `latest.ts`), each object replaced whole (S3:
+   * one completed upload; folder: written aside and renamed). It reads every run's objects, so it
+   * costs a read of the whole history per run. @default false
+   */
+  readonly keepLatest?: boolean;
 }
 
 interface OpenPart {
@@ -352,7 +359,24 @@ export class FileSink implements ExportSink {
     await this.completeOpen();
     await step('Writing the run manifest', () => this.writeManifest(true));
     this.state = 'closed';
-    await step("Releasing the export's lease", () => this.lease!.release());
+    try {
+      // Under the lease: two runs must not replace latest/ at the same time.
+      if (this.options.keepLatest) await this.writeLatestSnapshot();
+    } finally {
+      await step("Releasing the export's lease", () => this.lease!.release());
+    }
+  }
+
+  private async writeLatestSnapshot(): Promise<void> {
+    const { writeLatest } = await import('./latest');
+    try {
+      await writeLatest({ source: this.store, format: this.format });
+    } catch (error) {
+      throw new SinkError(
+        `The run's data and manifest are complete, but ${this.store.uri('latest/')} was not refreshed: ${error instanceof Error ? error.message : String(error)}`,
+        { cause: error },
+      );
+    }
   }
 
   async abort(_error: unknown): Promise<void> {

@@ -167,6 +167,16 @@ export async function createSink(options: SinkOptions): Promise<ExportSink> {
       `output format must be one of ${FORMATS.join(', ')}, received "${options.format}"`,
     );
   }
+  if (
+    options.keepLatest &&
+    (options.format === 'markdown' ||
+      options.format === 'sql' ||
+      isSingleFileOutput(options.format, options.output))
+  ) {
+    throw new SinkConfigError(
+      'latest/ snapshots are kept for csv, xlsx, json and parquet outputs to a folder or s3:// prefix only',
+    );
+  }
   if (options.format === 'sql') {
     const pgOptions = {
       ...(options.schema !== undefined ? { schema: options.schema } : {}),
@@ -210,5 +220,6 @@ export async function createSink(options: SinkOptions): Promise<ExportSink> {
     ...(options.parquetRowGroupRows !== undefined
       ? { parquetRowGroupRows: options.parquetRowGroupRows }
       : {}),
+    ...(options.keepLatest ? { keepLatest: true } : {}),
   });
 }

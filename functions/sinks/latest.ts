@@ -31,8 +31,8 @@ export interface LatestOptions {
   readonly target?: ObjectStore;
   /** Format of the consolidated files. @default the format the runs wrote */
   readonly format?: FileFormat;
-  /** Loads a format by name (the sinks' lazy loader). */
-  readonly loadFormat: (name: FileFormat['name']) => Promise<FileFormat>;
+  /** Loads a format by name (the sinks' lazy loader); needed when `format` is not given. */
+  readonly loadFormat?: (name: FileFormat['name']) => Promise<FileFormat>;
   /** Only these tables. @default every table of every manifest */
   readonly tables?: readonly string[];
 }
@@ -147,7 +147,12 @@ export async function writeLatest(options: LatestOptions): Promise<LatestTable[]
       );
     }
   }
-  const format = options.format ?? (await options.loadFormat(manifests.at(-1)!.outputFormat));
+  const format =
+    options.format ??
+    (await options.loadFormat?.(manifests.at(-1)!.outputFormat)) ??
+    (() => {
+      throw new SinkConfigError('writeLatest needs a format or a loadFormat');
+    })();
   const names = options.tables ?? [...new Set(manifests.flatMap((m) => m.tables.map((t) => t.name)))];
   const results: LatestTable[] = [];
   for (const table of names) {

@@ -146,6 +146,11 @@ export interface SinkOptions {
   readonly xlsxMaxRowsPerSheet?: number;
   /** parquet: rows per row group; memory holds one row group per table being written. @default 50000 */
   readonly parquetRowGroupRows?: number;
+  /**
+   * File outputs (csv, xlsx, json, parquet): after each run also write `latest/<table>.<ext>`, the
+   * current state of each table, replaced whole. @default false
+   */
+  readonly keepLatest?: boolean;
   /** File outputs: how long a run's lease on its export lasts after its last renewal (renewed every third of it while the run is alive). @default 120 */
   readonly leaseSeconds?: number;
 }

@@ -147,6 +147,60 @@ describe('ccexport latest', () => {
   });
 });
 
+describe('the latest/ snapshot kept after each run (keepLatest)', () => {
+  it('replaces latest/<table>.csv after each run with the current table', async () => {
+    const dir = tempDir();
+    const runWith = async (runId: string, rows: Cell[][]) => {
+      const sink = await createSink({ format: 'csv', output: dir, keepLatest: true });
+      await sink.begin([cases], run(runId));
+      await sink.writeRows('cases', rows);
+      await sink.finish();
+      await pause(5);
+      return parseCsv(readFileSync(join(dir, 'latest', 'cases.csv'), 'utf8')).slice(1);
+    };
+
+    expect(
+      await runWith('run-1', [
+        ['c1', 'Ann', 1, null],
+        ['c2', 'Bob', 1, null],
+      ]),
+    ).toEqual([
+      ['c1', 'Ann', '1', ''],
+      ['c2', 'Bob', '1', ''],
+    ]);
+    expect(await runWith('run-2', [['c2', 'Bob', 2, null]])).toEqual([
+      ['c1', 'Ann', '1', ''],
+      ['c2', 'Bob', '2', ''],
+    ]);
+  });
+
+  it('keeps one workbook per table for xlsx outputs, readable back', async () => {
+    const dir = tempDir();
+    const sink = await createSink({ format: 'xlsx', output: dir, keepLatest: true });
+    await sink.begin([cases], run('run-1'));
+    await sink.writeRows('cases', [
+      ['c1', 'Ann', 1, null],
+      ['c1', 'Ann B', 2, null],
+    ]);
+    await sink.finish();
+    const { default: ExcelJS } = await import('exceljs');
+    const book = new ExcelJS.Workbook();
+    await book.xlsx.readFile(join(dir, 'latest', 'cases.xlsx'));
+    const sheet = book.worksheets[0]!;
+    expect(sheet.rowCount).toBe(2);
+    expect(sheet.getRow(2).values).toEqual([undefined, 'c1', 'Ann B', 2]);
+  });
+
+  it('fails at once for an output that cannot keep one (markdown, a single file, sql)', async () => {
+    await expect(createSink({ format: 'markdown', output: tempDir(), keepLatest: true })).rejects.toThrow(
+      'latest/ snapshots are kept for csv, xlsx, json and parquet outputs',
+    );
+    await expect(
+      createSink({ format: 'csv', output: join(tempDir(), 'reports.zip'), keepLatest: true }),
+    ).rejects.toThrow('to a folder or s3:// prefix only');
+  });
+});
+
 describe.skipIf(!hasDuckdb)('the <table>_latest SQL on DuckDB over the Parquet files', () => {
   it('gives the rows ccexport latest gives from the same parquet output', async () => {
     const dir = tempDir();
