@@ -3,9 +3,15 @@ import { cellToText } from '../cells';
 import { lineFormat } from './buffered';
 import type { FileFormat } from './types';
 
-/** RFC 4180 field: quoted when it holds a comma, quote, CR or LF; quotes doubled. */
+/**
+ * RFC 4180 field: quoted when it holds a comma, quote, CR or LF; quotes doubled. NUL is dropped, as
+ * the PostgreSQL output drops it: csv readers stop at it (Python's csv before 3.11: "line contains
+ * NUL") or take it for the end of a C string.
+ */
 export function csvField(text: string): string {
-  return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+  if (!/[",\r\n\0]/.test(text)) return text;
+  const clean = text.includes('\0') ? text.replaceAll('\0', '') : text;
+  return /[",\r\n]/.test(clean) ? `"${clean.replaceAll('"', '""')}"` : clean;
 }
 
 /**
