@@ -6,12 +6,14 @@
 import { createWriteStream, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Writable } from 'node:stream';
+import { ExportLease } from '../checkpoints/object-store';
 import { rawJsonOf } from '../commcare/page-body';
 import type { ResourceName } from '../commcare/types';
 import type { JsonObject } from '../common/json';
 import type { Cell, SourcePlan, TableSpec } from '../query/types';
+import { LocalObjectStore } from '../sinks/store/local';
 import type { ObjectStore, ObjectUpload } from '../sinks/store/types';
-import type { ExportSink, SourceCheckpoint } from '../sinks/types';
+import type { ExportSink, RunContext, SourceCheckpoint } from '../sinks/types';
 
 /** A source plan whose single table holds each record whole. */
 export function rawRecordsPlan(resource: ResourceName, params: Record<string, string[]> = {}): SourcePlan {
@@ -31,6 +33,9 @@ export function rawRecordsPlan(resource: ResourceName, params: Record<string, st
 
 /** Bytes gathered before one write to the file: few large writes instead of one per record. */
 const CHUNK_BYTES = 1 << 20;
+
+/** How long a run's lease outlives its last renewal (renewed every third of it), as for table outputs. */
+const LEASE_SECONDS = 120;
 
 interface Target {
   readonly stream: Writable;
@@ -56,21 +61,36 @@ interface Target {
  * no half file. Checkpoints are not kept (raw mode always pulls everything, or the `--since`/`--until`
  * window).
  *
+ * Two runs into one folder or prefix would write the same files: a run holds the export's lease (the
+ * one table outputs take, `ExportLease`, keyed by the run's checkpoint key and project) from `begin`
+ * until its files are in place, so a second run stops with `ConcurrentRunError` before writing
+ * anything, and each run writes under its own temporary name (`<table>.jsonl.<run-id>.partial`).
+ *
  * A record the client read from a page is written as the bytes HQ sent for it (`rawJsonOf`): parsing
  * gave the client its object, and re-serialising it would cost as much again for the same JSON. Anything
  * else (a row of cells, an object built by a query) is `JSON.stringify`d. Lines gather in 1 MiB chunks.
  */
 export class JsonLinesSink implements ExportSink {
   private readonly streams = new Map<string, Target>();
+  private lease: ExportLease | undefined;
   readonly written: string[] = [];
 
   /** `destination`: a folder path, or the object store of an `s3://` output. */
   constructor(private readonly destination: string | ObjectStore) {}
 
-  async begin(tables: readonly TableSpec[]): Promise<void> {
+  async begin(tables: readonly TableSpec[], run: RunContext): Promise<void> {
     const store = typeof this.destination === 'string' ? null : this.destination;
     const folder = typeof this.destination === 'string' ? this.destination : null;
     if (folder !== null) mkdirSync(folder, { recursive: true });
+    this.lease = new ExportLease(
+      store ?? new LocalObjectStore(folder as string),
+      run.checkpointKey,
+      run.project,
+      run.runId,
+      LEASE_SECONDS,
+    );
+    await this.lease.acquire();
+    this.lease.startHeartbeat();
     for (const table of tables) {
       const name = `${table.name}.jsonl`;
       let target: Pick<Target, 'stream' | 'temp' | 'upload' | 'final'>;
@@ -79,7 +99,7 @@ export class JsonLinesSink implements ExportSink {
         target = { stream: upload.stream, temp: null, upload, final: store.uri(name) };
       } else {
         const final = join(folder as string, name);
-        const temp = `${final}.partial`;
+        const temp = `${final}.${run.runId}.partial`;
         target = { stream: createWriteStream(temp), temp, upload: null, final };
       }
       this.streams.set(table.name, {
@@ -93,6 +113,8 @@ export class JsonLinesSink implements ExportSink {
   }
 
   async writeRows(table: string, rows: readonly Cell[][]): Promise<void> {
+    // Another run has the export now: stop rather than write a file it is writing too.
+    this.lease?.throwIfLost();
     const target = this.streams.get(table);
     if (!target) throw new Error(`table "${table}" was not declared in begin()`);
     for (const row of rows) {
@@ -148,6 +170,8 @@ export class JsonLinesSink implements ExportSink {
   async commit(_checkpoints: readonly SourceCheckpoint[]): Promise<void> {}
 
   async finish(): Promise<void> {
+    // The files take their final names only while the lease is still ours.
+    await this.lease?.renew();
     for (const target of this.streams.values()) {
       await this.flush(target);
       await target.inFlight;
@@ -163,6 +187,7 @@ export class JsonLinesSink implements ExportSink {
       this.written.push(final);
     }
     this.streams.clear();
+    await this.lease?.release();
   }
 
   async abort(): Promise<void> {
@@ -176,6 +201,7 @@ export class JsonLinesSink implements ExportSink {
         rmSync(temp as string, { force: true });
       }
     }
+    await this.lease?.release().catch(() => undefined);
   }
 
   async readCheckpoint(): Promise<SourceCheckpoint | null> {

@@ -95,7 +95,12 @@ describe('JSON lines output', () => {
     const root = parseListBody(bytes(`{"objects":[${original}]}`), 'objects');
     const plan = rawRecordsPlan('form');
     const sink = new JsonLinesSink(dir);
-    await sink.begin(plan.tables);
+    await sink.begin(plan.tables, {
+      runId: 'run-1',
+      checkpointKey: 'raw:form',
+      project: 'p',
+      snapshot: true,
+    });
     const big = { id: 'big', text: 'x'.repeat(3 << 20) };
     for (const record of [records(root)[0]!, { id: 'b', nested: { ok: true } }, big]) {
       await sink.writeRows('form', plan.tables[0]!.rowsFor(record as never));

@@ -1,10 +1,10 @@
 /**
  * Runs at the same time: first runs of two exports into one new PostgreSQL database while other DDL
- * holds the checkpoint table's name; processes taking over a stale embedded-database lock together.
+ * holds the checkpoint table's name; two raw JSON-lines runs into one folder; processes taking over a stale embedded-database lock together.
  * Each probe runs the CLI as a user types it against the sandbox, or real processes.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -19,7 +19,7 @@ import {
 } from '../../functions/sandbox/server';
 import { createDatabase, dropDatabase } from '../chaos/support';
 import { captureIO } from '../cli/capture';
-import { formSheet, workbook } from './support';
+import { filesUnder, formSheet, workbook } from './support';
 
 let work: string;
 let sandbox: RunningSandbox;
@@ -188,4 +188,28 @@ describe('processes taking over a stale embedded-database lock at once', () => {
       expect(existsSync(join(folder, 'ccexport.lock'))).toBe(false);
     }
   }, 120_000);
+});
+
+describe('two raw JSON-lines runs into one folder at once', () => {
+  it('let one write the file whole and stop the other before it writes anything', async () => {
+    // Prepare: a little latency per request so that the two runs overlap.
+    sandbox.setFaults({ latencyMs: 20 });
+    const output = join(work, 'raw-together');
+    const args = ['--resource', 'form', '--output-format', 'jsonl', '--output', output, '--batch-size', '20'];
+
+    // Act
+    const [a, b] = await Promise.all([ccexport(args), ccexport(args)]);
+    sandbox.setFaults({});
+
+    // Assert: one run succeeded, the other was refused as concurrent; the file is whole.
+    expect([a.code, b.code].sort()).toEqual([0, 1]);
+    const refused = a.code === 1 ? a : b;
+    expect(refused.err).toMatch(/Another run|still running|in use/);
+    const lines = readFileSync(join(output, 'form.jsonl'), 'utf8').trimEnd().split('\n');
+    const ids = lines.map((line) => String((JSON.parse(line) as { id: string }).id));
+    const forms = [...sandbox.dataset.timeline('demo', 'form')].filter((f) => !f.archived);
+    expect(lines.length).toBeGreaterThan(0);
+    expect(new Set(ids).size).toBe(new Set(forms.map((f) => String(f.id))).size);
+    expect(filesUnder(output).filter((f) => f.endsWith('.partial'))).toEqual([]);
+  }, 60_000);
 });
