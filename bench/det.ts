@@ -194,7 +194,9 @@ function detCsvRows(zip: string): number {
 /** The `rows` figure of ccexport's summary line is not in a file; count the csv rows it wrote instead. */
 function ccexportCsvRows(dir: string): number {
   const script =
-    'import csv,os,sys\nn=0\nfor d,_,fs in os.walk(sys.argv[1]):\n' +
+    'import csv,os,sys\nn=0\nfor d,ds,fs in os.walk(sys.argv[1]):\n' +
+    // A table's `deletions/` files list the ids removed from it (archived or deleted in HQ), not rows.
+    " ds[:] = [x for x in ds if x != 'deletions']\n" +
     ' for f in fs:\n  if f.endswith(".csv"): n+=max(0,len(list(csv.reader(open(os.path.join(d,f),encoding="utf-8"))))-1)\nprint(n)';
   return Number(execFileSync('/usr/bin/python3', ['-c', script, dir]).toString().trim());
 }

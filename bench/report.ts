@@ -21,6 +21,7 @@ import { join, resolve } from 'node:path';
 import { startPostgres } from '../test/support/services';
 import { chartRow, lineChart, type Series } from './chart';
 import { sandboxServeRate } from './client';
+import type { DetComparison } from './det';
 import { ROOT, round } from './harness';
 import { machine, option, positiveInts } from './run';
 import {
@@ -280,6 +281,7 @@ function issueBenchSection(): string {
     `From \`bench/results/latest.json\` (\`npm run bench\`, ${latest.startedAt}).`,
     '',
   ];
+  if (latest.det) parts.push(detSection(latest.det));
   if (latest.client) {
     parts.push(
       '**Issue 2: client** (sandbox project to JSON lines, exporter and sandbox in separate processes)',
@@ -336,6 +338,61 @@ function issueBenchSection(): string {
     );
   }
   return parts.join('\n');
+}
+
+/**
+ * Issue 15: DET and ccexport side by side (`npm run bench -- --only det`), the issue's table re-measured,
+ * with the verdicts and the hand-written notes of `bench/results/det-notes.md`.
+ */
+function detSection(det: { results: DetComparison[]; verdicts: string[] }): string {
+  const range = (s: DetComparison['det']) =>
+    s.samples.length > 1 ? `${s.seconds} (${s.secondsRange[0]}–${s.secondsRange[1]})` : String(s.seconds);
+  const notes = join(ROOT, 'bench/results/det-notes.md');
+  return [
+    '**Issue 15: side by side with DET 1.15** (`DET_HOME=... npm run bench -- --only det`; each tool a fresh',
+    'process per run as a user types it, runs interleaved, medians; wall and CPU in seconds, peak RSS in MB;',
+    '*max in flight* counted at the HQ stand-in)',
+    '',
+    table(
+      [
+        'scenario',
+        'runs',
+        'DET wall',
+        'ccexport wall',
+        'wall ratio',
+        'DET CPU',
+        'ccexport CPU',
+        'CPU ratio',
+        'DET MB',
+        'ccexport MB',
+        'requests DET / ccexport',
+        'ccexport max in flight',
+        'rows DET / ccexport',
+        'load (1 min) start → end',
+      ],
+      det.results.map((r) => [
+        r.label,
+        r.runs,
+        range(r.det),
+        range(r.ccexport),
+        `${r.wallRatio}×`,
+        r.det.cpuSeconds,
+        r.ccexport.cpuSeconds,
+        `${r.cpuRatio}×`,
+        r.det.peakRssMb,
+        r.ccexport.peakRssMb,
+        r.scenario === 'help' ? '' : `${r.det.requests} / ${r.ccexport.requests}`,
+        r.scenario === 'help' ? '' : r.ccexport.maxInFlight,
+        r.detRows === null ? '' : `${n(r.detRows)} / ${n(r.ccexportRows ?? 0)}`,
+        `${r.load[0]} → ${r.load[1]}`,
+      ]),
+    ),
+    '',
+    ...det.verdicts.map((v) => `- ${v}`),
+    '',
+    existsSync(notes) ? readFileSync(notes, 'utf8').trim() : '',
+    '',
+  ].join('\n');
 }
 
 function verdict(met: boolean): string {

@@ -73,8 +73,9 @@ export interface ExportPipelineProps {
    */
   readonly concurrency?: number;
   /**
-   * Function memory in MiB.
-   * @default 1024
+   * Function memory in MiB. The export engine peaks at ~140–180 MB for csv (docs/deploy.md, "Export
+   * function: memory and cost per record").
+   * @default 512 - about 0.3 vCPU, enough to keep up with HQ's page latency
    */
   readonly memorySize?: number;
   /** Network the function runs in (its egress IPs are on the HQ allow-list). */
@@ -169,7 +170,7 @@ export class ExportPipeline extends Construct {
       entry: props.handlerEntry,
       description: `CommCare export ${props.exportName}: one slice of one project`,
       timeout: sliceTimeout,
-      memorySize: props.memorySize ?? 1024,
+      memorySize: props.memorySize ?? 512,
       vpc: props.vpc,
       vpcSubnets: props.vpcSubnets,
       securityGroups: [this.securityGroup],

@@ -157,8 +157,12 @@ export const exportSchema = z.strictObject({
    * accounts), so parallel projects rarely throttle each other; keep it low for enterprise accounts.
    */
   concurrency: z.number().int().min(1).max(10).default(2),
-  /** Lambda memory for this export; xlsx output of large forms needs more. */
-  memoryMb: z.number().int().min(256).max(10240).default(1024),
+  /**
+   * Lambda memory for this export. 512 MB from measurement (docs/deploy.md, "Export function: memory
+   * and cost per record"): the engine peaks at ~140–180 MB for csv, and against HQ's page latency a
+   * bigger function only waits faster. Raise it for xlsx output of very wide forms.
+   */
+  memoryMb: z.number().int().min(256).max(10240).default(512),
   /**
    * Records HQ archived or deleted: `remove` their rows (default), `mark` them (`_deleted`,
    * `_deleted_at`), or `ignore` them (DET). See the README's "Deletions and archives".
