@@ -1,0 +1,177 @@
+/**
+ * `ccexport reconcile` against projects of growing size: ids listed per second and the reconcile
+ * process's peak RSS (memory must stay flat in the number of ids).
+ *
+ *   node --import tsx bench/reconcile.ts [--sizes 10000,100000,1000000] [postgresql://superuser-url]
+ *
+ * The sandbox runs in its own process (`ccexport sandbox --forms N`); the target table `forms` (one
+ * row per form id, plus 1% ids HQ does not list, which the reconcile removes) is loaded with COPY
+ * beforehand; the reconcile runs in a child process that reports its own `maxRSS`. Without a URL a
+ * throwaway PostgreSQL is started. Prints one JSON line per size.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { createDataset } from '../functions/sandbox';
+import { ROOT, round, startSandboxProcess } from './harness';
+
+const QUERY = {
+  Bind: {
+    name: 'checkpoint_manager',
+    value: { Apply: { fn: { Ref: 'get_checkpoint_manager' }, args: [{ Lit: 'form' }, { Lit: ['forms'] }] } },
+    body: {
+      Emit: {
+        table: 'forms',
+        headings: [{ Lit: 'id' }],
+        source: {
+          Map: {
+            source: { Apply: { fn: { Ref: 'api_data' }, args: [{ Lit: 'form' }, { Ref: 'checkpoint_manager' }] } },
+            body: { List: [{ Ref: 'id' }] },
+          },
+        },
+      },
+    },
+  },
+};
+
+interface Result {
+  forms: number;
+  ids: number;
+  removed: number;
+  seconds: number;
+  idsPerSecond: number;
+  peakRssMb: number;
+}
+
+/** Loads `forms` with every id the sandbox lists (archived forms left out) plus 1% that HQ does not. */
+async function loadTarget(url: string, forms: number): Promise<number> {
+  const dataset = createDataset(1, [{ name: 'demo', forms, cases: 600 }]);
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  const { from: copyFrom } = await import('pg-copy-streams');
+  try {
+    await client.query('DROP TABLE IF EXISTS forms');
+    await client.query('CREATE TABLE forms (id text COLLATE "C" PRIMARY KEY)');
+    const stream = client.query(copyFrom('COPY forms (id) FROM STDIN'));
+    const done = new Promise<void>((resolve, reject) => {
+      stream.on('finish', resolve);
+      stream.on('error', reject);
+    });
+    let chunk = '';
+    let rows = 0;
+    for (const [id, form] of dataset.finalState('demo', 'form')) {
+      if (form.archived === true) continue;
+      chunk += `${id}\n`;
+      rows += 1;
+      if (rows % 100 === 0) chunk += `gone-${rows}\n`;
+      if (chunk.length > 1 << 16) {
+        if (!stream.write(chunk)) await new Promise((resolve) => stream.once('drain', resolve));
+        chunk = '';
+      }
+    }
+    stream.end(chunk);
+    await done;
+    return Math.floor(rows / 100);
+  } finally {
+    await client.end();
+  }
+}
+
+/** Runs the reconcile in a child process; its last stderr line is its own peak RSS. */
+async function reconcile(
+  sandboxUrl: string,
+  dbUrl: string,
+  queryFile: string,
+): Promise<{ seconds: number; out: string; rss: number }> {
+  const script = `
+    const { main } = await import('./functions/cli/main.ts');
+    const code = await main(process.argv.slice(1), {
+      stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env, cwd: process.cwd(),
+    });
+    process.stderr.write('\\n' + JSON.stringify({ maxRss: process.resourceUsage().maxRSS }) + '\\n');
+    process.exit(code);`;
+  const args = [
+    'reconcile',
+    '--project',
+    'demo',
+    '--commcare-hq',
+    sandboxUrl,
+    '--username',
+    'demo@example.org',
+    '--query',
+    queryFile,
+    '--output-format',
+    'sql',
+    '--output',
+    dbUrl,
+    '--progress',
+    'json',
+    '--reconcile-max-share',
+    '0.5',
+  ];
+  const started = Date.now();
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, CCEXPORT_API_KEY: 'sandbox-demo-key' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (c: Buffer) => {
+    out += c.toString();
+  });
+  child.stderr.on('data', (c: Buffer) => {
+    err += c.toString();
+  });
+  const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+  if (process.env.BENCH_VERBOSE) process.stderr.write(err);
+  const seconds = (Date.now() - started) / 1000;
+  if (code !== 0) throw new Error(`reconcile exited with ${code}: ${err.slice(-2000)}`);
+  const last = err.trim().split('\n').pop() ?? '{}';
+  return { seconds, out, rss: (JSON.parse(last) as { maxRss: number }).maxRss };
+}
+
+async function main(argv: readonly string[]): Promise<void> {
+  const at = argv.indexOf('--sizes');
+  const sizes = (at >= 0 ? argv[at + 1]! : '10000,100000,1000000').split(',').map(Number);
+  let url = argv.find((a) => a.startsWith('postgres'));
+  let stop = () => {};
+  if (!url) {
+    const { startPostgres } = await import('../test/support/services');
+    const server = await startPostgres();
+    url = server.url;
+    stop = () => server.stop();
+  }
+  const work = mkdtempSync(join(tmpdir(), 'ccexport-bench-reconcile-'));
+  const queryFile = join(work, 'forms.json');
+  writeFileSync(queryFile, JSON.stringify(QUERY));
+  try {
+    for (const forms of sizes) {
+      const removed = await loadTarget(url, forms);
+      const sandbox = await startSandboxProcess(['--forms', String(forms)]);
+      try {
+        const run = await reconcile(sandbox.url, url, queryFile);
+        const ids = Number(/([\d,]+) ids listed/.exec(run.out)?.[1]?.replaceAll(',', '') ?? 0);
+        const result: Result = {
+          forms,
+          ids,
+          removed: Number(/([\d,]+) rows removed/.exec(run.out)?.[1]?.replaceAll(',', '') ?? 0),
+          seconds: round(run.seconds, 1),
+          idsPerSecond: Math.round(ids / run.seconds),
+          peakRssMb: round(run.rss / 1024, 1),
+        };
+        if (result.removed !== removed) throw new Error(`removed ${result.removed}, expected ${removed}`);
+        process.stdout.write(`${JSON.stringify(result)}\n`);
+      } finally {
+        await sandbox.stop();
+      }
+    }
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+    stop();
+  }
+}
+
+await main(process.argv.slice(2));
