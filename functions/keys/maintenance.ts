@@ -16,6 +16,7 @@ import {
   GetSecretValueCommand,
   type SecretsManagerClient,
   TagResourceCommand,
+  UpdateSecretVersionStageCommand,
 } from '@aws-sdk/client-secrets-manager';
 import type { KeyLog } from './log';
 import {
@@ -45,6 +46,7 @@ import {
 import {
   AWSCURRENT,
   AWSPENDING,
+  AWSPREVIOUS,
   describe,
   REJECTED,
   readSubmission,
@@ -76,6 +78,47 @@ export interface MaintenanceResult {
   waitingForExport?: boolean;
   /** Names of stale keys from the ledger revoked by this run. */
   revokedStale?: string[];
+  /** The key put back in AWSCURRENT after a deploy wrote the placeholder over it. */
+  restored?: string;
+}
+
+/**
+ * Stacks deployed before the settings left the secret held them in the template's SecretString, so the
+ * first deploy of this version writes the constant placeholder over the key in use, once (CloudFormation
+ * writes a changed SecretString as a new AWSCURRENT). The key is then AWSPREVIOUS: move AWSCURRENT back
+ * to it. Resolves to the restored key's name, or undefined when there is nothing to restore.
+ */
+export async function restoreOverwrittenKey(
+  sm: SecretsManagerClient,
+  secretId: string,
+): Promise<string | undefined> {
+  let previous: { VersionId?: string; SecretString?: string };
+  try {
+    previous = await sm.send(new GetSecretValueCommand({ SecretId: secretId, VersionStage: AWSPREVIOUS }));
+  } catch (e) {
+    if ((e as { name?: string }).name === 'ResourceNotFoundException') return undefined;
+    throw e;
+  }
+  if (!previous.VersionId || isPlaceholderText(previous.SecretString)) return undefined;
+  let keyName: string;
+  try {
+    const doc = JSON.parse(previous.SecretString ?? '') as { key?: unknown; keyName?: unknown };
+    if (typeof doc.key !== 'string' || doc.key.length === 0) return undefined;
+    keyName = typeof doc.keyName === 'string' ? doc.keyName : '';
+  } catch {
+    return undefined;
+  }
+  const meta = await describe(sm, secretId);
+  const current = versionWith(meta, AWSCURRENT);
+  await sm.send(
+    new UpdateSecretVersionStageCommand({
+      SecretId: secretId,
+      VersionStage: AWSCURRENT,
+      MoveToVersionId: previous.VersionId,
+      ...(current ? { RemoveFromVersionId: current } : {}),
+    }),
+  );
+  return keyName || '(unnamed key)';
 }
 
 /** A pending version older than this is a failed rotation, not one in flight. */
@@ -105,9 +148,22 @@ export async function runMaintenance(secretId: string, deps: MaintenanceDeps): P
       deps.log.warn('ended a rotation that did not finish within an hour', { secretId, versionId: pending });
     }
   }
-  const currentText = (
+  let currentText = (
     await deps.sm.send(new GetSecretValueCommand({ SecretId: secretId, VersionStage: AWSCURRENT }))
   ).SecretString;
+  if (isPlaceholderText(currentText)) {
+    const restored = await restoreOverwrittenKey(deps.sm, secretId);
+    if (restored) {
+      result.restored = restored;
+      deps.log.warn('put the key back after a deploy wrote the empty placeholder over it', {
+        secretId,
+        keyName: restored,
+      });
+      currentText = (
+        await deps.sm.send(new GetSecretValueCommand({ SecretId: secretId, VersionStage: AWSCURRENT }))
+      ).SecretString;
+    }
+  }
   if (!deps.settings && isPlaceholderText(currentText)) return result;
   const current = parseCredentialSecret(currentText, `secret ${secretId} (AWSCURRENT)`, deps.settings);
   const name = deps.credentialName ?? secretId;

@@ -1,9 +1,11 @@
 import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { UpdateSecretCommand } from '@aws-sdk/client-secrets-manager';
 import { afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { runMaintenance } from '../../functions/keys/maintenance';
 import type { Notifier } from '../../functions/keys/notify';
 import { defaultProviderFactory } from '../../functions/keys/providers';
 import { fingerprint } from '../../functions/keys/providers/conduce';
+import { PLACEHOLDER_SECRET } from '../../functions/keys/secret';
 import { recordSuccessfulExport } from '../../functions/keys/usage';
 import { motoSecretsManager } from '../support/aws';
 import type { RunningServer } from '../support/providers/common';
@@ -101,6 +103,23 @@ describe('grace period', () => {
     expect(first).toEqual({ revokedStale: ['det-2025-12'] });
     expect(second).toEqual({});
     expect(server.descriptions()).toEqual(['det-2026-01', 'det-2025-12']);
+  });
+});
+
+describe('upgrade from a stack that kept the settings in the secret', () => {
+  it('puts the key back when the first deploy of this version wrote the placeholder over it', async () => {
+    const server = await startConduceServer({
+      keys: [{ apikey: 'live-conduce-key-000000', description: 'det-2026-01' }],
+    });
+    servers.push(server);
+    const id = await createCredential(sm, baseDoc('conduce', server.url, 'live-conduce-key-000000'));
+    // What CloudFormation does with a changed SecretString: a new version that takes AWSCURRENT.
+    await sm.send(new UpdateSecretCommand({ SecretId: id, SecretString: PLACEHOLDER_SECRET }));
+
+    const result = await maintain(id, '2026-01-05T09:00:00Z');
+
+    expect(result).toMatchObject({ restored: 'det-2026-01' });
+    expect((await readCurrent(sm, id)).key).toBe('live-conduce-key-000000');
   });
 });
 
