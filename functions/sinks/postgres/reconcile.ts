@@ -95,11 +95,13 @@ export class PostgresReconcileTarget implements ReconcileTarget {
         `NOT EXISTS (SELECT 1 FROM ${LIVE} l WHERE l.id = split_part(${id}, '.', 1) COLLATE "C")`;
       const where = mode === 'mark' ? `NOT t.${quoteIdent(DELETED_COLUMN)}` : 'true';
       const target = qualified(this.schema, pgTable);
-      const { rows: counted } = await db.query<{ rows: string; gone: string }>(
-        `SELECT count(*) AS rows, count(*) FILTER (WHERE ${gone}) AS gone FROM ${target} AS t WHERE ${where}`,
+      // Two counts: NOT EXISTS in WHERE becomes a hash anti-join; inside a FILTER it would run once per row.
+      const all = await db.query<{ n: string }>(`SELECT count(*) AS n FROM ${target} AS t WHERE ${where}`);
+      const missing = await db.query<{ n: string }>(
+        `SELECT count(*) AS n FROM ${target} AS t WHERE ${where} AND ${gone}`,
       );
-      const rows = Number(counted[0]?.rows ?? 0);
-      const goneRows = Number(counted[0]?.gone ?? 0);
+      const rows = Number(all.rows[0]?.n ?? 0);
+      const goneRows = Number(missing.rows[0]?.n ?? 0);
       if (rows > 0 && goneRows / rows > maxShare)
         throw new ReconcileGuardError(table, goneRows, rows, maxShare);
       checks.push({ table, target, where: `${where} AND ${gone}`, rows, gone: goneRows });
