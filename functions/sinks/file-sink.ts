@@ -4,7 +4,7 @@ import { safeKeySegment, shortHash } from './cells';
 import { ObjectStoreError, SinkConfigError, SinkError, SinkStateError } from './errors';
 import { csvField } from './formats/csv';
 import type { FileFormat, TableEncoder } from './formats/types';
-import type { ObjectStore, ObjectUpload } from './store/types';
+import { ABANDONED_AFTER_MS, type ObjectStore, type ObjectUpload } from './store/types';
 import type { ExportSink, RecordDeletion, RunContext, SourceCheckpoint } from './types';
 
 /** One completed data object of a run, as the manifest lists it. */
@@ -58,6 +58,12 @@ export interface FileSinkOptions {
    * that died on this host is taken over at once. @default 120
    */
   readonly leaseSeconds?: number;
+  /**
+   * A multipart upload (S3) or a temporary file without a live writer on this machine (folder) older
+   * than this, in the run's folders, was left by a killed run and is removed when the next run starts.
+   * @default a day (`ABANDONED_AFTER_MS`)
+   */
+  readonly abandonedAfterMs?: number;
   /** parquet: rows per row group. @default 50000 */
   readonly parquetRowGroupRows?: number;
   /**
@@ -190,6 +196,7 @@ export class FileSink implements ExportSink {
   async begin(tables: readonly TableSpec[], run: RunContext): Promise<void> {
     if (this.state !== 'new') throw new SinkStateError(`begin called twice (run ${run.runId})`);
     const seen = new Map<string, string>();
+    const folders: string[] = [];
     for (const table of tables) {
       const folder = tableFolder(table.name);
       const other = seen.get(folder.toLowerCase());
@@ -199,6 +206,7 @@ export class FileSink implements ExportSink {
         );
       }
       seen.set(folder.toLowerCase(), table.name);
+      folders.push(folder);
       this.tables.set(table.name, table);
     }
     this.run = run;
@@ -211,6 +219,14 @@ export class FileSink implements ExportSink {
       this.options.leaseSeconds ?? DEFAULT_LEASE_SECONDS,
     );
     await step("Taking the export's lease", () => this.lease!.acquire());
+    // Holding the export now: what a killed run of it left in its folders can go. Best effort: a
+    // clean-up that fails (no permission to list uploads) never stops the run.
+    await this.store
+      .removeAbandoned?.(
+        [...folders, ...BOOKKEEPING_FOLDERS],
+        this.options.abandonedAfterMs ?? ABANDONED_AFTER_MS,
+      )
+      .catch(() => []);
     // Renewed on a timer, not only at commits: a CLI file run commits only at its end.
     this.lease.startHeartbeat();
     this.state = 'running';

@@ -217,6 +217,7 @@ export async function createSink(options: SinkOptions): Promise<ExportSink> {
   return new FileSink(store, format, {
     ...(options.xlsxMaxRowsPerSheet !== undefined ? { maxRowsPerSheet: options.xlsxMaxRowsPerSheet } : {}),
     ...(options.leaseSeconds !== undefined ? { leaseSeconds: options.leaseSeconds } : {}),
+    ...(options.abandonedAfterMs !== undefined ? { abandonedAfterMs: options.abandonedAfterMs } : {}),
     ...(options.parquetRowGroupRows !== undefined
       ? { parquetRowGroupRows: options.parquetRowGroupRows }
       : {}),

@@ -153,4 +153,6 @@ export interface SinkOptions {
   readonly keepLatest?: boolean;
   /** File outputs: how long a run's lease on its export lasts after its last renewal (renewed every third of it while the run is alive). @default 120 */
   readonly leaseSeconds?: number;
+  /** File outputs: age after which a killed run's multipart upload or temporary file is removed by the next run. @default a day */
+  readonly abandonedAfterMs?: number;
 }

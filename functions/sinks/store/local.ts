@@ -1,22 +1,42 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { link, mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { processIsAlive } from '../../checkpoints/process';
 import { PreconditionFailedError, SinkError } from '../errors';
-import type { ObjectStore, ObjectUpload, PutCondition, StoredObject } from './types';
+import {
+  ABANDONED_AFTER_MS,
+  type ObjectStore,
+  type ObjectUpload,
+  type PutCondition,
+  type StoredObject,
+} from './types';
 import { CountingStream, writeWithBackpressure } from './upload';
+
+/** This host's name as it may appear in a file name. */
+const HOST = hostname().replace(/[^A-Za-z0-9.-]/g, '_');
+
+/**
+ * The temporary name of an object being written: `<name>.<pid>@<host>.tmp`, so the next run can tell
+ * a file whose writer is gone (killed) from one a live run is writing.
+ */
+function temporaryName(path: string): string {
+  return `${path}.${process.pid}@${HOST}.${randomUUID().slice(0, 8)}.tmp`;
+}
+
+const TEMPORARY = /\.(\d+)@([A-Za-z0-9._-]+)\.[0-9a-f]{8}\.tmp$/;
 
 function etagOf(body: string | Buffer): string {
   return createHash('sha256').update(body).digest('hex');
 }
 
 /**
- * A local folder laid out like the S3 prefix. Objects are written to `name.tmp` and renamed, so a
+ * A local folder laid out like the S3 prefix. Objects are written to `name.<pid>@<host>.<random>.tmp` and renamed, so a
  * file with the final name is always complete. Conditional writes are best effort on one machine
  * (create uses an atomic hard link; replace compares a content hash, then renames).
  */
@@ -41,7 +61,7 @@ export class LocalObjectStore implements ObjectStore {
 
   openUpload(key: string, _contentType: string): ObjectUpload {
     const path = this.path(key);
-    const tmp = `${path}.tmp`;
+    const tmp = temporaryName(path);
     const body = new CountingStream();
     let file: ReturnType<typeof createWriteStream> | undefined;
     const ready = mkdir(dirname(path), { recursive: true }).then(() => {
@@ -113,7 +133,7 @@ export class LocalObjectStore implements ObjectStore {
   async put(key: string, body: string, _contentType: string, condition: PutCondition = {}) {
     const path = this.path(key);
     await mkdir(dirname(path), { recursive: true });
-    const tmp = `${path}.${process.pid}.${randomUUID()}.tmp`;
+    const tmp = temporaryName(path);
     await writeFile(tmp, body);
     try {
       if (condition.ifNoneMatch) {
@@ -178,6 +198,36 @@ export class LocalObjectStore implements ObjectStore {
       if (current.etag !== ifMatch) throw new PreconditionFailedError(`${path} changed; not deleted`);
       await remove();
     });
+  }
+
+  async removeAbandoned(folders: readonly string[], olderThanMs = ABANDONED_AFTER_MS): Promise<string[]> {
+    const removed: string[] = [];
+    for (const folder of folders) {
+      let entries: string[];
+      try {
+        entries = await readdir(this.path(folder));
+      } catch {
+        continue;
+      }
+      for (const name of entries) {
+        if (!name.endsWith('.tmp') || name.endsWith('.lock.tmp')) continue;
+        const file = join(this.path(folder), name);
+        const writer = TEMPORARY.exec(name);
+        let abandoned: boolean;
+        if (writer) {
+          abandoned = writer[2] === HOST && !processIsAlive(Number(writer[1]));
+        } else {
+          // Written by a version that did not name its process: judged by age.
+          const info = await stat(file).catch(() => null);
+          abandoned = info !== null && Date.now() - info.mtimeMs > olderThanMs;
+        }
+        if (abandoned) {
+          await rm(file, { force: true });
+          removed.push(file);
+        }
+      }
+    }
+    return removed;
   }
 
   async list(prefix: string): Promise<string[]> {

@@ -4,13 +4,20 @@ import {
   AbortMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { ObjectStoreError, PreconditionFailedError, SinkConfigError, SinkError } from '../errors';
-import type { ObjectStore, ObjectUpload, PutCondition, StoredObject } from './types';
+import {
+  ABANDONED_AFTER_MS,
+  type ObjectStore,
+  type ObjectUpload,
+  type PutCondition,
+  type StoredObject,
+} from './types';
 import { CountingStream, writeWithBackpressure } from './upload';
 
 /** S3's multipart minimum; every part but the last must be at least this big. */
@@ -240,6 +247,46 @@ export class S3ObjectStore implements ObjectStore {
         return;
       throw this.failed('DeleteObject', this.uri(key), error);
     }
+  }
+
+  /**
+   * Aborts multipart uploads under `folders` started more than `olderThanMs` (a day) ago: a run killed mid-upload
+   * (SIGKILL, a Lambda timeout) leaves its upload, and S3 keeps billing its parts until the bucket's
+   * lifecycle rule or somebody aborts it. Needs s3:ListBucketMultipartUploads and
+   * s3:AbortMultipartUpload; without them nothing is aborted and the run goes on.
+   */
+  async removeAbandoned(folders: readonly string[], olderThanMs = ABANDONED_AFTER_MS): Promise<string[]> {
+    const removed: string[] = [];
+    const before = Date.now() - olderThanMs;
+    for (const folder of folders) {
+      let keyMarker: string | undefined;
+      let uploadIdMarker: string | undefined;
+      do {
+        const out = await this.client.send(
+          new ListMultipartUploadsCommand({
+            Bucket: this.bucket,
+            Prefix: this.key(`${folder}/`),
+            KeyMarker: keyMarker,
+            UploadIdMarker: uploadIdMarker,
+          }),
+        );
+        for (const upload of out.Uploads ?? []) {
+          if (!upload.Key || !upload.UploadId || !upload.Initiated) continue;
+          if (upload.Initiated.getTime() > before) continue;
+          await this.client.send(
+            new AbortMultipartUploadCommand({
+              Bucket: this.bucket,
+              Key: upload.Key,
+              UploadId: upload.UploadId,
+            }),
+          );
+          removed.push(`s3://${this.bucket}/${upload.Key}`);
+        }
+        keyMarker = out.IsTruncated ? out.NextKeyMarker : undefined;
+        uploadIdMarker = out.IsTruncated ? out.NextUploadIdMarker : undefined;
+      } while (keyMarker);
+    }
+    return removed;
   }
 
   async list(prefix: string): Promise<string[]> {

@@ -36,4 +36,13 @@ export interface ObjectStore {
   delete(key: string, ifMatch?: string): Promise<void>;
   /** Keys under a relative prefix, sorted. */
   list(prefix: string): Promise<string[]>;
+  /**
+   * Removes what killed runs left under `folders` (relative): temporary files of a process of this
+   * machine that is gone, and S3 multipart uploads started more than `olderThanMs` ago. Best effort;
+   * returns what was removed.
+   */
+  removeAbandoned?(folders: readonly string[], olderThanMs: number): Promise<string[]>;
 }
+
+/** An upload or temporary file older than this belongs to no live run (a Lambda slice lasts 15 minutes). */
+export const ABANDONED_AFTER_MS = 24 * 60 * 60 * 1000;
