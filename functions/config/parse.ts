@@ -49,7 +49,20 @@ export function parseExportsConfig(text: string, fileName: string): ExportsConfi
       { cause: doc.errors[0] },
     );
   }
-  const raw: unknown = doc.toJS();
+  let raw: unknown;
+  try {
+    // The yaml library refuses documents whose aliases expand past a limit (a "billion laughs" bomb).
+    raw = doc.toJS({ maxAliasCount: 100 });
+  } catch (error) {
+    throw new ConfigError(
+      fileName,
+      [
+        `YAML: ${error instanceof Error ? error.message : String(error)} (aliases (*name) expand to too much ` +
+          'data; write the values out, or use fewer aliases)',
+      ],
+      { cause: error },
+    );
+  }
   const result = exportsConfigSchema.safeParse(raw ?? {}, { reportInput: true });
   if (!result.success) {
     throw new ConfigError(

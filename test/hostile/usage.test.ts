@@ -3,6 +3,7 @@ import { CreateSecretCommand, DeleteSecretCommand } from '@aws-sdk/client-secret
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { main } from '../../functions/cli/main';
 import { calendarTime } from '../../functions/cli/run-command';
+import { parseExportsConfig } from '../../functions/config/parse';
 import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { CHAOS_KEY, CHAOS_USER } from '../chaos/support';
 import { captureIO } from '../cli/capture';
@@ -126,5 +127,23 @@ describe('--secret-id naming a secret that cannot be read', () => {
     } finally {
       process.env = saved;
     }
+  });
+});
+
+describe('a config file with a YAML alias bomb', () => {
+  it('is a ConfigError that names the file, not a ReferenceError', () => {
+    let yaml = 'a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]\n';
+    let previous = 'a';
+    for (const name of ['b', 'c', 'd', 'e', 'f', 'g', 'h', 'i']) {
+      yaml += `${name}: &${name} [${Array.from({ length: 9 }, () => `*${previous}`).join(', ')}]\n`;
+      previous = name;
+    }
+
+    expect(() => parseExportsConfig(yaml, 'bomb.config.yaml')).toThrow(
+      expect.objectContaining({
+        name: 'ConfigError',
+        message: expect.stringMatching(/^bomb\.config\.yaml: YAML: .*alias/),
+      }),
+    );
   });
 });
