@@ -6,6 +6,15 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import { describe, expect, it } from 'vitest';
 import { Credential } from '../../lib/credential';
 
+// The first synthesis in a process loads most of aws-cdk-lib: over half a minute on a loaded 2-core
+// machine. Done here, while the file loads, rather than in a test, where so long a block makes the
+// vitest worker miss its own messages ("Timeout calling onTaskUpdate").
+{
+  const warm = new Stack(new App(), 'Warm');
+  new sns.Topic(warm, 'Topic');
+  Template.fromStack(warm);
+}
+
 function synth(props: Partial<ConstructorParameters<typeof Credential>[2]> = {}) {
   // Skip bundling: this test checks resources, not the Lambda bundle.
   const app = new App({ context: { 'aws:cdk:bundling-stacks': [] } });
