@@ -33,6 +33,8 @@ export interface SheetGrid {
   readonly rows: number;
   readonly cols: number;
   get(row: number, col: number): CellValue;
+  /** The last row holding a value in `col` (0 when none). @default `rows` */
+  lastRow?(col: number): number;
 }
 
 export function colLetter(col: number): string {
@@ -60,26 +62,39 @@ function normalize(v: unknown): CellValue {
   return String(v);
 }
 
-/** Reads every sheet of an xlsx buffer into grids. Throws whatever exceljs throws on a broken file. */
+/**
+ * Reads every sheet of an xlsx buffer into grids. Throws whatever exceljs throws on a broken file.
+ *
+ * Sheets are kept sparse, only the cells that hold a value: a sheet's dimensions come from its farthest
+ * cell, and one stray cell at row 1,000,000, column 2000 would make a dense grid of two billion cells.
+ * Columns are read down to their own last value, never to the sheet's last row.
+ */
 export async function readWorkbook(buffer: Buffer | Uint8Array): Promise<SheetGrid[]> {
   const wb = new ExcelJS.Workbook();
   // exceljs's typings want its own Buffer type; a Node Buffer is what it reads.
   await wb.xlsx.load(Buffer.from(buffer) as unknown as ExcelBuffer);
   return wb.worksheets.map((ws) => {
-    const rows = ws.rowCount;
-    const cols = ws.columnCount;
-    const grid: CellValue[][] = [];
-    for (let r = 1; r <= rows; r++) {
-      const row = ws.getRow(r);
-      const line: CellValue[] = [];
-      for (let c = 1; c <= cols; c++) line.push(normalize(row.getCell(c).value));
-      grid.push(line);
-    }
+    const cells = new Map<number, Map<number, CellValue>>();
+    const lastRows = new Map<number, number>();
+    ws.eachRow({ includeEmpty: false }, (row, r) => {
+      row.eachCell({ includeEmpty: false }, (cell, c) => {
+        const value = normalize(cell.value);
+        if (value === null) return;
+        let line = cells.get(r);
+        if (!line) {
+          line = new Map();
+          cells.set(r, line);
+        }
+        line.set(c, value);
+        lastRows.set(c, Math.max(lastRows.get(c) ?? 0, r));
+      });
+    });
     return {
       title: ws.name,
-      rows,
-      cols,
-      get: (r: number, c: number) => grid[r - 1]?.[c - 1] ?? null,
+      rows: ws.rowCount,
+      cols: ws.columnCount,
+      get: (r: number, c: number) => cells.get(r)?.get(c) ?? null,
+      lastRow: (c: number) => lastRows.get(c) ?? 0,
     };
   });
 }
@@ -96,7 +111,8 @@ function truthy(v: CellValue): boolean {
 
 function column(ws: SheetGrid, col: number): ColCell[] {
   const cells: ColCell[] = [];
-  for (let r = 2; r <= ws.rows; r++) cells.push({ value: ws.get(r, col), ref: `${colLetter(col)}${r}` });
+  const last = ws.lastRow ? ws.lastRow(col) : ws.rows;
+  for (let r = 2; r <= last; r++) cells.push({ value: ws.get(r, col), ref: `${colLetter(col)}${r}` });
   while (cells.length > 0 && !truthy(cells[cells.length - 1]!.value)) cells.pop();
   return cells;
 }
