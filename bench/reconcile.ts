@@ -27,7 +27,9 @@ const QUERY = {
         headings: [{ Lit: 'id' }],
         source: {
           Map: {
-            source: { Apply: { fn: { Ref: 'api_data' }, args: [{ Lit: 'form' }, { Ref: 'checkpoint_manager' }] } },
+            source: {
+              Apply: { fn: { Ref: 'api_data' }, args: [{ Lit: 'form' }, { Ref: 'checkpoint_manager' }] },
+            },
             body: { List: [{ Ref: 'id' }] },
           },
         },
