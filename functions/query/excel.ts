@@ -340,8 +340,16 @@ export function compileSheets(sheets: readonly SheetGrid[], opts: ExcelCompileOp
 
     // ---- Data Source (row 2 only)
     const ds = columnByName(ws, 'data source');
-    if (!ds || ds.cells.length === 0) {
+    if (!ds) {
       warn(undefined, 'Ignoring sheet: it has no "Data Source" column (DET skips it too)');
+      continue;
+    }
+    if (ds.cells.length === 0) {
+      warn(
+        undefined,
+        'Ignoring sheet: it has only its header row; a table needs its "Data Source" in row 2 (e.g. "form") ' +
+          'and at least one "Field" with its "Source Field" (DET skips it too)',
+      );
       continue;
     }
     const dsCell = ds.cells[0]!;

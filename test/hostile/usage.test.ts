@@ -1,4 +1,8 @@
 /** Hostile command lines: each is refused as a usage error, or with a message that says what to do. */
+
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { CreateSecretCommand, DeleteSecretCommand } from '@aws-sdk/client-secrets-manager';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { main } from '../../functions/cli/main';
@@ -8,6 +12,7 @@ import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { CHAOS_KEY, CHAOS_USER } from '../chaos/support';
 import { captureIO } from '../cli/capture';
 import { motoSecretsManager } from '../support/aws';
+import { FORM_HEADINGS, workbook } from './support';
 
 let sandbox: RunningSandbox;
 
@@ -145,5 +150,21 @@ describe('a config file with a YAML alias bomb', () => {
         message: expect.stringMatching(/^bomb\.config\.yaml: YAML: .*alias/),
       }),
     );
+  });
+});
+
+describe('a query sheet with only its header row', () => {
+  it('says what is missing (the Data Source in row 2 and the Fields), not that the column is missing', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ccexport-header-only-'));
+    const file = join(dir, 'header-only.xlsx');
+    writeFileSync(file, await workbook([{ name: 'Forms', rows: [FORM_HEADINGS] }]));
+    const io = captureIO();
+
+    const code = await main(['validate-query', file], io);
+
+    expect(code).toBe(1);
+    expect(io.err()).toContain('"Forms": Ignoring sheet: it has only its header row');
+    expect(io.err()).toContain('"Data Source" in row 2');
+    expect(io.err()).not.toContain('it has no "Data Source" column');
   });
 });
