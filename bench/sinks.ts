@@ -37,6 +37,7 @@ export const BENCH_OUTPUTS = [
   'json',
   'markdown',
   'xlsx',
+  'parquet',
   'postgresql',
   'copy',
   'copy-pk',

@@ -6,7 +6,7 @@
  * query them and read the export's prefix, nothing else.
  */
 import { execFileSync } from 'node:child_process';
-import { Aws, type CfnResource, Stack, Validations } from 'aws-cdk-lib';
+import { Aws, CfnOutput, type CfnResource, Stack, Validations } from 'aws-cdk-lib';
 import * as athena from 'aws-cdk-lib/aws-athena';
 import * as glue from 'aws-cdk-lib/aws-glue';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -300,11 +300,24 @@ export class ExportAnalytics extends Construct {
     }
     this.tables = tables;
 
+    new CfnOutput(this, 'WorkGroupName', {
+      description: `Athena workgroup of export ${props.exportName}`,
+      value: this.workGroupName,
+    });
+    new CfnOutput(this, 'DatabaseName', {
+      description: `Glue database (Athena schema) of export ${props.exportName}`,
+      value: db,
+    });
+
     this.analystRole = new iam.Role(this, 'AnalystRole', {
       assumedBy: new iam.AccountRootPrincipal(),
       description: `Query the CommCare export ${props.exportName} in Athena (workgroup ${this.workGroupName})`,
     });
     this.grantQuery(this.analystRole, bucket, prefix, resultsPrefix);
+    new CfnOutput(this, 'AnalystRoleArn', {
+      description: `Role to assume for querying export ${props.exportName} in Athena`,
+      value: this.analystRole.roleArn,
+    });
   }
 
   /**

@@ -64,7 +64,7 @@ export interface FileSinkOptions {
    * @default a day (`ABANDONED_AFTER_MS`)
    */
   readonly abandonedAfterMs?: number;
-  /** parquet: rows per row group. @default 50000 */
+  /** parquet: rows per row group. @default 10000 */
   readonly parquetRowGroupRows?: number;
   /**
    * After each completed run, also write `latest/<table>.<ext>`: the current state of each table

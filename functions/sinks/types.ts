@@ -144,7 +144,7 @@ export interface SinkOptions {
   readonly partSizeBytes?: number;
   /** xlsx: rows per sheet including the heading row before a table continues on `name (2)`. @default 1048576 (Excel's limit) */
   readonly xlsxMaxRowsPerSheet?: number;
-  /** parquet: rows per row group; memory holds one row group per table being written. @default 50000 */
+  /** parquet: rows per row group; memory holds one row group per table being written. @default 10000 */
   readonly parquetRowGroupRows?: number;
   /**
    * File outputs (csv, xlsx, json, parquet): after each run also write `latest/<table>.<ext>`, the

@@ -11,7 +11,7 @@ export interface TableEncoder {
 export interface FileFormatOptions {
   /** xlsx: rows per sheet including the heading row. */
   readonly maxRowsPerSheet?: number;
-  /** parquet: rows per row group (memory holds one row group). @default 50000 */
+  /** parquet: rows per row group (memory holds one row group). @default 10000 */
   readonly parquetRowGroupRows?: number;
   /** The run writing the object: formats that store it per row (parquet's `_run_id`, `_exported_at`, `_seq`). */
   readonly run?: {

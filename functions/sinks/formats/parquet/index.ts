@@ -12,9 +12,9 @@ import type { ObjectUpload } from '../../store/types';
 import type { FileFormat, FileFormatOptions, TableEncoder } from '../types';
 import { type ParquetColumn, type ParquetColumnType, parquetColumns } from './columns';
 
-export const DEFAULT_ROW_GROUP_ROWS = 50_000;
+export const DEFAULT_ROW_GROUP_ROWS = 10_000;
 /** A row group is also closed after about this much text (UTF-16 code units), so wide rows stay bounded. */
-const ROW_GROUP_CHARS = 32 * 1024 * 1024;
+const ROW_GROUP_CHARS = 8 * 1024 * 1024;
 const DAY_MS = 86_400_000;
 
 /** hyparquet-writer's schema element for one of our column types (all columns nullable). */
