@@ -116,7 +116,7 @@ describe('analytics for a Parquet export, from the query file at synth', () => {
     const template_ = JSON.stringify(
       (table.Parameters as Record<string, unknown>)['storage.location.template'],
     );
-    expect(template_).toContain('/forms/Children/run_date=${run_date}/');
+    expect(template_).toContain(`/forms/Children/run_date=\${run_date}/`);
     template.resourceCountIs('AWS::Glue::Crawler', 0);
   });
 
@@ -230,12 +230,12 @@ describe('schema evolution', () => {
     expect(JSON.parse(view).originalSql).toContain('NOT coalesce(v."_deleted", false)');
   });
 
-  it('reads the tables of the query file the export runs', () => {
-    expect(queryFileTables(join(repoRoot, QUERY)).map((t) => t.name)).toEqual([
-      'all_forms',
-      'Children',
-      'Cases',
-    ]);
+  it('reads the tables of a query file not loaded before synth in a child process, as the export function compiles them', async () => {
+    const { command, args } = queryFileTablesCommand(join(repoRoot, QUERY));
+    const { stdout } = await promisify(execFile)(command, args);
+    const tables = JSON.parse(stdout) as { name: string; dataTypes: unknown[] }[];
+    expect(tables.map((t) => t.name)).toEqual(['all_forms', 'Children', 'Cases']);
+    expect(tables[0]!.dataTypes.slice(0, 3)).toEqual(['text', 'text', 'integer']);
   });
 });
 
