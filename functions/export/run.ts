@@ -267,6 +267,34 @@ async function commitPulls(
  * deletions tracked, an archived form's rows are not written (`remove`) or written marked (`mark`), and
  * the form is kept for `recordDeletions` at the next commit, after the rows written before it.
  */
+/** A record nested so deeply that reading it ran out of call stack; the run stops, naming it. */
+export class RecordTooDeepError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'RecordTooDeepError';
+  }
+}
+
+/**
+ * Query paths, JSON cells and writers walk a record recursively; a record nested thousands of levels
+ * deep (no real HQ record is) exhausts the stack. That is turned into an error naming the record,
+ * instead of a bare "Maximum call stack size exceeded".
+ */
+function locatedStackOverflow(
+  error: unknown,
+  record: JsonObject,
+  table: string,
+  pageNumber: number,
+): RecordTooDeepError | null {
+  if (!(error instanceof RangeError) || !/call stack/i.test(error.message)) return null;
+  const id = recordId(record);
+  return new RecordTooDeepError(
+    `record ${id === null ? '(no id)' : `"${id}"`} on page ${pageNumber + 1} nests too deeply to be read for ` +
+      `table "${table}" (the call stack ran out); no row of it was written after the last commit`,
+    { cause: error },
+  );
+}
+
 async function writePage(
   deps: ExportDeps,
   plan: ExportPlan,
@@ -282,13 +310,17 @@ async function writePage(
     const deletedAt = archived ? now() : null;
     const rowIds: Record<string, string[]> = {};
     for (const table of tables) {
-      const rows = table.rowsFor(record);
-      if (mode === 'mark') for (const row of rows) row.push(archived, deletedAt);
-      if (archived) rowIds[table.name] = idsOf(table, rows);
-      // `remove`: an archived form's rows are never written (removed at the commit if they exist).
-      if (rows.length > 0 && !(archived && mode === 'remove')) {
-        await deps.sink.writeRows(table.name, rows);
-        progress.rows += rows.length;
+      try {
+        const rows = table.rowsFor(record);
+        if (mode === 'mark') for (const row of rows) row.push(archived, deletedAt);
+        if (archived) rowIds[table.name] = idsOf(table, rows);
+        // `remove`: an archived form's rows are never written (removed at the commit if they exist).
+        if (rows.length > 0 && !(archived && mode === 'remove')) {
+          await deps.sink.writeRows(table.name, rows);
+          progress.rows += rows.length;
+        }
+      } catch (error) {
+        throw locatedStackOverflow(error, record, table.name, page.pageNumber) ?? error;
       }
     }
     if (pull.tracking) {
