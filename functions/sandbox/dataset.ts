@@ -64,10 +64,13 @@ export interface SandboxDataset {
   /** Final state: the latest version of each record, as [id, record] pairs, lazily. */
   finalState(project: string, resource: SandboxResource): Generator<[string, JsonObject]>;
   /**
-   * Every version in indexed_on order (form, case, case-v2; live events last when enabled); for
-   * the other resources, their listing order. Lazy.
+   * What a full pull lists once every event is visible, in indexed_on order (form, case, case-v2): each
+   * record once, at its latest version, since HQ's index holds one document per id. For the other
+   * resources, their listing order. Lazy.
    */
   timeline(project: string, resource: SandboxResource): Generator<JsonObject>;
+  /** Every version ever indexed, in indexed_on order (form, case, case-v2): the records' history. Lazy. */
+  history(project: string, resource: 'form' | 'case' | 'case-v2'): Generator<JsonObject>;
   /**
    * Archives, unarchives or deletes records as HQ would (see `SandboxChange`); pages served from then
    * on show it, and `finalState`/`timeline`/`count` follow. Throws `SandboxChangeError` for an unknown
@@ -196,6 +199,18 @@ export function createDataset(
       }
       for (const record of listing(m, resource)) yield [idOf(resource, record), record];
     },
+    *history(project, resource) {
+      const m = model(project);
+      const t = resource === 'form' ? m.forms : m.cases;
+      for (let j = 0; j < t.totalLength; j++) {
+        const { record, kind } = t.event(j);
+        yield resource === 'form'
+          ? m.form(record, j, kind)
+          : resource === 'case'
+            ? m.caseV1(record, j, kind)
+            : m.caseV2(record, j, kind);
+      }
+    },
     *timeline(project, resource) {
       const m = model(project);
       if (resource === 'form' || resource === 'case' || resource === 'case-v2') {
@@ -203,6 +218,7 @@ export function createDataset(
         const shown = (j: number) => (resource === 'form' ? m.formVisible(j) : m.caseVisible(j));
         for (let j = 0; j < t.totalLength; j++) {
           if (m.changed && !shown(j)) continue;
+          if (j !== t.latest(t.event(j).record, t.totalLength)) continue;
           const { record, kind } = t.event(j);
           yield resource === 'form'
             ? m.form(record, j, kind)

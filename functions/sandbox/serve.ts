@@ -513,8 +513,11 @@ function serveForms(engine: Engine, m: ProjectModel, req: ServeRequest): string 
     preds.push(() => ok);
     keyParts.push(`a=${ok}`);
   }
+  // HQ's index holds one document per id: a record re-indexed later is listed at its latest position only.
+  preds.push((j) => j === t.latest(t.event(j).record, visible));
+  keyParts.push(`v=${visible}`);
   if (m.changed) {
-    // Deleted forms (and forms of deleted workers) are gone from every list; a changed form is served once.
+    // Deleted forms (and forms of deleted workers) are gone from every list.
     preds.push((j) => m.formVisible(j));
     keyParts.push(`g=${m.generation}`);
   }
@@ -579,10 +582,18 @@ function parseBool(name: string, value: string): boolean {
   throw new SandboxBadRequest(`'${name}' must be 'true' or 'false'; got '${value}'`);
 }
 
-function caseFacetPredicates(engine: Engine, m: ProjectModel, p: SandboxParams, typeParam: string) {
+function caseFacetPredicates(
+  engine: Engine,
+  m: ProjectModel,
+  p: SandboxParams,
+  typeParam: string,
+  visible: number,
+) {
   const t = m.cases;
   const preds: ((j: number) => boolean)[] = [];
-  const keyParts: string[] = [];
+  // HQ's index holds one document per id: a case re-indexed later is listed at its latest position only.
+  preds.push((j) => j === t.latest(t.event(j).record, visible));
+  const keyParts: string[] = [`v=${visible}`];
   if (m.changed) {
     // Deleted cases (and cases of deleted workers) are gone from case v1 and v2 alike.
     preds.push((j) => m.caseVisible(j));
@@ -631,7 +642,7 @@ function serveCasesV1(engine: Engine, m: ProjectModel, req: ServeRequest): strin
     visible,
     req.quirks,
   );
-  const { preds, keyParts } = caseFacetPredicates(engine, m, p, 'type');
+  const { preds, keyParts } = caseFacetPredicates(engine, m, p, 'type', visible);
   // server_date_modified is the last change, not the last re-index: it does not follow indexed_on.
   const serverModifiedAt = (j: number) => m.caseServerModified(t.event(j).record, j);
   addTimeFilter(p, 'server_date_modified', serverModifiedAt, preds, keyParts);
@@ -808,7 +819,7 @@ function serveCasesV2(engine: Engine, m: ProjectModel, req: ServeRequest): strin
       }
     }
   }
-  const { preds: facetPreds, keyParts } = caseFacetPredicates(engine, m, p, 'case_type');
+  const { preds: facetPreds, keyParts } = caseFacetPredicates(engine, m, p, 'case_type', visible);
   preds.push(...facetPreds);
   for (const [name, values] of Object.entries(p)) {
     const wanted = new Set(values);

@@ -106,15 +106,14 @@ describe('ordering', () => {
 
   it('repeats indexed_on values in runs so ties straddle page boundaries', async () => {
     const all = objects(
-      (await getJson(`${sandbox.url}/a/demo/api/form/v1/?limit=60&order_by=indexed_on&include_archived`))
+      (await getJson(`${sandbox.url}/a/demo/api/form/v1/?limit=400&order_by=indexed_on&include_archived`))
         .body,
     );
     const values = all.map((f) => f.indexed_on);
-    expect(values[0]).toBe(values[1]);
-    expect(values[1]).toBe(values[2]);
-    expect(values[2]).not.toBe(values[3]);
-    // A page of 20 ends inside a tie group: record 20 (index 19) and 21 share a value.
-    expect(values[19]).toBe(values[20]);
+    // Runs of three share a value (a run loses a member where that record was re-indexed later).
+    expect(values.some((v, k) => k >= 2 && values[k - 1] === v && values[k - 2] === v)).toBe(true);
+    // Pages of 20 end inside a tie group.
+    expect(values.some((v, k) => k % 20 === 0 && k > 0 && values[k - 1] === v)).toBe(true);
   });
 });
 

@@ -30,7 +30,7 @@ async function twoRuns(resource: 'form' | 'case', field: string, cut: string): P
 describe('independent time lines', () => {
   it('keeps received_on at the first receipt, moves server_modified_on only on a change, indexed_on on every re-index', () => {
     const versions = new Map<string, JsonObject[]>();
-    for (const form of sandbox.dataset.timeline('demo', 'form')) {
+    for (const form of sandbox.dataset.history('demo', 'form')) {
       const list = versions.get(String(form.id)) ?? [];
       list.push(form);
       versions.set(String(form.id), list);
