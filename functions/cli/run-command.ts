@@ -41,6 +41,8 @@ export interface RunSettings {
   readonly project: string;
   readonly baseUrl: string;
   readonly queryFile?: string;
+  /** `--query hq:<name or id>`: an export defined in HQ, its DET config downloaded at the run's start. */
+  readonly hqExport?: string;
   readonly resources: readonly ResourceName[];
   readonly format: OutputFormatFlag;
   readonly output: string;
@@ -214,7 +216,11 @@ export function settingsFromFlags(flags: ParsedFlags, io: CommandIO): RunSetting
   return {
     project,
     baseUrl: stringFlag(flags, 'commcare-hq') ?? 'prod',
-    ...(queryFile ? { queryFile: resolve(io.cwd, queryFile) } : {}),
+    ...(queryFile?.startsWith('hq:')
+      ? { hqExport: hqExportRef(queryFile) }
+      : queryFile
+        ? { queryFile: resolve(io.cwd, queryFile) }
+        : {}),
     resources: resourceList as ResourceName[],
     format,
     output,
@@ -367,7 +373,11 @@ export async function runRunCommand(
   };
 
   if (settings.dumpQuery) return await dumpQuery(settings, io);
-  const { sources: querySources, checkpointKey, warnings } = await planQuerySources(settings);
+  const {
+    sources: querySources,
+    checkpointKey: queryCheckpointKey,
+    warnings,
+  } = await planQuerySources(settings);
   for (const warning of warnings) warn(`warning: ${warning}`);
 
   const credentials = await resolveCredentials(
@@ -417,8 +427,10 @@ export async function runRunCommand(
     logger: logLine,
   });
 
+  const fromHq = settings.hqExport ? await hqExportSources(settings, client, warn) : null;
   const builtins = await planBuiltinSources(settings, client, warn);
-  const sources = [...querySources, ...builtins];
+  const sources = [...(fromHq?.sources ?? querySources), ...builtins];
+  const checkpointKey = fromHq?.checkpointKey ?? queryCheckpointKey;
   if (action === 'reconcile') {
     const maxShare = shareFlag(stringFlag(flags, 'reconcile-max-share'));
     // The largest page each resource allows (the client caps it), unless --batch-size says otherwise.
@@ -534,6 +546,10 @@ function logFileFor(
  * resource, filters, row path and columns), where DET prints the MiniLinq it builds from the workbook.
  */
 async function dumpQuery(settings: RunSettings, io: CommandIO): Promise<number> {
+  if (settings.hqExport)
+    throw new UsageError(
+      '--dump-query needs a query file; save an HQ export with "ccexport hq-exports download"',
+    );
   if (!settings.queryFile) throw new UsageError('--dump-query needs --query FILE');
   const { readFile } = await import('node:fs/promises');
   const { validateQueryFile } = await import('../query');
@@ -573,6 +589,10 @@ async function planQuerySources(
       warnings: [],
     };
   }
+  if (settings.hqExport) {
+    // Compiled once the key is known (the config comes from HQ): see hqExportSources.
+    return { sources: [], checkpointKey: settings.checkpointKey ?? `hq:${settings.hqExport}`, warnings: [] };
+  }
   if (!settings.queryFile) {
     // --users/--locations alone (DET crashes here with SQL output; we export the tables).
     return { sources: [], checkpointKey: settings.checkpointKey ?? 'builtin-tables', warnings: [] };
@@ -592,6 +612,47 @@ async function planQuerySources(
     checkpointKey: settings.checkpointKey ?? compiled.queryFileMd5,
     warnings: compiled.warnings,
   };
+}
+
+/** The name or id after `hq:`; an empty one is a usage error. */
+function hqExportRef(query: string): string {
+  const ref = query.slice('hq:'.length).trim();
+  if (!ref)
+    throw new UsageError(
+      '--query hq: needs the name or id of an HQ export, e.g. --query "hq:Household registrations"',
+    );
+  return ref;
+}
+
+/**
+ * The sources of an export defined in HQ: its DET config is downloaded with the run's key, kept in
+ * memory and compiled like a file. The checkpoint key is the export's id, not the config's checksum,
+ * so an edit in HQ (a column added) continues from the checkpoint instead of exporting everything again;
+ * the config's checksum is logged so a change is visible.
+ */
+async function hqExportSources(
+  settings: RunSettings,
+  client: CommCareClient,
+  warn: (message: string) => void,
+): Promise<{ sources: SourcePlan[]; checkpointKey: string }> {
+  const { findHqExport } = await import('../commcare');
+  const hqExport = findHqExport(
+    await client.hqExports(settings.project),
+    settings.project,
+    settings.hqExport!,
+  );
+  const workbook = await client.hqExportConfig(settings.project, hqExport);
+  const { compileWorkbook } = await import('../query');
+  const compiled = await compileWorkbook(workbook, {
+    baseUrl: resolveBaseUrl(settings.baseUrl),
+    missingValue: settings.missingValue ?? null,
+    exportRootIfNoSubdocument: settings.exportRootIfNoSubdocument,
+    withOrganization: settings.withOrganization,
+    forSql: settings.format === 'sql',
+  });
+  for (const warning of compiled.warnings) warn(`warning: ${warning}`);
+  warn(`note: HQ export "${hqExport.name}" (${hqExport.id}), config ${compiled.queryFileMd5}`);
+  return { sources: [...compiled.sources], checkpointKey: settings.checkpointKey ?? `hq:${hqExport.id}` };
 }
 
 /**

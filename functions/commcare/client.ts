@@ -5,6 +5,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import type { JsonObject } from '../common/json';
 import { formatNaiveUtc, type Micros, requireTimestamp, toNaiveUtc } from './dates';
+import { type HqExport, parseHqExport, requireWorkbook } from './det-exports';
 import { CommCareConfigError, CommCareRequestError } from './errors';
 import { CommCareHttp, type CommCareLogger, type CommCareStats, type RequestHooks } from './http';
 import {
@@ -342,6 +343,35 @@ export class CommCareClient {
       if (seen.has(next)) return out;
       url = next;
     }
+  }
+
+  /** The exports of `project` that the Data Export Tool can run (HQ's Export Data screens). */
+  async hqExports(project: string): Promise<HqExport[]> {
+    const out: HqExport[] = [];
+    const seen = new Set<string>();
+    let url = withQuery(`${this.baseUrl}/a/${encodeURIComponent(project)}/api/det_export_instance/v1/`, {
+      limit: ['1000'],
+    });
+    for (;;) {
+      seen.add(url);
+      const body = await this.http.getJson(url, project);
+      const envelope = parseEnvelope({ envelope: 'tastypie' }, body, new URL(url).pathname);
+      for (const record of envelope.records) out.push(parseHqExport(record));
+      if (envelope.next === null || envelope.records.length === 0) return out;
+      const next = resolveNext(this.baseUrl, envelope.next);
+      if (seen.has(next)) return out;
+      url = next;
+    }
+  }
+
+  /** The DET config workbook of an HQ export, downloaded with the same key; never written to disk here. */
+  async hqExportConfig(project: string, hqExport: HqExport): Promise<Buffer> {
+    const url = new URL(hqExport.configUrl, `${this.baseUrl}/`).toString();
+    if (new URL(url).origin !== new URL(this.baseUrl).origin)
+      throw new CommCareConfigError(
+        `HQ's det_config_url for export "${hqExport.name}" points to another host (${new URL(url).origin}); the key is only sent to ${new URL(this.baseUrl).origin}`,
+      );
+    return await this.http.get(url, project, {}, (bytes) => requireWorkbook(bytes, hqExport.name));
   }
 
   /** The request budget of `project`: one adaptive limit for every pull of the project at once. */

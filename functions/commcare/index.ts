@@ -6,6 +6,7 @@ export {
   type UserDomain,
 } from './client';
 export { formatNaiveUtc, parseTimestamp, toNaiveUtc } from './dates';
+export { findHqExport, type HqExport } from './det-exports';
 export {
   CommCareAuthError,
   CommCareCancelledError,

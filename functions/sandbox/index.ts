@@ -7,6 +7,7 @@ export type { SandboxCommandIo } from './cli';
 export { parseSandboxArgs, runSandboxCommand, SANDBOX_USAGE, SandboxUsageError } from './cli';
 export type { DatasetOptions, SandboxDataset, SandboxResource } from './dataset';
 export { createDataset, SANDBOX_RESOURCES, UnknownProjectError } from './dataset';
+export type { SandboxDetColumn, SandboxDetExport } from './det-exports';
 export type { SandboxChange, SandboxProject } from './records';
 export { SandboxChangeError } from './records';
 export type { SandboxParams, ServeRequest } from './serve';

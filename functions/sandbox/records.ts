@@ -6,6 +6,7 @@
  */
 import type { JsonObject, JsonValue } from '../common/json';
 import { MessagingEvents, UcrDataSource } from './cursor-resources';
+import type { SandboxDetExport } from './det-exports';
 import { hash, hashString, hex32, Rng, uuid } from './prng';
 import { type EventKind, Timeline } from './timeline';
 
@@ -25,6 +26,8 @@ export interface SandboxProject {
   messagingEvents?: number;
   /** Rows of the project's one UCR data source (`ucr/v1/?data_source_id=`), default 150. */
   ucrRows?: number;
+  /** Exports defined in HQ that the DET can run (`det_export_instance`); default: one form and one case export. */
+  detExports?: readonly SandboxDetExport[];
 }
 
 /** Host that absolute resource URIs use when no request is at hand (ground truth built outside a request). */

@@ -886,6 +886,24 @@ function serveCasesV2(engine: Engine, m: ProjectModel, req: ServeRequest): strin
 
 // ---- small resources ---------------------------------------------------------------------------------
 
+/** `det_export_instance/v1`: tastypie's standard Paginator over the project's DET exports. */
+export function serveDetExportList(
+  req: Omit<ServeRequest, 'resource'>,
+  objects: readonly JsonObject[],
+): string {
+  const limit = tastypieLimit(req.params, 1000);
+  const offset = tastypieOffset(req.params);
+  const page = objects.slice(offset, offset + limit);
+  return envelope(
+    { ...req, resource: 'form' },
+    paramOrder({ ...req, resource: 'form' }),
+    limit,
+    offset,
+    objects.length,
+    page,
+  );
+}
+
 function serveSmall(req: ServeRequest, all: () => JsonObject[], max: number): string {
   const limit = tastypieLimit(req.params, max);
   const offset = tastypieOffset(req.params);

@@ -6,8 +6,22 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { createDataset, type SandboxDataset, type SandboxResource } from './dataset';
+import {
+  DET_DOWNLOAD_PATH,
+  DET_LIST_PATH,
+  defaultDetExports,
+  detConfigWorkbook,
+  detExportObject,
+  type SandboxDetExport,
+} from './det-exports';
 import { type SandboxChange, SandboxChangeError, type SandboxProject } from './records';
-import { SandboxBadRequest, SandboxNotFound, type SandboxQuirks, serveList } from './serve';
+import {
+  SandboxBadRequest,
+  SandboxNotFound,
+  type SandboxQuirks,
+  serveDetExportList,
+  serveList,
+} from './serve';
 
 export interface SandboxCredential {
   username: string;
@@ -21,6 +35,8 @@ export interface SandboxCredential {
   active?: boolean;
   /** Projects the web user is a member of (sandbox addition). @default every sandbox project */
   projects?: string[];
+  /** The View Reports permission, which the DET exports list and config download need. @default true */
+  viewReports?: boolean;
 }
 
 /** Faults and hostile behaviours; the quirks (`SandboxQuirks`) change what pages hold. */
@@ -95,6 +111,10 @@ export interface RunningSandbox {
   setFaults(f: SandboxFaults): void;
   /** Archives, unarchives or deletes records of a project (`SandboxChange`); `dataset.apply` does the same. */
   apply(project: string, ...changes: SandboxChange[]): void;
+  /** The DET exports of a project (as edited in HQ's Export Data screens). */
+  detExports(project: string): readonly SandboxDetExport[];
+  /** Replaces the DET exports of a project: an edit in HQ between two runs. */
+  setDetExports(project: string, exports: readonly SandboxDetExport[]): void;
   close(): Promise<void>;
   dataset: SandboxDataset;
 }
@@ -225,6 +245,16 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Runnin
   /** Data requests since start (live re-index visibility). */
   let dataRequests = 0;
   let closing = false;
+  const detExportSets = new Map<string, readonly SandboxDetExport[]>();
+  const detExportsOf = (project: string): readonly SandboxDetExport[] => {
+    let list = detExportSets.get(project);
+    if (!list) {
+      const defined = projects.find((p) => p.name === project)?.detExports;
+      list = defined ?? defaultDetExports(dataset.model(project).salt);
+      detExportSets.set(project, list);
+    }
+    return list;
+  };
 
   async function handle(req: IncomingMessage, res: ServerResponse, entry: RequestLogEntry): Promise<void> {
     const send = (status: number, headers: Record<string, string | number>, body = '') => {
@@ -236,6 +266,72 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Runnin
     const url = new URL(req.url ?? '/', 'http://sandbox.invalid');
     const changesFor = CHANGES_PATH.exec(url.pathname);
     if (changesFor) return applyChanges(req, decodeURIComponent(changesFor[1]!), entry, send);
+    const detList = DET_LIST_PATH.exec(url.pathname);
+    const detDownload = DET_DOWNLOAD_PATH.exec(url.pathname);
+    if (detList || detDownload) {
+      const domain = decodeURIComponent((detList ?? detDownload)![1]!);
+      const auth = authenticate(req.headers.authorization, credentials, entry.ip);
+      entry.username = auth.username;
+      if (!auth.ok)
+        return auth.status === 400
+          ? send(400, { 'Content-Type': 'text/plain' }, 'Bad HTTP_AUTHORIZATION header')
+          : send(401, NOT_AUTHORIZED_HEADERS, NOT_AUTHORIZED_BODY);
+      const c = auth.credential;
+      if (c.domain && c.domain !== domain) return send(401, NOT_AUTHORIZED_HEADERS, NOT_AUTHORIZED_BODY);
+      // RequirePermissionAuthentication(view_reports): not a member or no permission is a bare 403.
+      if (
+        !projectNames.has(domain) ||
+        !(c.projects ?? [...projectNames]).includes(domain) ||
+        c.viewReports === false
+      )
+        return send(403, {});
+      const exports = detExportsOf(domain);
+      if (detDownload) {
+        const found = exports.find((e) => e.id === decodeURIComponent(detDownload[2]!));
+        if (!found) return send(404, { 'Content-Type': 'text/html' }, '<h1>Not Found</h1>');
+        if (found.broken)
+          return send(
+            200,
+            { 'Content-Type': 'text/html; charset=utf-8' },
+            'Sorry, something went wrong creating that file: this export has no columns DET can read',
+          );
+        const bytes = await detConfigWorkbook(found);
+        entry.status = 200;
+        res.writeHead(200, {
+          'Content-Type': 'application/vnd.openxmlformats-officedocument.spreadsheetml.sheet',
+          'Content-Disposition': `attachment; filename="${found.name}-DET.xlsx"`,
+          'Content-Length': bytes.length,
+        });
+        res.end(bytes);
+        return;
+      }
+      const detailId = detList![2];
+      if (detailId !== undefined) {
+        const found = exports.find((e) => e.id === decodeURIComponent(detailId));
+        // obj_get answers a bare HttpNotFound.
+        if (!found) return send(404, {});
+        return send(
+          200,
+          { 'Content-Type': 'application/json' },
+          JSON.stringify(detExportObject(domain, found)),
+        );
+      }
+      try {
+        const params = toRecord(url.searchParams);
+        return send(
+          200,
+          { 'Content-Type': 'application/json' },
+          serveDetExportList(
+            { project: domain, params, path: url.pathname, paramOrder: [...url.searchParams.entries()] },
+            exports.map((e) => detExportObject(domain, e)),
+          ),
+        );
+      } catch (error) {
+        if (error instanceof SandboxBadRequest)
+          return send(400, { 'Content-Type': 'application/json' }, JSON.stringify({ error: error.message }));
+        throw error;
+      }
+    }
     const r = route(url.pathname);
     if (!r) return send(404, { 'Content-Type': 'text/plain' }, 'Not found');
     if (req.method !== 'GET') return send(405, { Allow: 'GET', 'Content-Type': 'text/plain' }, '');
@@ -430,6 +526,11 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Runnin
     port: address.port,
     requestLog,
     dataset,
+    detExports: detExportsOf,
+    setDetExports(project: string, exports: readonly SandboxDetExport[]) {
+      dataset.model(project);
+      detExportSets.set(project, [...exports]);
+    },
     setFaults(f: SandboxFaults) {
       faults = { ...f };
       faultCounter = 0;

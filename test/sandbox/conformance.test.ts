@@ -55,6 +55,7 @@ const REQUESTS: readonly [string, string][] = [
   ['messaging-event', '/a/demo/api/messaging-event/v1/?limit=1000'],
   ['messaging-event', '/a/demo/api/messaging-event/v1/?limit=5&order_by=date_last_activity'],
   ['user_domains', '/api/user_domains/v1/'],
+  ['det_export_instance', '/a/demo/api/det_export_instance/v1/'],
 ];
 
 describe('the sandbox answers as HQ describes its API', () => {

@@ -369,6 +369,18 @@ const UCR_ROW = {
   },
 };
 
+const DET_EXPORT = record({
+  id: STRING,
+  resource_uri: STRING,
+  name: STRING,
+  type: { enum: ['case', 'form'] },
+  export_format: STRING,
+  is_deidentified: { type: 'boolean' },
+  case_type: NULLABLE_STRING,
+  xmlns: NULLABLE_STRING,
+  det_config_url: STRING,
+});
+
 /** `{"error": "..."}` (error.yaml), the body of 400 and 401 answers. */
 export const ERROR_BODY = record({ error: STRING });
 
@@ -387,4 +399,5 @@ export const LIST_SCHEMAS: Readonly<Record<string, Schema>> = {
   'messaging-event': cursorList(MESSAGING_EVENT),
   ucr: cursorList(UCR_ROW),
   user_domains: USER_DOMAIN_LIST,
+  det_export_instance: tastypieList(DET_EXPORT),
 };

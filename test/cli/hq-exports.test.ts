@@ -1,0 +1,177 @@
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { main } from '../../functions/cli/main';
+import { readWorkbook } from '../../functions/query/excel';
+import { type RunningSandbox, type SandboxDetExport, startSandbox } from '../../functions/sandbox';
+import { captureIO } from './capture';
+
+const USER = 'manager@example.org';
+const KEY = 'hq-exports-test-key-0123456789';
+const REGISTRATION = 'http://openrosa.org/formdesigner/5C1B5E2A-7F3D-4E11-9C2B-REGISTRATION';
+
+let sandbox: RunningSandbox;
+let work: string;
+
+const registrations = (columns: SandboxDetExport['columns']): SandboxDetExport => ({
+  id: 'exp-registrations',
+  name: 'Registrations',
+  type: 'form',
+  xmlns: REGISTRATION,
+  columns,
+});
+const BASE_COLUMNS = [
+  { field: 'formid', source: 'id' },
+  { field: 'household_name', source: 'form.household_name' },
+];
+
+beforeAll(async () => {
+  sandbox = await startSandbox({
+    projects: [
+      {
+        name: 'clinic',
+        forms: 300,
+        cases: 40,
+        detExports: [
+          registrations(BASE_COLUMNS),
+          {
+            id: 'exp-a',
+            name: 'Twin',
+            type: 'case',
+            caseType: 'household',
+            columns: [{ field: 'caseid', source: 'id' }],
+          },
+          {
+            id: 'exp-b',
+            name: 'Twin',
+            type: 'case',
+            caseType: 'person',
+            columns: [{ field: 'caseid', source: 'id' }],
+          },
+          { id: 'exp-broken', name: 'Broken', type: 'form', xmlns: REGISTRATION, columns: [], broken: true },
+        ],
+      },
+    ],
+    credentials: [
+      { username: USER, apiKey: KEY },
+      { username: 'viewer@example.org', apiKey: 'no-reports-key-000000', viewReports: false },
+    ],
+  });
+  work = mkdtempSync(join(tmpdir(), 'ccexport-hq-exports-'));
+});
+afterAll(async () => {
+  await sandbox.close();
+  rmSync(work, { recursive: true, force: true });
+});
+
+async function ccexport(args: string[], key = KEY, user = USER) {
+  const io = captureIO({ CCEXPORT_API_KEY: key }, work);
+  const code = await main([...args, '--commcare-hq', sandbox.url, '--username', user], io);
+  return { code, out: io.out(), err: io.err() };
+}
+
+function filesUnder(dir: string): string[] {
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((d) => d.isFile())
+    .map((d) => join(d.parentPath, d.name));
+}
+
+describe('ccexport hq-exports', () => {
+  it("lists the project's DET exports with id, type, case type or form and de-identification", async () => {
+    const { code, out } = await ccexport(['hq-exports', '--project', 'clinic']);
+    expect(code).toBe(0);
+    expect(out.split('\n')[0]).toMatch(/^name\s+id\s+type\s+case type \/ form\s+de-identified$/);
+    expect(out).toMatch(/Registrations\s+exp-registrations\s+form\s+http:\/\/openrosa/);
+    expect(out).toMatch(/Twin\s+exp-a\s+case\s+household\s+no/);
+  });
+
+  it("saves an export's DET config, which validates as a query file", async () => {
+    const { code, out } = await ccexport([
+      'hq-exports',
+      'download',
+      'Registrations',
+      '--project',
+      'clinic',
+      '--out',
+      'reg.xlsx',
+    ]);
+    expect(code).toBe(0);
+    expect(out).toContain('exp-registrations');
+    const sheets = await readWorkbook(readFileSync(join(work, 'reg.xlsx')));
+    expect(sheets).toHaveLength(1);
+    const io = captureIO({}, work);
+    expect(await main(['validate-query', join(work, 'reg.xlsx')], io)).toBe(0);
+  });
+
+  it('fails with 403 said plainly for a user without View Reports', async () => {
+    const { code, err } = await ccexport(
+      ['hq-exports', '--project', 'clinic'],
+      'no-reports-key-000000',
+      'viewer@example.org',
+    );
+    expect(code).toBe(1);
+    expect(err).toMatch(/403/);
+    expect(err).not.toContain('no-reports-key-000000');
+  });
+});
+
+describe('ccexport --query hq:<name or id>', () => {
+  const run = (ref: string, out: string) =>
+    ccexport([
+      '--project',
+      'clinic',
+      '--query',
+      `hq:${ref}`,
+      '--output-format',
+      'csv',
+      '--output',
+      join(work, out),
+      '--progress',
+      'none',
+    ]);
+
+  it('runs an export by name and by id, and writes no config file', async () => {
+    const byName = await run('Registrations', 'by-name');
+    expect(byName.err).toContain('HQ export "Registrations" (exp-registrations)');
+    expect(byName.code).toBe(0);
+    const byId = await run('exp-registrations', 'by-id');
+    expect(byId.code).toBe(0);
+    const csv = filesUnder(join(work, 'by-id')).filter((f) => f.endsWith('.csv'));
+    expect(csv.length).toBeGreaterThan(0);
+    expect(readFileSync(csv[0]!, 'utf8').split(/\r?\n/)[0]).toBe('formid,household_name');
+    expect(filesUnder(work).filter((f) => f.endsWith('.xlsx') && !f.endsWith('reg.xlsx'))).toEqual([]);
+    for (const f of filesUnder(work)) expect(readFileSync(f).includes(Buffer.from(KEY))).toBe(false);
+  });
+
+  it('refuses a name two exports share, naming both ids', async () => {
+    const { code, err } = await run('Twin', 'twin');
+    expect(code).toBe(1);
+    expect(err).toContain('exp-a');
+    expect(err).toContain('exp-b');
+  });
+
+  it('fails clearly when HQ cannot build the config, and for an unknown export', async () => {
+    const broken = await run('Broken', 'broken');
+    expect(broken.code).toBe(1);
+    expect(broken.err).toContain('did not send a DET config workbook');
+    const missing = await run('Nope', 'nope');
+    expect(missing.code).toBe(1);
+    expect(missing.err).toContain('Registrations');
+  });
+
+  it('follows an edit in HQ at the next run: a new column appears, the checkpoint carries on', async () => {
+    const first = await run('exp-registrations', 'edited');
+    expect(first.code).toBe(0);
+    sandbox.setDetExports('clinic', [
+      registrations([...BASE_COLUMNS, { field: 'household_size', source: 'form.household_size' }]),
+      ...sandbox.detExports('clinic').filter((e) => e.id !== 'exp-registrations'),
+    ]);
+    const second = await run('exp-registrations', 'edited');
+    expect(second.code).toBe(0);
+    const csv = filesUnder(join(work, 'edited')).filter((f) => f.endsWith('.csv'));
+    const headers = new Set(csv.map((f) => readFileSync(f, 'utf8').split(/\r?\n/)[0]));
+    expect(headers).toContain('formid,household_name,household_size');
+    expect(existsSync(join(work, 'edited'))).toBe(true);
+  });
+});
