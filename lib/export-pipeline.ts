@@ -9,7 +9,7 @@ import { basename } from 'node:path';
 import { Duration, RemovalPolicy, Stack, TimeZone, Validations } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
-import type * as iam from 'aws-cdk-lib/aws-iam';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as scheduler from 'aws-cdk-lib/aws-scheduler';
@@ -35,13 +35,69 @@ const HISTORY_EVENT_BUDGET = 20_000;
  */
 const EVENTS_PER_ITERATION = 12;
 
-/** Errors a retry cannot fix (names of the error classes the function throws). */
-const PERMANENT_ERRORS = [
+/** A Standard execution is stopped (TimedOut) after this long. */
+const EXECUTION_TIMEOUT = Duration.days(7);
+/** Time kept at the end of an execution for summarizing and starting the next one. */
+const HANDOVER_MARGIN = Duration.hours(1);
+/** The Lambda task's timeout: the function's own 15 minutes plus a minute for invoking it. */
+const SLICE_TASK_TIMEOUT = Duration.minutes(16);
+
+/** The slice task's retry of transient errors (Step Functions `Retry` fields). */
+const TRANSIENT_RETRY = {
+  interval: Duration.seconds(30),
+  backoffRate: 3,
+  maxAttempts: 4,
+  maxDelay: Duration.minutes(15),
+} as const;
+
+/**
+ * The longest one loop iteration can take: every attempt of the slice runs into the task timeout and
+ * every retry waits its longest backoff.
+ */
+function worstIterationSeconds(): number {
+  const attempts = TRANSIENT_RETRY.maxAttempts + 1;
+  let waits = 0;
+  for (let retry = 0; retry < TRANSIENT_RETRY.maxAttempts; retry++) {
+    waits += Math.min(
+      TRANSIENT_RETRY.interval.toSeconds() * TRANSIENT_RETRY.backoffRate ** retry,
+      TRANSIENT_RETRY.maxDelay.toSeconds(),
+    );
+  }
+  return attempts * SLICE_TASK_TIMEOUT.toSeconds() + waits;
+}
+
+/**
+ * Loop iterations per project before an execution hands over to a new one. Two limits, the smaller
+ * wins:
+ * - history: each iteration writes about EVENTS_PER_ITERATION events per project, and an execution
+ *   ends at 25,000;
+ * - elapsed time: the Map runs `concurrency` projects at a time, so project k (in start order) starts
+ *   at the latest after floor(k / concurrency) projects' worth of time; with every iteration at its
+ *   worst (`worstIterationSeconds`), the last project still ends before the execution's timeout.
+ *   Step Functions has no date arithmetic in JSONPath, so the time limit is enforced as this bound on
+ *   iterations rather than by reading the clock; it holds for any slice durations.
+ */
+export function iterationsPerExecution(projects: number, concurrency: number): number {
+  const byHistory = Math.floor(HISTORY_EVENT_BUDGET / (EVENTS_PER_ITERATION * projects));
+  const budget = EXECUTION_TIMEOUT.toSeconds() - HANDOVER_MARGIN.toSeconds();
+  const rounds = Math.ceil(projects / Math.max(1, Math.min(concurrency, projects)));
+  const byTime = Math.floor(budget / (rounds * worstIterationSeconds()));
+  return Math.max(1, Math.min(byHistory, byTime));
+}
+
+/**
+ * Errors a retry cannot fix, by the names the export function's errors carry (the Lambda runtime
+ * reports `error.name` as the error type). Every name here must be one the bundled function throws:
+ * test/stepfunctions/bundled-function.test.ts checks that against the bundle CDK builds.
+ */
+export const PERMANENT_ERRORS = [
+  // 401/403: retrying a refused key repeats the refusal and can lock the HQ account.
   'CommCareAuthError',
+  // 400/404: a bad filter, an unknown project or resource.
   'CommCareRequestError',
   'CommCareConfigError',
+  // More records share one indexed_on value than a page holds: the same request would repeat.
   'CommCareStuckError',
-  'ConfigError',
   'QueryFileError',
   'SecretShapeError',
   // A malformed event or continuation, and an output the function cannot write to (no bucket, a
@@ -205,10 +261,7 @@ export class ExportPipeline extends Construct {
       props.database.secret.grantRead(this.function);
       props.database.allowFrom(this.function, `Export ${props.exportName} to its PostgreSQL output`);
     }
-    this.iterationsPerExecution = Math.max(
-      1,
-      Math.floor(HISTORY_EVENT_BUDGET / (EVENTS_PER_ITERATION * props.jobs.length)),
-    );
+    this.iterationsPerExecution = iterationsPerExecution(props.jobs.length, props.concurrency ?? 2);
     const slices: ExportSliceEvent[] = props.jobs.map((job) => ({ job, continuation: null }));
 
     this.stateMachine = this.buildStateMachine(props, machineName, slices);
@@ -306,20 +359,13 @@ export class ExportPipeline extends Construct {
         'rows.$': '$.Payload.rows',
       },
       resultPath: '$.slice',
-      taskTimeout: sfn.Timeout.duration(Duration.minutes(16)),
+      taskTimeout: sfn.Timeout.duration(SLICE_TASK_TIMEOUT),
       retryOnServiceExceptions: true,
     });
     slice.addRetry({ errors: PERMANENT_ERRORS, maxAttempts: 0 });
     // Throttling past the function's own budget, HQ 5xx, timeouts: back off and try again. Each slice
     // resumes from the continuation it was given, so a retried slice does not duplicate rows.
-    slice.addRetry({
-      errors: [sfn.Errors.ALL],
-      interval: Duration.seconds(30),
-      backoffRate: 3,
-      maxAttempts: 4,
-      maxDelay: Duration.minutes(15),
-      jitterStrategy: sfn.JitterType.FULL,
-    });
+    slice.addRetry({ errors: [sfn.Errors.ALL], ...TRANSIENT_RETRY, jitterStrategy: sfn.JitterType.FULL });
 
     const count = new sfn.Pass(this, 'Count slice', {
       parameters: {
@@ -375,14 +421,21 @@ export class ExportPipeline extends Construct {
         'nextGeneration.$': 'States.MathAdd($.generation, 1)',
       },
     });
-    // Continue-as-new: the 25,000-event history limit ends a Standard execution, so a long run
-    // continues in a new execution of this same state machine, named after the run for idempotency.
+    // Continue-as-new: the 25,000-event history limit and the 7-day timeout end a Standard execution,
+    // so a long run continues in a new execution of this same state machine. Its name comes from the
+    // run, so a retried start cannot start a second execution: Step Functions answers
+    // ExecutionAlreadyExists for a closed execution of that name (the handover happened) and succeeds
+    // again for a running one. The run id is hashed because an execution name holds at most 80
+    // characters and the first execution's own name may already use them all.
     const self = sfn.StateMachine.fromStateMachineName(this, 'Self', machineName);
+    const handedOver = new sfn.Succeed(this, 'Handed over', {
+      comment: 'The run continues in a new execution',
+    });
     const continueAsNew = new tasks.StepFunctionsStartExecution(this, 'Continue in new execution', {
       stateMachine: self,
       name: sfn.JsonPath.format(
         '{}-g{}',
-        sfn.JsonPath.stringAt('$.runId'),
+        sfn.JsonPath.hash(sfn.JsonPath.stringAt('$.runId'), 'MD5'),
         sfn.JsonPath.stringAt('$.nextGeneration'),
       ),
       input: sfn.TaskInput.fromObject({
@@ -393,22 +446,38 @@ export class ExportPipeline extends Construct {
       associateWithParent: true,
       resultPath: sfn.JsonPath.DISCARD,
     });
-    const recordRun = new tasks.CallAwsService(this, 'Record run', {
-      service: 'cloudwatch',
-      action: 'putMetricData',
-      parameters: { Namespace: METRICS_NAMESPACE, 'MetricData.$': '$.metrics' },
-      iamResources: ['*'],
-      iamAction: 'cloudwatch:PutMetricData',
+    continueAsNew.addCatch(handedOver, {
+      errors: ['StepFunctions.ExecutionAlreadyExistsException'],
       resultPath: sfn.JsonPath.DISCARD,
+    });
+    continueAsNew.addRetry({
+      errors: [sfn.Errors.ALL],
+      interval: Duration.seconds(5),
+      backoffRate: 2,
+      maxAttempts: 6,
+      jitterStrategy: sfn.JitterType.FULL,
+    });
+    // Recording the run is a metric (the "no successful run" alarm reads it); throttling or a brief
+    // CloudWatch outage must not fail a run whose rows are written. A retried PutMetricData may count
+    // a run twice, which the alarm (any sample in the window) does not mind.
+    const recordRun = new sfn.CustomState(this, 'Record run', {
+      stateJson: {
+        Type: 'Task',
+        Resource: `arn:${Stack.of(this).partition}:states:::aws-sdk:cloudwatch:putMetricData`,
+        Parameters: { Namespace: METRICS_NAMESPACE, 'MetricData.$': '$.metrics' },
+        ResultPath: null,
+      },
+    });
+    recordRun.addRetry({
+      errors: [sfn.Errors.ALL],
+      interval: Duration.seconds(5),
+      backoffRate: 2,
+      maxAttempts: 6,
+      jitterStrategy: sfn.JitterType.FULL,
     });
     const finish = summarize.next(
       new sfn.Choice(this, 'All projects done?')
-        .when(
-          sfn.Condition.isPresent('$.pending[0]'),
-          continueAsNew.next(
-            new sfn.Succeed(this, 'Handed over', { comment: 'The run continues in a new execution' }),
-          ),
-        )
+        .when(sfn.Condition.isPresent('$.pending[0]'), continueAsNew.next(handedOver))
         .otherwise(recordRun.next(new sfn.Succeed(this, 'Run finished'))),
     );
     projects.next(finish);
@@ -431,10 +500,18 @@ export class ExportPipeline extends Construct {
       definitionBody: sfn.DefinitionBody.fromChainable(start),
       // One execution covers at most iterationsPerExecution slices per project; the run continues in
       // a new execution after that.
-      timeout: Duration.days(7),
+      timeout: EXECUTION_TIMEOUT,
       tracingEnabled: true,
       logs: { destination: logGroup, level: sfn.LogLevel.ALL, includeExecutionData: false },
     });
+    // PutMetricData takes no resource ARN; the namespace condition keeps the role to our own metrics.
+    machine.addToRolePolicy(
+      new iam.PolicyStatement({
+        actions: ['cloudwatch:PutMetricData'],
+        resources: ['*'],
+        conditions: { StringEquals: { 'cloudwatch:namespace': METRICS_NAMESPACE } },
+      }),
+    );
     const fnLogicalId = Stack.of(this).getLogicalId(this.function.node.defaultChild as lambda.CfnFunction);
     Validations.of(machine).acknowledge(
       {

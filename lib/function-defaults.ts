@@ -20,11 +20,34 @@ export interface ServiceFunctionProps
 }
 
 /**
- * A NodejsFunction on Node.js 22 / arm64, bundled locally by esbuild (no Docker), with JSON logs, source
+ * How every function is bundled (esbuild, through NodejsFunction). Exported so the tests bundle the
+ * export function exactly as a deployment does and run that bundle.
+ */
+export const SERVICE_BUNDLING = {
+  minify: true,
+  // Minifying renames classes; the state machine's retriers match errors by name (the Lambda runtime
+  // reports `error.name` as the error type), so names must survive. Error classes also set their names
+  // literally; this keeps every other class name (and `new.target.name`) intact too.
+  keepNames: true,
+  sourceMap: true,
+  // Stack traces need names and lines, not the sources: keeps the asset a few MB smaller.
+  sourcesContent: false,
+  target: 'node24',
+  format: OutputFormat.CJS,
+  // pg has optional native bindings it never needs on Lambda.
+  externalModules: ['@aws-sdk/*', 'pg-native'],
+} as const satisfies NonNullable<NodejsFunctionProps['bundling']>;
+
+/** The Lambda runtime of every function. */
+export const SERVICE_RUNTIME = lambda.Runtime.NODEJS_24_X;
+
+/**
+ * A NodejsFunction on Node.js 24 / arm64, bundled locally by esbuild (no Docker), with JSON logs, source
  * maps and its own log group.
  *
- * Node 22 rather than NODEJS_LATEST: with a "latest" runtime NodejsFunction cannot know which AWS SDK
- * the runtime carries and bundles the whole SDK (hundreds of KB per function).
+ * Node 24 rather than NODEJS_LATEST: with a "latest" runtime NodejsFunction cannot know which AWS SDK
+ * the runtime carries and bundles the whole SDK (hundreds of KB per function). Node 22 is deprecated on
+ * 2027-04-30.
  */
 export class ServiceFunction extends NodejsFunction {
   constructor(scope: Construct, id: string, props: ServiceFunctionProps) {
@@ -36,19 +59,13 @@ export class ServiceFunction extends NodejsFunction {
       timeout: Duration.minutes(1),
       memorySize: 512,
       ...props,
-      runtime: lambda.Runtime.NODEJS_22_X,
+      runtime: SERVICE_RUNTIME,
       architecture: lambda.Architecture.ARM_64,
       loggingFormat: lambda.LoggingFormat.JSON,
       logGroup,
       bundling: {
-        minify: true,
-        sourceMap: true,
-        // Stack traces need names and lines, not the sources: keeps the asset a few MB smaller.
-        sourcesContent: false,
-        target: 'node22',
-        format: OutputFormat.CJS,
-        // pg has optional native bindings it never needs on Lambda.
-        externalModules: ['@aws-sdk/*', 'pg-native'],
+        ...SERVICE_BUNDLING,
+        externalModules: [...SERVICE_BUNDLING.externalModules],
         ...props.bundling,
       },
       environment: {
@@ -61,7 +78,7 @@ export class ServiceFunction extends NodejsFunction {
       {
         id: 'AwsSolutions-L1',
         reason:
-          'Pinned to nodejs22.x on purpose: NODEJS_LATEST makes NodejsFunction bundle the whole AWS SDK; 22.x is in standard support.',
+          'Pinned to nodejs24.x on purpose: NODEJS_LATEST makes NodejsFunction bundle the whole AWS SDK; 24.x is in standard support.',
       },
       {
         id: `AwsSolutions-IAM4[${managed}/AWSLambdaBasicExecutionRole]`,

@@ -6,20 +6,21 @@
 
 /** Base class: everything the client throws on purpose is a `CommCareError`. */
 export class CommCareError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = new.target.name;
-  }
+  // Literal names: the bundler may rename classes, and the state machine matches errors by name.
+  override readonly name: string = 'CommCareError';
 }
 
 /** Options the caller gave are unusable (bad base URL, unknown resource, unparseable date, ...). */
-export class CommCareConfigError extends CommCareError {}
+export class CommCareConfigError extends CommCareError {
+  override readonly name = 'CommCareConfigError';
+}
 
 /**
  * HQ refused the credentials (401) or the permission (403). Not retried: a retry cannot fix it, and
  * repeated failures can lock the account out.
  */
 export class CommCareAuthError extends CommCareError {
+  override readonly name = 'CommCareAuthError';
   readonly status: 401 | 403;
   readonly project: string | null;
   readonly username: string;
@@ -58,6 +59,7 @@ export class CommCareAuthError extends CommCareError {
 
 /** HQ rejected the request itself (400 bad filter or date, 404 unknown project or resource, a redirect, ...). */
 export class CommCareRequestError extends CommCareError {
+  override readonly name = 'CommCareRequestError';
   readonly status: number;
   /** HQ's own error text (the `error` field of a JSON body, or the text body), redacted and shortened. */
   readonly hqMessage: string | null;
@@ -70,6 +72,7 @@ export class CommCareRequestError extends CommCareError {
 
 /** HQ kept failing (5xx, resets, timeouts, unreadable bodies) until the retry count or time ran out. */
 export class CommCareUnavailableError extends CommCareError {
+  override readonly name = 'CommCareUnavailableError';
   readonly attempts: number;
   constructor(message: string, args: { attempts: number; cause?: unknown }) {
     super(message, { cause: args.cause });
@@ -78,10 +81,14 @@ export class CommCareUnavailableError extends CommCareError {
 }
 
 /** HQ kept answering 429 for longer than the throttle budget allows. */
-export class CommCareThrottledError extends CommCareError {}
+export class CommCareThrottledError extends CommCareError {
+  override readonly name = 'CommCareThrottledError';
+}
 
 /** A response was valid JSON but not the envelope the resource should have. */
-export class CommCareResponseError extends CommCareError {}
+export class CommCareResponseError extends CommCareError {
+  override readonly name = 'CommCareResponseError';
+}
 
 /**
  * Paging cannot advance: more records share one `indexed_on` value than the resource's maximum page
@@ -89,7 +96,9 @@ export class CommCareResponseError extends CommCareError {}
  * apply `indexed_on_start` or `order_by=indexed_on`, or its `next` links lead back to a page already
  * read. The message says what HQ did.
  */
-export class CommCareStuckError extends CommCareError {}
+export class CommCareStuckError extends CommCareError {
+  override readonly name = 'CommCareStuckError';
+}
 
 /**
  * A request was cancelled because the pull it belonged to stopped (another window failed, or the caller

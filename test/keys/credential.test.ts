@@ -72,7 +72,7 @@ describe('Credential construct', { timeout: 240_000 }, () => {
       Principal: 'secretsmanager.amazonaws.com',
     });
     template.hasResourceProperties('AWS::Lambda::Function', {
-      Runtime: 'nodejs22.x',
+      Runtime: 'nodejs24.x',
       Architectures: ['arm64'],
       VpcConfig: Match.objectLike({ SubnetIds: Match.anyValue() }),
       Environment: { Variables: Match.objectLike({ CREDENTIAL_NAME: 'hq-main' }) },

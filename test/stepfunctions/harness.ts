@@ -3,7 +3,8 @@
  * bound to the real export handler, the metric task to a recorder, and the continue-as-new task to a
  * fresh local execution of the same definition (bounded in depth).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, symlinkSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Metrics } from '@aws-lambda-powertools/metrics';
@@ -60,20 +61,27 @@ export interface SynthesizedExport {
 export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 export const fixtureConfig = join(repoRoot, 'test/fixtures/stepfunctions/exports.config.yaml');
 const fixtureHandler = join(repoRoot, 'test/fixtures/stepfunctions/handler.ts');
+/** The export function's real entry, as the stack deploys it. */
+export const exportHandlerEntry = join(repoRoot, 'functions/export/handler.ts');
 
 /**
  * Builds the stack from a config file as `cdk synth` does (cdk.json's feature flags, functions bundled
  * by esbuild, query files copied into their code) and extracts one export. cdk-nag is left to the
- * stack tests.
+ * stack tests. `handlerEntry` defaults to a stand-in (bundled in a blink); pass `exportHandlerEntry`
+ * to bundle the real export function.
  */
-export function synthesizeExport(configPath: string, exportName: string): SynthesizedExport {
+export function synthesizeExport(
+  configPath: string,
+  exportName: string,
+  handlerEntry: string = fixtureHandler,
+): SynthesizedExport {
   // The config file's folder places query files: the repository root, like the example config.
   const config = parseExportsConfig(readFileSync(configPath, 'utf8'), join(repoRoot, 'exports.config.yaml'));
   const { context } = JSON.parse(readFileSync(join(repoRoot, 'cdk.json'), 'utf8')) as {
     context: Record<string, unknown>;
   };
   const app = new App({ context });
-  const stack = new CommCareExportStack(app, config.stackName, { config, handlerEntry: fixtureHandler });
+  const stack = new CommCareExportStack(app, config.stackName, { config, handlerEntry });
   const template = Template.fromStack(stack);
   const pipeline = stack.pipelines.get(exportName);
   if (!pipeline) throw new Error(`the stack has no export ${exportName}`);
@@ -117,6 +125,8 @@ export function synthesizeExport(configPath: string, exportName: string): Synthe
   );
   const codeRoot = join(app.outdir, asset?.source.path ?? 'missing');
   if (!asset || !existsSync(codeRoot)) throw new Error(`the function's code asset is not at ${codeRoot}`);
+  // The bundle leaves @aws-sdk/* to the Lambda runtime; here the repository's copy stands in for it.
+  symlinkSync(join(repoRoot, 'node_modules'), join(app.outdir, 'node_modules'), 'dir');
   return {
     definition: JSON.parse(text) as Record<string, unknown>,
     machineName: machineNameOf(text),
@@ -125,6 +135,18 @@ export function synthesizeExport(configPath: string, exportName: string): Synthe
     iterationsPerExecution: pipeline.iterationsPerExecution,
     scheduleInput: JSON.parse(schedule.Properties.Target.Input) as unknown,
   };
+}
+
+/**
+ * Loads the bundled export function (`index.js` of its code asset) the way Lambda does: a fresh module
+ * (empty caches, new clients) whose module scope reads `env`, which is merged into process.env and left
+ * there for the rest of the test file (each test file runs in its own process).
+ */
+export function loadBundledHandler(codeRoot: string, env: Record<string, string>): SliceHandler {
+  const require = createRequire(import.meta.url);
+  for (const key of Object.keys(require.cache)) if (key.startsWith(codeRoot)) delete require.cache[key];
+  Object.assign(process.env, env);
+  return (require(join(codeRoot, 'index.js')) as { handler: SliceHandler }).handler;
 }
 
 /** The name in the continue-as-new task's state machine ARN (the machine's own name). */

@@ -1,0 +1,252 @@
+/**
+ * The export function as it ships: the stack bundles functions/export/handler.ts with the esbuild
+ * options every deployment uses (lib/function-defaults.ts), and these tests load that bundle, with its
+ * module-scope clients reading the environment the stack gives it (moto stands in for AWS, the sandbox
+ * for HQ). The state machine's never-retry list matches errors by name, so each name on it must be a
+ * name the bundle really throws; minifying without kept names once turned `CommCareAuthError` into a
+ * one-letter name and sent repeated 401s to the catch-all retrier.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CreateBucketCommand, type S3Client } from '@aws-sdk/client-s3';
+import { CreateSecretCommand, type SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { ExportJob, ExportSliceEvent } from '../../functions/config/job';
+import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
+import { motoS3, motoSecretsManager } from '../support/aws';
+import {
+  exportHandlerEntry,
+  findState,
+  fixtureConfig,
+  loadBundledHandler,
+  runLocally,
+  type SliceHandler,
+  type SynthesizedExport,
+  synthesizeExport,
+} from './harness';
+
+const USER = 'exporter@example.org';
+const KEY = `bundle-key-${randomUUID()}`;
+const PROJECTS = [{ name: 'north', forms: 1_500, cases: 10 }];
+
+let synthesized: SynthesizedExport;
+let sandbox: RunningSandbox;
+let s3: S3Client;
+let secrets: SecretsManagerClient;
+let bucket: string;
+let endpoint: string;
+let scratch: string;
+
+function secretDocument(overrides: Record<string, unknown> = {}): string {
+  return JSON.stringify({
+    provider: 'commcare',
+    baseUrl: sandbox.url,
+    username: USER,
+    key: KEY,
+    keyName: 'det-2026-11',
+    createdAt: new Date().toISOString(),
+    projects: PROJECTS.map((p) => p.name),
+    ...overrides,
+  });
+}
+
+async function newSecret(text: string): Promise<string> {
+  const created = await secrets.send(
+    new CreateSecretCommand({ Name: `bundle-${randomUUID().slice(0, 8)}`, SecretString: text }),
+  );
+  return created.ARN as string;
+}
+
+/** A fresh bundled function (as a cold start) reading the secret `secretArn`. */
+function coldStart(secretArn: string): SliceHandler {
+  return loadBundledHandler(synthesized.codeRoot, {
+    CREDENTIAL_SECRET_ARN: secretArn,
+    EXPORT_BUCKET: bucket,
+    LAMBDA_TASK_ROOT: synthesized.codeRoot,
+    AWS_ENDPOINT_URL: endpoint,
+    AWS_REGION: 'us-east-1',
+    // Fake credentials for moto: never real.
+    AWS_ACCESS_KEY_ID: 'testing',
+    AWS_SECRET_ACCESS_KEY: 'testing',
+    POWERTOOLS_LOG_LEVEL: 'SILENT',
+    POWERTOOLS_METRICS_DISABLED: 'true',
+    POWERTOOLS_METRICS_NAMESPACE: 'CommCareExports',
+    POWERTOOLS_SERVICE_NAME: 'commcare-export',
+  });
+}
+
+const context = () => ({ awsRequestId: randomUUID(), getRemainingTimeInMillis: () => 15 * 60_000 });
+
+/** The deployed job for the one project, optionally changed. */
+function job(changes: Partial<ExportJob> = {}): ExportJob {
+  const load = findState(synthesized.definition, 'Load deployed jobs') as {
+    Result: { slices: ExportSliceEvent[] };
+  };
+  const [first] = load.Result.slices;
+  if (!first) throw new Error('the deployment has no jobs');
+  return { ...first.job, project: 'north', ...changes };
+}
+
+/** The name of what the bundled function throws for `event` with the secret `secretText`. */
+async function thrownName(secretText: string, event: unknown): Promise<string> {
+  const handler = coldStart(await newSecret(secretText));
+  try {
+    await handler(event, context());
+  } catch (error) {
+    return (error as Error).name;
+  }
+  return 'no error';
+}
+
+/** Every error name the slice task's retriers list, except the States.* wildcards. */
+function retrierErrorNames(): { permanent: string[]; retried: string[] } {
+  const slice = findState(synthesized.definition, 'Export slice') as {
+    Retry: { ErrorEquals: string[]; MaxAttempts?: number }[];
+  };
+  const names = (retriers: typeof slice.Retry) =>
+    retriers
+      .flatMap((r) => r.ErrorEquals)
+      // States.* are wildcards; Lambda.* are the invoke API's own errors, not the function's.
+      .filter((e) => !e.startsWith('States.') && !e.startsWith('Lambda.'));
+  return {
+    permanent: names(slice.Retry.filter((r) => r.MaxAttempts === 0)),
+    retried: names(slice.Retry.filter((r) => r.MaxAttempts !== 0)),
+  };
+}
+
+beforeAll(async () => {
+  endpoint = inject('motoEndpoint');
+  s3 = motoS3(endpoint);
+  secrets = motoSecretsManager(endpoint);
+  scratch = mkdtempSync(join(tmpdir(), 'bundle-test-'));
+  // The real export function, bundled by CDK as `cdk deploy` bundles it.
+  synthesized = synthesizeExport(fixtureConfig, 'households', exportHandlerEntry);
+  sandbox = await startSandbox({
+    seed: 5,
+    projects: PROJECTS,
+    credentials: [{ username: USER, apiKey: KEY }],
+  });
+  bucket = `bundle-${randomUUID().slice(0, 8)}`;
+  await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+}, 180_000);
+
+afterAll(async () => {
+  await sandbox?.close();
+});
+
+describe('the bundled export function', () => {
+  it('is minified as deployed, and still throws errors under their own names', async () => {
+    const code = readFileSync(join(synthesized.codeRoot, 'index.js'), 'utf8');
+    // Minified: no indentation, few lines for megabytes of code.
+    expect(code.length / code.split('\n').length).toBeGreaterThan(1_000);
+
+    const garbage = join(scratch, 'broken.xlsx');
+    writeFileSync(garbage, 'not a workbook');
+    const thrown = {
+      ExportEventError: await thrownName(secretDocument(), { continuation: null }),
+      SecretShapeError: await thrownName('not json', { job: job(), continuation: null }),
+      CommCareAuthError: await thrownName(secretDocument({ key: `wrong-${randomUUID()}` }), {
+        job: job(),
+        continuation: null,
+      }),
+      CommCareRequestError: await thrownName(secretDocument({ baseUrl: `${sandbox.url}/no-such-prefix` }), {
+        job: job(),
+        continuation: null,
+      }),
+      QueryFileError: await thrownName(secretDocument(), {
+        job: job({ queryFile: garbage }),
+        continuation: null,
+      }),
+      SinkConfigError: await thrownName(secretDocument(), {
+        // A format the deployed config cannot hold (the schema refuses it), as a hand-written event could.
+        job: job({ output: { type: 's3', format: 'parquetx' as 'csv', prefix: 'x/' } }),
+        continuation: null,
+      }),
+    };
+
+    expect(thrown).toEqual({
+      ExportEventError: 'ExportEventError',
+      SecretShapeError: 'SecretShapeError',
+      CommCareAuthError: 'CommCareAuthError',
+      CommCareRequestError: 'CommCareRequestError',
+      QueryFileError: 'QueryFileError',
+      SinkConfigError: 'SinkConfigError',
+    });
+    const { permanent } = retrierErrorNames();
+    for (const name of Object.values(thrown)) expect(permanent).toContain(name);
+  });
+
+  it('carries, under its own literal name, every error the state machine refuses to retry', () => {
+    const code = readFileSync(join(synthesized.codeRoot, 'index.js'), 'utf8');
+    const { permanent, retried } = retrierErrorNames();
+    expect(permanent.length).toBeGreaterThanOrEqual(6);
+    // The names the test above cannot provoke from HQ (a stuck page, a bad base URL) are checked in
+    // the code: the bundle must name an error class by that literal, not by a minified identifier.
+    for (const name of [...permanent, ...retried]) {
+      // A class field `name="X"`, or esbuild's kept name `__name(X,"X")` (the helper itself minified).
+      const literal = new RegExp(`name="${name}"|[\\w$]+\\([\\w$]+,"${name}"\\)`);
+      expect(literal.test(code), `${name} is named literally in the bundle`).toBe(true);
+    }
+  });
+});
+
+describe('the synthesized state machine with the bundled function', () => {
+  it('runs a project to the end through the bundle', async () => {
+    const handler = coldStart(await newSecret(secretDocument()));
+    const input = {
+      slices: [
+        { job: job({ output: { type: 's3', format: 'csv', prefix: 'bundled/' } }), continuation: null },
+      ],
+    };
+
+    const run = await runLocally({ synthesized, handler, context, maxExecutions: 1 }, 'bundled-run', input);
+
+    expect(run.slices.map((s) => s.error?.name)).toEqual([undefined]);
+    expect(run.slices[0]?.result).toMatchObject({ done: true });
+    expect(run.slices[0]?.result?.rows).toBeGreaterThan(1_000);
+    expect(run.recordedRuns).toHaveLength(1);
+  });
+
+  it('fails at the first 401 from HQ without retrying it (one call, not five)', async () => {
+    const handler = coldStart(await newSecret(secretDocument({ key: `revoked-${randomUUID()}` })));
+    const input = { slices: [{ job: job(), continuation: null }] };
+    const before = sandbox.requestLog.filter((r) => r.status === 401).length;
+
+    const failed = await runLocally(
+      { synthesized, handler, context, maxExecutions: 1 },
+      'bundled-401',
+      input,
+    ).then(
+      () => null,
+      (error: Error) => error.cause as Error,
+    );
+
+    expect(failed?.name).toBe('CommCareAuthError');
+    // The handler re-reads the secret once after a 401; the key did not change, so it stops there.
+    expect(sandbox.requestLog.filter((r) => r.status === 401).length - before).toBe(1);
+  });
+
+  it('fails on a malformed key secret after one attempt', async () => {
+    const bundled = coldStart(await newSecret('not json'));
+    let attempts = 0;
+    const handler: SliceHandler = (event, ctx) => {
+      attempts += 1;
+      return bundled(event, ctx);
+    };
+    const input = { slices: [{ job: job(), continuation: null }] };
+
+    const failed = await runLocally(
+      { synthesized, handler, context, maxExecutions: 1 },
+      'bundled-shape',
+      input,
+    ).then(
+      () => null,
+      (error: Error) => error.cause as Error,
+    );
+
+    expect(failed?.name).toBe('SecretShapeError');
+    expect(attempts).toBe(1);
+  });
+});
