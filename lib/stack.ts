@@ -5,12 +5,14 @@
 import { fileURLToPath } from 'node:url';
 import { Annotations, CfnOutput, Duration, Stack, type StackProps, Validations } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import type { Construct } from 'constructs';
 import { exportJobs, reconcileJobs } from '../functions/config/job';
 import { credentialSecretOutputKey, stateMachineOutputKey } from '../functions/config/naming';
 import type { ExportsConfig } from '../functions/config/parse';
-import { maxRunGapSeconds } from '../functions/config/schedule';
+import { maxRunGapSeconds, monthlyRotationRules } from '../functions/config/schedule';
+import { rotationDay } from '../functions/keys/months';
 import { ExportAnalytics, queryFileTables } from './analytics';
 import { Credential } from './credential';
 import { ExportBucket } from './export-bucket';
@@ -117,6 +119,17 @@ export class CommCareExportStack extends Stack {
         keyNamePrefix: cred.rotation.namePrefix,
       });
       credentials.set(cred.name, credential);
+      // Secrets Manager accepts a rotation window only if it starts on the hour and ends by midnight
+      // UTC; local noon in Asia/Kolkata is 06:30 UTC and in Pacific/Auckland 23:00 UTC the day before.
+      // The window goes on the UTC date of the local rotation day, near local noon, where both days
+      // overlap all year (functions/config/schedule.ts); anything Secrets Manager refuses fails synth.
+      const rules = monthlyRotationRules(cred.rotation.timeZone, rotationDay(cred.rotation.leadDays));
+      (
+        credential.rotationSchedule.node.defaultChild as secretsmanager.CfnRotationSchedule
+      ).addPropertyOverride('RotationRules', {
+        ScheduleExpression: rules.scheduleExpression,
+        Duration: rules.duration,
+      });
       const rotateFnId = this.getLogicalId(
         credential.rotationFunction.node.defaultChild as lambda.CfnFunction,
       );

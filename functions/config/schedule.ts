@@ -92,3 +92,96 @@ export function maxRunGapSeconds(expression: string): number | null {
   if (hourValues.length < 24) return maxCircularGap(hourValues, 24) * 3_600;
   return maxCircularGap(expand(minutes as string, 0, 59), 60) * 60;
 }
+
+/** A Secrets Manager rotation schedule: a UTC `cron()` and the window length (`RotationRules`). */
+export interface RotationRules {
+  /** `cron(0 H D * ? *)`: minute 0, hour H (UTC), day of month D. */
+  readonly scheduleExpression: string;
+  /** Window length, `"<n>h"`. */
+  readonly duration: string;
+}
+
+/** The longest rotation window we ask for: a rotation needs minutes, the window only spreads load. */
+const ROTATION_WINDOW_HOURS = 4;
+
+/**
+ * Why Secrets Manager would refuse these rotation rules, or null. Secrets Manager's cron rules for a
+ * rotation window: it starts on the hour (minute 0), lasts 1 to 24 hours, and "must not extend into
+ * the next UTC day" (RotationRulesType, Duration), so start hour + duration <= 24.
+ */
+export function rotationRulesProblem(rules: RotationRules): string | null {
+  const m = /^cron\((\S+) (\S+) (\S+) (\S+) (\S+) (\S+)\)$/.exec(rules.scheduleExpression);
+  const shown = JSON.stringify(rules.scheduleExpression);
+  if (!m) return `${shown} is not a six-field cron() expression`;
+  const [, minute, hour] = m as unknown as [string, string, string];
+  if (minute !== '0')
+    return `${shown}: a rotation window starts on the hour (minute 0), not minute ${minute}`;
+  if (!/^\d{1,2}$/.test(hour) || Number(hour) > 23) {
+    return `${shown}: expected one start hour (0-23), received ${JSON.stringify(hour)}`;
+  }
+  const d = /^(\d{1,2})h$/.exec(rules.duration);
+  const hours = d ? Number(d[1]) : Number.NaN;
+  if (!(hours >= 1 && hours <= 24)) {
+    return `rotation window ${JSON.stringify(rules.duration)}: expected 1h to 24h`;
+  }
+  if (Number(hour) + hours > 24) {
+    return `${shown} with a ${rules.duration} window ends after midnight UTC (hour ${hour} + ${hours} > 24); Secrets Manager refuses a window that extends into the next UTC day`;
+  }
+  return null;
+}
+
+/**
+ * Secrets Manager rules for a monthly rotation on local day `day` (1-28) of `timeZone`, as close to
+ * `localHour` as the rules allow. Secrets Manager schedules in UTC only, so the window is placed on UTC
+ * date `day` (which every month has) at whole UTC hours where that UTC date and the local day overlap
+ * in every month of the year (DST included): the local day of the rotation never changes, even where
+ * local noon falls on the previous UTC date (east of UTC+12) or the next (UTC-12). The window is cut
+ * to fit, never below one hour. Throws when Secrets Manager would still refuse the result.
+ */
+export function monthlyRotationRules(
+  timeZone: string,
+  day: number,
+  localHour = 12,
+  windowHours: number = ROTATION_WINDOW_HOURS,
+): RotationRules {
+  if (!Number.isInteger(day) || day < 1 || day > 28) {
+    throw new Error(`monthlyRotationRules: day ${day} is not 1-28 (a day every month has)`);
+  }
+  // Offsets (hours, local = UTC + offset) in every month of a year.
+  const offsets = Array.from({ length: 12 }, (_, month) =>
+    utcOffsetHours(new Date(Date.UTC(2026, month, day, 12)), timeZone),
+  );
+  // The local day spans UTC hours [-offset, 24 - offset) of UTC date `day`; keep what every month shares.
+  const from = Math.ceil(Math.max(0, ...offsets.map((o) => -o)));
+  const to = Math.floor(Math.min(24, ...offsets.map((o) => 24 - o)));
+  const hours = Math.max(1, Math.min(windowHours, to - from));
+  const preferred = Math.floor(localHour - (offsets[0] as number));
+  const hour = Math.min(Math.max(preferred, from), Math.max(from, to - hours));
+  const rules = { scheduleExpression: `cron(0 ${hour} ${day} * ? *)`, duration: `${hours}h` };
+  const problem = rotationRulesProblem(rules);
+  if (problem) throw new Error(`monthlyRotationRules(${timeZone}, day ${day}): ${problem}`);
+  return rules;
+}
+
+const offsetFormats = new Map<string, Intl.DateTimeFormat>();
+
+/** Hours `timeZone` is ahead of UTC at `instant` (negative west of Greenwich; may be fractional). */
+function utcOffsetHours(instant: Date, timeZone: string): number {
+  let format = offsetFormats.get(timeZone);
+  if (!format) {
+    format = new Intl.DateTimeFormat('en-US', {
+      timeZone,
+      hourCycle: 'h23',
+      year: 'numeric',
+      month: 'numeric',
+      day: 'numeric',
+      hour: 'numeric',
+      minute: 'numeric',
+    });
+    offsetFormats.set(timeZone, format);
+  }
+  const parts = format.formatToParts(instant);
+  const part = (type: string) => Number(parts.find((p) => p.type === type)?.value);
+  const local = Date.UTC(part('year'), part('month') - 1, part('day'), part('hour'), part('minute'));
+  return (local - Math.floor(instant.getTime() / 60_000) * 60_000) / 3_600_000;
+}
