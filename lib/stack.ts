@@ -3,10 +3,19 @@
  * credentials, one pipeline per export, alarms and dashboard.
  */
 import { fileURLToPath } from 'node:url';
-import { Annotations, CfnOutput, Duration, Stack, type StackProps, Validations } from 'aws-cdk-lib';
+import {
+  Annotations,
+  CfnOutput,
+  CfnRule,
+  Duration,
+  Fn,
+  Stack,
+  type StackProps,
+  Validations,
+} from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
-import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
+import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type { Construct } from 'constructs';
 import { exportJobs, reconcileJobs } from '../functions/config/job';
 import { credentialSecretOutputKey, stateMachineOutputKey } from '../functions/config/naming';
@@ -31,6 +40,12 @@ export interface CommCareExportStackProps extends StackProps {
    * @default functions/export/handler.ts
    */
   readonly handlerEntry?: string;
+  /**
+   * Why this stack must not be deployed (e.g. it is the example config): CloudFormation then refuses
+   * to create or update it, before touching any resource, with this text.
+   * @default - deployable
+   */
+  readonly notDeployable?: string;
 }
 
 export class CommCareExportStack extends Stack {
@@ -47,6 +62,18 @@ export class CommCareExportStack extends Stack {
     super(scope, id, props);
     const { config } = props;
     const handlerEntry = props.handlerEntry ?? DEFAULT_HANDLER;
+    if (props.notDeployable) {
+      // A template rule is checked when a change set is created: deploy fails before any resource.
+      new CfnRule(this, 'DeployableConfig', {
+        assertions: [
+          {
+            assert: Fn.conditionEquals('not deployable', 'deployable'),
+            assertDescription: props.notDeployable,
+          },
+        ],
+      });
+      Annotations.of(this).addWarningV2('ccexport:notDeployable', props.notDeployable);
+    }
 
     const eips = config.network.elasticIps;
     this.network = new ExportNetwork(

@@ -1,5 +1,6 @@
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { cfnLintErrors } from '../support/cfn-lint';
 import { buildStack } from './app';
 import { actionsOf, roleStatements } from './template';
 
@@ -41,6 +42,10 @@ beforeAll(() => {
 describe('the stack with a new database and imported Elastic IPs', () => {
   it('reports no unacknowledged cdk-nag AwsSolutions finding', () => {
     expect(synthError).toBeUndefined();
+  });
+
+  it('passes cfn-lint without an error', async () => {
+    expect(await cfnLintErrors(template)).toEqual([]);
   });
 
   it('puts the NAT gateway on the imported allocation id and creates no address', () => {

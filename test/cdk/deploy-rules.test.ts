@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { Template } from 'aws-cdk-lib/assertions';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { rotationRulesProblem } from '../../functions/config/schedule';
+import { cfnLintErrors } from '../support/cfn-lint';
 import { buildStack, repoRoot } from './app';
 
 const example = readFileSync(`${repoRoot}/exports.config.example.yaml`, 'utf8');
@@ -54,5 +55,9 @@ describe('the rotation schedule', () => {
     );
 
     expect(problems).toEqual(zones.map(() => null));
+  });
+
+  it('passes cfn-lint without an error', async () => {
+    expect(await cfnLintErrors(template)).toEqual([]);
   });
 });

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { cfnLintErrors } from '../support/cfn-lint';
 import { buildStack, repoRoot } from './app';
 import { actionsOf, roleStatements, stateMachineDefinition } from './template';
 
@@ -20,6 +21,10 @@ beforeAll(() => {
 describe('the stack built from the example config', () => {
   it('reports no unacknowledged cdk-nag AwsSolutions finding', () => {
     expect(synthError).toBeUndefined();
+  });
+
+  it('passes cfn-lint without an error', async () => {
+    expect(await cfnLintErrors(template)).toEqual([]);
   });
 
   it('lets an export function read only its own credential secret', () => {
