@@ -24,6 +24,9 @@ import type { ExportBucket } from './export-bucket';
 import type { ExportDatabase } from './export-database';
 import { ServiceFunction } from './function-defaults';
 
+/** The Lambda Node.js runtime's CA bundle, which includes the Amazon RDS certificate authorities. */
+export const RUNTIME_CA_CERTS = '/var/runtime/ca-cert.pem';
+
 /** CloudWatch namespace of the export metrics (function and state machine). */
 export const METRICS_NAMESPACE = 'CommCareExports';
 
@@ -236,7 +239,14 @@ export class ExportPipeline extends Construct {
         EXPORT_NAME: props.exportName,
         CREDENTIAL_SECRET_ARN: props.credentialSecretArn,
         ...(props.bucket ? { EXPORT_BUCKET: props.bucket.bucket.bucketName } : {}),
-        ...(props.database ? { DATABASE_SECRET_ARN: props.database.secret.secretArn } : {}),
+        ...(props.database
+          ? {
+              DATABASE_SECRET_ARN: props.database.secret.secretArn,
+              // The function connects with sslmode=verify-full. Node.js 20+ runtimes no longer trust
+              // the Amazon RDS certificate authorities by default; this runtime file holds them.
+              NODE_EXTRA_CA_CERTS: RUNTIME_CA_CERTS,
+            }
+          : {}),
         SLICE_SAFETY_MARGIN_MS: String((props.sliceSafetyMargin ?? Duration.seconds(90)).toMilliseconds()),
         POWERTOOLS_SERVICE_NAME: 'commcare-export',
         POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,

@@ -35,8 +35,9 @@ async function openJobSink(deps: ExportSliceDeps, input: ExportSliceEvent): Prom
   return await createSink({
     format: 'sql',
     output: '',
-    // RDS serves TLS; `require` encrypts without pinning a CA bundle in the function.
-    database: { ...db, sslmode: 'require' },
+    // Verify the server: its certificate must chain to a trusted CA and name the host. On Lambda the
+    // stack sets NODE_EXTRA_CA_CERTS to the runtime's CA file, which holds the RDS certificate authorities.
+    database: { ...db, sslmode: 'verify-full' },
     schema: output.schema,
   });
 }

@@ -160,8 +160,8 @@ describe('the bundled export function', () => {
         continuation: null,
       }),
       SinkConfigError: await thrownName(secretDocument(), {
-        // A format the deployed config cannot hold (the schema refuses it), as a hand-written event could.
-        job: job({ output: { type: 's3', format: 'parquetx' as 'csv', prefix: 'x/' } }),
+        // A PostgreSQL output on a function deployed without a database.
+        job: job({ output: { type: 'postgres', schema: 'nowhere' } }),
         continuation: null,
       }),
     };

@@ -4,7 +4,7 @@
  * by the vitest global setup; tests read their addresses with `inject()`.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -47,14 +47,32 @@ function runAsPostgres(command: string, args: string[]): void {
 
 export interface RunningPostgres {
   readonly url: string;
+  readonly port: number;
   stop(): void;
 }
 
-export async function startPostgres(): Promise<RunningPostgres> {
+export interface PostgresOptions {
+  /** Serve TLS with this certificate and key (PEM); without it the server speaks plain TCP only. */
+  readonly tls?: { readonly certificate: string; readonly key: string };
+}
+
+export async function startPostgres(options: PostgresOptions = {}): Promise<RunningPostgres> {
   const bin = postgresBinDir();
   const dir = mkdtempSync(join(tmpdir(), 'ccexport-pg-'));
   chmodSync(dir, 0o777);
   const port = await freePort();
+  let tlsFlags = '';
+  if (options.tls) {
+    // The server reads its key only if the server's user owns it and nobody else can read it.
+    const cert = join(dir, 'server.crt');
+    const key = join(dir, 'server.key');
+    writeFileSync(cert, options.tls.certificate);
+    writeFileSync(key, options.tls.key, { mode: 0o600 });
+    if (typeof process.getuid === 'function' && process.getuid() === 0) {
+      execFileSync('chown', ['postgres', cert, key]);
+    }
+    tlsFlags = ` -c ssl=on -c ssl_cert_file=${cert} -c ssl_key_file=${key}`;
+  }
   const data = join(dir, 'data');
   runAsPostgres(join(bin, 'initdb'), [
     '-D',
@@ -73,12 +91,13 @@ export async function startPostgres(): Promise<RunningPostgres> {
     '-l',
     join(dir, 'server.log'),
     '-o',
-    `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c max_connections=200`,
+    `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c max_connections=200${tlsFlags}`,
     '-w',
     'start',
   ]);
   return {
     url: `postgresql://postgres@127.0.0.1:${port}/postgres`,
+    port,
     stop() {
       try {
         runAsPostgres(join(bin, 'pg_ctl'), ['-D', data, '-m', 'immediate', 'stop']);
