@@ -2,8 +2,9 @@
  * The PostgreSQL database exports may write to: a new private RDS instance, or an existing database
  * given by the ARN of its credentials secret.
  */
-import { Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import * as rds from 'aws-cdk-lib/aws-rds';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { Construct } from 'constructs';
@@ -59,6 +60,12 @@ export interface ExistingDatabaseOptions {
    * @default 5432
    */
   readonly port?: number;
+  /**
+   * ARN of the customer-managed KMS key that encrypts the secret; readers of the secret get
+   * kms:Decrypt on it (through Secrets Manager only).
+   * @default - the secret uses the AWS managed key aws/secretsmanager, which needs no grant
+   */
+  readonly kmsKeyArn?: string;
 }
 
 export interface ExportDatabaseProps {
@@ -87,6 +94,7 @@ export class ExportDatabase extends Construct {
   /** The new instance, when one was created. */
   public readonly instance?: rds.DatabaseInstance;
   private readonly port: number;
+  private readonly secretKeyArn?: string;
   private readonly securityGroup?: ec2.ISecurityGroup;
 
   constructor(scope: Construct, id: string, props: ExportDatabaseProps) {
@@ -96,6 +104,7 @@ export class ExportDatabase extends Construct {
     }
     if (props.existing) {
       this.secret = secretsmanager.Secret.fromSecretCompleteArn(this, 'Secret', props.existing.secretArn);
+      this.secretKeyArn = props.existing.kmsKeyArn;
       this.port = props.existing.port ?? 5432;
       if (props.existing.securityGroupId) {
         this.securityGroup = ec2.SecurityGroup.fromSecurityGroupId(
@@ -166,6 +175,23 @@ export class ExportDatabase extends Construct {
         reason:
           'Deletion protection turned off explicitly in the config (database.deletionProtection: false).',
       });
+    }
+  }
+
+  /** Lets `grantee` read the secret, and decrypt it when a customer-managed key encrypts it. */
+  public grantRead(grantee: iam.IGrantable): void {
+    this.secret.grantRead(grantee);
+    if (this.secretKeyArn) {
+      grantee.grantPrincipal.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          actions: ['kms:Decrypt'],
+          resources: [this.secretKeyArn],
+          // Only for Secrets Manager reading the secret on the function's behalf.
+          conditions: {
+            StringEquals: { 'kms:ViaService': `secretsmanager.${Stack.of(this).region}.amazonaws.com` },
+          },
+        }),
+      );
     }
   }
 

@@ -268,7 +268,7 @@ export class ExportPipeline extends Construct {
     props.grantCredentialRead(this.function);
     if (props.bucket && props.s3Prefix) props.bucket.grantExportAccess(this.function, props.s3Prefix);
     if (props.database) {
-      props.database.secret.grantRead(this.function);
+      props.database.grantRead(this.function);
       props.database.allowFrom(this.function, `Export ${props.exportName} to its PostgreSQL output`);
     }
     this.iterationsPerExecution = iterationsPerExecution(props.jobs.length, props.concurrency ?? 2);

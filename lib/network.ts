@@ -1,13 +1,51 @@
 /**
- * The network the exports run in: private subnets whose traffic leaves through NAT gateways with fixed
- * Elastic IPs, because CommCare HQ API keys accept an allow-list of single IPv4 addresses only.
+ * The network the exports run in: private subnets whose traffic leaves from fixed Elastic IPs, because
+ * CommCare HQ API keys accept an allow-list of single IPv4 addresses only. Three modes: NAT gateways
+ * (default), one NAT instance (cheap, yours to patch), or the private subnets of an existing VPC.
  */
 import { CfnOutput, Fn, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
 
+/** Where the functions' traffic leaves from (see the `mode` of `ExportNetworkProps`). */
+export type NetworkMode = 'nat' | 'nat-instance' | 'existing';
+
+/** An existing VPC to run in. */
+export interface ExistingVpcOptions {
+  /** The VPC id (`vpc-...`). */
+  readonly vpcId: string;
+  /** Private subnets whose default route leads to a NAT (the functions need HTTPS out). */
+  readonly subnetIds: readonly string[];
+  /**
+   * The public addresses the VPC's NAT uses, shown as the `EgressIps` output.
+   * @default - none shown
+   */
+  readonly egressIps?: readonly string[];
+}
+
 export interface ExportNetworkProps {
+  /**
+   * - `nat`: a new VPC with NAT gateways on fixed Elastic IPs;
+   * - `nat-instance`: a new VPC with one EC2 NAT instance on one Elastic IP (about $3-4 a month
+   *   instead of about $33 per NAT gateway; a single instance you patch, and a single point of failure);
+   * - `existing`: the private subnets of `existingVpc`; no VPC, NAT or endpoint is created.
+   * @default 'nat'
+   */
+  readonly mode?: NetworkMode;
+
+  /**
+   * nat-instance: the NAT instance's type (a Graviton type: the image is arm64 Amazon Linux 2023).
+   * @default t4g.nano
+   */
+  readonly natInstanceType?: ec2.InstanceType;
+
+  /**
+   * Required with mode `existing`.
+   * @default - a new VPC
+   */
+  readonly existingVpc?: ExistingVpcOptions;
+
   /**
    * Elastic IPs to create, one NAT gateway each (1 or 2). Ignored when `eipAllocationIds` is given.
    * The addresses are retained when the stack is deleted, so a redeploy can import them and HQ
@@ -30,26 +68,54 @@ export interface ExportNetworkProps {
   readonly maxAzs?: number;
 }
 
-/** VPC, NAT gateways on known Elastic IPs, S3 gateway and Secrets Manager interface endpoints, flow logs. */
+/** VPC, NAT (gateways or an instance) on known Elastic IPs, S3 gateway and Secrets Manager interface endpoints, flow logs. */
 export class ExportNetwork extends Construct {
   /** The VPC. */
-  public readonly vpc: ec2.Vpc;
-  /** Subnets for functions that call HQ: egress through the NAT gateways. */
-  public readonly appSubnets: ec2.SubnetSelection = { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS };
-  /** Subnets for databases: no route to the internet. */
-  public readonly dataSubnets: ec2.SubnetSelection = { subnetType: ec2.SubnetType.PRIVATE_ISOLATED };
+  public readonly vpc: ec2.IVpc;
+  /** Subnets for functions that call HQ: egress through the NAT. */
+  public readonly appSubnets: ec2.SubnetSelection;
+  /** Subnets for databases: no route to the internet (the app subnets in an existing VPC). */
+  public readonly dataSubnets: ec2.SubnetSelection;
   /** The public IPv4 addresses all egress uses (tokens); put them in every HQ key's allow-list. */
   public readonly egressIps: string[];
-  /** The allocation ids behind `egressIps` (tokens for created addresses). */
+  /** The allocation ids behind `egressIps` (tokens for created addresses); empty for an existing VPC. */
   public readonly eipAllocationIds: string[];
+  /** The network mode. */
+  public readonly mode: NetworkMode;
 
   constructor(scope: Construct, id: string, props: ExportNetworkProps = {}) {
     super(scope, id);
+    this.mode = props.mode ?? 'nat';
+    if (this.mode === 'existing') {
+      const existing = props.existingVpc;
+      if (!existing || existing.subnetIds.length === 0) {
+        throw new Error('ExportNetwork: mode "existing" needs existingVpc with at least one subnet id');
+      }
+      // Attributes, not a lookup: synth stays offline. The subnets' zones are not known offline and
+      // nothing here needs them.
+      this.vpc = ec2.Vpc.fromVpcAttributes(this, 'Vpc', {
+        vpcId: existing.vpcId,
+        availabilityZones: ['unknown'],
+      });
+      const subnets = existing.subnetIds.map((subnetId, i) =>
+        ec2.Subnet.fromSubnetAttributes(this, `Subnet${i + 1}`, { subnetId, availabilityZone: 'unknown' }),
+      );
+      this.appSubnets = { subnets };
+      this.dataSubnets = { subnets };
+      this.egressIps = [...(existing.egressIps ?? [])];
+      this.eipAllocationIds = [];
+      if (this.egressIps.length > 0) this.outputEgressIps();
+      return;
+    }
+    this.appSubnets = { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS };
+    this.dataSubnets = { subnetType: ec2.SubnetType.PRIVATE_ISOLATED };
+
     const imported = props.eipAllocationIds ?? [];
     const count = imported.length > 0 ? imported.length : (props.elasticIpCount ?? 1);
-    if (count < 1 || count > 2) {
+    const maxCount = this.mode === 'nat-instance' ? 1 : 2;
+    if (count < 1 || count > maxCount) {
       throw new Error(
-        `ExportNetwork: ${count} Elastic IPs requested; expected 1 or 2 (one NAT gateway per address)`,
+        `ExportNetwork: ${count} Elastic IPs requested; expected ${maxCount === 1 ? '1 (one NAT instance)' : '1 or 2 (one NAT gateway per address)'}`,
       );
     }
 
@@ -72,10 +138,19 @@ export class ExportNetwork extends Construct {
       this.egressIps = eips.map((e) => e.attrPublicIp);
     }
 
-    this.vpc = new ec2.Vpc(this, 'Vpc', {
+    const natInstance =
+      this.mode === 'nat-instance'
+        ? ec2.NatProvider.instanceV2({
+            instanceType:
+              props.natInstanceType ?? ec2.InstanceType.of(ec2.InstanceClass.T4G, ec2.InstanceSize.NANO),
+            machineImage: ec2.MachineImage.latestAmazonLinux2023({ cpuType: ec2.AmazonLinuxCpuType.ARM_64 }),
+            defaultAllowedTraffic: ec2.NatTrafficDirection.OUTBOUND_ONLY,
+          })
+        : undefined;
+    const vpc = new ec2.Vpc(this, 'Vpc', {
       maxAzs: props.maxAzs ?? 2,
       natGateways: count,
-      natGatewayProvider: ec2.NatProvider.gateway({ eipAllocationIds: this.eipAllocationIds }),
+      natGatewayProvider: natInstance ?? ec2.NatProvider.gateway({ eipAllocationIds: this.eipAllocationIds }),
       subnetConfiguration: [
         { name: 'public', subnetType: ec2.SubnetType.PUBLIC, cidrMask: 24 },
         { name: 'app', subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS, cidrMask: 22 },
@@ -94,9 +169,39 @@ export class ExportNetwork extends Construct {
         },
       },
     });
+    this.vpc = vpc;
+
+    if (natInstance) {
+      // The instance keeps the Elastic IP (HQ allow-lists name it), not the address it launched with.
+      const [instance] = natInstance.gatewayInstances;
+      if (!instance) throw new Error('ExportNetwork: the NAT instance was not created');
+      new ec2.CfnEIPAssociation(this, 'NatEipAssociation', {
+        allocationId: this.eipAllocationIds[0],
+        instanceId: instance.instanceId,
+      });
+      const ack = (rule: string, reason: string) =>
+        Validations.of(instance).acknowledge({ id: rule, reason });
+      ack(
+        'AwsSolutions-EC28',
+        'A NAT instance: CloudWatch basic monitoring suffices; detailed monitoring costs more than the instance.',
+      );
+      ack(
+        'AwsSolutions-EC29',
+        'A NAT instance holds no data; replacing it is the recovery (network.mode nat-instance, docs/deploy.md).',
+      );
+      ack(
+        'AwsSolutions-EC26',
+        'The NAT instance stores nothing on its root volume but the operating system.',
+      );
+      Validations.of(this).acknowledge({
+        id: 'AwsSolutions-EC23',
+        reason:
+          "The NAT instance's security group admits traffic from the VPC's own CIDR only (an intrinsic cdk-nag cannot resolve).",
+      });
+    }
 
     // Secrets are read on every cold start and by rotation; the endpoint keeps that traffic off the NAT.
-    const secretsEndpoint = this.vpc.addInterfaceEndpoint('SecretsManager', {
+    const secretsEndpoint = vpc.addInterfaceEndpoint('SecretsManager', {
       service: ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
       subnets: this.appSubnets,
       privateDnsEnabled: true,
@@ -108,17 +213,18 @@ export class ExportNetwork extends Construct {
     });
 
     // Stack-level outputs keep short, stable keys (EgressIps) that docs and scripts can name.
-    if (this.egressIps.length > 0) {
-      new CfnOutput(Stack.of(this), 'EgressIps', {
-        description:
-          "Public IPv4 addresses the exports call CommCare HQ from: add each to every HQ API key's IP allow-list",
-        value: Fn.join(',', this.egressIps),
-      });
-    }
+    if (this.egressIps.length > 0) this.outputEgressIps();
     new CfnOutput(Stack.of(this), 'EgressAllocationIds', {
-      description:
-        'Elastic IP allocation ids of the NAT gateways (import them into a new stack to keep the addresses)',
+      description: `Elastic IP allocation ids of the ${this.mode === 'nat-instance' ? 'NAT instance' : 'NAT gateways'} (import them into a new stack to keep the addresses)`,
       value: Fn.join(',', this.eipAllocationIds),
+    });
+  }
+
+  private outputEgressIps(): void {
+    new CfnOutput(Stack.of(this), 'EgressIps', {
+      description:
+        "Public IPv4 addresses the exports call CommCare HQ from: add each to every HQ API key's IP allow-list",
+      value: Fn.join(',', this.egressIps),
     });
   }
 }

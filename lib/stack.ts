@@ -75,12 +75,20 @@ export class CommCareExportStack extends Stack {
       Annotations.of(this).addWarningV2('ccexport:notDeployable', props.notDeployable);
     }
 
-    const eips = config.network.elasticIps;
-    this.network = new ExportNetwork(
-      this,
-      'Network',
-      'create' in eips ? { elasticIpCount: eips.create } : { eipAllocationIds: eips.allocationIds },
-    );
+    const net = config.network;
+    const eips = net.elasticIps;
+    this.network = new ExportNetwork(this, 'Network', {
+      mode: net.mode,
+      natInstanceType: new ec2.InstanceType(net.natInstanceType),
+      ...(eips
+        ? 'create' in eips
+          ? { elasticIpCount: eips.create }
+          : { eipAllocationIds: eips.allocationIds }
+        : {}),
+      ...(net.mode === 'existing' && net.vpcId && net.subnetIds
+        ? { existingVpc: { vpcId: net.vpcId, subnetIds: net.subnetIds, egressIps: net.egressIps ?? [] } }
+        : {}),
+    });
 
     this.monitoring = new ExportMonitoring(this, 'Monitoring', {
       alarmEmail: config.alarmEmail,
@@ -113,7 +121,12 @@ export class CommCareExportStack extends Stack {
         vpc: this.network.vpc,
         vpcSubnets: this.network.dataSubnets,
         rotationSubnets: this.network.appSubnets,
-        existing: { secretArn: db.secretArn, securityGroupId: db.securityGroupId, port: db.port },
+        existing: {
+          secretArn: db.secretArn,
+          securityGroupId: db.securityGroupId,
+          port: db.port,
+          ...(db.kmsKeyArn ? { kmsKeyArn: db.kmsKeyArn } : {}),
+        },
       });
     }
     if (this.database) {

@@ -210,6 +210,74 @@ const elasticIps = z.union(
   },
 );
 
+/**
+ * How the functions reach CommCare HQ (docs/deploy.md compares cost):
+ * - `nat`: a new VPC whose private subnets leave through NAT gateways on fixed Elastic IPs (HQ key
+ *   allow-lists accept single IPv4 addresses);
+ * - `nat-instance`: the same VPC with one small EC2 NAT instance on one Elastic IP instead of NAT
+ *   gateways (a few dollars a month; the instance is the operator's to patch);
+ * - `existing`: the functions run in the private subnets of a VPC the operator already has (e.g. the
+ *   one an existing database lives in); its own NAT decides the egress addresses.
+ */
+const network = z
+  .strictObject({
+    mode: z
+      .enum(['nat', 'nat-instance', 'existing'], {
+        error: (iss) =>
+          `${JSON.stringify(iss.input)} is not a network mode; expected "nat", "nat-instance" or "existing"`,
+      })
+      .default('nat'),
+    elasticIps: elasticIps.optional(),
+    /** nat-instance: EC2 instance type of the NAT instance (Graviton: arm64 Amazon Linux 2023). */
+    natInstanceType: z
+      .string()
+      .regex(/^[a-z][a-z0-9]*g[a-z0-9]*\.[a-z0-9]+$/, {
+        error: 'expected a Graviton instance type such as "t4g.nano"',
+      })
+      .default('t4g.nano'),
+    /** existing: the VPC id. */
+    vpcId: z
+      .string()
+      .regex(/^vpc-[0-9a-f]{8,17}$/, { error: 'expected a VPC id (vpc-...)' })
+      .optional(),
+    /** existing: private subnets with a route to the internet (through the VPC's NAT). */
+    subnetIds: z
+      .array(z.string().regex(/^subnet-[0-9a-f]{8,17}$/, { error: 'expected a subnet id (subnet-...)' }))
+      .min(1)
+      .optional(),
+    /** existing: the public addresses the VPC's NAT uses (shown as the EgressIps output). */
+    egressIps: z
+      .array(
+        z
+          .string()
+          .regex(/^(\d{1,3}\.){3}\d{1,3}$/, { error: 'expected an IPv4 address such as 203.0.113.10' }),
+      )
+      .optional(),
+  })
+  .superRefine((n, ctx) => {
+    const problem = (path: string, message: string) =>
+      ctx.addIssue({ code: 'custom', path: [path], message });
+    if (n.mode === 'existing') {
+      if (!n.vpcId) problem('vpcId', 'is missing; mode "existing" needs the VPC id');
+      if (!n.subnetIds)
+        problem('subnetIds', 'is missing; mode "existing" needs private subnets with internet egress');
+      if (n.elasticIps)
+        problem('elasticIps', 'mode "existing" uses the VPC\'s own NAT; list its addresses in egressIps');
+    } else {
+      for (const field of ['vpcId', 'subnetIds', 'egressIps'] as const) {
+        if (n[field]) problem(field, `only for mode "existing" (this is mode "${n.mode}")`);
+      }
+    }
+    if (n.mode === 'nat-instance' && n.elasticIps) {
+      const count = 'create' in n.elasticIps ? n.elasticIps.create : n.elasticIps.allocationIds.length;
+      if (count !== 1) problem('elasticIps', 'mode "nat-instance" has one NAT instance: one Elastic IP');
+    }
+  })
+  .transform((n) => ({
+    ...n,
+    elasticIps: n.elasticIps ?? (n.mode === 'existing' ? undefined : { create: 1 as const }),
+  }));
+
 const database = z.discriminatedUnion(
   'type',
   [
@@ -246,6 +314,14 @@ const database = z.discriminatedUnion(
         .regex(/^sg-[0-9a-f]{8,17}$/, { error: 'expected a security group id (sg-...)' })
         .optional(),
       port: z.number().int().min(1).max(65535).default(5432),
+      /** The customer-managed KMS key the secret is encrypted with (the functions get kms:Decrypt on it). */
+      kmsKeyArn: z
+        .string()
+        .refine((v) => /^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key\/[0-9a-f-]+$/.test(v), {
+          error: (iss) =>
+            `${JSON.stringify(iss.input)} is not a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>)`,
+        })
+        .optional(),
     }),
   ],
   {
@@ -264,7 +340,7 @@ export const exportsConfigSchema = z.strictObject({
   alarmEmail: z.email({ error: (iss) => `${JSON.stringify(iss.input)} is not an e-mail address` }),
   /** A run is stale when no run has succeeded within this many schedule periods. */
   staleRunMultiple: z.number().min(1).max(30).default(2),
-  network: z.strictObject({ elasticIps }).prefault({ elasticIps: { create: 1 } }),
+  network: network.prefault({}),
   database: database.prefault({ type: 'none' }),
   credentials: z.array(credentialSchema).min(1, { error: 'expected at least one credential' }),
   exports: z.array(exportSchema).min(1, { error: 'expected at least one export' }),
@@ -275,4 +351,5 @@ export type CredentialConfig = z.output<typeof credentialSchema>;
 export type ExportConfig = z.output<typeof exportSchema>;
 export type ExportOutputConfig = ExportConfig['output'];
 export type DatabaseConfig = z.output<typeof exportsConfigSchema>['database'];
-export type ElasticIpsConfig = z.output<typeof exportsConfigSchema>['network']['elasticIps'];
+export type ElasticIpsConfig = NonNullable<z.output<typeof exportsConfigSchema>['network']['elasticIps']>;
+export type NetworkConfig = z.output<typeof exportsConfigSchema>['network'];

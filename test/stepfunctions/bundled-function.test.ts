@@ -130,7 +130,7 @@ beforeAll(async () => {
   });
   bucket = `bundle-${randomUUID().slice(0, 8)}`;
   await s3.send(new CreateBucketCommand({ Bucket: bucket }));
-}, 180_000);
+}, 400_000);
 
 afterAll(async () => {
   await sandbox?.close();
