@@ -5,7 +5,6 @@
 import { Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
-import * as logs from 'aws-cdk-lib/aws-logs';
 import * as rds from 'aws-cdk-lib/aws-rds';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { Construct } from 'constructs';
@@ -141,8 +140,6 @@ export class ExportDatabase extends Construct {
       // Export tables are read by BI tools over TLS; refuse plain connections.
       parameters: { 'rds.force_ssl': '1' },
       cloudwatchLogsExports: ['postgresql'],
-      // The exported PostgreSQL log group would otherwise keep everything forever.
-      cloudwatchLogsRetention: logs.RetentionDays.THREE_MONTHS,
       // gp3: the same baseline as gp2 (3,000 IOPS) for less, and not tied to the volume size.
       storageType: rds.StorageType.GP3,
     });

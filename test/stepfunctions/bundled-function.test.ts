@@ -86,8 +86,15 @@ function job(changes: Partial<ExportJob> = {}): ExportJob {
   };
   const [first] = load.Result.slices;
   if (!first) throw new Error('the deployment has no jobs');
-  return { ...first.job, project: 'north', ...changes };
+  return { ...first.job, project: 'north', output: ownPrefix(), ...changes };
 }
+
+/** An S3 output of its own, so no scenario meets another's checkpoint or lease. */
+const ownPrefix = () => ({
+  type: 's3' as const,
+  format: 'csv' as const,
+  prefix: `p-${randomUUID().slice(0, 8)}/`,
+});
 
 /** The name of what the bundled function throws for `event` with the secret `secretText`. */
 async function thrownName(secretText: string, event: unknown): Promise<string> {
@@ -176,7 +183,7 @@ describe('the bundled export function', () => {
     });
     const { permanent } = retrierErrorNames();
     for (const name of Object.values(thrown)) expect(permanent).toContain(name);
-  });
+  }, 300_000);
 
   it('carries, under its own literal name, every error the state machine refuses to retry', () => {
     const code = readFileSync(join(synthesized.codeRoot, 'index.js'), 'utf8');
@@ -196,9 +203,7 @@ describe('the synthesized state machine with the bundled function', () => {
   it('runs a project to the end through the bundle', async () => {
     const handler = coldStart(await newSecret(secretDocument()));
     const input = {
-      slices: [
-        { job: job({ output: { type: 's3', format: 'csv', prefix: 'bundled/' } }), continuation: null },
-      ],
+      slices: [{ job: job(), continuation: null }],
     };
 
     const run = await runLocally({ synthesized, handler, context, maxExecutions: 1 }, 'bundled-run', input);
@@ -207,7 +212,7 @@ describe('the synthesized state machine with the bundled function', () => {
     expect(run.slices[0]?.result).toMatchObject({ done: true });
     expect(run.slices[0]?.result?.rows).toBeGreaterThan(1_000);
     expect(run.recordedRuns).toHaveLength(1);
-  });
+  }, 300_000);
 
   it('fails at the first 401 from HQ without retrying it (one call, not five)', async () => {
     const handler = coldStart(await newSecret(secretDocument({ key: `revoked-${randomUUID()}` })));
@@ -226,7 +231,7 @@ describe('the synthesized state machine with the bundled function', () => {
     expect(failed?.name).toBe('CommCareAuthError');
     // The handler re-reads the secret once after a 401; the key did not change, so it stops there.
     expect(sandbox.requestLog.filter((r) => r.status === 401).length - before).toBe(1);
-  });
+  }, 300_000);
 
   it('fails on a malformed key secret after one attempt', async () => {
     const bundled = coldStart(await newSecret('not json'));
@@ -248,5 +253,5 @@ describe('the synthesized state machine with the bundled function', () => {
 
     expect(failed?.name).toBe('SecretShapeError');
     expect(attempts).toBe(1);
-  });
+  }, 300_000);
 });
