@@ -234,6 +234,11 @@ export interface LocalRunOptions {
   readonly beforeSlice?: (n: number, event: ExportSliceEvent) => Promise<void> | void;
   /** Upper bound on executions (the first included); more fails the run. */
   readonly maxExecutions: number;
+  /**
+   * Called before each call of a service task ('Continue in new execution', 'Record run') with its
+   * call number for that task (1-based); throwing fails that call as the service would.
+   */
+  readonly beforeServiceCall?: (task: string, n: number) => void;
 }
 
 export interface LocalRun {
@@ -265,6 +270,12 @@ export async function runLocally(options: LocalRunOptions, name: string, input: 
   const pending: { name: string; input: unknown }[] = [{ name, input }];
   let output: unknown;
 
+  const calls = new Map<string, number>();
+  const serviceCall = (task: string) => {
+    const n = (calls.get(task) ?? 0) + 1;
+    calls.set(task, n);
+    options.beforeServiceCall?.(task, n);
+  };
   const overrides = {
     taskResourceLocalHandlers: {
       ...shims,
@@ -299,6 +310,7 @@ export async function runLocally(options: LocalRunOptions, name: string, input: 
         return serialized({ StatusCode: 200, ExecutedVersion: '$LATEST', Payload: record.result });
       },
       'Record run': async (taskInput: unknown) => {
+        serviceCall('Record run');
         run.recordedRuns.push(taskInput as Record<string, unknown>);
         return {};
       },
@@ -309,6 +321,7 @@ export async function runLocally(options: LocalRunOptions, name: string, input: 
           Input: Record<string, unknown>;
           StateMachineArn: string;
         };
+        serviceCall('Continue in new execution');
         if (!StateMachineArn.endsWith(`:stateMachine:${options.synthesized.machineName}`)) {
           throw new Error(`continue-as-new starts ${StateMachineArn}; expected this state machine`);
         }
@@ -321,7 +334,7 @@ export async function runLocally(options: LocalRunOptions, name: string, input: 
       },
     },
     // Retries run at once: the test bounds time, not the backoff.
-    retryIntervalOverrides: { 'Export slice': 0 },
+    retryIntervalOverrides: { 'Export slice': 0, 'Continue in new execution': 0, 'Record run': 0 },
   };
 
   for (let next = pending.shift(); next; next = pending.shift()) {
