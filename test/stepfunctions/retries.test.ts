@@ -139,7 +139,13 @@ function deployedJob(prefix: string): ExportJob {
   };
   const template = load.Result.slices[0]?.job;
   if (template?.output.type !== 's3') throw new Error('the deployment has no S3 job');
-  return { ...template, project: PROJECT.name, output: { ...template.output, prefix } };
+  // The deployment's base URL wins over the secret's: point the job at the sandbox.
+  return {
+    ...template,
+    project: PROJECT.name,
+    credential: { ...template.credential, baseUrl: sandbox.url },
+    output: { ...template.output, prefix },
+  };
 }
 
 describe('a slice retried by the state machine', () => {
