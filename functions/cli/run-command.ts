@@ -451,7 +451,14 @@ export async function runRunCommand(
   let summary: ExportSummary;
   try {
     summary = await runExport(
-      { source: client, sink, runId: newRunId(), progress, shouldYield: () => interrupted },
+      {
+        source: client,
+        sink,
+        runId: newRunId(),
+        progress,
+        shouldYield: () => interrupted,
+        notice: (message) => warn(`note: ${message}`),
+      },
       {
         project: settings.project,
         sources,

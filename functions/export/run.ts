@@ -16,6 +16,7 @@ import {
   type RecordDeletion,
   type SourceCheckpoint,
 } from '../sinks/types';
+import { sourceLabel } from './progress';
 
 /** What the loop needs from the HQ client. */
 export interface PageSource {
@@ -77,6 +78,8 @@ export interface ExportDeps {
   readonly sink: ExportSink;
   readonly runId: string;
   readonly progress?: ProgressListener;
+  /** One-off notes for the person running the export (a checkpoint taken over from DET). */
+  readonly notice?: (message: string) => void;
   readonly now?: () => Date;
   /** Checked between pages: true asks the loop to commit and return early (Lambda slice deadline). */
   readonly shouldYield?: () => boolean;
@@ -202,8 +205,15 @@ async function openPull(
   const useCheckpoint = incremental && checkpointsEnabled;
   const stored =
     useCheckpoint && !plan.startOver
-      ? await deps.sink.readCheckpoint(plan.checkpointKey, plan.project, dataSource)
+      ? await deps.sink.readCheckpoint(
+          plan.checkpointKey,
+          plan.project,
+          dataSource,
+          source.tables.map((t) => t.name),
+        )
       : null;
+  if (stored?.takenOver)
+    deps.notice?.(`${sourceLabel({ dataSource, tables: stored.tables })}: took over ${stored.takenOver}`);
   const progress: SourceProgress = {
     dataSource,
     tables: source.tables.map((t) => t.name),

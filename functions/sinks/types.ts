@@ -15,6 +15,8 @@ export interface SourceCheckpoint {
   readonly position: PullPosition;
   /** ISO time the checkpoint was written. */
   readonly writtenAt: string;
+  /** Set when the checkpoint is another tool's (DET's `commcare_export_runs`): what was taken over. */
+  readonly takenOver?: string;
 }
 
 /** Identifies one run of one export, for object names and logs. */
@@ -48,11 +50,15 @@ export interface ExportSink {
   recordDeletions?(tables: readonly string[], deletions: readonly RecordDeletion[]): Promise<void>;
   finish(): Promise<void>;
   abort(error: unknown): Promise<void>;
-  /** Latest committed checkpoint of a data source, or null. */
+  /**
+   * Latest committed checkpoint of a data source, or null. `tables` (the source's tables, as the query
+   * names them) lets an output fall back to a checkpoint DET left for those tables.
+   */
   readCheckpoint(
     checkpointKey: string,
     project: string,
     dataSource: string,
+    tables?: readonly string[],
   ): Promise<SourceCheckpoint | null>;
 }
 

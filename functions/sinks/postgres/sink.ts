@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { readDetCheckpoint } from '../../checkpoints/det-runs';
 import {
   CHECKPOINT_TABLE,
   checkpointTableDdl,
@@ -26,7 +27,7 @@ import {
 import type { SqlConnection } from './connection';
 import { type ColumnType, CopyLines } from './copy-csv';
 import { pgName, qualified, quoteIdent } from './naming';
-import { pgTableProblems } from './reserved';
+import { DET_CHECKPOINT_TABLE, pgTableProblems } from './reserved';
 import {
   convertForColumn,
   fits,
@@ -751,15 +752,42 @@ export class PostgresSink implements ExportSink {
     checkpointKey: string,
     project: string,
     dataSource: string,
+    tables?: readonly string[],
   ): Promise<SourceCheckpoint | null> {
     // Inside a run, read on the run's connection (a second PGlite handle on the same folder is not possible).
-    if (this.db) return readPgCheckpoint(this.db, this.schema, checkpointKey, project, dataSource);
+    if (this.db) return this.readCheckpointOn(this.db, checkpointKey, project, dataSource, tables);
     const db = await this.connect();
     try {
-      return await readPgCheckpoint(db, this.schema, checkpointKey, project, dataSource);
+      return await this.readCheckpointOn(db, checkpointKey, project, dataSource, tables);
     } finally {
       await db.close();
     }
+  }
+
+  /** Ours first; without one, DET's last checkpoint for the same tables is taken over (see det-runs.ts). */
+  private async readCheckpointOn(
+    db: SqlConnection,
+    checkpointKey: string,
+    project: string,
+    dataSource: string,
+    tables: readonly string[] | undefined,
+  ): Promise<SourceCheckpoint | null> {
+    const ours = await readPgCheckpoint(db, this.schema, checkpointKey, project, dataSource);
+    if (ours || !tables) return ours;
+    const det = await readDetCheckpoint(db, this.schema, checkpointKey, project, tables);
+    if (!det) return null;
+    return {
+      checkpointKey,
+      project,
+      dataSource,
+      tables: [...tables],
+      position: det.position,
+      writtenAt: new Date().toISOString(),
+      takenOver:
+        `DET's checkpoint from ${qualified(this.schema, DET_CHECKPOINT_TABLE)} for ${det.tables.join(', ')}` +
+        ` (${det.paginationMode} since ${det.sinceParam}, run at ${det.timeOfRun}` +
+        `${det.queryFileName ? `, query ${det.queryFileName}` : ''}); DET's tables are used as they are`,
+    };
   }
 }
 
