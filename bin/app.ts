@@ -35,7 +35,7 @@ try {
 await loadQueryFileTables(
   config.exports
     .filter((e) => e.output.type === 's3' && e.output.format === 'parquet')
-    .map((e) => e.queryFilePath),
+    .flatMap((e) => (e.queryFilePath === null ? [] : [e.queryFilePath])),
 );
 
 Validations.of(app).addPlugins(new AwsSolutionsChecks(app));

@@ -117,8 +117,11 @@ export interface ExportPipelineProps {
   readonly exportName: string;
   /** One job per project, as the schedule sends them. At least one. */
   readonly jobs: readonly ExportJob[];
-  /** Absolute path of the DET query file; bundled with the function at `job.queryFile`. */
-  readonly queryFilePath: string;
+  /**
+   * Absolute path of the DET query file; bundled with the function at `job.queryFile`. Absent for an
+   * export defined in HQ (`query: { hqExport }`): each run downloads its config.
+   */
+  readonly queryFilePath?: string;
   /** Entry file of the export handler. */
   readonly handlerEntry: string;
   /** Scheduler cron expression, six fields (`0 2 * * ? *`). */
@@ -223,7 +226,7 @@ export class ExportPipeline extends Construct {
       'HTTPS to CommCare HQ and AWS APIs',
     );
 
-    const queryFileName = basename(props.queryFilePath);
+    const queryFilePath = props.queryFilePath;
     const sliceTimeout = Duration.minutes(15);
     this.function = new ServiceFunction(this, 'Function', {
       entry: props.handlerEntry,
@@ -257,10 +260,13 @@ export class ExportPipeline extends Construct {
         commandHooks: {
           beforeBundling: () => [],
           beforeInstall: () => [],
-          afterBundling: (_inputDir: string, outputDir: string) => [
-            `mkdir -p "${outputDir}/query"`,
-            `cp "${props.queryFilePath}" "${outputDir}/query/${queryFileName}"`,
-          ],
+          afterBundling: (_inputDir: string, outputDir: string) =>
+            queryFilePath === undefined
+              ? []
+              : [
+                  `mkdir -p "${outputDir}/query"`,
+                  `cp "${queryFilePath}" "${outputDir}/query/${basename(queryFilePath)}"`,
+                ],
         },
       },
     });

@@ -207,7 +207,7 @@ export class CommCareExportStack extends Stack {
       const pipeline = new ExportPipeline(this, exp.name, {
         exportName: exp.name,
         jobs: exportJobs(config, exp.name),
-        queryFilePath: exp.queryFilePath,
+        ...(exp.queryFilePath !== null ? { queryFilePath: exp.queryFilePath } : {}),
         handlerEntry,
         cron: exp.schedule.cron.replace(/^cron\((.*)\)$/, '$1'),
         timeZone: exp.schedule.timezone,
@@ -245,7 +245,8 @@ export class CommCareExportStack extends Stack {
           namePrefix: config.stackName,
           bucket: this.bucket.bucket,
           prefix: exp.output.prefix,
-          tables: queryFileTables(exp.queryFilePath),
+          // An export defined in HQ has no tables at synth: its config is downloaded at run time.
+          tables: exp.queryFilePath === null ? [] : queryFileTables(exp.queryFilePath),
           // Present once the config has a per-export deletion mode (issue 16); until then runs decide.
           deletionColumns: 'deletions' in exp && exp.deletions === 'mark',
         });

@@ -3,7 +3,7 @@
  * share these types: the CDK app builds jobs from the config file (`exportJobs`), the handler receives
  * them, and the core (`functions/export/slice.ts`) runs them.
  */
-import type { ExportConfig, ExportsConfig } from './parse';
+import type { ExportsConfig } from './parse';
 
 export type KeyProvider = 'commcare' | 'conduce' | 'civicrm';
 
@@ -31,9 +31,15 @@ export interface ExportJob {
   };
   /**
    * DET query file. In Lambda: relative to the function's code root, where the deployment bundles it
-   * (`query/<file name>`); the handler makes it absolute. Locally: a path on disk.
+   * (`query/<file name>`); the handler makes it absolute. Locally: a path on disk. Absent when the job
+   * names an HQ export (`hqExport`): a job has exactly one of the two.
    */
-  readonly queryFile: string;
+  readonly queryFile?: string;
+  /**
+   * An export defined in CommCare HQ, by name or id: the run's first slice downloads its DET config and
+   * pins it in the continuation, so every slice of one run uses one version (`functions/export/slice.ts`).
+   */
+  readonly hqExport?: string;
   readonly output: ExportJobOutput;
   /** `incremental` resumes from the checkpoint; `snapshot` exports everything on every run. */
   readonly mode: 'incremental' | 'snapshot';
@@ -60,6 +66,8 @@ export interface ExportSliceResult {
   readonly continuation: unknown | null;
   readonly rows: number;
   readonly pages: number;
+  /** An HQ export's run: the export and the MD5 of the config the run pinned (the run log shows it). */
+  readonly hqConfig?: { readonly id: string; readonly md5: string };
 }
 
 /**
@@ -74,7 +82,7 @@ export interface ExportRunInput {
 }
 
 /** The code-root-relative path where the deployment puts an export's query file. */
-export function bundledQueryFile(exportConfig: Pick<ExportConfig, 'queryFile'>): string {
+export function bundledQueryFile(exportConfig: { readonly queryFile: string }): string {
   const base = exportConfig.queryFile.split(/[\\/]/).pop() as string;
   return `query/${base}`;
 }
@@ -96,7 +104,9 @@ export function exportJobs(config: ExportsConfig, exportName: string): ExportJob
     exportName: exp.name,
     project,
     credential: { name: cred.name, provider: cred.provider, baseUrl: cred.baseUrl, username: cred.username },
-    queryFile: bundledQueryFile(exp),
+    ...(exp.query
+      ? { hqExport: exp.query.hqExport }
+      : { queryFile: bundledQueryFile({ queryFile: exp.queryFile as string }) }),
     output: exp.output,
     mode: exp.mode,
     deletions: exp.deletions,

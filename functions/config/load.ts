@@ -17,7 +17,7 @@ export function loadExportsConfig(fileName: string): ExportsConfig {
   }
   const config = parseExportsConfig(text, fileName);
   const missing = config.exports.flatMap((e, i) =>
-    existsSync(e.queryFilePath)
+    e.queryFilePath === null || existsSync(e.queryFilePath)
       ? []
       : [
           `exports[${i}].queryFile: ${JSON.stringify(e.queryFile)} does not exist (looked for ${e.queryFilePath})`,

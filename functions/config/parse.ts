@@ -20,8 +20,8 @@ export class ConfigError extends Error {
 }
 
 export interface ExportConfig extends ExportConfigBase {
-  /** `queryFile` resolved against the config file's folder. */
-  readonly queryFilePath: string;
+  /** `queryFile` resolved against the config file's folder; null for an export defined in HQ. */
+  readonly queryFilePath: string | null;
 }
 
 export type ExportsConfig = Omit<z.output<typeof exportsConfigSchema>, 'exports'> & {
@@ -78,7 +78,10 @@ export function parseExportsConfig(text: string, fileName: string): ExportsConfi
   const base = dirname(resolve(fileName));
   return {
     ...config,
-    exports: config.exports.map((e) => ({ ...e, queryFilePath: resolve(base, e.queryFile) })),
+    exports: config.exports.map((e) => ({
+      ...e,
+      queryFilePath: e.queryFile === undefined ? null : resolve(base, e.queryFile),
+    })),
   };
 }
 
@@ -153,7 +156,13 @@ function crossCheck(config: z.output<typeof exportsConfigSchema>): string[] {
       }
       prefixes.push({ prefix: e.output.prefix, at });
     }
-    if (!/\.(xlsx|json)$/i.test(e.queryFile)) {
+    if (e.queryFile === undefined && e.query === undefined) {
+      problems.push(
+        `${at}: names no query; expected queryFile (a DET query file) or query: { hqExport: <name or id> }`,
+      );
+    } else if (e.queryFile !== undefined && e.query !== undefined) {
+      problems.push(`${at}: has both queryFile and query.hqExport; expected one of them`);
+    } else if (e.queryFile !== undefined && !/\.(xlsx|json)$/i.test(e.queryFile)) {
       problems.push(
         `${at}.queryFile: ${JSON.stringify(e.queryFile)} is not a DET query file; expected .xlsx or .json`,
       );

@@ -143,8 +143,16 @@ export const exportSchema = z.strictObject({
   /** One project, or several run in parallel by the state machine's Map state. */
   projects: z.array(projectSchema).min(1, { error: 'expected at least one project' }),
   credential: z.string().min(1),
-  /** DET query file (.xlsx or JSON), relative to the config file; bundled with the export's function. */
-  queryFile: z.string().min(1),
+  /**
+   * DET query file (.xlsx or JSON), relative to the config file; bundled with the export's function.
+   * Either this or `query.hqExport`.
+   */
+  queryFile: z.string().min(1).optional(),
+  /**
+   * An export defined in CommCare HQ's Export Data screens, by name or id: each run downloads its
+   * current DET config at its start (README, "Exports defined in HQ"). Either this or `queryFile`.
+   */
+  query: z.strictObject({ hqExport: z.string().min(1) }).optional(),
   output: exportOutputSchema,
   schedule: z.strictObject({ cron, timezone: timeZone.default('UTC') }),
   mode: z

@@ -21,7 +21,30 @@ export interface SliceContinuation {
   /** The job the continuation belongs to: a continuation handed to another job is refused. */
   readonly exportName: string;
   readonly project: string;
+  /** An HQ export's DET config as the run's first slice downloaded it: every later slice uses it. */
+  readonly hqConfig?: PinnedHqConfig;
 }
+
+/**
+ * The DET config of an HQ export, pinned for one run. The workbook travels in the continuation itself
+ * rather than next to the checkpoint: every output (S3 files, PostgreSQL) carries the continuation the
+ * same way, a pinned copy cannot be lost or overwritten by another run, and HQ's config workbooks are
+ * small (a few KB; `MAX_PINNED_CONFIG_BYTES` keeps the state well under Step Functions' 256 KB).
+ */
+export interface PinnedHqConfig {
+  readonly id: string;
+  readonly name: string;
+  /** MD5 of the workbook, as the run log and the checkpoint record show it. */
+  readonly md5: string;
+  /** The workbook's bytes, base64. */
+  readonly workbook: string;
+}
+
+/**
+ * Largest DET config workbook a run pins (bytes before base64). Several projects of one export may be
+ * carried in one continue-as-new input, which Step Functions caps at 256 KB.
+ */
+export const MAX_PINNED_CONFIG_BYTES = 48 * 1024;
 
 /** More slices than any run makes (at up to 15 minutes each, about 28 years of one export). */
 export const MAX_SLICES = 1_000_000;
@@ -37,7 +60,8 @@ const jobSchema = z.object({
     baseUrl: nonEmpty,
     username: nonEmpty,
   }),
-  queryFile: nonEmpty,
+  queryFile: nonEmpty.optional(),
+  hqExport: nonEmpty.optional(),
   output: exportOutputSchema,
   mode: z.enum(['incremental', 'snapshot']),
   deletions: z.enum(['remove', 'mark', 'ignore']).optional(),
@@ -77,6 +101,11 @@ export function parseSliceEvent(event: unknown): ExportSliceEvent {
     const shown = problems.length > 8 ? [...problems.slice(0, 8), `${problems.length - 8} more`] : problems;
     throw new ExportEventError(`The event is not a valid export job (${shown.join('; ')}); ${EXPECTED}`);
   }
+  const job = (event as ExportSliceEvent).job;
+  if ((job.queryFile === undefined) === (job.hqExport === undefined))
+    throw new ExportEventError(
+      `The event's job has ${job.queryFile === undefined ? 'neither queryFile nor hqExport' : 'both queryFile and hqExport'}; expected one of them`,
+    );
   // The job as sent (unknown fields kept) once its known fields are checked.
   return event as ExportSliceEvent;
 }
@@ -97,7 +126,9 @@ export function parseContinuation(event: ExportSliceEvent): SliceContinuation | 
       `The event's continuation is ${describe(value)}; expected null (first slice) or the object the previous slice returned`,
     );
   }
-  const { slice, runId, exportName, project } = value as Partial<Record<keyof SliceContinuation, unknown>>;
+  const { slice, runId, exportName, project, hqConfig } = value as Partial<
+    Record<keyof SliceContinuation, unknown>
+  >;
   if (typeof slice !== 'number' || !Number.isSafeInteger(slice) || slice < 1 || slice > MAX_SLICES) {
     throw wrong('slice', slice, `a whole number from 1 to ${MAX_SLICES}`);
   }
@@ -113,6 +144,24 @@ export function parseContinuation(event: ExportSliceEvent): SliceContinuation | 
   }
   if (project !== job.project) {
     throw wrong('project', project, `this job's project ${JSON.stringify(job.project)}`);
+  }
+  if (event.job.hqExport !== undefined) {
+    const pinned = hqConfig as Partial<Record<keyof PinnedHqConfig, unknown>> | undefined;
+    if (
+      pinned === null ||
+      typeof pinned !== 'object' ||
+      typeof pinned.id !== 'string' ||
+      typeof pinned.name !== 'string' ||
+      typeof pinned.md5 !== 'string' ||
+      typeof pinned.workbook !== 'string' ||
+      pinned.workbook === ''
+    )
+      throw wrong(
+        'hqConfig',
+        hqConfig === undefined ? undefined : '(not a pinned config)',
+        'the HQ export config the run pinned in its first slice',
+      );
+    return { slice, runId, exportName, project, hqConfig: pinned as PinnedHqConfig };
   }
   return { slice, runId, exportName, project };
 }

@@ -185,9 +185,10 @@ export function makeHandler(args: {
     // A malformed event or continuation fails here, before a secret is read: permanently, by name.
     const input = parseSliceEvent(event);
     parseContinuation(input);
-    const job: ExportJob = isAbsolute(input.job.queryFile)
-      ? input.job
-      : { ...input.job, queryFile: resolve(settings.codeRoot, input.job.queryFile) };
+    const job: ExportJob =
+      input.job.queryFile === undefined || isAbsolute(input.job.queryFile)
+        ? input.job
+        : { ...input.job, queryFile: resolve(settings.codeRoot, input.job.queryFile) };
     logger.appendKeys({ exportName: job.exportName, project: job.project, runId: input.runId ?? null });
     metrics.setDefaultDimensions({ Export: job.exportName });
 
@@ -246,12 +247,18 @@ export function makeHandler(args: {
       metrics.addMetric('Rows', MetricUnit.Count, result.rows);
       metrics.addMetric('Pages', MetricUnit.Count, result.pages);
       metrics.addMetric('SliceDurationMs', MetricUnit.Milliseconds, Date.now() - started);
-      logger.info('Slice finished', { done: result.done, rows: result.rows, pages: result.pages });
+      logger.info('Slice finished', {
+        done: result.done,
+        rows: result.rows,
+        pages: result.pages,
+        ...(result.hqConfig ? { hqExport: result.hqConfig.id, configMd5: result.hqConfig.md5 } : {}),
+      });
       return {
         done: result.done,
         continuation: result.continuation ?? null,
         rows: result.rows,
         pages: result.pages,
+        ...(result.hqConfig ? { hqConfig: result.hqConfig } : {}),
       };
     } catch (error) {
       metrics.addMetric('SliceFailures', MetricUnit.Count, 1);

@@ -4,13 +4,20 @@
  * job is done. The next slice resumes from the committed checkpoint, so the continuation only counts
  * slices: all state that matters is durable in the target.
  */
-import { randomUUID } from 'node:crypto';
-import { CommCareClient } from '../commcare';
+import { createHash, randomUUID } from 'node:crypto';
+import { CommCareClient, findHqExport } from '../commcare';
 import type { ExportSliceEvent, ExportSliceResult } from '../config/job';
-import { compileQueryFile } from '../query';
+import { compileQueryFile, compileWorkbook, QueryFileError } from '../query';
+import type { CompiledQuery } from '../query/types';
 import { createSink, openReconcileTarget, SinkConfigError } from '../sinks';
 import type { ExportSink } from '../sinks/types';
-import { parseContinuation, type SliceContinuation } from './event';
+import {
+  ExportEventError,
+  MAX_PINNED_CONFIG_BYTES,
+  type PinnedHqConfig,
+  parseContinuation,
+  type SliceContinuation,
+} from './event';
 import type { ExportSliceDeps, SliceClock } from './handler';
 import { ReconcileGuardError, runReconcile } from './reconcile';
 import { runExport } from './run';
@@ -52,7 +59,8 @@ async function reconcileSlice(
   input: ExportSliceEvent,
   clock: SliceClock,
   client: CommCareClient,
-  compiled: { sources: readonly import('../query/types').SourcePlan[]; queryFileMd5: string },
+  compiled: { sources: readonly import('../query/types').SourcePlan[] },
+  checkpointKey: string,
   runId: string,
 ): Promise<ExportSliceResult> {
   const mode = input.job.deletions ?? 'ignore';
@@ -73,7 +81,7 @@ async function reconcileSlice(
       {
         project: input.job.project,
         sources: compiled.sources,
-        checkpointKey: compiled.queryFileMd5,
+        checkpointKey,
         pageSize: 10_000,
         mode,
         ...(input.job.reconcileMaxShare !== undefined ? { maxShare: input.job.reconcileMaxShare } : {}),
@@ -85,6 +93,62 @@ async function reconcileSlice(
     if (error instanceof ReconcileGuardError) deps.metrics.addMetric('ReconcileGuardTripped', 'Count', 1);
     throw error;
   }
+}
+
+/**
+ * The job's compiled query and checkpoint key. A query file: compiled from the bundle, checkpoints keyed
+ * by its MD5 (DET's rule). An HQ export: the first slice finds it and downloads its current DET config;
+ * later slices compile the copy pinned in the continuation, so one run never mixes two versions of an
+ * export edited in HQ meanwhile. Checkpoints are keyed `hq:<export id>` (as the CLI's), so an edit in HQ
+ * (a new column) continues from the checkpoint instead of exporting everything again. A config that no
+ * longer validates throws `QueryFileError` with its errors: a permanent error, never retried.
+ */
+async function jobQuery(
+  deps: ExportSliceDeps,
+  input: ExportSliceEvent,
+  client: CommCareClient,
+  previous: SliceContinuation | null,
+  baseUrl: string,
+): Promise<{ compiled: CompiledQuery; checkpointKey: string; pinned?: PinnedHqConfig }> {
+  const options = { baseUrl, forSql: input.job.output.type === 'postgres' };
+  const job = input.job;
+  if (job.hqExport === undefined) {
+    const compiled = await compileQueryFile(job.queryFile as string, options);
+    return { compiled, checkpointKey: compiled.queryFileMd5 };
+  }
+  let pinned = previous?.hqConfig;
+  if (!pinned) {
+    const found = findHqExport(await client.hqExports(job.project), job.project, job.hqExport);
+    const bytes = await client.hqExportConfig(job.project, found);
+    if (bytes.length > MAX_PINNED_CONFIG_BYTES)
+      throw new ExportEventError(
+        `The DET config of HQ export "${found.name}" (${found.id}) is ${bytes.length} bytes; a run pins at most ${MAX_PINNED_CONFIG_BYTES} bytes in its continuation (Step Functions state is capped at 256 KB). Use a query file instead.`,
+      );
+    pinned = {
+      id: found.id,
+      name: found.name,
+      md5: createHash('md5').update(bytes).digest('hex'),
+      workbook: bytes.toString('base64'),
+    };
+  }
+  let compiled: CompiledQuery;
+  try {
+    compiled = await compileWorkbook(Buffer.from(pinned.workbook, 'base64'), options);
+  } catch (error) {
+    if (error instanceof QueryFileError)
+      throw new QueryFileError(error.issues, {
+        cause: error,
+        file: `HQ export "${pinned.name}" (${pinned.id}), config ${pinned.md5}`,
+      });
+    throw error;
+  }
+  deps.logger.info('HQ export config', {
+    hqExport: pinned.id,
+    hqExportName: pinned.name,
+    configMd5: pinned.md5,
+    pinnedBy: previous?.hqConfig ? 'continuation' : 'this slice',
+  });
+  return { compiled, checkpointKey: `hq:${pinned.id}`, pinned };
 }
 
 /** A project name as it may appear in an object name. */
@@ -122,12 +186,10 @@ export async function runExportSlice(
       if (event.level === 'warn' || event.level === 'error') deps.logger.warn(event.message, { ...event });
     },
   });
-  const compiled = await compileQueryFile(input.job.queryFile, {
-    baseUrl: credentials.baseUrl,
-    forSql: input.job.output.type === 'postgres',
-  });
+  const query = await jobQuery(deps, input, client, previous, credentials.baseUrl);
+  const compiled = query.compiled;
   if (input.job.task === 'reconcile')
-    return await reconcileSlice(deps, input, clock, client, compiled, runId);
+    return await reconcileSlice(deps, input, clock, client, compiled, query.checkpointKey, runId);
   const sink = await openJobSink(deps, input);
   const summary = await runExport(
     {
@@ -143,7 +205,7 @@ export async function runExportSlice(
       sources: compiled.sources,
       // DET's rule: checkpoints are keyed by the query file's MD5, so an edited query starts a fresh
       // export. A snapshot run starts over only in its first slice; later slices resume from it.
-      checkpointKey: compiled.queryFileMd5,
+      checkpointKey: query.checkpointKey,
       startOver: input.job.mode === 'snapshot' && previous === null,
       pageSize: 1000,
       commitEveryPages: input.job.output.type === 'postgres' ? 5 : Number.POSITIVE_INFINITY,
@@ -164,8 +226,10 @@ export async function runExportSlice(
           runId,
           exportName: input.job.exportName,
           project: input.job.project,
+          ...(query.pinned ? { hqConfig: query.pinned } : {}),
         } satisfies SliceContinuation),
     rows: summary.rows,
     pages: summary.pages,
+    ...(query.pinned ? { hqConfig: { id: query.pinned.id, md5: query.pinned.md5 } } : {}),
   };
 }
