@@ -66,8 +66,8 @@ export interface ExportSliceResult {
   readonly continuation: unknown | null;
   readonly rows: number;
   readonly pages: number;
-  /** An HQ export's run: the export and the MD5 of the config the run pinned (the run log shows it). */
-  readonly hqConfig?: { readonly id: string; readonly md5: string };
+  /** An HQ export's run: the export and the fingerprint of the config the run pinned (logged). */
+  readonly hqConfig?: { readonly id: string; readonly fingerprint: string };
 }
 
 /**

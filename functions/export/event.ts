@@ -34,8 +34,8 @@ export interface SliceContinuation {
 export interface PinnedHqConfig {
   readonly id: string;
   readonly name: string;
-  /** MD5 of the workbook, as the run log and the checkpoint record show it. */
-  readonly md5: string;
+  /** What the workbook says, hashed (`configFingerprint`): changes only when the export is edited. */
+  readonly fingerprint: string;
   /** The workbook's bytes, base64. */
   readonly workbook: string;
 }
@@ -152,7 +152,7 @@ export function parseContinuation(event: ExportSliceEvent): SliceContinuation | 
       typeof pinned !== 'object' ||
       typeof pinned.id !== 'string' ||
       typeof pinned.name !== 'string' ||
-      typeof pinned.md5 !== 'string' ||
+      typeof pinned.fingerprint !== 'string' ||
       typeof pinned.workbook !== 'string' ||
       pinned.workbook === ''
     )

@@ -251,7 +251,9 @@ export function makeHandler(args: {
         done: result.done,
         rows: result.rows,
         pages: result.pages,
-        ...(result.hqConfig ? { hqExport: result.hqConfig.id, configMd5: result.hqConfig.md5 } : {}),
+        ...(result.hqConfig
+          ? { hqExport: result.hqConfig.id, configFingerprint: result.hqConfig.fingerprint }
+          : {}),
       });
       return {
         done: result.done,

@@ -4,7 +4,7 @@
  * job is done. The next slice resumes from the committed checkpoint, so the continuation only counts
  * slices: all state that matters is durable in the target.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { CommCareClient, findHqExport } from '../commcare';
 import type { ExportSliceEvent, ExportSliceResult } from '../config/job';
 import { compileQueryFile, compileWorkbook, QueryFileError } from '../query';
@@ -19,6 +19,7 @@ import {
   type SliceContinuation,
 } from './event';
 import type { ExportSliceDeps, SliceClock } from './handler';
+import { configFingerprint } from './hq-config';
 import { ReconcileGuardError, runReconcile } from './reconcile';
 import { runExport } from './run';
 
@@ -127,7 +128,7 @@ async function jobQuery(
     pinned = {
       id: found.id,
       name: found.name,
-      md5: createHash('md5').update(bytes).digest('hex'),
+      fingerprint: await configFingerprint(bytes),
       workbook: bytes.toString('base64'),
     };
   }
@@ -138,14 +139,14 @@ async function jobQuery(
     if (error instanceof QueryFileError)
       throw new QueryFileError(error.issues, {
         cause: error,
-        file: `HQ export "${pinned.name}" (${pinned.id}), config ${pinned.md5}`,
+        file: `HQ export "${pinned.name}" (${pinned.id}), config ${pinned.fingerprint}`,
       });
     throw error;
   }
   deps.logger.info('HQ export config', {
     hqExport: pinned.id,
     hqExportName: pinned.name,
-    configMd5: pinned.md5,
+    configFingerprint: pinned.fingerprint,
     pinnedBy: previous?.hqConfig ? 'continuation' : 'this slice',
   });
   return { compiled, checkpointKey: `hq:${pinned.id}`, pinned };
@@ -230,6 +231,6 @@ export async function runExportSlice(
         } satisfies SliceContinuation),
     rows: summary.rows,
     pages: summary.pages,
-    ...(query.pinned ? { hqConfig: { id: query.pinned.id, md5: query.pinned.md5 } } : {}),
+    ...(query.pinned ? { hqConfig: { id: query.pinned.id, fingerprint: query.pinned.fingerprint } } : {}),
   };
 }

@@ -136,7 +136,7 @@ describe('export handler', () => {
 
     await expect(failure).rejects.toThrow(ExportEventError);
     await expect(failure).rejects.toThrow(
-      /job\.exportName: .*job\.credential: .*job\.queryFile: .*job\.output: .*continuation: missing/,
+      /job\.exportName: .*job\.credential: .*job\.output: .*continuation: missing/,
     );
   });
 

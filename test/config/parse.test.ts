@@ -85,6 +85,32 @@ describe('parseExportsConfig', () => {
     expect(config.exports[0]?.mode).toBe('incremental');
   });
 
+  it('takes an export defined in HQ instead of a query file: its jobs name it and bundle no file', () => {
+    const config = parseExportsConfig(
+      minimal.replace('    queryFile: q/forms.xlsx\n', '    query: { hqExport: Household registrations }\n'),
+      'exports.config.yaml',
+    );
+
+    expect(config.exports[0]?.queryFilePath).toBeNull();
+    const [job] = exportJobs(config, 'forms');
+    expect(job?.hqExport).toBe('Household registrations');
+    expect(job?.queryFile).toBeUndefined();
+  });
+
+  it('fails when an export names both a query file and an HQ export, or neither', () => {
+    expect(
+      problemsOf(
+        minimal.replace(
+          '    queryFile: q/forms.xlsx\n',
+          '    queryFile: q/forms.xlsx\n    query: { hqExport: x }\n',
+        ),
+      ),
+    ).toContain('exports[0]: has both queryFile and query.hqExport; expected one of them');
+    expect(problemsOf(minimal.replace('    queryFile: q/forms.xlsx\n', ''))).toContain(
+      'exports[0]: names no query; expected queryFile (a DET query file) or query: { hqExport: <name or id> }',
+    );
+  });
+
   it('fails naming the time zone field of the second export', () => {
     const text = minimal.replace('timezone: Africa/Nairobi', 'timezone: Mars/Olympus');
 
@@ -167,8 +193,8 @@ describe('parseExportsConfig', () => {
   });
 
   it('fails naming a missing field', () => {
-    expect(problemsOf(minimal.replace('    queryFile: q/forms.xlsx\n', ''))).toContain(
-      'exports[0].queryFile: is missing; expected string',
+    expect(problemsOf(minimal.replace('    credential: hq\n', ''))).toContain(
+      'exports[0].credential: is missing; expected string',
     );
   });
 
