@@ -16,6 +16,8 @@ Usage:
   ccexport reconcile [run flags]        remove (or mark) rows of records HQ no longer lists (sql outputs)
   ccexport validate-query FILE          check a DET query file and print its tables
   ccexport latest --output OUT          one consolidated file per table: the newest row per id
+  ccexport history --output DB          checkpoints of a PostgreSQL output, ours and DET's
+  ccexport checkpoint --output DB ...   move checkpoints to a new key (--to-key) or reset them (--reset)
   ccexport hq-exports --project P       exports defined in HQ that DET can run (--query hq:<name> runs one)
   ccexport sandbox [--port N]           run the local CommCare HQ sandbox server
   ccexport demo                         export the bundled sample from the sandbox into ./demo-output
@@ -35,6 +37,8 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   reconcile: async () => (await import('./run-command')).runReconcileCommand,
   'validate-query': async () => (await import('./validate-command')).runValidateCommand,
   latest: async () => (await import('./latest-command')).runLatestCommand,
+  history: async () => (await import('./checkpoint-command')).runHistoryCommand,
+  checkpoint: async () => (await import('./checkpoint-command')).runCheckpointCommand,
   'hq-exports': async () => (await import('./hq-exports-command')).runHqExportsCommand,
   sandbox: async () => (await import('./sandbox-command')).runSandboxCliCommand,
   demo: async () => (await import('./demo-command')).runDemoCommand,

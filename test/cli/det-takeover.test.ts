@@ -309,4 +309,95 @@ describe('taking over a DET warehouse', () => {
     expect(await main(args(other), io)).toBe(0);
     expect(io.err()).not.toContain('took over');
   });
+
+  it("history lists our checkpoints and DET's; checkpoint moves them to a new key and resets them", async () => {
+    const md5 = createHash('md5').update(readFileSync(DEMO_QUERY)).digest('hex');
+    const history = captureIO();
+    expect(
+      await main(['history', '--output', detUrl, '--project', PROJECT, '--query', DEMO_QUERY], history),
+    ).toBe(0);
+    const text = history.out();
+    expect(text).toContain('Checkpoints (commcare_export_checkpoints):');
+    expect(text).toMatch(new RegExp(`${md5}\\s+${PROJECT}\\s+households, household_members\\s+form`));
+    expect(text).toContain("DET's checkpoints (commcare_export_runs");
+    expect(text).toMatch(
+      new RegExp(
+        `${md5}\\s+${PROJECT}\\s+households\\s+household-registration.xlsx\\s+${detSinceParam(cutoff)}`,
+      ),
+    );
+    expect(text).not.toContain('other');
+
+    const both = captureIO();
+    expect(
+      await main(
+        [
+          'checkpoint',
+          '--output',
+          detUrl,
+          '--project',
+          PROJECT,
+          '--query',
+          DEMO_QUERY,
+          '--reset',
+          '--to-key',
+          'x',
+        ],
+        both,
+      ),
+    ).toBe(2);
+
+    const move = captureIO();
+    expect(
+      await main(
+        [
+          'checkpoint',
+          '--output',
+          detUrl,
+          '--project',
+          PROJECT,
+          '--query',
+          DEMO_QUERY,
+          '--to-key',
+          'renamed',
+        ],
+        move,
+      ),
+    ).toBe(0);
+    expect(move.out()).toContain(`from key ${md5} to renamed`);
+    const moved = captureIO();
+    expect(await main(['history', '--output', detUrl, '--checkpoint-key', 'renamed'], moved)).toBe(0);
+    expect(moved.out()).toMatch(/renamed\s+warehouse\s+households, household_members\s+form/);
+    // A run under the new key resumes from the moved checkpoint: nothing re-pulled, nothing taken over.
+    const before = await sentinelRows('households');
+    const run = captureIO({ CCEXPORT_API_KEY: KEY });
+    expect(await main(args(detUrl, '--checkpoint-key', 'renamed'), run)).toBe(0);
+    expect(run.err()).not.toContain('took over');
+    expect(await sentinelRows('households')).toBe(before);
+
+    const reset = captureIO();
+    expect(
+      await main(
+        ['checkpoint', '--output', detUrl, '--project', PROJECT, '--checkpoint-key', 'renamed', '--reset'],
+        reset,
+      ),
+    ).toBe(0);
+    expect(reset.out()).toContain('the next run exports everything');
+    const again = captureIO();
+    expect(
+      await main(
+        ['checkpoint', '--output', detUrl, '--project', PROJECT, '--checkpoint-key', 'renamed', '--reset'],
+        again,
+      ),
+    ).toBe(1);
+    // The query file's own key has DET's rows behind it: resetting ours says the next run takes them over.
+    expect(await main(args(detUrl), captureIO({ CCEXPORT_API_KEY: KEY }))).toBe(0);
+    const resetMd5 = captureIO();
+    expect(
+      await main(
+        ['checkpoint', '--output', detUrl, '--project', PROJECT, '--query', DEMO_QUERY, '--reset'],
+        resetMd5,
+      ),
+    ).toBe(0);
+    expect(resetMd5.out()).toContain("the next run takes over DET's checkpoints");
+  });
 });
