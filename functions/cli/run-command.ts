@@ -658,7 +658,9 @@ async function hqExportSources(
     forSql: settings.format === 'sql',
   });
   for (const warning of compiled.warnings) warn(`warning: ${warning}`);
-  warn(`note: HQ export "${hqExport.name}" (${hqExport.id}), config ${compiled.queryFileMd5}`);
+  // The content's fingerprint, not the bytes' MD5: HQ rebuilds the workbook (with a new timestamp) at every download.
+  const { configFingerprint } = await import('../export/hq-config');
+  warn(`note: HQ export "${hqExport.name}" (${hqExport.id}), config ${await configFingerprint(workbook)}`);
   return { sources: [...compiled.sources], checkpointKey: settings.checkpointKey ?? `hq:${hqExport.id}` };
 }
 
