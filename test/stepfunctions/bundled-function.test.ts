@@ -21,6 +21,7 @@ import {
   findState,
   fixtureConfig,
   loadBundledHandler,
+  pointJobsAt,
   runLocally,
   type SliceHandler,
   type SynthesizedExport,
@@ -135,6 +136,7 @@ beforeAll(async () => {
     projects: PROJECTS,
     credentials: [{ username: USER, apiKey: KEY }],
   });
+  pointJobsAt(synthesized, sandbox.url);
   bucket = `bundle-${randomUUID().slice(0, 8)}`;
   await s3.send(new CreateBucketCommand({ Bucket: bucket }));
 }, 400_000);
@@ -158,8 +160,9 @@ describe('the bundled export function', () => {
         job: job(),
         continuation: null,
       }),
-      CommCareRequestError: await thrownName(secretDocument({ baseUrl: `${sandbox.url}/no-such-prefix` }), {
-        job: job(),
+      // The deployment's base URL (the job's) wins over the secret's: a wrong prefix there is a 404.
+      CommCareRequestError: await thrownName(secretDocument(), {
+        job: job({ credential: { ...job().credential, baseUrl: `${sandbox.url}/no-such-prefix` } }),
         continuation: null,
       }),
       QueryFileError: await thrownName(secretDocument(), {

@@ -438,3 +438,25 @@ export function sortedLatest(r: Reassembled, project: string, table: string): st
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
     .map(([, row]) => row);
 }
+
+/**
+ * Points every deployed job at `baseUrl` (the sandbox). The deployment's base URL wins over the copy in
+ * the key's secret, and the fixture config can only name a placeholder host (the sandbox's port is
+ * chosen when it starts), so the synthesized jobs and schedule input are rewritten as if it had.
+ */
+export function pointJobsAt(synthesized: SynthesizedExport, baseUrl: string): void {
+  const visit = (value: unknown): void => {
+    if (Array.isArray(value)) {
+      for (const item of value) visit(item);
+      return;
+    }
+    if (value === null || typeof value !== 'object') return;
+    const object = value as Record<string, unknown>;
+    const credential = object.credential as Record<string, unknown> | undefined;
+    if (credential && typeof credential === 'object' && typeof credential.baseUrl === 'string')
+      credential.baseUrl = baseUrl;
+    for (const item of Object.values(object)) visit(item);
+  };
+  visit(synthesized.definition);
+  visit(synthesized.scheduleInput);
+}

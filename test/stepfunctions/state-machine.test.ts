@@ -32,6 +32,7 @@ import { motoS3, motoSecretsManager } from '../support/aws';
 import {
   findState,
   fixtureConfig,
+  pointJobsAt,
   type Reassembled,
   reassemble,
   recordingMetrics,
@@ -207,6 +208,7 @@ beforeAll(async () => {
   // Synthesis (bundling, cdk-nag) takes seconds; start the sandbox and AWS fixtures alongside.
   synthesized = synthesizeExport(fixtureConfig, 'households');
   sandbox = await startSandbox({ seed: 11, projects: PROJECTS, credentials });
+  pointJobsAt(synthesized, sandbox.url);
   bucket = `sfn-${randomUUID().slice(0, 8)}`;
   await s3.send(new CreateBucketCommand({ Bucket: bucket }));
   const created = await secrets.send(
@@ -303,7 +305,8 @@ describe('the synthesized export state machine, run locally', () => {
     expect(metricData.reduce((n, m) => n + m.Value, 0)).toBe(rowsBySlices);
     expect(metricValues.get('Rows')?.reduce((a, b) => a + b, 0)).toBe(rowsBySlices);
     expect(run.output).toMatchObject({ runId: 'run-scheduled', pending: [] });
-  });
+    // Many slices through the local interpreter: minutes on a busy machine.
+  }, 300_000);
 
   it('hands a long run over to new executions of itself and still equals one uninterrupted run', async () => {
     // The deployed bound (iterations per execution) is hundreds of slices; the same definition with a
