@@ -6,25 +6,10 @@
  * every non-empty page (the last page is followed by one empty page with `next: null`).
  */
 import type { JsonObject } from '../common/json';
+import { parseFilterDate, SandboxBadRequest, SandboxNotFound } from './answers';
 import { hash, hex32, Rng, uuid } from './prng';
 import { formatMicros } from './records';
 import type { SandboxParams } from './serve';
-
-/** A 400 answer, `{"error": message}` (the views wrap tastypie's BadRequest so). */
-export class CursorBadRequest extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'CursorBadRequest';
-  }
-}
-
-/** A 404 answer (a data source id that does not exist in the project). */
-export class CursorNotFound extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'CursorNotFound';
-  }
-}
 
 export interface CursorRequest {
   readonly project: string;
@@ -45,10 +30,10 @@ function viewLimit(params: SandboxParams, fallback: number, max: number): number
   const raw = first(params, 'limit');
   if (raw === undefined) return fallback;
   if (!/^\s*-?\d+\s*$/.test(raw))
-    throw new CursorBadRequest(`Invalid limit '${raw}' provided. Please provide a positive integer.`);
+    throw new SandboxBadRequest(`Invalid limit '${raw}' provided. Please provide a positive integer.`);
   const value = Number.parseInt(raw, 10);
   if (value <= 0)
-    throw new CursorBadRequest(`Invalid limit '${raw}' provided. Please provide a positive integer.`);
+    throw new SandboxBadRequest(`Invalid limit '${raw}' provided. Please provide a positive integer.`);
   return Math.min(value, max);
 }
 
@@ -59,43 +44,6 @@ function encodeCursor(entries: readonly [string, string][]): string {
 
 function decodeCursor(cursor: string): URLSearchParams {
   return new URLSearchParams(Buffer.from(cursor, 'base64').toString('utf8'));
-}
-
-const NAIVE_RE =
-  /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?)?(Z|[+-]\d{2}:?\d{2})?$/;
-
-/** Django's date filter parsing (`make_date_filter`): a date or datetime, an offset is converted to UTC. */
-function parseDate(name: string, value: string): number {
-  const m = NAIVE_RE.exec(value.trim());
-  const bad = () => new CursorBadRequest(`Cannot parse '${value}' as a date for the '${name}' filter`);
-  if (!m) throw bad();
-  const [, y, mo, d, h, mi, s, frac, zone] = m;
-  const parts = [
-    Number(y),
-    Number(mo) - 1,
-    Number(d),
-    Number(h ?? 0),
-    Number(mi ?? 0),
-    Number(s ?? 0),
-  ] as const;
-  const ms = Date.UTC(...parts);
-  const back = new Date(ms);
-  if (
-    back.getUTCFullYear() !== parts[0] ||
-    back.getUTCMonth() !== parts[1] ||
-    back.getUTCDate() !== parts[2] ||
-    back.getUTCHours() !== parts[3] ||
-    back.getUTCMinutes() !== parts[4] ||
-    back.getUTCSeconds() !== parts[5]
-  )
-    throw bad();
-  let out = ms * 1000 + (frac ? Number(frac.padEnd(6, '0')) : 0);
-  if (zone && zone !== 'Z') {
-    const sign = zone.startsWith('-') ? -1 : 1;
-    const digits = zone.slice(1).replace(':', '');
-    out -= sign * (Number(digits.slice(0, 2)) * 60 + Number(digits.slice(2, 4))) * 60_000_000;
-  }
-  return out;
 }
 
 // ---- messaging events --------------------------------------------------------------------------------
@@ -230,7 +178,7 @@ export class MessagingEvents {
     const limit = viewLimit({ limit: params.limit === undefined ? [] : [params.limit] }, 20, 1000);
     const orderBy = params.order_by ?? 'date';
     if (!/^-?(date|date_last_activity)$/.test(orderBy))
-      throw new CursorBadRequest(`No matching '${orderBy}' field for ordering`);
+      throw new SandboxBadRequest(`No matching '${orderBy}' field for ordering`);
     const descending = orderBy.startsWith('-');
     const field = descending ? orderBy.slice(1) : orderBy;
     const orderValue = (f: EventFacts) => (field === 'date' ? f.date : f.lastActivity);
@@ -242,8 +190,8 @@ export class MessagingEvents {
       if (base === 'date' || base === 'date_last_activity') {
         const op = name.slice(dot + 1);
         if (!['gt', 'gte', 'lt', 'lte'].includes(op))
-          throw new CursorBadRequest(`'${op}' is not a valid date filter qualifier`);
-        const bound = parseDate(name, value);
+          throw new SandboxBadRequest(`'${op}' is not a valid date filter qualifier`);
+        const bound = parseFilterDate(name, value, 'v2');
         const get = base === 'date' ? (f: EventFacts) => f.date : (f: EventFacts) => f.lastActivity;
         predicates.push((f) =>
           op === 'gt'
@@ -262,7 +210,7 @@ export class MessagingEvents {
         predicates.push((f) => wanted.has(f.source));
       } else if (name === 'status') {
         if (!(STATUSES as readonly string[]).includes(value) && value !== 'email-delivered')
-          throw new CursorBadRequest(`'${value}' is an invalid value for the 'status' filter`);
+          throw new SandboxBadRequest(`'${value}' is an invalid value for the 'status' filter`);
         predicates.push((f) => f.status === value);
       } else if (name === 'case_id') {
         predicates.push((f) => f.caseId === value.trim());
@@ -357,15 +305,17 @@ export class UcrDataSource {
     for (const [k, values] of Object.entries(req.params)) params[k] = values[values.length - 1]!;
     const limit = viewLimit({ limit: params.limit === undefined ? [] : [params.limit] }, 1000, 10_000);
     const sourceId = params.data_source_id;
-    if (!sourceId) throw new CursorBadRequest('Please provide a data_source_id');
+    if (!sourceId) throw new SandboxBadRequest('Please provide a data_source_id');
     if (sourceId !== this.id)
-      throw new CursorNotFound(`No data source '${sourceId}' in project '${this.domain}'`);
+      throw new SandboxNotFound(`No data source '${sourceId}' in project '${this.domain}'`);
     let startAfter: { at: number; doc: string } | null = null;
     if (params.cursor !== undefined) {
       const decoded = decodeCursor(params.cursor);
       const at = decoded.get('last_inserted_at');
       const doc = decoded.get('last_doc_id');
-      if (at && doc) startAfter = { at: parseDate('last_inserted_at', at), doc };
+      // HQ writes the datetime's str() (a space before the time) into its cursor.
+      if (at && doc)
+        startAfter = { at: parseFilterDate('last_inserted_at', at.replace(' ', 'T'), 'v2'), doc };
     }
     const rows = startAfter
       ? this.rows.filter(

@@ -9,28 +9,14 @@
  * DET does with `indexed_on` (commcare-export `commcare_export/commcare_minilinq.py`).
  */
 import type { JsonObject, JsonValue } from '../common/json';
-import { CursorBadRequest, CursorNotFound } from './cursor-resources';
+import { parseFilterDate, SandboxBadRequest, SandboxNotFound } from './answers';
 import type { SandboxDataset, SandboxResource } from './dataset';
 import { FORM_TYPES, formatMicros, type ProjectModel } from './records';
 import type { Timeline } from './timeline';
 
 export type SandboxParams = Readonly<Record<string, readonly string[]>>;
 
-/** A 400 answer: `{"error": message}` (tastypie BadRequest and the case v2 view both answer so). */
-export class SandboxBadRequest extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'SandboxBadRequest';
-  }
-}
-
-/** A 404 answer with `{"error": message}` (for example a UCR data source that does not exist). */
-export class SandboxNotFound extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'SandboxNotFound';
-  }
-}
+export { parseFilterDate, SandboxBadRequest, SandboxNotFound };
 
 export interface ServeRequest {
   readonly project: string;
@@ -133,59 +119,6 @@ function tastypieOffset(params: SandboxParams): number {
   if (offset < 0)
     throw new SandboxBadRequest(`Invalid offset '${raw}' provided. Please provide a positive integer >= 0.`);
   return offset;
-}
-
-const DATE_RE =
-  /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?)?(Z|[+-]\d{2}:?\d{2})?$/;
-
-/**
- * Parses a filter date to microseconds since the epoch. v1 (tastypie) accepts naive values and the
- * legacy `YYYY-MM-DDTHH:MMZ` only: "A real UTC offset such as +00:00 gives 400" (ref §2.3), and the
- * client must "remove the Z before sending the value back (v1 rejects offsets)" (ref §8).
- * v2 accepts `Z` and offsets (ref §2.6).
- */
-export function parseFilterDate(name: string, value: string, style: 'v1' | 'v2'): number {
-  const m = DATE_RE.exec(value.trim());
-  const expected =
-    style === 'v1'
-      ? 'a naive UTC date or datetime (YYYY-MM-DD, YYYY-MM-DDTHH:MM:SS or YYYY-MM-DDTHH:MM:SS.ffffff)'
-      : 'an ISO 8601 date or datetime';
-  if (!m) throw new SandboxBadRequest(`'${name}' must be ${expected}; got '${value}'`);
-  const [, y, mo, d, h, mi, s, frac, zone] = m;
-  if (style === 'v1' && zone !== undefined && !(zone === 'Z' && s === undefined && h !== undefined))
-    throw new SandboxBadRequest(
-      `'${name}' must be ${expected}; got '${value}' (time zone offsets are not accepted)`,
-    );
-  const fields = [
-    Number(y),
-    Number(mo) - 1,
-    Number(d),
-    Number(h ?? 0),
-    Number(mi ?? 0),
-    Number(s ?? 0),
-  ] as const;
-  let ms = Date.UTC(...fields);
-  // Python's strptime refuses 2024-02-30, month 13 or 25:61; Date.UTC would roll them over silently.
-  const back = new Date(ms);
-  const rolledOver =
-    back.getUTCFullYear() !== fields[0] ||
-    back.getUTCMonth() !== fields[1] ||
-    back.getUTCDate() !== fields[2] ||
-    back.getUTCHours() !== fields[3] ||
-    back.getUTCMinutes() !== fields[4] ||
-    back.getUTCSeconds() !== fields[5];
-  if (Number.isNaN(ms) || rolledOver)
-    throw new SandboxBadRequest(
-      style === 'v1'
-        ? `Bad query parameter: Unknown date format: ${value}`
-        : `'${name}' must be ${expected}; got '${value}'`,
-    );
-  if (zone && zone !== 'Z') {
-    const sign = zone.startsWith('-') ? -1 : 1;
-    const digits = zone.slice(1).replace(':', '');
-    ms -= sign * (Number(digits.slice(0, 2)) * 60 + Number(digits.slice(2, 4))) * 60_000;
-  }
-  return ms * 1000 + (frac ? Number(frac.padEnd(6, '0')) : 0);
 }
 
 // ---- range + predicate scanning over a timeline -----------------------------------------------------
@@ -956,18 +889,11 @@ export function serveList(dataset: SandboxDataset, req: ServeRequest): string {
       return serveSmall(req, () => range(m.locationTypeCount, (l) => m.locationType(l, req.origin)), 1000);
     case 'messaging-event':
     case 'ucr':
-      try {
-        const source = req.resource === 'ucr' ? m.ucr : m.messagingEvents;
-        return source.serve({
-          project: req.project,
-          params: req.params,
-          origin: req.origin ?? 'http://127.0.0.1',
-        });
-      } catch (error) {
-        if (error instanceof CursorBadRequest) throw new SandboxBadRequest(error.message);
-        if (error instanceof CursorNotFound) throw new SandboxNotFound(error.message);
-        throw error;
-      }
+      return (req.resource === 'ucr' ? m.ucr : m.messagingEvents).serve({
+        project: req.project,
+        params: req.params,
+        origin: req.origin ?? 'http://127.0.0.1',
+      });
     case 'application':
       // DoesNothingPaginatorCompat: every app at once, meta.limit null (ref §3).
       return JSON.stringify({
