@@ -326,37 +326,34 @@ export class CommCareClient {
   /** The project spaces the key can reach (a cheap, unthrottled key check). */
   async userDomains(): Promise<UserDomain[]> {
     const out: UserDomain[] = [];
-    let url = withQuery(userDomainsUrl(this.baseUrl, this.urlStyle), { limit: ['1000'] });
-    const seen = new Set<string>();
-    for (;;) {
-      seen.add(url);
-      const body = await this.http.getJson(url, null);
-      const envelope = parseEnvelope({ envelope: 'tastypie' }, body, new URL(url).pathname);
-      for (const record of envelope.records) {
-        const domainName = record.domain_name;
-        if (typeof domainName !== 'string') continue;
-        const projectName = record.project_name;
-        out.push({ domainName, projectName: typeof projectName === 'string' ? projectName : null });
-      }
-      if (envelope.next === null || envelope.records.length === 0) return out;
-      const next = resolveNext(this.baseUrl, envelope.next);
-      if (seen.has(next)) return out;
-      url = next;
+    const url = withQuery(userDomainsUrl(this.baseUrl, this.urlStyle), { limit: ['1000'] });
+    for (const record of await this.tastypieList(url, null)) {
+      const domainName = record.domain_name;
+      if (typeof domainName !== 'string') continue;
+      const projectName = record.project_name;
+      out.push({ domainName, projectName: typeof projectName === 'string' ? projectName : null });
     }
+    return out;
   }
 
   /** The exports of `project` that the Data Export Tool can run (HQ's Export Data screens). */
   async hqExports(project: string): Promise<HqExport[]> {
-    const out: HqExport[] = [];
-    const seen = new Set<string>();
-    let url = withQuery(`${this.baseUrl}/a/${encodeURIComponent(project)}/api/det_export_instance/v1/`, {
+    const url = withQuery(`${this.baseUrl}/a/${encodeURIComponent(project)}/api/det_export_instance/v1/`, {
       limit: ['1000'],
     });
+    return (await this.tastypieList(url, project)).map(parseHqExport);
+  }
+
+  /** Every record of a short tastypie list, following `meta.next` until it ends or repeats a page. */
+  private async tastypieList(first: string, project: string | null): Promise<JsonObject[]> {
+    const out: JsonObject[] = [];
+    const seen = new Set<string>();
+    let url = first;
     for (;;) {
       seen.add(url);
       const body = await this.http.getJson(url, project);
       const envelope = parseEnvelope({ envelope: 'tastypie' }, body, new URL(url).pathname);
-      for (const record of envelope.records) out.push(parseHqExport(record));
+      out.push(...envelope.records);
       if (envelope.next === null || envelope.records.length === 0) return out;
       const next = resolveNext(this.baseUrl, envelope.next);
       if (seen.has(next)) return out;
