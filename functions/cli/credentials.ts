@@ -11,7 +11,8 @@
  * The username comes from `--username`, else `CCEXPORT_USERNAME`, else the secret, else the prompt.
  */
 import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import { UsageError } from './args';
+import { type ParsedFlags, stringFlag, UsageError } from './args';
+import type { CommandIO } from './io';
 
 export interface HqCredentials {
   readonly username: string;
@@ -89,6 +90,45 @@ export async function resolveCredentials(
   if (apiKey === '') throw new CredentialError('the API key is empty');
   if (username === '') throw new CredentialError('the username is empty');
   return { username, apiKey, source };
+}
+
+/**
+ * The credentials a command's flags name (`--username`, `--password`, `--secret-id`, `--api-key-env`),
+ * resolved against the command's process: its environment, a prompt on its terminal (both stdin and
+ * stderr must be one), and Secrets Manager through the SDK's default chain. Every command that talks to
+ * HQ with a key gets it here, so they all take the same flags in the same order of preference.
+ */
+export async function credentialsFromFlags(
+  flags: ParsedFlags,
+  io: CommandIO,
+  warn: (message: string) => void,
+): Promise<HqCredentials> {
+  const inputs: Record<keyof CredentialInputs, string | undefined> = {
+    username: stringFlag(flags, 'username'),
+    password: stringFlag(flags, 'password'),
+    secretId: stringFlag(flags, 'secret-id'),
+    apiKeyEnv: stringFlag(flags, 'api-key-env'),
+  };
+  return await resolveCredentials(
+    Object.fromEntries(Object.entries(inputs).filter(([, value]) => value !== undefined)),
+    {
+      env: io.env,
+      isTTY: Boolean(io.stdin.isTTY && io.stderr.isTTY),
+      warn,
+      prompt: (question, hidden) =>
+        promptOnTerminal(io.stdin as NodeJS.ReadStream, io.stderr as NodeJS.WriteStream, question, hidden),
+      secretsManager: async () =>
+        new (await import('@aws-sdk/client-secrets-manager')).SecretsManagerClient({}),
+    },
+  );
+}
+
+/**
+ * The HQ base URL a command talks to: `--commcare-hq` when given, else the one stored with the key's
+ * secret, else `fallback` (HQ's production server for a command without the flag's value).
+ */
+export function hqBaseUrl(flag: string | undefined, credentials: HqCredentials, fallback: string): string {
+  return flag === undefined && credentials.baseUrl ? credentials.baseUrl : (flag ?? fallback);
 }
 
 async function readSecret(

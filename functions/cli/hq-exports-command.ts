@@ -9,7 +9,7 @@ import { resolve } from 'node:path';
 import { CommCareClient, findHqExport } from '../commcare';
 import { checkTransport, resolveBaseUrl } from '../commcare/resources';
 import { booleanFlag, type FlagSpec, formatHelp, parseArgs, stringFlag, UsageError } from './args';
-import { promptOnTerminal, resolveCredentials } from './credentials';
+import { credentialsFromFlags, hqBaseUrl } from './credentials';
 import type { CommandIO } from './io';
 
 const FLAGS: readonly FlagSpec[] = [
@@ -57,27 +57,9 @@ export async function runHqExportsCommand(argv: string[], io: CommandIO): Promis
   const allowInsecureHttp = booleanFlag(flags, 'allow-insecure-http');
   if (hq !== undefined) checkTransport(resolveBaseUrl(hq), allowInsecureHttp);
 
-  const credentials = await resolveCredentials(
-    {
-      ...(stringFlag(flags, 'username') !== undefined ? { username: stringFlag(flags, 'username') } : {}),
-      ...(stringFlag(flags, 'password') !== undefined ? { password: stringFlag(flags, 'password') } : {}),
-      ...(stringFlag(flags, 'secret-id') !== undefined ? { secretId: stringFlag(flags, 'secret-id') } : {}),
-      ...(stringFlag(flags, 'api-key-env') !== undefined
-        ? { apiKeyEnv: stringFlag(flags, 'api-key-env') }
-        : {}),
-    },
-    {
-      env: io.env,
-      isTTY: Boolean(io.stdin.isTTY && io.stderr.isTTY),
-      warn: (message) => io.stderr.write(`${message}\n`),
-      prompt: (question, hidden) =>
-        promptOnTerminal(io.stdin as NodeJS.ReadStream, io.stderr as NodeJS.WriteStream, question, hidden),
-      secretsManager: async () =>
-        new (await import('@aws-sdk/client-secrets-manager')).SecretsManagerClient({}),
-    },
-  );
+  const credentials = await credentialsFromFlags(flags, io, (message) => io.stderr.write(`${message}\n`));
   const client = new CommCareClient({
-    baseUrl: hq === undefined && credentials.baseUrl ? credentials.baseUrl : (hq ?? 'prod'),
+    baseUrl: hqBaseUrl(hq, credentials, 'prod'),
     username: credentials.username,
     apiKey: credentials.apiKey,
     allowInsecureHttp,

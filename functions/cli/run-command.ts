@@ -29,7 +29,7 @@ import {
   stringFlag,
   UsageError,
 } from './args';
-import { promptOnTerminal, resolveCredentials } from './credentials';
+import { credentialsFromFlags, hqBaseUrl } from './credentials';
 import type { CommandIO } from './io';
 import { RUN_FLAGS } from './run-flags';
 
@@ -380,25 +380,7 @@ export async function runRunCommand(
   } = await planQuerySources(settings);
   for (const warning of warnings) warn(`warning: ${warning}`);
 
-  const credentials = await resolveCredentials(
-    {
-      ...(stringFlag(flags, 'username') !== undefined ? { username: stringFlag(flags, 'username') } : {}),
-      ...(stringFlag(flags, 'password') !== undefined ? { password: stringFlag(flags, 'password') } : {}),
-      ...(stringFlag(flags, 'secret-id') !== undefined ? { secretId: stringFlag(flags, 'secret-id') } : {}),
-      ...(stringFlag(flags, 'api-key-env') !== undefined
-        ? { apiKeyEnv: stringFlag(flags, 'api-key-env') }
-        : {}),
-    },
-    {
-      env: io.env,
-      isTTY: Boolean(io.stdin.isTTY && io.stderr.isTTY),
-      warn,
-      prompt: (question, hidden) =>
-        promptOnTerminal(io.stdin as NodeJS.ReadStream, io.stderr as NodeJS.WriteStream, question, hidden),
-      secretsManager: async () =>
-        new (await import('@aws-sdk/client-secrets-manager')).SecretsManagerClient({}),
-    },
-  );
+  const credentials = await credentialsFromFlags(flags, io, warn);
 
   const logLine = (event: CommCareLogEvent) => {
     if (event.level === 'debug' && !settings.verbose) return;
@@ -411,10 +393,7 @@ export async function runRunCommand(
     }
   };
   const client = new CommCareClient({
-    baseUrl:
-      stringFlag(flags, 'commcare-hq') === undefined && credentials.baseUrl
-        ? credentials.baseUrl
-        : settings.baseUrl,
+    baseUrl: hqBaseUrl(stringFlag(flags, 'commcare-hq'), credentials, settings.baseUrl),
     username: credentials.username,
     apiKey: credentials.apiKey,
     allowInsecureHttp: settings.allowInsecureHttp,
