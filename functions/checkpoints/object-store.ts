@@ -31,8 +31,29 @@ export function checkpointObjectKey(checkpointKey: string): string {
   return `checkpoints/${safe}.json`;
 }
 
+/**
+ * `checkpoints/<key>.<project>.lease.json` when neither part holds a `.`; otherwise
+ * `checkpoints/<key>.<project>-<hash>.lease.json`, with 16 hex of a hash of the pair. Joined with a dot
+ * alone, key `a.b` with project `c` and key `a` with project `b.c` named one lease, so two different
+ * exports refused (or took over) each other's lease. A name without the hash has exactly one dot before
+ * `.lease.json` and so says where the key ends; one with the hash names its pair through the hash. The
+ * names of pairs without a dot (most: HQ project names have none) are those earlier versions used.
+ */
 export function leaseObjectKey(checkpointKey: string, project: string): string {
-  return `checkpoints/${safeKeySegment(checkpointKey)}.${safeKeySegment(project)}.lease.json`;
+  const key = safeKeySegment(checkpointKey);
+  const space = safeKeySegment(project);
+  if (!key.includes('.') && !space.includes('.')) return `checkpoints/${key}.${space}.lease.json`;
+  return `checkpoints/${key}.${space}-${shortHash(JSON.stringify([checkpointKey, project]), 16)}.lease.json`;
+}
+
+/**
+ * The name earlier versions gave the lease (`<key>.<project>.lease.json`, ambiguous when a part holds a
+ * dot), or null when it is the current name. `acquire` refuses while a live lease sits there: it may be
+ * a run of this export by an earlier version of the program.
+ */
+export function legacyLeaseObjectKey(checkpointKey: string, project: string): string | null {
+  const legacy = `checkpoints/${safeKeySegment(checkpointKey)}.${safeKeySegment(project)}.lease.json`;
+  return legacy === leaseObjectKey(checkpointKey, project) ? null : legacy;
 }
 
 function sameSource(a: SourceCheckpoint, b: { project: string; dataSource: string }): boolean {
@@ -143,6 +164,8 @@ export class ExportLease {
   private etag: string | undefined;
   private readonly holder = randomUUID();
   private readonly key: string;
+  /** Where an earlier version of the program named this lease, when that differs (see `legacyLeaseObjectKey`). */
+  private readonly legacyKey: string | null;
   private readonly now: () => number;
   private readonly me: HolderProcess;
   private readonly isProcessAlive: (pid: number) => boolean;
@@ -165,6 +188,7 @@ export class ExportLease {
     options: ExportLeaseOptions = {},
   ) {
     this.key = leaseObjectKey(checkpointKey, project);
+    this.legacyKey = legacyLeaseObjectKey(checkpointKey, project);
     this.now = options.now ?? Date.now;
     this.me = { ...currentProcess(), ...options.holder };
     this.isProcessAlive = options.isProcessAlive ?? processIsAlive;
@@ -257,6 +281,39 @@ export class ExportLease {
   }
 
   async acquire(): Promise<void> {
+    await this.acquireOwn();
+    try {
+      await this.checkLegacyLease();
+    } catch (error) {
+      await this.release().catch(() => undefined);
+      throw error;
+    }
+  }
+
+  /**
+   * A run of an earlier version of the program names this export's lease `legacyKey`: while a live lease
+   * is there (unexpired, its holder not a process of this machine that is gone), this run refuses as it
+   * would for its own lease. That lease may also belong to another export whose key and project join
+   * to the same name; it expires or is released by itself, and the message says so. Nothing is written
+   * under the old name.
+   */
+  private async checkLegacyLease(): Promise<void> {
+    if (this.legacyKey === null) return;
+    const found = await this.store.get(this.legacyKey);
+    if (!found) return;
+    const held = parseLease(found.body);
+    if (!held || !(Date.parse(held.expiresAt) > this.now()) || this.holderIsDeadHere(held)) return;
+    const uri = this.store.uri(this.legacyKey);
+    throw new ConcurrentRunError(
+      `Another run (${held.runId}) may be in progress for this export and project "${this.project}": a live ` +
+        `lease ${uri} is held until ${held.expiresAt} under the name earlier versions of ccexport gave this ` +
+        `export's lease (a run of an earlier version, or of another export whose checkpoint key and project ` +
+        `join to the same name). Wait until ${held.expiresAt} and run again, or, if you are sure no such run ` +
+        `is active, delete ${uri}. This run stops without writing.`,
+    );
+  }
+
+  private async acquireOwn(): Promise<void> {
     this.startedAt = new Date(this.now()).toISOString();
     for (let attempt = 1; ; attempt++) {
       if (await this.tryPut({ ifNoneMatch: '*' })) return;

@@ -6,6 +6,7 @@ import {
   ExportLease,
   type LeaseBody,
   leaseObjectKey,
+  legacyLeaseObjectKey,
   ObjectCheckpointStore,
 } from '../../functions/checkpoints/object-store';
 import { ConcurrentRunError, LeaseLostError, PreconditionFailedError } from '../../functions/sinks/errors';
@@ -200,6 +201,60 @@ describe('object checkpoints', () => {
     await expect(lease.renew()).rejects.toThrow(/run-1 lost its lease/);
     await lease.release();
     expect(JSON.parse((await objects.get(leaseObjectKey('k', 'p')))!.body).runId).toBe('run-9');
+  });
+});
+
+describe('lease names', () => {
+  it('gives exports whose checkpoint key and project join alike ("a.b" + "c", "a" + "b.c") their own leases', async () => {
+    const objects = store();
+    expect(leaseObjectKey('a.b', 'c')).not.toBe(leaseObjectKey('a', 'b.c'));
+    const first = new ExportLease(objects, 'a.b', 'c', 'run-1', 120);
+    const second = new ExportLease(objects, 'a', 'b.c', 'run-2', 120);
+
+    await first.acquire();
+    await second.acquire();
+
+    expect(JSON.parse((await objects.get(leaseObjectKey('a.b', 'c')))!.body).runId).toBe('run-1');
+    expect(JSON.parse((await objects.get(leaseObjectKey('a', 'b.c')))!.body).runId).toBe('run-2');
+    await first.release();
+    await second.release();
+  });
+
+  it('keeps the name earlier versions used when neither the key nor the project holds a dot', () => {
+    expect(leaseObjectKey('k', 'p')).toBe('checkpoints/k.p.lease.json');
+    expect(leaseObjectKey('3f2a9c', 'my-project')).toBe('checkpoints/3f2a9c.my-project.lease.json');
+    expect(legacyLeaseObjectKey('k', 'p')).toBeNull();
+    // A name with a hash can never be one without (it has two dots or more before ".lease.json").
+    expect(leaseObjectKey('k.x', 'p')).toMatch(/^checkpoints\/k\.x\.p-[0-9a-f]{16}\.lease\.json$/);
+  });
+
+  it('refuses while a live lease of an earlier version sits under the old name, and not once it expired', async () => {
+    const objects = store();
+    let now = Date.parse('2024-06-01T10:00:00Z');
+    const old = legacyLeaseObjectKey('forms.v2', 'demo')!;
+    expect(old).toBe('checkpoints/forms.v2.demo.lease.json');
+    const held: LeaseBody = {
+      holder: 'old-holder',
+      runId: 'run-old',
+      expiresAt: new Date(now + 120_000).toISOString(),
+      host: 'build-box-2',
+      pid: 4242,
+    };
+    await objects.put(old, JSON.stringify(held), 'application/json', { ifNoneMatch: '*' });
+
+    const refused = await new ExportLease(objects, 'forms.v2', 'demo', 'run-new', 120, { now: () => now })
+      .acquire()
+      .catch((e: unknown) => e as Error);
+
+    expect(refused).toBeInstanceOf(ConcurrentRunError);
+    expect((refused as Error).message).toContain('run-old');
+    expect((refused as Error).message).toContain(objects.uri(old));
+    // Its own lease is not left behind.
+    expect(await objects.get(leaseObjectKey('forms.v2', 'demo'))).toBeNull();
+    now += 121_000;
+    const later = new ExportLease(objects, 'forms.v2', 'demo', 'run-later', 120, { now: () => now });
+    await later.acquire();
+    await later.release();
   });
 });
 
