@@ -114,6 +114,50 @@ export function liveId(record: JsonObject): string | null {
 }
 
 /**
+ * Case v1 filters with the same meaning in case v2 (`corehq/apps/hqcase/api/get_list.py`: `case_type`,
+ * `owner_id`, `closed`, `external_id` are exact matches, as v1's term filters are).
+ */
+const CASE_V1_TO_V2: Readonly<Record<string, string>> = {
+  type: 'case_type',
+  owner_id: 'owner_id',
+  closed: 'closed',
+  external_id: 'external_id',
+};
+
+/**
+ * The fields a reconcile needs from each case: its id, and `indexed_on`, on which the client drops the
+ * records a cursor repeats and resumes a listing.
+ */
+export const CASE_ID_FIELDS = 'case_id,indexed_on';
+
+/**
+ * The cheapest listing of a source's ids HQ offers. Only case API v2 can leave fields out
+ * (`fields=`, `corehq/apps/hqcase/api/field_filters.py`); the form and case v1 APIs (tastypie) have no
+ * such parameter and would even read an unknown one as an Elasticsearch term filter, so they are asked
+ * for their largest pages and nothing else. A case v1 source whose filters all exist in v2 is listed
+ * through v2 (`include_deprecated` too: v1 lists cases of deprecated types), so a page of 5,000 cases
+ * carries ids instead of whole cases; any other filter keeps v1, whose answers it defines.
+ */
+export function idListing(source: Pick<SourcePlan, 'resource' | 'params'>): {
+  resource: SourcePlan['resource'];
+  params: SourcePlan['params'];
+} {
+  if (source.resource === 'case-v2') {
+    const { fields: _fields, exclude: _exclude, ...params } = source.params;
+    return { resource: 'case-v2', params: { ...params, fields: [CASE_ID_FIELDS] } };
+  }
+  if (source.resource === 'case' && Object.keys(source.params).every((name) => name in CASE_V1_TO_V2)) {
+    const params: Record<string, readonly string[]> = {};
+    for (const [name, values] of Object.entries(source.params)) params[CASE_V1_TO_V2[name]!] = values;
+    return {
+      resource: 'case-v2',
+      params: { ...params, include_deprecated: ['true'], fields: [CASE_ID_FIELDS] },
+    };
+  }
+  return { resource: source.resource, params: source.params };
+}
+
+/**
  * Lists each source's ids with the query's own filters (forms without `include_archived`: an archived
  * form is not one HQ counts), in the largest pages HQ allows, then settles its tables.
  */
@@ -140,8 +184,7 @@ export async function runReconcile(deps: ReconcileDeps, plan: ReconcilePlan): Pr
       deps.progress?.sourceStarted?.(progress);
       for await (const page of deps.source.pages({
         project: plan.project,
-        resource: source.resource,
-        params: source.params,
+        ...idListing(source),
         pageSize: plan.pageSize,
       })) {
         const batch: string[] = [];

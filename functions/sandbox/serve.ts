@@ -11,6 +11,7 @@
 import type { JsonObject, JsonValue } from '../common/json';
 import { parseFilterDate, SandboxBadRequest, SandboxNotFound } from './answers';
 import type { SandboxDataset, SandboxResource } from './dataset';
+import { caseFieldFilter, isFieldFilterParam } from './field-filters';
 import { FORM_TYPES, formatMicros, type ProjectModel } from './records';
 import type { Timeline } from './timeline';
 
@@ -638,12 +639,10 @@ const V2_SIMPLE = new Set([
   'closed',
   'include_deprecated',
   'query',
-  'fields',
-  'exclude',
 ]);
 
 function isV2Param(name: string): boolean {
-  if (V2_SIMPLE.has(name)) return true;
+  if (V2_SIMPLE.has(name) || isFieldFilterParam(name)) return true;
   if (name.startsWith('properties.') || name.startsWith('indices.')) return true;
   const dot = name.lastIndexOf('.');
   return (
@@ -706,6 +705,7 @@ function serveCasesV2(engine: Engine, m: ProjectModel, req: ServeRequest): strin
     if (!isV2Param(name)) throw new SandboxBadRequest(`'${name}' is not a valid parameter.`);
   if ('query' in p)
     throw new SandboxBadRequest(`The sandbox does not implement the 'query' (case search) filter`);
+  const filterFields = caseFieldFilter(p);
   const rawLimit = first(p, 'limit');
   let limit = 20;
   if (rawLimit !== undefined) {
@@ -797,16 +797,7 @@ function serveCasesV2(engine: Engine, m: ProjectModel, req: ServeRequest): strin
   const caseKey = (j: number) => `${String(t.time(j)).padStart(20, '0')} ${m.caseId(t.event(j).record)}`;
   rest.sort((a, b) => (caseKey(a) < caseKey(b) ? -1 : caseKey(a) > caseKey(b) ? 1 : 0));
   const events = [...head.slice(0, limit), ...rest.slice(0, need)];
-  const fields = p.fields?.flatMap((f) => f.split(',')) ?? null;
-  const exclude = new Set(p.exclude?.flatMap((f) => f.split(',')) ?? []);
-  const cases = events.map((j) => {
-    const record = build(j);
-    if (!fields && exclude.size === 0) return record;
-    const out: JsonObject = {};
-    for (const [k, v] of Object.entries(record))
-      if ((!fields || fields.includes(k)) && !exclude.has(k)) out[k] = v;
-    return out;
-  });
+  const cases = events.map((j) => filterFields(build(j)));
   const body: JsonObject = { matching_records: matching, cases };
   if (matching > events.length && events.length > 0) {
     const last = events[events.length - 1]!;

@@ -102,6 +102,8 @@ export interface RequestLogEntry {
   at: number;
   /** Never the key. */
   username: string | null;
+  /** Bytes of the JSON body of a data page answered 200 (before any transfer encoding). */
+  bytes?: number;
 }
 
 export interface RunningSandbox {
@@ -457,6 +459,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Runnin
       return;
     }
     entry.status = 200;
+    entry.bytes = bytes.length;
     res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': bytes.length });
     res.end(bytes);
   }

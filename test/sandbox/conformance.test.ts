@@ -120,7 +120,7 @@ const DOCUMENTED: Readonly<Record<string, RegExp>> = {
   form: /^(limit|offset|order_by|format|xmlns|xmlns\.exact|app_id|include_archived|cases__full|case_id|(indexed_on|received_on|server_modified_on)_(start|end))$/,
   case: /^(limit|offset|order_by|format|type|owner_id|user_id|closed|case_name|external_id|(indexed_on|server_date_modified|date_modified)_(start|end))$/,
   'case-v2':
-    /^(limit|cursor|case_type|case_name|external_id|owner_id|closed|fields|exclude|(properties|indices)\..+|(indexed_on|server_last_modified|last_modified|date_opened|date_closed)\.(gt|gte|lt|lte))$/,
+    /^(limit|cursor|case_type|case_name|external_id|owner_id|closed|include_deprecated|fields|exclude|(properties|indices|fields|exclude)\..+|(indexed_on|server_last_modified|last_modified|date_opened|date_closed)\.(gt|gte|lt|lte))$/,
   'messaging-event':
     /^(limit|cursor|order_by|content_type|source|status|error_code|phone_number|email_address|case_id|(date|date_last_activity)\.(gt|gte|lt|lte))$/,
   ucr: /^(limit|cursor|data_source_id)$/,
