@@ -13,7 +13,7 @@ const HELP = `ccexport ${VERSION}: scheduled, incremental exports of CommCare HQ
 
 Usage:
   ccexport [run] --project P --query FILE --output-format F --output OUT [DET flags...]
-  ccexport reconcile [run flags]        remove (or mark) rows of records HQ no longer lists (sql outputs)
+  ccexport reconcile [run flags]        remove (or mark) rows of records HQ no longer lists
   ccexport validate-query FILE          check a DET query file and print its tables
   ccexport latest --output OUT          one consolidated file per table: the newest row per id
   ccexport history --output DB          checkpoints of a PostgreSQL output, ours and DET's

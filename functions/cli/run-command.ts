@@ -354,7 +354,7 @@ export async function runRunCommand(
       formatHelp(
         action === 'run'
           ? 'ccexport run: export CommCare HQ data (DET command line)'
-          : 'ccexport reconcile: compare the ids HQ lists with a PostgreSQL output, remove (or mark) the rows of records HQ no longer has',
+          : 'ccexport reconcile: compare the ids HQ lists with an output, remove (or mark) the rows of records HQ no longer has (PostgreSQL), or record them in <table>/deletions/<run-id>.csv (folder or s3:// prefix)',
         RUN_FLAGS,
       ),
     );
@@ -486,9 +486,15 @@ async function reconcileOutput(
     throw new UsageError('reconcile removes or marks rows: use --deletions remove (the default) or mark');
   const { openReconcileTarget } = await import('../sinks');
   const { runReconcile } = await import('../export/reconcile');
+  if (settings.format === 'jsonl')
+    throw new UsageError(
+      'reconcile compares tables; raw JSON lines (--output-format jsonl) keep what HQ served',
+    );
+  const s3Client = settings.output.startsWith('s3://') ? await s3ClientFor(io.env) : undefined;
   const target = await openReconcileTarget({
-    format: settings.format === 'sql' ? 'sql' : 'csv',
+    format: settings.format === 'xls' ? 'xlsx' : settings.format,
     output: settings.output,
+    ...(s3Client ? { s3Client } : {}),
   });
   const summary = await runReconcile(
     { source: client, target, runId: newRunId(), progress: progressListener(settings, io) },
@@ -501,7 +507,9 @@ async function reconcileOutput(
       ...(plan.maxShare !== undefined ? { maxShare: plan.maxShare } : {}),
     },
   );
-  const verb = settings.deletions === 'mark' ? 'marked' : 'removed';
+  // A file output keeps its history: what a reconcile finds is recorded as deletion records.
+  const verb =
+    settings.format !== 'sql' ? 'recorded as deleted' : settings.deletions === 'mark' ? 'marked' : 'removed';
   io.stdout.write(
     `Reconcile finished: ${summary.ids.toLocaleString('en-US')} ids listed in ${summary.pages} pages, ` +
       `${summary.gone.toLocaleString('en-US')} rows ${verb}` +

@@ -46,6 +46,11 @@ export interface RunManifest {
   readonly deletions?: readonly ManifestObject[];
   /** The run's deletion mode. Absent in manifests of older versions (they ignored deletions). */
   readonly deletionMode?: 'remove' | 'mark' | 'ignore';
+  /**
+   * `reconcile` for a `ccexport reconcile` (no tables or data objects: only the `deletions` of records
+   * HQ no longer lists). Absent for export runs.
+   */
+  readonly task?: 'reconcile';
 }
 
 export const DEFAULT_LEASE_SECONDS = 120;

@@ -130,15 +130,30 @@ export async function fileFormat(name: FileFormat['name']): Promise<FileFormat> 
 
 /**
  * The target of `ccexport reconcile`: the PostgreSQL database (server or embedded folder) of a `sql`
- * output. File outputs are not reconciled (their deletions come from the runs' pulls).
+ * output, or the folder or S3 prefix of a csv, json, xlsx or parquet output (deletion records, see
+ * `file-reconcile.ts`). DET's single-file outputs and markdown cannot be read back, so not reconciled.
  */
 export async function openReconcileTarget(
-  options: Pick<SinkOptions, 'format' | 'output' | 'database' | 'schema'>,
+  options: Pick<SinkOptions, 'format' | 'output' | 'database' | 'schema' | 's3Client'> & {
+    readonly sortBudgetBytes?: number;
+  },
 ): Promise<import('../export/reconcile').ReconcileTarget> {
   if (options.format !== 'sql') {
-    throw new SinkConfigError(
-      `reconcile compares ids in a PostgreSQL output (--output-format sql); "${options.format}" outputs are not reconciled`,
-    );
+    if (
+      options.format === 'markdown' ||
+      isSingleFileOutput(options.format, options.output) ||
+      isPostgresUrl(options.output)
+    )
+      throw new SinkConfigError(
+        `reconcile compares ids with a PostgreSQL output or the runs of a csv, json, xlsx or parquet folder or s3:// prefix; "${options.output}" as ${options.format} is not one`,
+      );
+    const [store, { FileReconcileTarget }] = await Promise.all([
+      objectStoreFor(options.output, options),
+      import('./file-reconcile'),
+    ]);
+    return new FileReconcileTarget(store, {
+      ...(options.sortBudgetBytes !== undefined ? { sortBudgetBytes: options.sortBudgetBytes } : {}),
+    });
   }
   const { PostgresReconcileTarget } = await import('./postgres/reconcile');
   const schema = options.schema !== undefined ? { schema: options.schema } : {};
