@@ -29,6 +29,8 @@ export interface ReconcileTarget {
     readonly runId: string;
     readonly checkpointKey: string;
     readonly project: string;
+    /** Every table the reconcile may change (a PostgreSQL target refuses tables ccexport did not create). */
+    readonly tables?: readonly string[];
   }): Promise<void>;
   /** Ids HQ lists for the data source being compared (any order; repeats allowed). */
   addLiveIds(ids: readonly string[]): Promise<void>;
@@ -164,7 +166,12 @@ export function idListing(source: Pick<SourcePlan, 'resource' | 'params'>): {
 export async function runReconcile(deps: ReconcileDeps, plan: ReconcilePlan): Promise<ReconcileSummary> {
   const now = deps.now ?? (() => new Date());
   const maxShare = plan.maxShare ?? DEFAULT_RECONCILE_MAX_SHARE;
-  await deps.target.begin({ runId: deps.runId, checkpointKey: plan.checkpointKey, project: plan.project });
+  await deps.target.begin({
+    runId: deps.runId,
+    checkpointKey: plan.checkpointKey,
+    project: plan.project,
+    tables: plan.sources.flatMap((s) => s.tables.map((t) => t.name)),
+  });
   const tables: TableReconcile[] = [];
   let ids = 0;
   let pages = 0;

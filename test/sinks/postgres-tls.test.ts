@@ -18,6 +18,7 @@ import type { ExportSliceDeps } from '../../functions/export/handler';
 import { runExportSlice } from '../../functions/export/slice';
 import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { connectPostgres } from '../../functions/sinks/postgres/connection';
+import { PERMANENT_ERRORS } from '../../lib/export-pipeline';
 import { recordingMetrics } from '../stepfunctions/harness';
 import { type RunningPostgres, startPostgres } from '../support/services';
 
@@ -191,5 +192,79 @@ describe('TLS to PostgreSQL with verify-full', () => {
     );
 
     await expect(slice).rejects.toThrow(/Cannot connect to PostgreSQL .*certificate/);
+  });
+
+  it('makes the export function refuse a table it did not create, as a permanent error, writing nothing', async () => {
+    const admin = await connectPostgres({
+      host: 'localhost',
+      port: server.port,
+      username: 'postgres',
+      dbname: 'postgres',
+      sslmode: 'verify-full',
+      caFile: join(certs, 'ca.crt'),
+    });
+    try {
+      await admin.query('CREATE SCHEMA owned_check');
+      await admin.query('CREATE TABLE owned_check."Forms" (id text PRIMARY KEY, note text)');
+      await admin.query(`INSERT INTO owned_check."Forms" VALUES ('mine', 'kept')`);
+    } finally {
+      await admin.close();
+    }
+    const { metrics } = recordingMetrics();
+    const credentials = async () => ({ username: USER, apiKey: KEY, baseUrl: sandbox.url });
+    const deps: ExportSliceDeps = {
+      credentials,
+      refreshCredentials: credentials,
+      logger: new Logger({ logLevel: 'SILENT' }),
+      metrics,
+      s3Client: new S3Client({ region: 'us-east-1' }),
+      // The test's CA given as a CA file (on Lambda, NODE_EXTRA_CA_CERTS holds the RDS CAs).
+      databaseSecret: async () =>
+        ({
+          host: 'localhost',
+          port: server.port,
+          username: 'postgres',
+          password: 'unused',
+          dbname: 'postgres',
+          caFile: join(certs, 'ca.crt'),
+        }) as Awaited<ReturnType<NonNullable<ExportSliceDeps['databaseSecret']>>>,
+    };
+    const job: ExportJob = {
+      exportName: 'owned-check',
+      project: 'tls-project',
+      credential: { name: 'hq', provider: 'commcare', baseUrl: sandbox.url, username: USER },
+      queryFile: join(repoRoot, 'examples/queries/forms.xlsx'),
+      output: { type: 'postgres', schema: 'owned_check' },
+      mode: 'incremental',
+    };
+
+    const failure = await runExportSlice(
+      deps,
+      { job, continuation: null, runId: 'owned-run' },
+      { remainingMs: () => 600_000, safetyMarginMs: 60_000 },
+    ).then(
+      () => new Error('the slice succeeded'),
+      (error: unknown) => error as Error,
+    );
+
+    expect(failure.message).toContain('"owned_check"."Forms"');
+    expect(failure.message).toContain('did not create');
+    // The state machine never retries it (matched by name, as in the deployed bundle).
+    expect(PERMANENT_ERRORS).toContain(failure.name);
+    const after = await connectPostgres({
+      host: 'localhost',
+      port: server.port,
+      username: 'postgres',
+      dbname: 'postgres',
+      sslmode: 'verify-full',
+      caFile: join(certs, 'ca.crt'),
+    });
+    try {
+      expect((await after.query('SELECT * FROM owned_check."Forms"')).rows).toEqual([
+        { id: 'mine', note: 'kept' },
+      ]);
+    } finally {
+      await after.close();
+    }
   });
 });

@@ -10,6 +10,7 @@ import { ConcurrentRunError, SinkStateError } from '../errors';
 import { DELETED_AT_COLUMN, DELETED_COLUMN, type DeletionMode } from '../types';
 import type { SqlConnection } from './connection';
 import { pgName, qualified, quoteIdent } from './naming';
+import { refuseForeignTables } from './ownership';
 import { exportLockId } from './sink';
 
 const LIVE = 'pg_temp.ccexport_live_ids';
@@ -32,7 +33,13 @@ export class PostgresReconcileTarget implements ReconcileTarget {
     return this.db;
   }
 
-  async begin(run: { runId: string; checkpointKey: string; project: string }): Promise<void> {
+  /** `tables`: every table the reconcile may change; one that ccexport did not create is refused (ownership.ts). */
+  async begin(run: {
+    runId: string;
+    checkpointKey: string;
+    project: string;
+    tables?: readonly string[];
+  }): Promise<void> {
     const db = await this.connect();
     this.db = db;
     const lockId = exportLockId(run.checkpointKey, run.project);
@@ -50,6 +57,19 @@ export class PostgresReconcileTarget implements ReconcileTarget {
     }
     this.lockId = lockId;
     await db.query(`SET TIME ZONE 'UTC'`);
+    if (run.tables) {
+      try {
+        await refuseForeignTables(
+          db,
+          this.schema,
+          run.tables.map((name) => ({ name, pgTable: pgName(name) })),
+          this.options.description ?? 'the database',
+        );
+      } catch (error) {
+        await this.close();
+        throw error;
+      }
+    }
     await db.query('BEGIN');
     // No key: HQ may list an id twice (a record re-indexed during the listing).
     await db.query(`CREATE TEMP TABLE ccexport_live_ids (id text) ON COMMIT DROP`);

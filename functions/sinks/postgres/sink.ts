@@ -27,6 +27,7 @@ import {
 import type { SqlConnection } from './connection';
 import { type ColumnType, CopyLines } from './copy-csv';
 import { pgName, qualified, quoteIdent } from './naming';
+import { OWNED_TABLE_COMMENT, refuseForeignTables } from './ownership';
 import { DET_CHECKPOINT_TABLE, pgTableProblems } from './reserved';
 import {
   convertForColumn,
@@ -222,6 +223,20 @@ export class PostgresSink implements ExportSink {
     }
     this.locked = true;
     const db = this.db;
+    // Before anything is created: a refused run leaves the database as it found it.
+    try {
+      await refuseForeignTables(
+        this.db,
+        this.schema,
+        [...this.plans.values()].map((p) => ({ name: p.spec.name, pgTable: p.pgTable })),
+        this.where(),
+      );
+    } catch (error) {
+      await this.close();
+      this.state = 'closed';
+      throw error;
+    }
+
     await this.withDdlRetry(
       db,
       `the checkpoint table ${qualified(this.schema, CHECKPOINT_TABLE)}`,
@@ -631,9 +646,19 @@ export class PostgresSink implements ExportSink {
       // locale. HQ's ids are random UUIDs, so every row lands somewhere in the index; with RDS's default
       // en_US.UTF-8 (or even C.UTF-8) each comparison goes through strcoll, and a COPY of 100,000 rows
       // took 1.49 s against 1.15 s with "C" here. Tables created before keep their collation.
+      // The table may have appeared since `begin` looked: made by a run of another export (fine), or by
+      // somebody else (refused, as at `begin`).
+      await refuseForeignTables(
+        db,
+        this.schema,
+        [{ name: plan.spec.name, pgTable: plan.pgTable }],
+        this.where(),
+      );
       await db.query(
         `CREATE TABLE IF NOT EXISTS ${target} (${quoteIdent('id')} text COLLATE "C" PRIMARY KEY)`,
       );
+      // The mark that lets later runs write into it (ownership.ts); committed with the table.
+      await db.query(`COMMENT ON TABLE ${target} IS ${quoteLiteral(OWNED_TABLE_COMMENT)}`);
       existing = new Map([['id', 'text']]);
       this.columns.set(plan.pgTable, existing);
       this.layouts.delete(plan.pgTable);
@@ -789,6 +814,11 @@ export class PostgresSink implements ExportSink {
         `${det.queryFileName ? `, query ${det.queryFileName}` : ''}); DET's tables are used as they are`,
     };
   }
+}
+
+/** A string literal for SQL where parameters cannot go (COMMENT ON). */
+function quoteLiteral(text: string): string {
+  return `'${text.replaceAll("'", "''")}'`;
 }
 
 function describeValue(cell: Exclude<Cell, null>): string {
