@@ -62,7 +62,8 @@ export interface RunSettings {
   readonly verbose: boolean;
   /** `legacy` with `--api-version 0.5`: DET's `/api/v0.5/<resource>/` URLs from the first request. */
   readonly urlStyle?: 'legacy';
-  readonly dumpQuery: boolean;
+  /** `--dump-query` (DET's MiniLinq), `--dump-tables` (the tables we compile the query to), or neither. */
+  readonly dump?: 'query' | 'tables';
   readonly progress: 'tty' | 'json' | 'none';
   readonly allowInsecureHttp: boolean;
   /** What happens to rows of records HQ archived or deleted (`--deletions`). */
@@ -239,7 +240,7 @@ export function settingsFromFlags(flags: ParsedFlags, io: CommandIO): RunSetting
     maxConcurrency,
     verbose: booleanFlag(flags, 'verbose'),
     ...(apiVersion !== undefined ? { urlStyle: 'legacy' as const } : {}),
-    dumpQuery: booleanFlag(flags, 'dump-query'),
+    ...dumpFlag(flags),
     progress: (progressFlag as RunSettings['progress'] | undefined) ?? (io.stderr.isTTY ? 'tty' : 'json'),
     allowInsecureHttp,
     deletions: deletionModeFromFlag(stringFlag(flags, 'deletions'), format, output),
@@ -372,7 +373,7 @@ export async function runRunCommand(
     logFile?.({ level: 'warn', message: message.replace(/^\s*(warning|note): /, '') });
   };
 
-  if (settings.dumpQuery) return await dumpQuery(settings, io);
+  if (settings.dump) return await dumpQuery(settings, settings.dump, io);
   const {
     sources: querySources,
     checkpointKey: queryCheckpointKey,
@@ -534,23 +535,50 @@ function logFileFor(
   return (event) => appendFileSync(path, `${JSON.stringify({ time: new Date().toISOString(), ...event })}\n`);
 }
 
+function dumpFlag(flags: ParsedFlags): { dump?: 'query' | 'tables' } {
+  const query = booleanFlag(flags, 'dump-query');
+  const tables = booleanFlag(flags, 'dump-tables');
+  if (query && tables) throw new UsageError('give --dump-query or --dump-tables, not both');
+  return query ? { dump: 'query' } : tables ? { dump: 'tables' } : {};
+}
+
 /**
- * `--dump-query`: the query as JSON, then exit, without credentials or a request. A JSON (MiniLinq)
- * query prints as DET prints it; an Excel query prints the tables it compiles to (sheet, table,
- * resource, filters, row path and columns), where DET prints the MiniLinq it builds from the workbook.
+ * `--dump-query`: the query as DET 1.15 prints it (the MiniLinq it builds, as JSON; see
+ * functions/query/det-dump.ts), then exit, without credentials or a request. `--dump-tables`: the tables
+ * our engine compiles the query to (sheet, table, resource, filters, row path, columns). DET also prints
+ * "Running export..." and "Export finished!" around its JSON on standard output; only the JSON is printed
+ * here, so that it can be piped into another program.
  */
-async function dumpQuery(settings: RunSettings, io: CommandIO): Promise<number> {
+async function dumpQuery(settings: RunSettings, what: 'query' | 'tables', io: CommandIO): Promise<number> {
+  const flag = what === 'query' ? '--dump-query' : '--dump-tables';
   if (settings.hqExport)
-    throw new UsageError(
-      '--dump-query needs a query file; save an HQ export with "ccexport hq-exports download"',
-    );
-  if (!settings.queryFile) throw new UsageError('--dump-query needs --query FILE');
+    throw new UsageError(`${flag} needs a query file; save an HQ export with "ccexport hq-exports download"`);
+  if (!settings.queryFile) throw new UsageError(`${flag} needs --query FILE`);
   const { readFile } = await import('node:fs/promises');
-  const { validateQueryFile } = await import('../query');
-  if (!/\.xlsx?$/i.test(settings.queryFile)) {
-    io.stdout.write(`${JSON.stringify(JSON.parse(await readFile(settings.queryFile, 'utf8')), null, 4)}\n`);
+  const isWorkbook = /\.xlsx?$/i.test(settings.queryFile);
+  if (what === 'query') {
+    const { detDumpOfJson, detDumpOfWorkbook, pyJsonDumps } = await import('../query/det-dump');
+    const bytes = await readFile(settings.queryFile);
+    const options = {
+      outputFormat: settings.format,
+      missingValue: settings.missingValue ?? null,
+      exportRootIfNoSubdocument: settings.exportRootIfNoSubdocument,
+      withOrganization: settings.withOrganization,
+      users: settings.users,
+      locations: settings.locations,
+    };
+    const dump = isWorkbook
+      ? await detDumpOfWorkbook(bytes, options)
+      : detDumpOfJson(JSON.parse(bytes.toString('utf8')), options);
+    for (const warning of dump.warnings) io.stderr.write(`${warning}\n`);
+    if (dump.error !== undefined || dump.jvalue === null) {
+      io.stderr.write(`ccexport: ${dump.error ?? 'nothing to print'}\n`);
+      return 1;
+    }
+    io.stdout.write(`${pyJsonDumps(dump.jvalue)}\n`);
     return 0;
   }
+  const { validateQueryFile } = await import('../query');
   const result = await validateQueryFile(settings.queryFile, {
     baseUrl: resolveBaseUrl(settings.baseUrl),
     missingValue: settings.missingValue ?? null,

@@ -9,7 +9,7 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
     name: 'dump-query',
     kind: 'boolean',
     det: true,
-    help: 'print the query as JSON and exit (Excel: the tables it compiles to); no key needed',
+    help: "print the query as DET's MiniLinq JSON and exit, as DET does; no key needed",
   },
   {
     name: 'commcare-hq',
@@ -147,6 +147,11 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
     name: 'keep-latest',
     kind: 'boolean',
     help: 'folder and s3:// outputs: after each run also write latest/<table>.<ext>, the current table (newest row per id)',
+  },
+  {
+    name: 'dump-tables',
+    kind: 'boolean',
+    help: 'print the tables the query compiles to here (sheet, table, resource, filters, row path, columns) and exit; no key needed',
   },
   {
     name: 'progress',

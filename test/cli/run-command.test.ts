@@ -193,7 +193,7 @@ describe("DET's flags", () => {
     expect(settings('--output-format', 'markdown').output).toBe('-');
   });
 
-  it('prints the query with --dump-query, without asking for a key', async () => {
+  it('prints the tables the query compiles to with --dump-tables, without asking for a key', async () => {
     const io = captureIO();
     const code = await main(
       [
@@ -201,7 +201,7 @@ describe("DET's flags", () => {
         'p',
         '--query',
         join(import.meta.dirname, '../fixtures/queries/small.xlsx'),
-        '--dump-query',
+        '--dump-tables',
       ],
       io,
     );
