@@ -68,7 +68,13 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
   },
   { name: 'strict-types', kind: 'boolean', det: true, help: 'SQL: never change a column type' },
   { name: 'missing-value', kind: 'string', det: true, help: 'value written for missing fields' },
-  { name: 'batch-size', kind: 'string', det: true, help: 'API page size (limit)', defaultText: '1000' },
+  {
+    name: 'batch-size',
+    kind: 'string',
+    det: true,
+    help: 'API page size (limit)',
+    defaultText: "each resource's largest page (form 1000, case 5000)",
+  },
   {
     name: 'checkpoint-key',
     kind: 'string',

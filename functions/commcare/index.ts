@@ -20,5 +20,12 @@ export {
 } from './errors';
 export type { CommCareLogEvent, CommCareLogger, CommCareLogLevel, CommCareStats } from './http';
 export { rawJsonOf } from './page-body';
-export { RESOURCE_NAMES, type ResourceSpec, resolveBaseUrl, resourceSpec, type UrlStyle } from './resources';
+export {
+  LARGEST_PAGE,
+  RESOURCE_NAMES,
+  type ResourceSpec,
+  resolveBaseUrl,
+  resourceSpec,
+  type UrlStyle,
+} from './resources';
 export type { Page, PullPosition, PullRequest, QueryParams, ResourceName } from './types';

@@ -170,6 +170,14 @@ export function resourceSpec(name: string): ResourceSpec {
 
 export const RESOURCE_NAMES = Object.keys(RESOURCES) as ResourceName[];
 
+/**
+ * A page size that asks every resource for its largest page: the client caps each request at the
+ * resource's `maxLimit` (1000 forms, 5000 cases). The default of the CLI and of the export function when
+ * no page size is given. HQ itself clamps a larger `limit` to that maximum (tastypie's paginator), so
+ * asking for more would cost nothing but a misleading `limit` in the URL; the sandbox clamps the same way.
+ */
+export const LARGEST_PAGE = Math.max(...Object.values(RESOURCES).map((spec) => spec.maxLimit));
+
 /** DET's `--commcare-hq` aliases. */
 const BASE_URL_ALIASES: Readonly<Record<string, string>> = {
   prod: 'https://www.commcarehq.org',

@@ -1,5 +1,6 @@
 /**
- * How far V8 lets the heap grow past what the last full collection left alive.
+ * How far V8 lets the heap grow: past what the last full collection left alive, and in the young
+ * generation.
  *
  * An export's live set is small and flat (a page or two of records, a sink batch), but it allocates
  * fast, and many records live long enough to be promoted to the old generation before they die. V8 then
@@ -16,7 +17,19 @@ import { applyV8Flag } from '../common/v8-flags';
 
 export const HEAP_GROWING_PERCENT = 60;
 
-/** Applies `HEAP_GROWING_PERCENT` to this process (once; later calls do nothing). */
+/**
+ * The young generation (where every parsed record is born) starts at 1 MB per semi-space and V8 doubles
+ * it, up to 16 MB, whenever enough survives a scavenge: an export, whose parsed pages outlive a few
+ * scavenges, soon holds two 16 MB semi-spaces resident, ~30-40 MB of a ~180 MB peak. A growth factor of 1
+ * keeps it at its start size. Records that outlive a small young generation are promoted sooner, which
+ * the capped old generation collects; measured on 50,000 forms with the DET comparison's workbook, peak
+ * RSS fell by ~40 MB (179 → 139 MB) for no CPU time beyond the run-to-run noise. Like the flag above, V8
+ * reads it whenever it considers growing the space, so it applies from the process's next scavenge.
+ */
+export const SEMI_SPACE_GROWTH_FACTOR = 1;
+
+/** Applies `HEAP_GROWING_PERCENT` and `SEMI_SPACE_GROWTH_FACTOR` to this process (once; later calls do nothing). */
 export function limitHeapGrowth(): void {
   applyV8Flag(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
+  applyV8Flag(`--semi-space-growth-factor=${SEMI_SPACE_GROWTH_FACTOR}`);
 }

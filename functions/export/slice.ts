@@ -5,7 +5,7 @@
  * slices: all state that matters is durable in the target.
  */
 import { randomUUID } from 'node:crypto';
-import { CommCareClient, findHqExport } from '../commcare';
+import { CommCareClient, findHqExport, LARGEST_PAGE } from '../commcare';
 import type { ExportSliceEvent, ExportSliceResult } from '../config/job';
 import { compileQueryFile, compileWorkbook, QueryFileError } from '../query';
 import type { CompiledQuery } from '../query/types';
@@ -208,7 +208,8 @@ export async function runExportSlice(
       // export. A snapshot run starts over only in its first slice; later slices resume from it.
       checkpointKey: query.checkpointKey,
       startOver: input.job.mode === 'snapshot' && previous === null,
-      pageSize: 1000,
+      // Each resource's largest page (1000 forms, 5000 cases): fewer round trips for the same rows.
+      pageSize: LARGEST_PAGE,
       commitEveryPages: input.job.output.type === 'postgres' ? 5 : Number.POSITIVE_INFINITY,
       deletions: input.job.deletions ?? 'ignore',
     },

@@ -31,15 +31,19 @@ afterAll(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-/** Raw forms and cases of the clinic project through the proxy, with the given extra flags. */
+/** Raw forms and cases of the clinic project through the proxy, 50 a page, with the given extra flags. */
 async function exportRaw(name: string, ...extra: string[]) {
+  return await exportRawPaged(name, ['--batch-size', '50'], ...extra);
+}
+
+async function exportRawPaged(name: string, paging: readonly string[], ...extra: string[]) {
   const output = join(work, name);
   const io = captureIO({ CCEXPORT_API_KEY: KEY });
   proxy.reset();
   const code = await main(
     [
       ...['--project', 'clinic', '--commcare-hq', proxy.url, '--username', USER],
-      ...['--resource', 'form', '--resource', 'case', '--output-format', 'jsonl', '--batch-size', '50'],
+      ...['--resource', 'form', '--resource', 'case', '--output-format', 'jsonl', ...paging],
       ...['--output', output, ...extra],
     ],
     io,
@@ -114,5 +118,20 @@ describe('data sources pulled together within one request budget per project', (
     expect(pages.every((p) => p.totalCount === total)).toBe(true);
     // The last page's records reach the total the first request counted.
     expect(pages.at(-1)!.records).toBeGreaterThanOrEqual(total);
+  });
+
+  it('asks each resource for its largest page when --batch-size is not given (1000 forms, 5000 cases), for the same records', async () => {
+    const paged = await exportRaw('paged-50', '--max-concurrency', '1', '--progress', 'none');
+    const largest = await exportRawPaged('largest-page', [], '--max-concurrency', '1', '--progress', 'none');
+
+    expect(largest.code).toBe(0);
+    const limits = (keep: (path: string) => boolean) =>
+      new Set(largest.requests.filter(keep).map((p) => new URL(p, 'http://hq').searchParams.get('limit')));
+    expect(limits(isForm)).toEqual(new Set(['1000']));
+    expect(limits(isCase)).toEqual(new Set(['5000']));
+    // 600 forms and 300 cases: one page each, where 50 a page took 18.
+    expect(largest.requests.length).toBeLessThan(paged.requests.length);
+    expect(largest.forms).toEqual(paged.forms);
+    expect(largest.cases).toEqual(paged.cases);
   });
 });
