@@ -59,7 +59,7 @@ const TABLES_OF_QUERY_FILE = [
   'const [queryModule, file] = process.argv.slice(1);',
   'const { compileQueryFile } = await import(queryModule);',
   "const compiled = await compileQueryFile(file, { baseUrl: 'https://www.commcarehq.org' });",
-  'const tables = compiled.sources.flatMap((s) => s.tables.map((t) => ({ name: t.name, headings: t.headings, dataTypes: t.dataTypes })));',
+  'const tables = compiled.sources.flatMap((s) => s.tables.map((t) => ({ name: t.name, headings: t.headings, dataTypes: t.dataTypes, valueKinds: t.valueKinds })));',
   'process.stdout.write(JSON.stringify(tables));',
 ].join('\n');
 
@@ -81,7 +81,12 @@ function distinctTables(tables: readonly TableSpec[]): TableSpec[] {
   const seen = new Set<string>();
   return tables
     .filter((t) => !seen.has(t.name) && seen.add(t.name))
-    .map((t) => ({ name: t.name, headings: [...t.headings], dataTypes: [...t.dataTypes] }));
+    .map((t) => ({
+      name: t.name,
+      headings: [...t.headings],
+      dataTypes: [...t.dataTypes],
+      ...(t.valueKinds ? { valueKinds: [...t.valueKinds] } : {}),
+    }));
 }
 
 /**
@@ -117,6 +122,7 @@ function withDeletionColumns(table: TableSpec): TableSpec {
     name: table.name,
     headings: [...table.headings, DELETED_COLUMN, DELETED_AT_COLUMN],
     dataTypes: [...table.dataTypes, 'boolean', 'datetime'],
+    ...(table.valueKinds ? { valueKinds: [...table.valueKinds, null, null] } : {}),
   };
 }
 

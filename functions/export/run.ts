@@ -119,6 +119,7 @@ export function withDeletionColumns(source: SourcePlan): SourcePlan {
         name: table.name,
         headings: [...table.headings, DELETED_COLUMN, DELETED_AT_COLUMN],
         dataTypes: [...table.dataTypes, 'boolean', 'datetime'],
+        ...(table.valueKinds ? { valueKinds: [...table.valueKinds, null, null] } : {}),
         rowsFor: (record) => table.rowsFor(record),
       }),
     ),

@@ -12,6 +12,7 @@ import { isDict } from './jsonpath';
 import { Apply, type CompileContext, type Compiled, compileValue, type MLNode, Ref } from './minilinq';
 import { makeTablePlan } from './plan';
 import type { SourcePlan, TablePlan } from './types';
+import { functionKind } from './value-kinds';
 import { unwrapVal } from './values';
 
 export const USERS_TABLE_NAME = 'commcare_users';
@@ -246,6 +247,7 @@ export function locationsTablePlan(
     name: LOCATIONS_TABLE_NAME,
     headings,
     dataTypes: headings.map(() => null),
+    valueKinds: headings.map((_, i) => functionKind(LOCATION_COLUMNS[i]?.[2] ?? null)),
     missingValue: null,
     producer: { kind: 'fields', items: null, fields },
   });

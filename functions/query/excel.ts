@@ -23,6 +23,7 @@ import {
 import { Apply, type CompileContext, compileExpr, compileValue, Lit, type MLNode, Ref } from './minilinq';
 import { DATA_TYPES, paramText, RESOURCES, type TableDraft } from './plan';
 import type { DataType } from './types';
+import { expressionKind, type ValueKind } from './value-kinds';
 import { unwrapVal } from './values';
 
 export type CellValue = string | number | boolean | Date | null;
@@ -517,6 +518,7 @@ export function compileSheets(sheets: readonly SheetGrid[], opts: ExcelCompileOp
 
     // ---- compile every field
     const fields: ReturnType<typeof compileField>[] = [];
+    const valueKinds: (ValueKind | null)[] = [];
     const fieldErrorsBefore = errors.length;
     for (const s of specs) {
       if (s.source === null || s.source === '') {
@@ -587,6 +589,7 @@ export function compileSheets(sheets: readonly SheetGrid[], opts: ExcelCompileOp
       }
       const mapping = mappings.get(s.heading);
       if (mapping) expr = mappedField(mapping, expr);
+      valueKinds.push(expressionKind(expr));
       fields.push(
         compileField(expr, {
           baseUrl: opts.baseUrl,
@@ -634,6 +637,7 @@ export function compileSheets(sheets: readonly SheetGrid[], opts: ExcelCompileOp
         name,
         headings: specs.map((s) => s.heading),
         dataTypes: specs.map((s) => s.dataType),
+        valueKinds,
         missingValue: opts.missingValue,
         producer: { kind: 'fields', items: itemsFn, fields },
       },

@@ -5,6 +5,7 @@ import { QueryRuntimeError } from './errors';
 import { pyStr } from './jsonpath';
 import { type Compiled, iterate, makeEnv } from './minilinq';
 import type { Cell, DataType, SourcePlan, TablePlan } from './types';
+import type { ValueKind } from './value-kinds';
 import { coerceCell } from './values';
 
 export const DATA_TYPES: readonly DataType[] = ['text', 'boolean', 'date', 'datetime', 'integer', 'json'];
@@ -45,6 +46,8 @@ export interface TableDraft {
   readonly name: string;
   readonly headings: readonly string[];
   readonly dataTypes: readonly (DataType | null)[];
+  /** What the query file says each column's values are (`expressionKind`). @default - nothing: null everywhere */
+  readonly valueKinds?: readonly (ValueKind | null)[];
   readonly missingValue: string | null;
   readonly producer: RowProducer;
 }
@@ -83,6 +86,7 @@ export function makeTablePlan(d: TableDraft): TablePlan {
     name,
     headings: d.headings,
     dataTypes: d.dataTypes,
+    ...(d.valueKinds?.some((k) => k !== null) ? { valueKinds: d.valueKinds } : {}),
     rowsFor(record) {
       try {
         return rowsFor(record);

@@ -1,5 +1,6 @@
 import type { QueryParams, ResourceName } from '../commcare/types';
 import type { JsonObject } from '../common/json';
+import type { ValueKind } from './value-kinds';
 
 /** DET's `Data Type` column values (`commcare_export/data_types.py`). */
 export type DataType = 'text' | 'boolean' | 'date' | 'datetime' | 'integer' | 'json';
@@ -13,6 +14,13 @@ export interface TableSpec {
   readonly headings: readonly string[];
   /** One entry per heading; null where the sheet gave no Data Type. */
   readonly dataTypes: readonly (DataType | null)[];
+  /**
+   * Per heading, the kind of value the column's expression always gives (a Map Via such as
+   * `str2date` or `str2num`; `value-kinds.ts`), null where the query file does not say. Typed outputs
+   * whose schema is fixed before any data (Parquet with its Glue table) type those columns by it.
+   * @default - null for every heading
+   */
+  readonly valueKinds?: readonly (ValueKind | null)[];
 }
 
 /** One table fed by a source: turns one HQ record into zero or more rows (child tables give many). */

@@ -1,5 +1,6 @@
 import { ExportLease, ObjectCheckpointStore } from '../checkpoints/object-store';
 import type { Cell, DataType, TableSpec } from '../query/types';
+import type { ValueKind } from '../query/value-kinds';
 import { safeKeySegment, shortHash } from './cells';
 import { ObjectStoreError, SinkConfigError, SinkError, SinkStateError } from './errors';
 import { csvField } from './formats/csv';
@@ -36,6 +37,8 @@ export interface RunManifest {
     headings: readonly string[];
     /** The query's Data Types (absent in manifests written before they were recorded). */
     dataTypes?: readonly (DataType | null)[];
+    /** What the query file says each column's values are (`TableSpec.valueKinds`); absent when it says nothing. */
+    valueKinds?: readonly (ValueKind | null)[];
   }[];
   readonly objects: readonly ManifestObject[];
   /**
@@ -347,6 +350,7 @@ export class FileSink implements ExportSink {
         name: t.name,
         headings: t.headings,
         dataTypes: t.dataTypes,
+        ...(t.valueKinds ? { valueKinds: t.valueKinds } : {}),
       })),
       objects: this.done,
       ...(run.deletions && run.deletions !== 'ignore'

@@ -106,7 +106,8 @@ function currentSpec(manifests: readonly RunManifest[], table: string): TableSpe
     const found = manifests[i]?.tables.find((t) => t.name === table);
     if (found) {
       const dataTypes: (DataType | null)[] = found.headings.map((_, c) => found.dataTypes?.[c] ?? null);
-      return { name: found.name, headings: [...found.headings], dataTypes };
+      const valueKinds = found.valueKinds ? { valueKinds: [...found.valueKinds] } : {};
+      return { name: found.name, headings: [...found.headings], dataTypes, ...valueKinds };
     }
   }
   throw new SinkConfigError(`No run wrote the table "${table}"`);

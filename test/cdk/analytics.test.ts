@@ -7,6 +7,9 @@ import { App, Stack } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { beforeAll, describe, expect, it } from 'vitest';
+import type { JsonObject } from '../../functions/common/json';
+import { withDeletionColumns } from '../../functions/export/run';
+import { compileQueryFile } from '../../functions/query';
 import type { Cell } from '../../functions/query/types';
 import { createSink } from '../../functions/sinks';
 import {
@@ -22,10 +25,14 @@ import { actionsOf, roleStatements } from './template';
 
 const hasDuckdb = duckdbAvailable();
 const QUERY = 'test/fixtures/queries/all-headers.xlsx';
+/** Where the example config's Parquet export begins (its comment). */
+const EXAMPLE_PARQUET_EXPORT = '\n  # Queryable in Athena';
 
 /** The example config with forms-daily exporting the fixture query (Data Types, three tables) as Parquet. */
 function parquetConfig(): string {
-  const text = readFileSync(`${repoRoot}/exports.config.example.yaml`, 'utf8');
+  const example = readFileSync(`${repoRoot}/exports.config.example.yaml`, 'utf8');
+  // Without the example's own Parquet export, so that forms-daily is the only one.
+  const text = example.slice(0, example.indexOf(EXAMPLE_PARQUET_EXPORT));
   const changed = text.replace(
     /queryFile: examples\/queries\/forms\.xlsx\n(\s+)output: \{ type: s3, format: csv, prefix: forms\/ \}/,
     `queryFile: ${QUERY}\n$1output: { type: s3, format: parquet, prefix: forms/ }`,
@@ -272,5 +279,119 @@ describe.skipIf(!hasDuckdb)('the synthesized view SQL', () => {
     // assert
     expect(result.columns).toEqual(view.columns.map((c) => c.name));
     expect(result.rows.map((r) => r.slice(0, 4))).toEqual([['k1', 'f1', 'Amina W.', 'run-2']]);
+  });
+});
+
+/** The example config, its Parquet export reading `queryFile` instead of the household workbook. */
+function exampleWithParquetQuery(queryFile: string): string {
+  const text = readFileSync(`${repoRoot}/exports.config.example.yaml`, 'utf8');
+  const changed = text.replace('queryFile: examples/household-registration.xlsx', `queryFile: ${queryFile}`);
+  if (changed === text) throw new Error('the example config changed: update exampleWithParquetQuery()');
+  return changed;
+}
+
+function glueColumns(t: Template, name: string): [string, string][] {
+  const tables = Object.values(t.findResources('AWS::Glue::Table')) as Resource[];
+  const input = tables
+    .map(
+      (r) =>
+        r.Properties.TableInput as {
+          Name: string;
+          StorageDescriptor: { Columns: { Name: string; Type: string }[] };
+        },
+    )
+    .find((i) => i.Name === name);
+  if (!input) throw new Error(`no Glue table ${name}`);
+  return input.StorageDescriptor.Columns.map((c) => [c.Name, c.Type]);
+}
+
+describe("the example config's Parquet export", () => {
+  it('types the Glue columns by the Data Types, else by what the Map Via returns, with the mark columns', async () => {
+    // prepare: the example as shipped (bin/app.ts compiles its query files before synth)
+    await loadQueryFileTables([join(repoRoot, 'examples/household-registration.xlsx')]);
+
+    // act
+    const { stack } = buildStack(readFileSync(`${repoRoot}/exports.config.example.yaml`, 'utf8'));
+    const example = Template.fromStack(stack);
+
+    // assert: household_size is str2num, service_count count-selected, received_on str2date
+    const columns = glueColumns(example, 'households');
+    expect(columns).toEqual(
+      expect.arrayContaining([
+        ['household_size', 'double'],
+        ['service_count', 'bigint'],
+        ['received_on', 'timestamp'],
+        ['village', 'string'],
+        ['_deleted', 'boolean'],
+        ['_deleted_at', 'timestamp'],
+      ]),
+    );
+    expect(glueColumns(example, 'household_members')).toContainEqual(['age', 'double']);
+    example.hasResourceProperties('AWS::Glue::Database', {
+      DatabaseInput: { Name: 'commcareexports_households_athena' },
+    });
+    example.hasResourceProperties('AWS::Athena::WorkGroup', { Name: 'CommCareExports-households-athena' });
+  });
+});
+
+/** Glue's name for a DuckDB column type. */
+const GLUE_OF_DUCKDB: Readonly<Record<string, string>> = {
+  VARCHAR: 'string',
+  BIGINT: 'bigint',
+  DOUBLE: 'double',
+  BOOLEAN: 'boolean',
+  DATE: 'date',
+  TIMESTAMP: 'timestamp',
+};
+
+describe.skipIf(!hasDuckdb)('the Glue table and the files', () => {
+  it('declares the schema the Parquet output writes, column for column, for columns typed by their Map Via', async () => {
+    // prepare: the example's Parquet export (deletions: mark) running the HQ-layout fixture, whose
+    // visit sheet has str2date, str2num and str2bool columns and no Data Types
+    const fixture = 'test/fixtures/queries/hq-visit-layout.xlsx';
+    await loadQueryFileTables([join(repoRoot, fixture)]);
+    const { stack } = buildStack(exampleWithParquetQuery(fixture));
+    const synthesized = Template.fromStack(stack);
+    const compiled = await compileQueryFile(join(repoRoot, fixture), {
+      baseUrl: 'https://www.commcarehq.org',
+    });
+    const source = withDeletionColumns(compiled.sources[0]!);
+    const visit = source.tables.find((t) => t.name === 'visit')!;
+    const documents = JSON.parse(
+      readFileSync(join(repoRoot, 'test/fixtures/queries/documents/forms.json'), 'utf8'),
+    ) as JsonObject[];
+    const dir = mkdtempSync(join(tmpdir(), 'ccexport-glue-files-'));
+
+    // act: the Parquet output writes what the plan makes of HQ's documents
+    const sink = await createSink({ format: 'parquet', output: dir });
+    await sink.begin([visit], run('run-1', { deletions: 'mark' }));
+    await sink.writeRows(
+      'visit',
+      documents.flatMap((d) => visit.rowsFor(d)),
+    );
+    await sink.finish();
+    const files = duckdb(
+      `DESCRIBE SELECT * EXCLUDE (run_date) FROM read_parquet(${sqlString(join(dir, 'visit', '*', '*.parquet'))})`,
+    );
+    const typed = duckdb(
+      `SELECT received_on, form_patient_age, form_referred FROM read_parquet(${sqlString(join(dir, 'visit', '*', '*.parquet'))}) WHERE id LIKE 'form-%' ORDER BY id`,
+    );
+
+    // assert
+    const glue = glueColumns(synthesized, 'visit');
+    expect(files.rows.map((r) => [r[0], GLUE_OF_DUCKDB[r[1] as string] ?? r[1]])).toEqual(glue);
+    expect(glue).toEqual(
+      expect.arrayContaining([
+        ['received_on', 'timestamp'],
+        ['form_patient_age', 'double'],
+        ['form_referred', 'boolean'],
+        ['form_meta_timestart', 'timestamp'],
+        ['form_patient_name', 'string'],
+      ]),
+    );
+    expect(typed.rows).toEqual([
+      ['2024-03-01 10:00:00.000', 34, true],
+      ['2024-03-02 08:00:00.000', 7.5, false],
+    ]);
   });
 });

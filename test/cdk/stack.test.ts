@@ -23,8 +23,18 @@ describe('the stack built from the example config', () => {
     expect(synthError).toBeUndefined();
   });
 
-  it('passes cfn-lint without an error', async () => {
+  // The example has a Parquet export (Glue tables, views, a workgroup): cfn-lint checks those too, and
+  // takes over a minute on a busy machine.
+  it('passes cfn-lint without an error', { timeout: 240_000 }, async () => {
     expect(await cfnLintErrors(template)).toEqual([]);
+  });
+
+  it('builds the Athena catalog of the Parquet export from its query file', () => {
+    template.resourceCountIs('AWS::Glue::Database', 1);
+    template.resourceCountIs('AWS::Athena::WorkGroup', 1);
+    template.hasResourceProperties('AWS::Glue::Table', {
+      TableInput: Match.objectLike({ Name: 'households_latest', TableType: 'VIRTUAL_VIEW' }),
+    });
   });
 
   it('lets an export function read only its own credential secret', () => {

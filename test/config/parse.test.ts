@@ -49,7 +49,12 @@ describe('parseExportsConfig', () => {
     expect(config.stackName).toBe('CommCareExports');
     expect(config.network.elasticIps).toEqual({ create: 1 });
     expect(config.database).toEqual({ type: 'none' });
-    expect(config.exports.map((e) => e.name)).toEqual(['forms-daily', 'cases-weekly']);
+    expect(config.exports.map((e) => e.name)).toEqual(['forms-daily', 'cases-weekly', 'households-athena']);
+    expect(config.exports[2]?.output).toEqual({
+      type: 's3',
+      format: 'parquet',
+      prefix: 'analytics/households/',
+    });
     expect(config.exports[0]?.queryFilePath).toBe(resolve(__dirname, '../../examples/queries/forms.xlsx'));
     expect(config.credentials[0]?.rotation).toMatchObject({ graceDays: 7 });
   });

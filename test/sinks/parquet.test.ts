@@ -199,6 +199,7 @@ describe.skipIf(!hasDuckdb)('parquet output, read back by DuckDB', () => {
           string: 'VARCHAR',
           json: 'VARCHAR',
           bigint: 'BIGINT',
+          double: 'DOUBLE',
           boolean: 'BOOLEAN',
           date: 'DATE',
           timestamp: 'TIMESTAMP',

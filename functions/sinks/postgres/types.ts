@@ -1,4 +1,5 @@
 import type { Cell, DataType } from '../../query/types';
+import { kindOfCell } from '../../query/value-kinds';
 import { cellToJson, formatDetDateTime, formatIsoDate } from '../cells';
 
 /** Column types we create. Existing columns of other types are read as `other` and treated like text. */
@@ -53,21 +54,24 @@ export function pgTypeForDataType(dataType: DataType): PgType {
 }
 
 /**
- * The column type DET would create for a first value (`best_type_for`): bool → boolean, date → timestamp,
- * integer → integer (bigint beyond 32 bits: DET would overflow), everything else (strings, floats,
- * dicts, lists) → text.
+ * The column type DET would create for a first value (`best_type_for`), by the value's kind
+ * (`kindOfCell`, shared with the Parquet output): boolean → boolean, date-time → timestamp, integer →
+ * integer (bigint beyond 32 bits: DET would overflow), everything else (strings, fractions, dicts,
+ * lists) → text.
  */
 export function inferPgType(cell: Exclude<Cell, null>): PgType {
-  if (typeof cell === 'boolean') return 'boolean';
-  if (cell instanceof Date) return 'timestamp';
-  if (typeof cell === 'number' && Number.isInteger(cell)) {
-    return cell >= INT32_MIN && cell <= INT32_MAX
-      ? 'integer'
-      : Number.isSafeInteger(cell)
-        ? 'bigint'
-        : 'text';
+  switch (kindOfCell(cell)) {
+    case 'boolean':
+      return 'boolean';
+    case 'datetime':
+      return 'timestamp';
+    case 'integer': {
+      const n = cell as number;
+      return n >= INT32_MIN && n <= INT32_MAX ? 'integer' : Number.isSafeInteger(n) ? 'bigint' : 'text';
+    }
+    default:
+      return 'text';
   }
-  return 'text';
 }
 
 const ISO_DATE = /^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?$/;

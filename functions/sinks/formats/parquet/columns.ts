@@ -4,10 +4,11 @@
  * files and the catalog cannot disagree.
  */
 import type { DataType, TableSpec } from '../../../query/types';
+import type { ValueKind } from '../../../query/value-kinds';
 import { shortHash } from '../../cells';
 
 /** Column types written. Each maps to one Parquet physical/converted type and one Athena type. */
-export type ParquetColumnType = 'string' | 'json' | 'boolean' | 'bigint' | 'date' | 'timestamp';
+export type ParquetColumnType = 'string' | 'json' | 'boolean' | 'bigint' | 'double' | 'date' | 'timestamp';
 
 export interface ParquetColumn {
   /** Name in the file and in the catalog: lower-case ASCII letters, digits and `_`. */
@@ -36,11 +37,22 @@ const ADDED_COLUMNS: readonly ParquetColumn[] = [
 
 /**
  * The Parquet type of a query column. A declared Data Type decides (`integer` → bigint, `datetime` →
- * timestamp, `json` → text holding the value as JSON, as the PostgreSQL output's jsonb holds it). A column without one is a string: its type cannot be known
- * at synth, when the Glue table is created, and a type inferred from one run's values could differ in
- * the next run, which Athena refuses to read ("type INT64 in parquet is incompatible with type string").
+ * timestamp, `json` → text holding the value as JSON, as the PostgreSQL output's jsonb holds it).
+ * Without one, the type is inferred the way the PostgreSQL output infers it, from the kind of value
+ * (`value-kinds.ts`: boolean → boolean, date-time → timestamp, integer → bigint, anything else → text),
+ * except that the kind comes from the query file (what the column's Map Via always returns: `str2date`,
+ * `str2bool`, `str2num`, ...), not from the first value: the Glue table is created at deploy, before
+ * any value, and every file under it must have the same types, or Athena refuses to read them ("type
+ * INT64 in parquet is incompatible with type string"). `str2num` gives whole numbers and fractions, so
+ * its kind `number` is a double here (where the PostgreSQL output starts with integer and widens to
+ * text at the first fraction, which a Parquet column cannot do). A plain field is text: HQ sends form
+ * answers and case properties as strings, which the PostgreSQL output types as text too.
  */
-export function parquetType(dataType: DataType | null, name: string): ParquetColumnType {
+export function parquetType(
+  dataType: DataType | null,
+  name: string,
+  kind: ValueKind | null = null,
+): ParquetColumnType {
   if (name === DELETED_COLUMN) return 'boolean';
   if (name === DELETED_AT_COLUMN) return 'timestamp';
   switch (dataType) {
@@ -54,7 +66,25 @@ export function parquetType(dataType: DataType | null, name: string): ParquetCol
       return 'timestamp';
     case 'json':
       return 'json';
+    case 'text':
+      return 'string';
     default:
+      return kind === null ? 'string' : parquetTypeOfKind(kind);
+  }
+}
+
+/** The Parquet type of a column all of whose values are of one kind. */
+export function parquetTypeOfKind(kind: ValueKind): ParquetColumnType {
+  switch (kind) {
+    case 'boolean':
+      return 'boolean';
+    case 'datetime':
+      return 'timestamp';
+    case 'integer':
+      return 'bigint';
+    case 'number':
+      return 'double';
+    case 'text':
       return 'string';
   }
 }
@@ -76,7 +106,9 @@ export function athenaName(text: string): string {
  * like an added column) all get 8 hex of a hash of the heading appended, so a name depends only on the
  * set of headings, not on their order.
  */
-export function parquetColumns(table: Pick<TableSpec, 'headings' | 'dataTypes'>): ParquetColumn[] {
+export function parquetColumns(
+  table: Pick<TableSpec, 'headings' | 'dataTypes' | 'valueKinds'>,
+): ParquetColumn[] {
   const base = table.headings.map((h) => athenaName(h));
   const counts = new Map<string, number>();
   for (const name of [...base, ...ADDED_COLUMNS.map((c) => c.name), PARTITION_COLUMN]) {
@@ -85,7 +117,11 @@ export function parquetColumns(table: Pick<TableSpec, 'headings' | 'dataTypes'>)
   const columns = table.headings.map((heading, i): ParquetColumn => {
     const plain = base[i] as string;
     const name = (counts.get(plain) ?? 0) > 1 ? `${plain}_${shortHash(heading)}` : plain;
-    return { name, heading, type: parquetType(table.dataTypes[i] ?? null, plain) };
+    return {
+      name,
+      heading,
+      type: parquetType(table.dataTypes[i] ?? null, plain, table.valueKinds?.[i] ?? null),
+    };
   });
   return [...columns, ...ADDED_COLUMNS];
 }

@@ -28,6 +28,8 @@ function schemaElement(column: ParquetColumn): SchemaElement {
       return { ...base, type: 'BOOLEAN' };
     case 'bigint':
       return { ...base, type: 'INT64' };
+    case 'double':
+      return { ...base, type: 'DOUBLE' };
     case 'date':
       return { ...base, type: 'INT32', converted_type: 'DATE' };
     case 'timestamp':
@@ -36,6 +38,7 @@ function schemaElement(column: ParquetColumn): SchemaElement {
 }
 
 const INTEGER_TEXT = /^[+-]?\d{1,19}$/;
+const NUMBER_TEXT = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
 const DATE_TEXT = /^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?$/;
 
 /** Epoch milliseconds of a date cell or ISO-looking text (a zone-less time is UTC), else null. */
@@ -81,6 +84,10 @@ export function storedValue(cell: Cell, type: ParquetColumnType): Stored {
         return value >= -(2n ** 63n) && value < 2n ** 63n ? value : null;
       }
       if (typeof cell === 'boolean') return cell ? 1n : 0n;
+      return null;
+    case 'double':
+      if (typeof cell === 'number') return cell;
+      if (typeof cell === 'string' && NUMBER_TEXT.test(cell.trim())) return Number(cell.trim());
       return null;
     case 'date': {
       const ms = epochMillis(cell);

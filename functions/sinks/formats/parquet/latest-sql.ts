@@ -36,13 +36,15 @@ export function quoteIdentifier(name: string): string {
 }
 
 /** The columns the view returns: the query's, then `_run_id` and `_exported_at`. */
-export function latestColumns(table: Pick<TableSpec, 'headings' | 'dataTypes'>): ParquetColumn[] {
+export function latestColumns(
+  table: Pick<TableSpec, 'headings' | 'dataTypes' | 'valueKinds'>,
+): ParquetColumn[] {
   return parquetColumns(table).filter((c) => c.name !== SEQUENCE_COLUMN);
 }
 
 /** The SELECT of the latest state. A table without an `id` column has no latest state: null. */
 export function latestStateSql(
-  table: Pick<TableSpec, 'headings' | 'dataTypes'>,
+  table: Pick<TableSpec, 'headings' | 'dataTypes' | 'valueKinds'>,
   options: LatestSqlOptions,
 ): string | null {
   const columns = latestColumns(table);
