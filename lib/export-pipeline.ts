@@ -101,6 +101,8 @@ export const PERMANENT_ERRORS = [
   'CommCareConfigError',
   // More records share one indexed_on value than a page holds: the same request would repeat.
   'CommCareStuckError',
+  // HQ sent more than the run's budget of records or bytes (pages that never end): a retry would too.
+  'CommCareBudgetError',
   'QueryFileError',
   'SecretShapeError',
   // A malformed event or continuation, and an output the function cannot write to (no bucket, a

@@ -8,6 +8,7 @@ import {
   CommCareClient,
   CommCareConfigError,
   type CommCareLogEvent,
+  parseByteSize,
   RESOURCE_NAMES,
   resolveBaseUrl,
 } from '../commcare';
@@ -75,6 +76,9 @@ export interface RunSettings {
   readonly deletions: DeletionMode;
   /** `--keep-latest`: the file output also keeps `latest/<table>.<ext>` after each run. */
   readonly keepLatest: boolean;
+  /** `--max-records`, `--max-bytes`: the run's budget from HQ (commcare/budget.ts); the client's defaults without them. */
+  readonly maxRecords?: number;
+  readonly maxBytes?: number;
 }
 
 /**
@@ -215,6 +219,13 @@ export function settingsFromFlags(flags: ParsedFlags, io: CommandIO): RunSetting
       throw error;
     }
   }
+  const maxRecords = integerFlag(flags, 'max-records', 1, Number.MAX_SAFE_INTEGER);
+  const maxBytesText = stringFlag(flags, 'max-bytes');
+  const maxBytes = maxBytesText === undefined ? undefined : parseByteSize(maxBytesText);
+  if (maxBytes === null)
+    throw new UsageError(
+      `--max-bytes expects a size such as 500MB, 20GiB or 1TB, or a number of bytes (got "${maxBytesText}")`,
+    );
   const since = stringFlag(flags, 'since');
   const until = stringFlag(flags, 'until');
   const checkpointKey = stringFlag(flags, 'checkpoint-key');
@@ -250,6 +261,8 @@ export function settingsFromFlags(flags: ParsedFlags, io: CommandIO): RunSetting
     allowInsecureHttp,
     deletions: deletionModeFromFlag(stringFlag(flags, 'deletions'), format, output),
     keepLatest: booleanFlag(flags, 'keep-latest'),
+    ...(maxRecords !== undefined ? { maxRecords } : {}),
+    ...(maxBytes !== undefined ? { maxBytes } : {}),
   };
 }
 
@@ -409,6 +422,8 @@ export async function runRunCommand(
     maxConcurrency: settings.maxConcurrency,
     // Raw JSON lines write HQ's own bytes for each record; table outputs never need them.
     keepRawRecords: settings.resources.length > 0,
+    ...(settings.maxRecords !== undefined ? { maxRecords: settings.maxRecords } : {}),
+    ...(settings.maxBytes !== undefined ? { maxBytes: settings.maxBytes } : {}),
     logger: logLine,
   });
 

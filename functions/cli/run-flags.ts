@@ -160,6 +160,18 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
     help: 'print the tables the query compiles to here (sheet, table, resource, filters, row path, columns) and exit; no key needed',
   },
   {
+    name: 'max-records',
+    kind: 'string',
+    help: 'stop the run with an error once HQ has sent more than this many records (all data sources; guards against pages that never end)',
+    defaultText: '100000000',
+  },
+  {
+    name: 'max-bytes',
+    kind: 'string',
+    help: 'stop the run with an error once HQ has sent more than this much (after decompression), e.g. 50GB, 1TiB',
+    defaultText: '1TiB',
+  },
+  {
     name: 'progress',
     kind: 'string',
     help: '"tty", "json" or "none"',

@@ -4,6 +4,7 @@
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import type { JsonObject } from '../common/json';
+import { DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, RunBudget, type RunBudgetUsed } from './budget';
 import { formatNaiveUtc, type Micros, requireTimestamp, toNaiveUtc } from './dates';
 import { type HqExport, parseHqExport, requireWorkbook } from './det-exports';
 import { CommCareConfigError, CommCareRequestError } from './errors';
@@ -96,6 +97,18 @@ export interface CommCareClientOptions {
    * a few tens of MB. @default 268435456 (256 MiB)
    */
   readonly maxResponseBytes?: number;
+  /**
+   * Records HQ may send in this run, all data sources together; past it the run stops with
+   * `CommCareBudgetError` (an endless page stream). @default 100,000,000 (`DEFAULT_MAX_RECORDS`; see budget.ts)
+   */
+  readonly maxRecords?: number;
+  /**
+   * Response bytes (after decompression) HQ may send in this run; past it the run stops with
+   * `CommCareBudgetError`, and no single answer may go past what is left. @default 1 TiB (`DEFAULT_MAX_BYTES`)
+   */
+  readonly maxBytes?: number;
+  /** What earlier slices of the same run used of the budget (a Lambda continuation). @default nothing */
+  readonly budgetUsed?: RunBudgetUsed;
   /** Progress and warnings; nothing passed to it contains the key. @default no logging */
   readonly logger?: CommCareLogger;
   /** For tests; may take the signal that cancels the wait. @default setTimeout-based, cancellable */
@@ -158,6 +171,7 @@ export class CommCareClient {
   private readonly pagesPerWindow: number;
   private readonly keepRawRecords: boolean;
   private readonly budgets = new Map<string, RequestBudget>();
+  private readonly runBudget: RunBudget;
 
   constructor(options: CommCareClientOptions) {
     this.baseUrl = resolveBaseUrl(options.baseUrl);
@@ -192,7 +206,26 @@ export class CommCareClient {
     this.windowQueuePages = positiveInt(options.windowQueuePages, 1, 'windowQueuePages');
     this.pagesPerWindow = positiveInt(options.pagesPerWindow, 1, 'pagesPerWindow');
     this.keepRawRecords = options.keepRawRecords ?? false;
+    const used = options.budgetUsed;
+    if (
+      used !== undefined &&
+      !(
+        Number.isSafeInteger(used.records) &&
+        used.records >= 0 &&
+        Number.isSafeInteger(used.bytes) &&
+        used.bytes >= 0
+      )
+    )
+      throw new CommCareConfigError(
+        `budgetUsed must hold whole numbers ≥ 0 (records, bytes); received ${JSON.stringify(used)}`,
+      );
+    this.runBudget = new RunBudget(
+      positiveInt(options.maxRecords, DEFAULT_MAX_RECORDS, 'maxRecords'),
+      positiveInt(options.maxBytes, DEFAULT_MAX_BYTES, 'maxBytes'),
+      used,
+    );
     this.http = new CommCareHttp({
+      budget: this.runBudget,
       baseUrl: this.baseUrl,
       username: options.username,
       apiKey: options.apiKey,
@@ -209,6 +242,11 @@ export class CommCareClient {
       now: options.now ?? Date.now,
       logger: options.logger,
     });
+  }
+
+  /** What this run used of its budget so far, earlier slices included (for the next slice's `budgetUsed`). */
+  get budgetUsed(): RunBudgetUsed {
+    return this.runBudget.used;
   }
 
   /** A copy of the counters so far. */
@@ -305,6 +343,7 @@ export class CommCareClient {
     for await (const page of raw) {
       this.http.stats.pages += 1;
       this.http.stats.records += page.records.length;
+      this.runBudget.addRecords(page.records.length, request.project, spec.name);
       this.http.log('debug', 'page', {
         resource: spec.name,
         project: request.project,

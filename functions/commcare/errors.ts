@@ -101,6 +101,15 @@ export class CommCareStuckError extends CommCareError {
 }
 
 /**
+ * HQ sent more records or bytes in one run than the run's budget allows (`maxRecords`, `maxBytes`): a
+ * server whose pages never end would otherwise be followed forever. The message names the budget and
+ * how to raise it.
+ */
+export class CommCareBudgetError extends CommCareError {
+  override readonly name = 'CommCareBudgetError';
+}
+
+/**
  * A request was cancelled because the pull it belonged to stopped (another window failed, or the caller
  * gave up); what the caller sees is the error that stopped the pull, not this one.
  */

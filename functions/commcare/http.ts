@@ -23,7 +23,9 @@
  * `config.headers` holds the key). The bytes go to the caller's `decode` once (list pages are read
  * record by record without a whole-body string, see page-body.ts); a body that is not JSON is a retry.
  */
+
 import axios, { type AxiosInstance } from 'axios';
+import type { RunBudget } from './budget';
 import {
   CommCareAuthError,
   CommCareCancelledError,
@@ -75,6 +77,8 @@ export interface HttpOptions {
   readonly userAgent: string;
   /** Largest body accepted, counted after decompression. */
   readonly maxResponseBytes: number;
+  /** The run's budget: every 2xx body's bytes count, and no body may go past what is left of it. */
+  readonly budget?: RunBudget;
   /** Waits `ms`; may end early (rejecting) when `signal` aborts, and must then clear its timer. */
   readonly sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
   readonly random: () => number;
@@ -259,6 +263,14 @@ export class CommCareHttp {
     this.throwIfCancelled(signal, path);
   }
 
+  /** The largest body the next answer may have: `maxResponseBytes`, or less when the run's budget is nearly spent. */
+  private maxBodyBytes(): number {
+    const budget = this.options.budget;
+    return budget
+      ? Math.min(this.options.maxResponseBytes, budget.bytesLeft() + 1)
+      : this.options.maxResponseBytes;
+  }
+
   /** Full jitter: uniform in [0, min(max, base·2^n)]. */
   private jitter(n: number, baseMs = this.options.backoffBaseMs): number {
     const o = this.options;
@@ -279,6 +291,8 @@ export class CommCareHttp {
     let headers: Record<string, unknown>;
     try {
       const response = await this.axios.get<unknown>(url, {
+        // An answer that never ends stops where the run's byte budget does, if that comes first.
+        maxContentLength: this.maxBodyBytes(),
         // axios' `timeout` is a socket idle timeout in Node; the signal bounds the whole exchange.
         signal: cancel
           ? AbortSignal.any([AbortSignal.timeout(this.options.timeoutMs), cancel])
@@ -294,6 +308,11 @@ export class CommCareHttp {
       headers = response.headers as Record<string, unknown>;
     } catch (error) {
       if (isOverLength(error)) {
+        const budget = this.options.budget;
+        if (budget && this.maxBodyBytes() < this.options.maxResponseBytes) {
+          budget.bytes += this.maxBodyBytes();
+          throw budget.overBytes(project, path);
+        }
         throw new CommCareResponseError(
           `CommCare HQ's answer to ${path} on project "${project}" is larger than ` +
             `${formatBytes(this.options.maxResponseBytes)} once decompressed (the limit, maxResponseBytes); ` +
@@ -304,6 +323,7 @@ export class CommCareHttp {
       return { kind: 'retry', reason: this.describeNetworkError(error) };
     }
     if (status >= 200 && status < 300) {
+      this.options.budget?.addBytes(bytes.length, project, path);
       try {
         return { kind: 'ok', body: decode(bytes) };
       } catch (error) {

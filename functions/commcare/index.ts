@@ -1,4 +1,12 @@
 /** The CommCare HQ client's public API. */
+
+export {
+  DEFAULT_MAX_BYTES,
+  DEFAULT_MAX_RECORDS,
+  formatByteSize,
+  parseByteSize,
+  type RunBudgetUsed,
+} from './budget';
 export {
   CommCareClient,
   type CommCareClientOptions,
@@ -9,6 +17,7 @@ export { formatNaiveUtc, parseTimestamp, toNaiveUtc } from './dates';
 export { findHqExport, type HqExport } from './det-exports';
 export {
   CommCareAuthError,
+  CommCareBudgetError,
   CommCareCancelledError,
   CommCareConfigError,
   CommCareError,

@@ -49,6 +49,9 @@ export interface ExportJob {
   readonly task?: 'export' | 'reconcile';
   /** Reconcile: largest share of a table one reconcile may remove or mark. @default 0.2 */
   readonly reconcileMaxShare?: number;
+  /** The run's budget of records and bytes from HQ (`maxRecords`, `maxBytes` in the config). @default the client's */
+  readonly maxRecords?: number;
+  readonly maxBytes?: number;
 }
 
 /** The export function's event: a job and where the previous slice stopped (null for a fresh start). */
@@ -110,6 +113,8 @@ export function exportJobs(config: ExportsConfig, exportName: string): ExportJob
     output: exp.output,
     mode: exp.mode,
     deletions: exp.deletions,
+    ...(exp.maxRecords !== undefined ? { maxRecords: exp.maxRecords } : {}),
+    ...(exp.maxBytes !== undefined ? { maxBytes: exp.maxBytes } : {}),
   }));
 }
 

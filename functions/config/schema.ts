@@ -4,6 +4,7 @@
  * loudly; see `parse.ts` for the entry point and the cross-field checks.
  */
 import { z } from 'zod';
+import { parseByteSize } from '../commcare/budget';
 import { cronProblem } from './schedule';
 
 /** Lower-case kebab names: they become parts of AWS resource names, S3 prefixes and metric dimensions. */
@@ -181,6 +182,23 @@ export const exportSchema = z.strictObject({
         `${JSON.stringify(iss.input)} is not a deletions mode; expected "remove", "mark" or "ignore"`,
     })
     .default('remove'),
+  /**
+   * The run's budget from HQ (functions/commcare/budget.ts): a run stops with an error once HQ has sent
+   * more than `maxRecords` records or `maxBytes` bytes (after decompression; a number, or a size such as
+   * "50GB" or "1TiB"), all projects' slices of one run counted per project. Guards against an HQ whose
+   * pages never end; the defaults (100,000,000 records, 1 TiB) never stop a real export.
+   */
+  maxRecords: z.number().int().positive().optional(),
+  maxBytes: z
+    .union([
+      z.number().int().positive(),
+      z.string().refine((v) => parseByteSize(v) !== null, {
+        error: (iss) =>
+          `${JSON.stringify(iss.input)} is not a size; expected e.g. 500MB, 20GiB, 1TB or a number of bytes`,
+      }),
+    ])
+    .transform((v) => (typeof v === 'number' ? v : (parseByteSize(v) as number)))
+    .optional(),
   /**
    * When `ccexport reconcile` runs for a PostgreSQL output (ids HQ no longer lists are removed or
    * marked): weekly by default (Sunday 03:00 UTC), or `off`. `maxShare`: the reconcile fails, changing

@@ -4,6 +4,7 @@
  * names the field: a retry of the same event can only fail the same way.
  */
 import { z } from 'zod';
+import type { RunBudgetUsed } from '../commcare/budget';
 import type { ExportJob, ExportSliceEvent } from '../config/job';
 import { exportOutputSchema, projectSchema } from '../config/schema';
 
@@ -23,6 +24,8 @@ export interface SliceContinuation {
   readonly project: string;
   /** An HQ export's DET config as the run's first slice downloaded it: every later slice uses it. */
   readonly hqConfig?: PinnedHqConfig;
+  /** What the run's slices so far used of its budget from HQ (records, bytes); absent: nothing yet. */
+  readonly pulled?: RunBudgetUsed;
 }
 
 /**
@@ -67,6 +70,8 @@ const jobSchema = z.object({
   deletions: z.enum(['remove', 'mark', 'ignore']).optional(),
   task: z.enum(['export', 'reconcile']).optional(),
   reconcileMaxShare: z.number().gt(0).max(1).optional(),
+  maxRecords: z.number().int().positive().optional(),
+  maxBytes: z.number().int().positive().optional(),
 });
 
 const eventSchema = z.object({
@@ -126,9 +131,22 @@ export function parseContinuation(event: ExportSliceEvent): SliceContinuation | 
       `The event's continuation is ${describe(value)}; expected null (first slice) or the object the previous slice returned`,
     );
   }
-  const { slice, runId, exportName, project, hqConfig } = value as Partial<
+  const { slice, runId, exportName, project, hqConfig, pulled } = value as Partial<
     Record<keyof SliceContinuation, unknown>
   >;
+  const used = pulled as Partial<Record<keyof RunBudgetUsed, unknown>> | undefined;
+  const count = (n: unknown) => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
+  if (
+    used !== undefined &&
+    (used === null || typeof used !== 'object' || !count(used.records) || !count(used.bytes))
+  )
+    throw wrong(
+      'pulled',
+      pulled,
+      'the records and bytes the run pulled so far ({ records, bytes }, whole numbers)',
+    );
+  const budget =
+    used === undefined ? {} : { pulled: { records: used.records as number, bytes: used.bytes as number } };
   if (typeof slice !== 'number' || !Number.isSafeInteger(slice) || slice < 1 || slice > MAX_SLICES) {
     throw wrong('slice', slice, `a whole number from 1 to ${MAX_SLICES}`);
   }
@@ -161,7 +179,7 @@ export function parseContinuation(event: ExportSliceEvent): SliceContinuation | 
         hqConfig === undefined ? undefined : '(not a pinned config)',
         'the HQ export config the run pinned in its first slice',
       );
-    return { slice, runId, exportName, project, hqConfig: pinned as PinnedHqConfig };
+    return { slice, runId, exportName, project, hqConfig: pinned as PinnedHqConfig, ...budget };
   }
-  return { slice, runId, exportName, project };
+  return { slice, runId, exportName, project, ...budget };
 }

@@ -183,6 +183,10 @@ export async function runExportSlice(
     baseUrl: credentials.baseUrl,
     username: credentials.username,
     apiKey: credentials.apiKey,
+    ...(input.job.maxRecords !== undefined ? { maxRecords: input.job.maxRecords } : {}),
+    ...(input.job.maxBytes !== undefined ? { maxBytes: input.job.maxBytes } : {}),
+    // The budget is the run's, not the slice's: an endless page stream must not go on slice after slice.
+    ...(previous?.pulled ? { budgetUsed: previous.pulled } : {}),
     logger: (event) => {
       if (event.level === 'warn' || event.level === 'error') deps.logger.warn(event.message, { ...event });
     },
@@ -229,6 +233,7 @@ export async function runExportSlice(
           exportName: input.job.exportName,
           project: input.job.project,
           ...(query.pinned ? { hqConfig: query.pinned } : {}),
+          pulled: client.budgetUsed,
         } satisfies SliceContinuation),
     rows: summary.rows,
     pages: summary.pages,

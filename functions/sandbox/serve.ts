@@ -50,6 +50,12 @@ export interface SandboxQuirks {
   readonly ignoreIndexedOnStart?: boolean;
   /** tastypie `next` links bounce: the page at offset > 0 links back to offset 0. */
   readonly bouncingNext?: boolean;
+  /**
+   * The form list never ends: whatever the request, a full page of new forms one second apart from
+   * `indexed_on_start` on (ids `endless-<second>`), with a `next` link and no count. Every page is valid
+   * and advances; only a budget stops a client.
+   */
+  readonly endlessForms?: boolean;
 }
 
 const CHUNK = 1024;
@@ -852,12 +858,54 @@ function range<T>(n: number, f: (k: number) => T): T[] {
 }
 
 /** Serves one list request; throws SandboxBadRequest for a 400 and UnknownProjectError for no such project. */
+/** `endlessForms`: a page of `limit` new forms from `indexed_on_start` on, one a second, always with a next page. */
+function serveEndlessForms(req: ServeRequest): string {
+  const limit = tastypieLimit(req.params, 1000);
+  const startText = first(req.params, 'indexed_on_start');
+  const startMicros = startText
+    ? parseFilterDate('indexed_on_start', startText, 'v1')
+    : Date.UTC(2024, 0, 1) * 1000;
+  const firstSecond = Math.ceil(startMicros / 1_000_000);
+  const objects: JsonObject[] = [];
+  for (let i = 0; i < limit; i++) {
+    const second = firstSecond + i;
+    const at = new Date(second * 1000).toISOString().replace('Z', '000Z');
+    const id = `endless-${second}`;
+    objects.push({
+      id,
+      domain: req.project,
+      app_id: 'endless-app',
+      archived: false,
+      type: 'data',
+      indexed_on: at,
+      received_on: at,
+      server_modified_on: at,
+      form: {
+        '@xmlns': 'http://openrosa.org/formdesigner/endless',
+        '@name': 'Endless',
+        meta: { instanceID: id },
+      },
+      metadata: { instanceID: id, timeStart: at, timeEnd: at },
+      resource_uri: '',
+    });
+  }
+  const path = req.path ?? `/a/${req.project}/api/form/v1/`;
+  const meta = {
+    limit,
+    next: pageLink(path, paramOrder(req), limit, 0),
+    offset: 0,
+    previous: null,
+    total_count: null,
+  };
+  return JSON.stringify({ meta, objects });
+}
+
 export function serveList(dataset: SandboxDataset, req: ServeRequest): string {
   const engine = engineFor(dataset);
   const m = dataset.model(req.project);
   switch (req.resource) {
     case 'form':
-      return serveForms(engine, m, req);
+      return req.quirks?.endlessForms ? serveEndlessForms(req) : serveForms(engine, m, req);
     case 'case':
       return serveCasesV1(engine, m, req);
     case 'case-v2':

@@ -70,6 +70,11 @@ export interface SandboxFaults extends SandboxQuirks {
    * (`ApiKey user:key`) starting at this character, as a careless proxy or debug page might.
    */
   echoAuthorizationAt?: number;
+  /**
+   * Every data request answers 200 with a chunked body that never ends (`{"meta": {}, "objects": [` and
+   * then spaces), until the client hangs up or the sandbox closes.
+   */
+  endlessBody?: boolean;
   /** Never answer requests with this `order_by` (`-indexed_on`: the client's probe for the newest record). */
   hangOrderBy?: string;
   /** Answer requests with this `order_by` 400 `{"error": "order refused"}`. */
@@ -399,6 +404,26 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Runnin
       const pad = 'x'.repeat(Math.max(0, f.echoAuthorizationAt - 'Bad request: '.length));
       const error = `Bad request: ${pad}${req.headers.authorization ?? ''} was not understood`;
       return send(400, { 'Content-Type': 'application/json' }, JSON.stringify({ error }));
+    }
+    if (f.endlessBody) {
+      entry.status = 200;
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      const spaces = Buffer.alloc(64 * 1024, 0x20);
+      res.write('{"meta": {}, "objects": [');
+      // Writes as fast as the client reads (backpressure), until it hangs up or the sandbox closes.
+      while (!res.destroyed && !closing) {
+        if (!res.write(spaces))
+          await new Promise<void>((resolve) => {
+            const done = () => {
+              res.off('drain', done);
+              res.off('close', done);
+              resolve();
+            };
+            res.on('drain', done);
+            res.on('close', done);
+          });
+      }
+      return;
     }
     if (every(n, f.gzipBombEvery)) {
       const bomb = gzipBomb(f.gzipBombBytes ?? 2 ** 30);
