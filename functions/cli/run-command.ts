@@ -14,7 +14,7 @@ import {
 } from '../commcare';
 import { checkTransport, LARGEST_PAGE } from '../commcare/resources';
 import type { ResourceName } from '../commcare/types';
-import { limitHeapGrowth } from '../export/heap';
+import { keepYoungGenerationSmall, limitHeapGrowth } from '../export/heap';
 import { jsonLinesProgress, ttyProgress } from '../export/progress';
 import { JsonLinesSink, rawRecordsPlan } from '../export/raw-records';
 import { type ExportSummary, type ProgressListener, runExport } from '../export/run';
@@ -367,6 +367,7 @@ export async function runRunCommand(
   action: 'run' | 'reconcile' = 'run',
 ): Promise<number> {
   limitHeapGrowth();
+  keepYoungGenerationSmall();
   const { flags, positionals } = parseArgs(argv, RUN_FLAGS);
   if (booleanFlag(flags, 'help')) {
     io.stdout.write(
