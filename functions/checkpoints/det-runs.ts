@@ -22,8 +22,9 @@ import { DET_CHECKPOINT_TABLE } from '../sinks/postgres/reserved';
  * checkpoint (DET would resume from the tables it finds and leave a new table without its older
  * records); UCR cursor checkpoints are not taken over (their position is HQ's opaque cursor); a legacy
  * `date_modified` checkpoint resumes at `indexed_on >= since_param`, which repeats some records but
- * misses none (HQ indexes a record after it is modified). DET's table is only read, never written: our
- * own checkpoints go to `commcare_export_checkpoints`, and DET can still be run against its own rows.
+ * misses none (HQ indexes a record after it is modified). A run only reads DET's table, never writes it:
+ * our own checkpoints go to `commcare_export_checkpoints`, and DET can still be run against its own rows.
+ * Only `ccexport checkpoint` changes DET's rows, when asked (`admin.ts`).
  */
 export interface DetCheckpoint {
   readonly position: PullPosition;

@@ -111,6 +111,39 @@ export class ObjectCheckpointStore {
       }
     }
   }
+
+  /**
+   * Removes the checkpoints of `project` from the export's document (`ccexport checkpoint`), with the
+   * same read-compare-write as `write`, so that a run of another project under the key is not undone;
+   * the object is deleted when no project is left. Returns what was removed.
+   */
+  async removeProject(checkpointKey: string, project: string): Promise<SourceCheckpoint[]> {
+    for (let attempt = 1; ; attempt++) {
+      const current = await this.readDocument(checkpointKey);
+      if (!current) return [];
+      const removed = current.doc.sources.filter((s) => s.project === project);
+      if (removed.length === 0) return [];
+      const kept = current.doc.sources.filter((s) => s.project !== project);
+      const key = checkpointObjectKey(checkpointKey);
+      try {
+        if (kept.length === 0) await this.store.delete(key, current.etag);
+        else {
+          const doc: CheckpointDocument = {
+            ...current.doc,
+            version: current.doc.version + 1,
+            updatedAt: new Date().toISOString(),
+            sources: kept,
+          };
+          await this.store.put(key, `${JSON.stringify(doc, null, 2)}\n`, 'application/json', {
+            ifMatch: current.etag,
+          });
+        }
+        return removed;
+      } catch (error) {
+        if (!(error instanceof PreconditionFailedError) || attempt >= 5) throw error;
+      }
+    }
+  }
 }
 
 /** `<prefix>/checkpoints/<key>.<project>.lease.json`. Fields other than the first three were added later. */

@@ -1,39 +1,88 @@
 /**
  * `ccexport history` and `ccexport checkpoint`: DET's `commcare-export-utils history` and
- * `set-checkpoint-key`, for PostgreSQL outputs. `history` lists the checkpoints of the database, ours
- * (`commcare_export_checkpoints`: one per checkpoint key, project and data source, the last committed
- * position) and DET's (`commcare_export_runs`: the latest row per key, project and table), so a DET
- * warehouse shows what a run would take over. `checkpoint` moves our checkpoints of one key to a new key
- * (a query file edited on purpose keeps its place) or removes them (`--reset`: the next run pulls
- * everything). DET's own rows are only read: DET keeps working on them, and `--reset` says when the next
- * run would take DET's checkpoint over again (`--start-over` pulls everything regardless).
+ * `set-checkpoint-key`, for every output that keeps checkpoints: a PostgreSQL database (a
+ * `postgresql://` URL, DET's SQLAlchemy spellings included, or the folder of the embedded database), and a
+ * folder or `s3://bucket/prefix` of files. The same flags and the same printout for each; the work is done
+ * by functions/checkpoints/admin.ts.
+ *
+ * `history` lists our checkpoints (one per key, project and data source: the tables, the `indexed_on`
+ * the next run starts from, when, which run), DET's rows where DET has written to the database
+ * (`commcare_export_runs`, one per table and batch), and, for file outputs, the runs (their manifests).
+ * `checkpoint` moves the checkpoints of a key to a new key (a query file edited on purpose keeps its
+ * place) or removes them (`--reset`: the next run exports everything): ours and DET's rows alike unless
+ * `--only` says which, so that "reset" means a full export for either tool. Removed DET rows are printed
+ * in full, so they can be put back by hand.
  */
 import { createHash } from 'node:crypto';
+import { existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { CHECKPOINT_TABLE } from '../checkpoints/postgres';
-import type { SqlConnection } from '../sinks/postgres/connection';
-import { qualified } from '../sinks/postgres/naming';
-import { DET_CHECKPOINT_TABLE } from '../sinks/postgres/reserved';
-import { booleanFlag, type FlagSpec, formatHelp, parseArgs, stringFlag, UsageError } from './args';
+import { join } from 'node:path';
+import type {
+  CheckpointAdmin,
+  CheckpointEntry,
+  CheckpointOwners,
+  DetRunEntry,
+  HistoryFilter,
+  RunEntry,
+} from '../checkpoints/admin';
+import {
+  booleanFlag,
+  type FlagSpec,
+  formatHelp,
+  integerFlag,
+  type ParsedFlags,
+  parseArgs,
+  stringFlag,
+  UsageError,
+} from './args';
 import type { CommandIO } from './io';
-
-const SCHEMA = 'public';
 
 const COMMON: readonly FlagSpec[] = [
   { name: 'help', kind: 'boolean', help: 'print this help' },
-  { name: 'output', kind: 'string', help: 'the PostgreSQL database the runs wrote to (postgresql://...)' },
+  {
+    name: 'output',
+    kind: 'string',
+    help: 'what the runs wrote to: postgresql://... (or a SQLAlchemy postgresql+driver:// URL), the folder of the embedded database, or a folder or s3://bucket/prefix of files',
+  },
+  {
+    name: 'output-format',
+    kind: 'string',
+    help: '"sql" when --output is the folder of the embedded database (found by itself when it holds one)',
+  },
   { name: 'project', kind: 'string', help: 'only this project', defaultText: 'every project' },
   { name: 'query', kind: 'string', help: "the query file: its MD5 is the checkpoint key (DET's rule)" },
   { name: 'checkpoint-key', kind: 'string', help: 'the checkpoint key (instead of --query)' },
+  {
+    name: 'commcare-hq',
+    kind: 'string',
+    help: "only DET's rows of this HQ (as DET was given it: prod, or a URL); ours do not record it",
+    defaultText: 'every HQ',
+  },
+];
+
+const HISTORY_FLAGS: readonly FlagSpec[] = [
+  ...COMMON,
+  {
+    name: 'limit',
+    kind: 'string',
+    help: 'at most this many rows per list, newest first',
+    defaultText: 'all',
+  },
 ];
 
 const CHECKPOINT_FLAGS: readonly FlagSpec[] = [
   ...COMMON,
   { name: 'to-key', kind: 'string', help: 'move the checkpoints to this key' },
   { name: 'reset', kind: 'boolean', help: 'remove the checkpoints: the next run exports everything' },
+  {
+    name: 'only',
+    kind: 'string',
+    help: '"ours" (commcare_export_checkpoints, or checkpoints/ of a file output) or "det" (DET\'s commcare_export_runs rows)',
+    defaultText: 'both',
+  },
 ];
 
-async function checkpointKeyOf(flags: ReturnType<typeof parseArgs>['flags']): Promise<string | undefined> {
+async function checkpointKeyOf(flags: ParsedFlags): Promise<string | undefined> {
   const key = stringFlag(flags, 'checkpoint-key');
   const query = stringFlag(flags, 'query');
   if (key !== undefined && query !== undefined)
@@ -45,19 +94,54 @@ async function checkpointKeyOf(flags: ReturnType<typeof parseArgs>['flags']): Pr
   return key;
 }
 
-async function openDatabase(output: string | undefined): Promise<SqlConnection> {
-  if (!output || !/^postgres(ql)?(\+[a-z0-9]+)?:\/\//i.test(output)) {
-    throw new UsageError('--output must be the PostgreSQL database the runs wrote to (postgresql://...)');
-  }
-  const { connectPostgres } = await import('../sinks/postgres/connection');
-  return connectPostgres(output.replace(/^postgres(ql)?\+[a-z0-9]+:\/\//i, 'postgresql://'));
-}
+/** File names that are one file of a format (`reports.zip`, `report.xlsx`, ...): DET's outputs. */
+const SINGLE_FILE = /\.(zip|xlsx|xls|json|md|markdown)$/i;
 
-async function tableExists(db: SqlConnection, table: string): Promise<boolean> {
-  const { rows } = await db.query<{ name: string | null }>('SELECT to_regclass($1) AS name', [
-    qualified(SCHEMA, table),
-  ]);
-  return Boolean(rows[0]?.name);
+/** Opens the checkpoints of `--output`, of whichever kind it is. */
+async function openAdmin(flags: ParsedFlags, io: CommandIO): Promise<CheckpointAdmin> {
+  const output = stringFlag(flags, 'output');
+  if (!output) throw new UsageError('--output is required: what the runs wrote to');
+  const format = stringFlag(flags, 'output-format');
+  if (format !== undefined && format !== 'sql')
+    throw new UsageError(
+      `--output-format here only says "sql" (the folder of the embedded database); a ${format} output is found from --output`,
+    );
+  const { databaseUrl } = await import('./run-command');
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(output)?.[1]?.toLowerCase();
+  const { exportLockId } = await import('../sinks/postgres/sink');
+  const { ObjectCheckpointAdmin, SqlCheckpointAdmin } = await import('../checkpoints/admin');
+  if (scheme !== undefined && scheme !== 's3') {
+    const url = databaseUrl('sql', output);
+    if (!/^postgres(ql)?:\/\//i.test(url))
+      throw new UsageError(
+        `--output ${scheme}://... is neither a PostgreSQL database nor an s3:// prefix: no checkpoints there`,
+      );
+    const { connectPostgres } = await import('../sinks/postgres/connection');
+    return new SqlCheckpointAdmin(await connectPostgres(url), exportLockId);
+  }
+  const { objectStoreFor, readManifests, openEmbeddedDatabase } = await import('../sinks');
+  if (scheme === 's3') {
+    const { s3ClientFor } = await import('./run-command');
+    return new ObjectCheckpointAdmin(await objectStoreFor(output, { s3Client: await s3ClientFor(io.env) }), {
+      readManifests,
+    });
+  }
+  const { resolve } = await import('node:path');
+  const path = resolve(io.cwd, output);
+  const { EMBEDDED_DATA_DIR } = await import('../sinks/embedded');
+  const embedded = existsSync(join(path, EMBEDDED_DATA_DIR));
+  if (format === 'sql' || embedded) {
+    if (!embedded)
+      throw new UsageError(`${output} holds no embedded database (no ${EMBEDDED_DATA_DIR}/ in it)`);
+    return new SqlCheckpointAdmin(await openEmbeddedDatabase(path), exportLockId);
+  }
+  if (!existsSync(path)) throw new UsageError(`${output} does not exist`);
+  if (!statSync(path).isDirectory() && SINGLE_FILE.test(path))
+    throw new UsageError(
+      `${output} is a single file: it keeps no checkpoints (every run writes the whole export, as in DET)`,
+    );
+  if (!statSync(path).isDirectory()) throw new UsageError(`${output} is a file, not an output folder`);
+  return new ObjectCheckpointAdmin(await objectStoreFor(path), { readManifests });
 }
 
 function formatTable(headings: readonly string[], rows: readonly (readonly string[])[]): string {
@@ -70,90 +154,111 @@ function formatTable(headings: readonly string[], rows: readonly (readonly strin
   return `${[line(headings), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n')}\n`;
 }
 
+function oursTable(rows: readonly CheckpointEntry[]): string {
+  return formatTable(
+    ['checkpoint key', 'project', 'tables', 'data source', 'indexed_on', 'written at', 'run'],
+    rows.map((r) => [
+      r.checkpointKey,
+      r.project,
+      r.tables.join(', '),
+      r.dataSource,
+      r.indexedOn ?? '',
+      r.writtenAt,
+      r.runId,
+    ]),
+  );
+}
+
+function detTable(rows: readonly DetRunEntry[]): string {
+  return formatTable(
+    [
+      'checkpoint key',
+      'project',
+      'table',
+      'query file',
+      'since',
+      'run at',
+      'final',
+      'mode',
+      'commcare',
+      'id',
+    ],
+    rows.map((r) => [
+      r.checkpointKey,
+      r.project ?? '',
+      r.table ?? '',
+      r.queryFileName ?? '',
+      r.sinceParam ?? '',
+      r.timeOfRun ?? '',
+      r.final === null ? '' : String(r.final),
+      r.paginationMode ?? '',
+      r.commcare ?? '',
+      r.id,
+    ]),
+  );
+}
+
+function runsTable(rows: readonly RunEntry[]): string {
+  return formatTable(
+    ['run', 'checkpoint key', 'project', 'kind', 'started at', 'complete', 'rows'],
+    rows.map((r) => [
+      r.runId,
+      r.checkpointKey,
+      r.project,
+      r.kind,
+      r.startedAt,
+      String(r.complete),
+      Object.entries(r.rows)
+        .map(([table, n]) => `${table} ${n}`)
+        .join(', '),
+    ]),
+  );
+}
+
+function filterOf(flags: ParsedFlags, checkpointKey: string | undefined): HistoryFilter {
+  const project = stringFlag(flags, 'project');
+  const commcareHq = stringFlag(flags, 'commcare-hq');
+  return {
+    ...(checkpointKey !== undefined ? { checkpointKey } : {}),
+    ...(project !== undefined ? { project } : {}),
+    ...(commcareHq !== undefined ? { commcareHq } : {}),
+  };
+}
+
 export async function runHistoryCommand(argv: string[], io: CommandIO): Promise<number> {
-  const { flags, positionals } = parseArgs(argv, COMMON);
+  const { flags, positionals } = parseArgs(argv, HISTORY_FLAGS);
   if (booleanFlag(flags, 'help')) {
     io.stdout.write(
-      formatHelp("ccexport history: the checkpoints of a PostgreSQL output, ours and DET's", COMMON),
+      formatHelp(
+        "ccexport history: the checkpoints (ours and DET's) and runs of an output (PostgreSQL, folder or S3)",
+        HISTORY_FLAGS,
+      ),
     );
     return 0;
   }
   if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
-  const key = await checkpointKeyOf(flags);
-  const project = stringFlag(flags, 'project');
-  const db = await openDatabase(stringFlag(flags, 'output'));
+  const limit = integerFlag(flags, 'limit', 1, 1_000_000) ?? Number.POSITIVE_INFINITY;
+  const filter = filterOf(flags, await checkpointKeyOf(flags));
+  const admin = await openAdmin(flags, io);
   try {
-    if (await tableExists(db, CHECKPOINT_TABLE)) {
-      const { rows } = await db.query<{
-        checkpoint_key: string;
-        project: string;
-        data_source: string;
-        tables: string[] | string;
-        position: { indexedOn: string | null } | string;
-        written_at: Date | string;
-        run_id: string | null;
-      }>(
-        `SELECT checkpoint_key, project, data_source, tables, position, written_at, run_id
-           FROM ${qualified(SCHEMA, CHECKPOINT_TABLE)}
-          WHERE ($1::text IS NULL OR checkpoint_key = $1) AND ($2::text IS NULL OR project = $2)
-          ORDER BY written_at DESC, checkpoint_key, project, data_source`,
-        [key ?? null, project ?? null],
-      );
-      io.stdout.write(`Checkpoints (${CHECKPOINT_TABLE}):\n`);
-      io.stdout.write(
-        formatTable(
-          ['checkpoint key', 'project', 'tables', 'data source', 'indexed_on', 'written at', 'run'],
-          rows.map((r) => {
-            const tables = typeof r.tables === 'string' ? (JSON.parse(r.tables) as string[]) : r.tables;
-            const position = typeof r.position === 'string' ? JSON.parse(r.position) : r.position;
-            const at = r.written_at instanceof Date ? r.written_at.toISOString() : String(r.written_at);
-            return [
-              r.checkpoint_key,
-              r.project,
-              tables.join(', '),
-              r.data_source,
-              position.indexedOn ?? '',
-              at,
-              r.run_id ?? '',
-            ];
-          }),
-        ),
-      );
-    } else {
-      io.stdout.write(`No checkpoints of ours (${CHECKPOINT_TABLE} does not exist).\n`);
+    const ours = await admin.listOurs(filter);
+    if (ours === null) io.stdout.write(`No checkpoints of ours (${admin.oursLocation} does not exist).\n`);
+    else {
+      io.stdout.write(`Checkpoints (${admin.oursLocation}):\n`);
+      io.stdout.write(oursTable(ours.slice(0, limit)));
     }
-    if (await tableExists(db, DET_CHECKPOINT_TABLE)) {
-      const { rows } = await db.query<Record<string, string | boolean | null>>(
-        `SELECT DISTINCT ON (coalesce(key, query_file_md5), project, table_name)
-                coalesce(key, query_file_md5) AS checkpoint_key, project, table_name, query_file_name,
-                since_param, time_of_run, final, pagination_mode
-           FROM ${qualified(SCHEMA, DET_CHECKPOINT_TABLE)}
-          WHERE ($1::text IS NULL OR key = $1 OR (key IS NULL AND query_file_md5 = $1))
-            AND ($2::text IS NULL OR project = $2)
-          ORDER BY coalesce(key, query_file_md5), project, table_name, time_of_run DESC NULLS LAST`,
-        [key ?? null, project ?? null],
-      );
-      io.stdout.write(
-        `\nDET's checkpoints (${DET_CHECKPOINT_TABLE}, the latest per key, project and table):\n`,
-      );
-      io.stdout.write(
-        formatTable(
-          ['checkpoint key', 'project', 'table', 'query file', 'since', 'run at', 'final', 'mode'],
-          rows.map((r) => [
-            String(r.checkpoint_key ?? ''),
-            String(r.project ?? ''),
-            String(r.table_name ?? ''),
-            String(r.query_file_name ?? ''),
-            String(r.since_param ?? ''),
-            String(r.time_of_run ?? ''),
-            r.final === null ? '' : String(r.final),
-            String(r.pagination_mode ?? ''),
-          ]),
-        ),
-      );
+    const det = await admin.listDet(filter);
+    if (det !== null) {
+      io.stdout.write("\nDET's checkpoints (commcare_export_runs, newest first):\n");
+      io.stdout.write(detTable(det.slice(0, limit)));
+    }
+    const runs = await admin.listRuns(filter);
+    if (runs !== null) {
+      io.stdout.write('\nRuns (manifests/, newest first):\n');
+      io.stdout.write(runsTable(runs.slice(0, limit)));
     }
   } finally {
-    await db.close();
+    await admin.close();
   }
   return 0;
 }
@@ -163,7 +268,7 @@ export async function runCheckpointCommand(argv: string[], io: CommandIO): Promi
   if (booleanFlag(flags, 'help')) {
     io.stdout.write(
       formatHelp(
-        'ccexport checkpoint: move the checkpoints of a key to a new key, or reset them',
+        "ccexport checkpoint: move the checkpoints of a key (ours and DET's) to a new key, or reset them",
         CHECKPOINT_FLAGS,
       ),
     );
@@ -177,70 +282,61 @@ export async function runCheckpointCommand(argv: string[], io: CommandIO): Promi
   const toKey = stringFlag(flags, 'to-key');
   const reset = booleanFlag(flags, 'reset');
   if ((toKey === undefined) === !reset) throw new UsageError('give one of --to-key KEY or --reset');
-  const db = await openDatabase(stringFlag(flags, 'output'));
+  if (toKey === key) throw new UsageError(`--to-key is the key the checkpoints already have (${key})`);
+  const only = stringFlag(flags, 'only');
+  if (only !== undefined && only !== 'ours' && only !== 'det')
+    throw new UsageError(`--only expects "ours" or "det" (got "${only}")`);
+  const owners: CheckpointOwners = (only as CheckpointOwners | undefined) ?? 'all';
+  const commcareHq = stringFlag(flags, 'commcare-hq');
+  const admin = await openAdmin(flags, io);
+  const { CheckpointChangeError } = await import('../checkpoints/admin');
+  const { ConcurrentRunError } = await import('../sinks/errors');
   try {
-    if (!(await tableExists(db, CHECKPOINT_TABLE))) {
-      io.stderr.write(
-        `ccexport: no checkpoints of ours in this database (${CHECKPOINT_TABLE} does not exist)\n`,
-      );
+    const detKept = owners === 'ours' ? await admin.listDet({ checkpointKey: key, project }) : null;
+    let result: Awaited<ReturnType<CheckpointAdmin['change']>>;
+    try {
+      result = await admin.change({
+        checkpointKey: key,
+        project,
+        owners,
+        ...(toKey !== undefined ? { toKey } : {}),
+        ...(commcareHq !== undefined ? { commcareHq } : {}),
+      });
+    } catch (error) {
+      if (!(error instanceof CheckpointChangeError) && !(error instanceof ConcurrentRunError)) throw error;
+      io.stderr.write(`ccexport: ${(error as Error).message}\n`);
       return 1;
     }
-    const table = qualified(SCHEMA, CHECKPOINT_TABLE);
-    let changed: number;
-    await db.query('BEGIN');
-    try {
-      if (toKey !== undefined) {
-        const taken = await db.query(
-          `SELECT 1 FROM ${table} WHERE checkpoint_key = $1 AND project = $2 LIMIT 1`,
-          [toKey, project],
-        );
-        if (taken.rows.length > 0) {
-          throw new UsageError(
-            `key "${toKey}" already has checkpoints for project ${project}; reset it first`,
-          );
-        }
-        changed =
-          (
-            await db.query(
-              `UPDATE ${table} SET checkpoint_key = $1 WHERE checkpoint_key = $2 AND project = $3`,
-              [toKey, key, project],
-            )
-          ).rowCount ?? 0;
-      } else {
-        changed =
-          (await db.query(`DELETE FROM ${table} WHERE checkpoint_key = $1 AND project = $2`, [key, project]))
-            .rowCount ?? 0;
-      }
-      await db.query('COMMIT');
-      if (changed === 0) {
-        io.stderr.write(`ccexport: no checkpoint of key "${key}" for project ${project}\n`);
-        return 1;
-      }
-    } catch (error) {
-      await db.query('ROLLBACK').catch(() => undefined);
-      throw error;
+    if (result.ours.length === 0 && result.det.length === 0) {
+      const where =
+        owners === 'det' ? "DET's rows" : owners === 'ours' ? 'checkpoints of ours' : 'checkpoint';
+      io.stderr.write(`ccexport: no ${where} of key "${key}" for project ${project}\n`);
+      return 1;
     }
-    if (toKey !== undefined) {
-      io.stdout.write(`Moved ${changed} checkpoint(s) of project ${project} from key ${key} to ${toKey}.\n`);
-      return 0;
+    const verb = toKey !== undefined ? 'Moved' : 'Removed';
+    const to = toKey !== undefined ? ` to key ${toKey}` : '';
+    if (result.ours.length > 0) {
+      io.stdout.write(
+        `${verb} ${result.ours.length} checkpoint(s) of ours (${admin.oursLocation}) of project ${project}, key ${key}${to}:\n`,
+      );
+      io.stdout.write(oursTable(result.ours));
     }
-    const det =
-      (await tableExists(db, DET_CHECKPOINT_TABLE)) &&
-      (
-        await db.query(
-          `SELECT 1 FROM ${qualified(SCHEMA, DET_CHECKPOINT_TABLE)}
-            WHERE project = $1 AND (key = $2 OR (key IS NULL AND query_file_md5 = $2)) LIMIT 1`,
-          [project, key],
-        )
-      ).rows.length > 0;
-    io.stdout.write(
-      `Removed ${changed} checkpoint(s) of project ${project}, key ${key}: ` +
-        (det
-          ? `the next run takes over DET's checkpoints of this key in ${DET_CHECKPOINT_TABLE} (run it with --start-over to export everything).\n`
-          : 'the next run exports everything.\n'),
-    );
+    if (result.det.length > 0) {
+      io.stdout.write(
+        `${verb} ${result.det.length} of DET's rows (commcare_export_runs) of project ${project}, key ${key}${to}` +
+          (toKey !== undefined ? ` (DET continues from them with --checkpoint-key ${toKey}):\n` : ':\n'),
+      );
+      io.stdout.write(detTable(result.det));
+    }
+    if (toKey === undefined) {
+      io.stdout.write(
+        detKept && detKept.length > 0
+          ? `DET's rows of this key are kept (--only ours): the next run takes DET's checkpoint over (run it with --start-over to export everything).\n`
+          : 'The next run exports everything.\n',
+      );
+    }
   } finally {
-    await db.close();
+    await admin.close();
   }
   return 0;
 }

@@ -35,7 +35,7 @@ import type { CommandIO } from './io';
 import { RUN_FLAGS } from './run-flags';
 
 const FILE_FORMATS = ['json', 'csv', 'xlsx', 'xls', 'markdown', 'parquet', 'sql', 'jsonl'] as const;
-type OutputFormatFlag = (typeof FILE_FORMATS)[number];
+export type OutputFormatFlag = (typeof FILE_FORMATS)[number];
 
 /** Everything `ccexport run` decided from its flags, before touching the network. */
 export interface RunSettings {
@@ -290,7 +290,7 @@ function defaultOutput(format: OutputFormatFlag): string {
  * (`postgresql+psycopg2://`, `postgres+psycopg://`, ...) are the same database here; the databases
  * SQLAlchemy reaches that we do not write are refused by name.
  */
-function databaseUrl(format: OutputFormatFlag, output: string): string {
+export function databaseUrl(format: OutputFormatFlag, output: string): string {
   const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(output)?.[1]?.toLowerCase();
   if (scheme === undefined) return output;
   const [dialect, driver] = scheme.split('+');

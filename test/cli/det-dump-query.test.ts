@@ -2,7 +2,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ccexport, DUMP_CASES, RECORDED, writeConstructsWorkbook } from '../support/det-dump-cases';
+import { ccexport } from '../support/cli-process';
+import { DUMP_CASES, RECORDED, writeConstructsWorkbook } from '../support/det-dump-cases';
 
 /**
  * `ccexport --dump-query` against DET 1.15's `--dump-query` on the same query file and flags, recorded by

@@ -359,11 +359,13 @@ describe('taking over a DET warehouse', () => {
           DEMO_QUERY,
           '--to-key',
           'renamed',
+          '--only',
+          'ours',
         ],
         move,
       ),
     ).toBe(0);
-    expect(move.out()).toContain(`from key ${md5} to renamed`);
+    expect(move.out()).toContain(`key ${md5} to key renamed`);
     const moved = captureIO();
     expect(await main(['history', '--output', detUrl, '--checkpoint-key', 'renamed'], moved)).toBe(0);
     expect(moved.out()).toMatch(/renamed\s+warehouse\s+households, household_members\s+form/);
@@ -381,7 +383,7 @@ describe('taking over a DET warehouse', () => {
         reset,
       ),
     ).toBe(0);
-    expect(reset.out()).toContain('the next run exports everything');
+    expect(reset.out()).toContain('The next run exports everything.');
     const again = captureIO();
     expect(
       await main(
@@ -394,10 +396,23 @@ describe('taking over a DET warehouse', () => {
     const resetMd5 = captureIO();
     expect(
       await main(
-        ['checkpoint', '--output', detUrl, '--project', PROJECT, '--query', DEMO_QUERY, '--reset'],
+        [
+          'checkpoint',
+          '--output',
+          detUrl,
+          '--project',
+          PROJECT,
+          '--query',
+          DEMO_QUERY,
+          '--reset',
+          '--only',
+          'ours',
+        ],
         resetMd5,
       ),
     ).toBe(0);
-    expect(resetMd5.out()).toContain("the next run takes over DET's checkpoints");
+    expect(resetMd5.out()).toContain(
+      "DET's rows of this key are kept (--only ours): the next run takes DET's checkpoint over",
+    );
   });
 });

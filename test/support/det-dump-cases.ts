@@ -3,7 +3,6 @@
  * test/cli/det-dump-query.test.ts (ours against DET's recorded output) and
  * test/fixtures/queries/det-dump/record.ts (which runs DET to record it).
  */
-import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -234,36 +233,3 @@ export const DUMP_CASES: readonly DumpCase[] = [
     args: ['--output-format', 'markdown'],
   },
 ];
-
-export interface CliResult {
-  readonly code: number | null;
-  readonly out: string;
-  readonly err: string;
-}
-
-/** Runs a command to its end, collecting its output. */
-export function runCommand(
-  command: string,
-  args: readonly string[],
-  env: NodeJS.ProcessEnv = process.env,
-  cwd = REPO_ROOT,
-): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, [...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      out += chunk.toString();
-    });
-    child.stderr.on('data', (chunk: Buffer) => {
-      err += chunk.toString();
-    });
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, out, err }));
-  });
-}
-
-/** `ccexport` as a user types it. */
-export function ccexport(args: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<CliResult> {
-  return runCommand(process.execPath, [join(REPO_ROOT, 'bin', 'ccexport.js'), ...args], env);
-}
