@@ -648,6 +648,7 @@ async function planQuerySources(
     exportRootIfNoSubdocument: settings.exportRootIfNoSubdocument,
     withOrganization: settings.withOrganization,
     forSql: settings.format === 'sql',
+    deletions: settings.deletions,
   });
   return {
     sources: [...compiled.sources],
@@ -691,6 +692,7 @@ async function hqExportSources(
     exportRootIfNoSubdocument: settings.exportRootIfNoSubdocument,
     withOrganization: settings.withOrganization,
     forSql: settings.format === 'sql',
+    deletions: settings.deletions,
   });
   for (const warning of compiled.warnings) warn(`warning: ${warning}`);
   // The content's fingerprint, not the bytes' MD5: HQ rebuilds the workbook (with a new timestamp) at every download.

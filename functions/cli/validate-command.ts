@@ -9,7 +9,16 @@ const FLAGS: readonly FlagSpec[] = [
   {
     name: 'output-format',
     kind: 'string',
-    help: 'with "sql", also apply the database checks (id column, name lengths)',
+    help:
+      'with "sql", also every check the SQL output makes before a run: an id field, 63-byte column names, ' +
+      'reserved and checkpoint table names, names that map to one table or column (whether a table of the ' +
+      'name already exists in the database only a run can tell)',
+  },
+  {
+    name: 'deletions',
+    kind: 'string',
+    help: 'the run\'s --deletions: with "mark" the SQL checks include the _deleted and _deleted_at columns the run adds',
+    defaultText: 'remove',
   },
   {
     name: 'commcare-hq',
@@ -30,9 +39,13 @@ export async function runValidateCommand(argv: string[], io: CommandIO): Promise
   const [file, extra] = positionals;
   if (!file) throw new UsageError('validate-query needs a query file: ccexport validate-query FILE');
   if (extra !== undefined) throw new UsageError(`unexpected argument "${extra}"`);
+  const deletions = stringFlag(flags, 'deletions') ?? 'remove';
+  if (deletions !== 'remove' && deletions !== 'mark' && deletions !== 'ignore')
+    throw new UsageError(`--deletions expects remove, mark or ignore (got "${deletions}")`);
   const result = await validateQueryFile(resolve(io.cwd, file), {
     baseUrl: stringFlag(flags, 'commcare-hq') ?? 'https://www.commcarehq.org',
     forSql: stringFlag(flags, 'output-format') === 'sql',
+    deletions,
   });
   const text = formatValidation(result);
   (result.errors.length > 0 ? io.stderr : io.stdout).write(text.endsWith('\n') ? text : `${text}\n`);

@@ -111,7 +111,11 @@ async function jobQuery(
   previous: SliceContinuation | null,
   baseUrl: string,
 ): Promise<{ compiled: CompiledQuery; checkpointKey: string; pinned?: PinnedHqConfig }> {
-  const options = { baseUrl, forSql: input.job.output.type === 'postgres' };
+  const options = {
+    baseUrl,
+    forSql: input.job.output.type === 'postgres',
+    deletions: input.job.deletions ?? 'ignore',
+  };
   const job = input.job;
   if (job.hqExport === undefined) {
     const compiled = await compileQueryFile(job.queryFile as string, options);

@@ -710,10 +710,21 @@ function unwrapForMapping(raw: unknown): unknown {
 /** Checks DET runs before a SQL export (`get_queries_from_excel` with the SQL writer). */
 export function sqlChecks(
   tables: readonly { sheet: string | null; name: string; headings: readonly string[] }[],
+  options: {
+    /** Columns the run adds to every table (`_deleted`, `_deleted_at` with deletions `mark`), and why. */
+    readonly addedColumns?: { readonly names: readonly string[]; readonly why: string };
+  } = {},
 ): QueryFileIssue[] {
   const out: QueryFileIssue[] = [];
+  const added = options.addedColumns;
   for (const t of tables) {
     const sheet = t.sheet ?? t.name;
+    for (const name of added?.names ?? [])
+      if (t.headings.includes(name))
+        out.push({
+          sheet,
+          message: `table "${t.name}" has a field named "${name}", a column the run adds itself (${added?.why}); rename the field`,
+        });
     if (RESERVED_TABLES.includes(t.name))
       out.push({
         sheet,

@@ -7,6 +7,7 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { QueryParams } from '../commcare/types';
+import { DELETED_AT_COLUMN, DELETED_COLUMN } from '../sinks/types';
 import { formatIssue, QueryFileError, type QueryFileIssue } from './errors';
 import { compileSheets, readWorkbook, sqlChecks, type TableDescription } from './excel';
 import { compileJsonQuery } from './json-query';
@@ -46,8 +47,14 @@ export interface CompileOptions {
   readonly exportRootIfNoSubdocument?: boolean;
   /** Add `commcare_userid` to every form and case table (DET `--with-organization`). @default false */
   readonly withOrganization?: boolean;
-  /** Apply DET's SQL pre-run checks (reserved table names, 63-byte column names, an `id` field). @default false */
+  /**
+   * Apply every check the SQL output makes before a run (DET's: reserved table names, 63-byte column
+   * names, an `id` field; ours: our and DET's checkpoint tables, names that map to one PostgreSQL table
+   * or column, and with `deletions: 'mark'` the `_deleted`/`_deleted_at` columns the run adds). @default false
+   */
   readonly forSql?: boolean;
+  /** The run's deletions mode, for the SQL checks: `mark` adds `_deleted` and `_deleted_at` to every table. @default 'remove' */
+  readonly deletions?: 'remove' | 'mark' | 'ignore';
   /**
    * Accept Map Via cells DET turns into a literal `Error: ...` cell value (malformed `selected(`, `substr(a, b)`),
    * writing DET's text like DET does, as warnings instead of errors. @default false - such files are refused
@@ -168,6 +175,7 @@ async function analyseBytes(
           name: t.draft.name,
           headings: t.draft.headings,
         })),
+        sqlCheckOptions(options),
       ),
     );
   const tables = result.tables.map((t) => t.description);
@@ -186,6 +194,18 @@ async function analyseBytes(
     warnings,
     compiled: { sources, queryFileMd5: md5, warnings: warnings.map(formatIssue) },
   };
+}
+
+/** What the run adds to every table before the SQL output sees it. */
+function sqlCheckOptions(options: CompileOptions): Parameters<typeof sqlChecks>[1] {
+  return options.deletions === 'mark'
+    ? {
+        addedColumns: {
+          names: [DELETED_COLUMN, DELETED_AT_COLUMN],
+          why: 'deletions "mark" adds it to every table',
+        },
+      }
+    : {};
 }
 
 function kindOf(path: string): 'xlsx' | 'json' {
@@ -231,7 +251,10 @@ export function compileMiniLinq(json: unknown, options: CompileOptions): Compile
   const errors = [...r.errors];
   if (options.forSql)
     errors.push(
-      ...sqlChecks(r.tables.map((t) => ({ sheet: null, name: t.draft.name, headings: t.draft.headings }))),
+      ...sqlChecks(
+        r.tables.map((t) => ({ sheet: null, name: t.draft.name, headings: t.draft.headings })),
+        sqlCheckOptions(options),
+      ),
     );
   if (errors.length > 0) throw new QueryFileError(errors);
   return {

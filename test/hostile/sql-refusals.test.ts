@@ -1,0 +1,209 @@
+/**
+ * Every refusal a run with `--output-format sql` makes before writing is also reported by
+ * `ccexport validate-query FILE --output-format sql`, which connects nowhere: one table of hostile query
+ * files, each run both ways, the same message expected from both. (A table that already exists in the
+ * database and was not made by ccexport is the one refusal only a run can see: existing-tables.test.ts.)
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { main } from '../../functions/cli/main';
+import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
+import { CHAOS_KEY, CHAOS_USER, createDatabase, dropDatabase } from '../chaos/support';
+import { captureIO } from '../cli/capture';
+import { formSheet, type SheetRows, workbook } from './support';
+
+const PROJECT = 'refusals';
+let sandbox: RunningSandbox;
+let work: string;
+let databaseUrl: string;
+const DATABASE = `refusals_${process.pid}`;
+
+beforeAll(async () => {
+  sandbox = await startSandbox({
+    seed: 4,
+    projects: [{ name: PROJECT, forms: 10, cases: 2 }],
+    credentials: [{ username: CHAOS_USER, apiKey: CHAOS_KEY }],
+  });
+  work = mkdtempSync(join(tmpdir(), 'ccexport-refusals-'));
+  databaseUrl = await createDatabase(inject('pgUrl'), DATABASE);
+});
+
+afterAll(async () => {
+  await sandbox.close();
+  await dropDatabase(inject('pgUrl'), DATABASE).catch(() => undefined);
+  rmSync(work, { recursive: true, force: true });
+});
+
+const plain = formSheet([
+  ['id', 'id'],
+  ['received', 'received_on'],
+]);
+
+/** A MiniLinq query (DET's JSON form) with one table per entry; every column reads the form id. */
+function miniLinq(tables: [name: string, headings: string[]][]): string {
+  const emit = (table: string, headings: string[]) => ({
+    Emit: {
+      table,
+      headings: headings.map((h) => ({ Lit: h })),
+      source: {
+        Map: {
+          body: { List: headings.map(() => ({ Ref: 'id' })) },
+          source: { Apply: { fn: { Ref: 'api_data' }, args: [{ Lit: 'form' }] } },
+          name: null,
+        },
+      },
+      missing_value: null,
+    },
+  });
+  return JSON.stringify({ List: tables.map(([name, headings]) => emit(name, headings)) });
+}
+
+interface Case {
+  readonly refusal: string;
+  readonly sheets?: { name: string; rows: SheetRows }[];
+  readonly json?: string;
+  readonly flags?: string[];
+  /** What both the run and validate-query must say. */
+  readonly says: string;
+}
+
+const CASES: Case[] = [
+  {
+    refusal: 'a table named like our checkpoint table',
+    sheets: [{ name: 'commcare_export_checkpoints', rows: plain }],
+    says: 'maps to the PostgreSQL table "commcare_export_checkpoints", which holds our checkpoints',
+  },
+  {
+    refusal: "a table named like DET's checkpoint table",
+    sheets: [{ name: 'commcare_export_runs', rows: plain }],
+    says: "which holds DET's checkpoints",
+  },
+  {
+    refusal: 'a table named like a built-in table',
+    sheets: [{ name: 'commcare_users', rows: plain }],
+    says: 'table name "commcare_users" is reserved for the built-in users/locations tables',
+  },
+  {
+    refusal: 'two columns of one name',
+    sheets: [
+      {
+        name: 'visits',
+        rows: formSheet([
+          ['id', 'id'],
+          ['when', 'received_on'],
+          ['when', 'indexed_on'],
+        ]),
+      },
+    ],
+    says: 'Table "visits" has two columns named "when"',
+  },
+  {
+    refusal: 'a column name over 63 bytes',
+    sheets: [
+      {
+        name: 'visits',
+        rows: formSheet([
+          ['id', 'id'],
+          ['x'.repeat(64), 'received_on'],
+        ]),
+      },
+    ],
+    says: `column name "${'x'.repeat(64)}" is 64 bytes; PostgreSQL allows at most 63`,
+  },
+  {
+    refusal: 'a table without an id field',
+    sheets: [{ name: 'visits', rows: formSheet([['received', 'received_on']]) }],
+    says: 'table "visits" has no "id" field',
+  },
+  {
+    refusal: 'two tables that are one PostgreSQL table',
+    json: miniLinq([
+      ['a\0b', ['id']],
+      ['a_b', ['id']],
+    ]),
+    says: 'maps to the PostgreSQL table "a_b", which table "a\0b" also uses',
+  },
+  {
+    refusal: 'two columns that are one PostgreSQL column',
+    json: miniLinq([['visits', ['id', 'p\0q', 'p_q']]]),
+    says: 'which are both "p_q" in PostgreSQL',
+  },
+  {
+    refusal: 'a field named like a column --deletions mark adds',
+    sheets: [
+      {
+        name: 'visits',
+        rows: formSheet([
+          ['id', 'id'],
+          ['_deleted', 'archived'],
+        ]),
+      },
+    ],
+    flags: ['--deletions', 'mark'],
+    says: 'table "visits" has a field named "_deleted", a column the run adds itself',
+  },
+];
+
+async function cli(args: string[]) {
+  const io = captureIO({ CCEXPORT_API_KEY: CHAOS_KEY });
+  const code = await main(args, io);
+  return { code, out: io.out() + io.err() };
+}
+
+describe('validate-query --output-format sql reports what a SQL run refuses', () => {
+  for (const [n, c] of CASES.entries()) {
+    it(`${c.refusal}: the run refuses before any request, and validate-query says the same`, async () => {
+      const file = join(work, `case-${n}.${c.json ? 'json' : 'xlsx'}`);
+      writeFileSync(file, c.json ?? (await workbook(c.sheets ?? [])));
+      const requestsBefore = sandbox.requestLog.length;
+
+      const run = await cli([
+        '--project',
+        PROJECT,
+        '--commcare-hq',
+        sandbox.url,
+        '--username',
+        CHAOS_USER,
+        '--query',
+        file,
+        '--output-format',
+        'sql',
+        '--output',
+        databaseUrl,
+        '--progress',
+        'none',
+        ...(c.flags ?? []),
+      ]);
+      const validate = await cli(['validate-query', file, '--output-format', 'sql', ...(c.flags ?? [])]);
+
+      expect(run.code).not.toBe(0);
+      expect(run.out).toContain(c.says);
+      expect(validate.code).toBe(1);
+      expect(validate.out).toContain(c.says);
+      expect(sandbox.requestLog.length).toBe(requestsBefore);
+    });
+  }
+
+  it('left the database as it was: no table, not even the checkpoint table', async () => {
+    const client = new pg.Client({ connectionString: databaseUrl });
+    await client.connect();
+    try {
+      const { rows } = await client.query(`SELECT tablename FROM pg_tables WHERE schemaname = 'public'`);
+      expect(rows).toEqual([]);
+    } finally {
+      await client.end();
+    }
+  });
+
+  it('passes a query file the run accepts', async () => {
+    const file = join(work, 'fine.xlsx');
+    writeFileSync(file, await workbook([{ name: 'visits', rows: plain }]));
+
+    const validate = await cli(['validate-query', file, '--output-format', 'sql', '--deletions', 'mark']);
+
+    expect(validate.code).toBe(0);
+  });
+});
