@@ -7,6 +7,7 @@ import { z } from 'zod';
 import type { RunBudgetUsed } from '../commcare/budget';
 import type { ExportJob, ExportSliceEvent } from '../config/job';
 import { exportOutputSchema, projectSchema } from '../config/schema';
+import type { ReconcileCursor } from './reconcile';
 
 /** The event (or the function's environment) cannot run: a field is missing or wrong. */
 export class ExportEventError extends Error {
@@ -26,6 +27,8 @@ export interface SliceContinuation {
   readonly hqConfig?: PinnedHqConfig;
   /** What the run's slices so far used of its budget from HQ (records, bytes); absent: nothing yet. */
   readonly pulled?: RunBudgetUsed;
+  /** A reconcile job: where its listing resumes (the ids listed so far are staged in the database). */
+  readonly reconcile?: ReconcileCursor;
 }
 
 /**
@@ -131,7 +134,7 @@ export function parseContinuation(event: ExportSliceEvent): SliceContinuation | 
       `The event's continuation is ${describe(value)}; expected null (first slice) or the object the previous slice returned`,
     );
   }
-  const { slice, runId, exportName, project, hqConfig, pulled } = value as Partial<
+  const { slice, runId, exportName, project, hqConfig, pulled, reconcile } = value as Partial<
     Record<keyof SliceContinuation, unknown>
   >;
   const used = pulled as Partial<Record<keyof RunBudgetUsed, unknown>> | undefined;
@@ -163,6 +166,35 @@ export function parseContinuation(event: ExportSliceEvent): SliceContinuation | 
   if (project !== job.project) {
     throw wrong('project', project, `this job's project ${JSON.stringify(job.project)}`);
   }
+  let cursor: { reconcile?: ReconcileCursor } = {};
+  if (event.job.task === 'reconcile' && reconcile !== undefined) {
+    const r = reconcile as Partial<Record<keyof ReconcileCursor, unknown>> | null;
+    const position = (p: unknown) =>
+      p === null ||
+      (typeof p === 'object' &&
+        !Array.isArray(p) &&
+        (((p as { indexedOn?: unknown }).indexedOn ?? null) === null ||
+          typeof (p as { indexedOn?: unknown }).indexedOn === 'string') &&
+        Array.isArray((p as { boundaryIds?: unknown }).boundaryIds));
+    if (
+      r === null ||
+      typeof r !== 'object' ||
+      typeof r.source !== 'number' ||
+      !Number.isSafeInteger(r.source) ||
+      r.source < 0 ||
+      !position(r.position) ||
+      !Array.isArray(r.ends) ||
+      !r.ends.every(position) ||
+      typeof r.ids !== 'number' ||
+      typeof r.pages !== 'number'
+    )
+      throw wrong(
+        'reconcile',
+        '(not a reconcile cursor)',
+        'where the reconcile listing resumes, as the previous slice returned it',
+      );
+    cursor = { reconcile: r as ReconcileCursor };
+  }
   if (event.job.hqExport !== undefined) {
     const pinned = hqConfig as Partial<Record<keyof PinnedHqConfig, unknown>> | undefined;
     if (
@@ -179,7 +211,7 @@ export function parseContinuation(event: ExportSliceEvent): SliceContinuation | 
         hqConfig === undefined ? undefined : '(not a pinned config)',
         'the HQ export config the run pinned in its first slice',
       );
-    return { slice, runId, exportName, project, hqConfig: pinned as PinnedHqConfig, ...budget };
+    return { slice, runId, exportName, project, hqConfig: pinned as PinnedHqConfig, ...budget, ...cursor };
   }
-  return { slice, runId, exportName, project, ...budget };
+  return { slice, runId, exportName, project, ...budget, ...cursor };
 }

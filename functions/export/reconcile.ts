@@ -8,6 +8,8 @@
  * the number of ids. Everything happens in one transaction: a reconcile that fails or is killed leaves
  * the target as it was, and one that ends has changed every table.
  */
+
+import type { PullPosition } from '../commcare/types';
 import type { JsonObject } from '../common/json';
 import type { SourcePlan } from '../query/types';
 import type { DeletionMode } from '../sinks/types';
@@ -90,13 +92,10 @@ export interface ReconcileDeps {
   readonly shouldStop?: () => boolean;
 }
 
-/** A reconcile stopped before it ended (a Lambda deadline): its transaction rolled back, nothing changed. */
+/** A reconcile stopped before it ended (`shouldStop`): its transaction rolled back, nothing changed. */
 export class ReconcileStoppedError extends Error {
   constructor(readonly ids: number) {
-    super(
-      `Reconcile stopped after listing ${ids} ids, before comparing them; nothing changed. ` +
-        'It runs in one transaction, so it must end within one invocation: run `ccexport reconcile` from a machine for this project',
-    );
+    super(`Reconcile stopped after listing ${ids} ids, before comparing them; nothing changed`);
     this.name = 'ReconcileStoppedError';
   }
 }
@@ -219,4 +218,164 @@ export async function runReconcile(deps: ReconcileDeps, plan: ReconcilePlan): Pr
     throw error;
   }
   return { tables, ids, pages, gone: tables.reduce((n, t) => n + t.gone, 0) };
+}
+
+/**
+ * A target that keeps listed ids between invocations (the PostgreSQL output's staging table), for the
+ * reconcile in Lambda slices.
+ */
+export interface StagedReconcileTarget extends ReconcileTarget {
+  /** Forgets what earlier, abandoned reconciles of the export staged. */
+  clearStaged(run: StagingRunId): Promise<void>;
+  /** Stores ids of the `source`th data source durably, outside any transaction. */
+  stageIds(run: StagingRunId, source: number, ids: readonly string[]): Promise<void>;
+  /** In the final transaction: the staged ids of a source join the ids compared at the next `settle`. */
+  addStagedIds(run: StagingRunId, source: number): Promise<void>;
+  /** In the final transaction: the staged ids go. */
+  dropStagedIds(run: StagingRunId): Promise<void>;
+  /** Releases what a slice that does not finish holds. */
+  closeStaging(): Promise<void>;
+}
+
+export interface StagingRunId {
+  readonly runId: string;
+  readonly checkpointKey: string;
+  readonly project: string;
+}
+
+/**
+ * Where a sliced reconcile stands between invocations (it travels in the Step Functions continuation).
+ * The ids listed so far are in the target's staging table; this says where the listing resumes.
+ */
+export interface ReconcileCursor {
+  /** The data source being listed; `sources.length` once every one is. */
+  readonly source: number;
+  /** Where that source's listing resumes (null: from its start). */
+  readonly position: PullPosition | null;
+  /**
+   * For each source listed to its end, where the listing ended (null for resources without a resume
+   * point, which the final slice lists again whole).
+   */
+  readonly ends: readonly (PullPosition | null)[];
+  readonly ids: number;
+  readonly pages: number;
+}
+
+export type ReconcileSliceResult =
+  | { readonly done: false; readonly cursor: ReconcileCursor; readonly pages: number }
+  | { readonly done: true; readonly summary: ReconcileSummary; readonly pages: number };
+
+/**
+ * One slice of a reconcile that may take more than one invocation (Lambda's 15 minutes):
+ *
+ * 1. the sources are listed in order, each page's ids staged (committed) in the target, until the
+ *    deadline (`shouldStop`); the cursor then says where the listing resumes. A slice that dies after
+ *    staging a page and before returning is retried from the previous cursor: the page is staged twice,
+ *    which the comparison does not mind.
+ * 2. once every source is listed, the final slice takes the export's lock and opens the transaction,
+ *    and for each source lists again from where its listing ended to HQ's end (records an export run
+ *    added between two slices are listed there, so they are never taken for deleted; resources without
+ *    a resume point are listed whole here), then compares and removes (or marks) as `runReconcile` does.
+ *    The staged ids are deleted in the same transaction. A deadline in this step rolls it back and the
+ *    next slice does it again.
+ *
+ * The tables change only in that last transaction: a reconcile stopped at any point leaves them
+ * unchanged or complete.
+ */
+export async function runReconcileSlice(
+  deps: Omit<ReconcileDeps, 'target'> & { readonly target: StagedReconcileTarget },
+  plan: ReconcilePlan,
+  previous: ReconcileCursor | null,
+): Promise<ReconcileSliceResult> {
+  const now = deps.now ?? (() => new Date());
+  const maxShare = plan.maxShare ?? DEFAULT_RECONCILE_MAX_SHARE;
+  const run: StagingRunId = { runId: deps.runId, checkpointKey: plan.checkpointKey, project: plan.project };
+  const target = deps.target;
+  let pagesThisSlice = 0;
+  let cursor: ReconcileCursor = previous ?? { source: 0, position: null, ends: [], ids: 0, pages: 0 };
+  try {
+    if (previous === null) await target.clearStaged(run);
+    while (cursor.source < plan.sources.length) {
+      const source = plan.sources[cursor.source]!;
+      let position = cursor.position;
+      let ids = cursor.ids;
+      let pages = cursor.pages;
+      for await (const page of deps.source.pages({
+        project: plan.project,
+        ...idListing(source),
+        pageSize: plan.pageSize,
+        ...(position ? { from: position } : {}),
+      })) {
+        await target.stageIds(run, cursor.source, liveIds(page.records));
+        ids += page.records.length;
+        pages += 1;
+        pagesThisSlice += 1;
+        position = page.position;
+        if (deps.shouldStop?.()) {
+          // Without a resume point (offset paging) the source starts over; repeats do no harm.
+          return {
+            done: false,
+            cursor: { ...cursor, position, ids, pages },
+            pages: pagesThisSlice,
+          };
+        }
+      }
+      cursor = { source: cursor.source + 1, position: null, ends: [...cursor.ends, position], ids, pages };
+    }
+  } finally {
+    await target.closeStaging();
+  }
+
+  await target.begin(run);
+  const tables: TableReconcile[] = [];
+  let ids = cursor.ids;
+  let pages = cursor.pages;
+  try {
+    for (const [index, source] of plan.sources.entries()) {
+      const end = cursor.ends[index] ?? null;
+      if (end !== null) await target.addStagedIds(run, index);
+      for await (const page of deps.source.pages({
+        project: plan.project,
+        ...idListing(source),
+        pageSize: plan.pageSize,
+        ...(end !== null ? { from: end } : {}),
+      })) {
+        await target.addLiveIds(liveIds(page.records));
+        ids += page.records.length;
+        pages += 1;
+        pagesThisSlice += 1;
+        if (deps.shouldStop?.()) {
+          await target.abort();
+          return { done: false, cursor, pages: pagesThisSlice };
+        }
+      }
+      tables.push(
+        ...(await target.settle(
+          source.tables.map((t) => t.name),
+          plan.mode,
+          now(),
+          maxShare,
+        )),
+      );
+    }
+    await target.dropStagedIds(run);
+    await target.commit();
+  } catch (error) {
+    await target.abort();
+    throw error;
+  }
+  return {
+    done: true,
+    summary: { tables, ids, pages, gone: tables.reduce((n, t) => n + t.gone, 0) },
+    pages: pagesThisSlice,
+  };
+}
+
+function liveIds(records: readonly JsonObject[]): string[] {
+  const out: string[] = [];
+  for (const record of records) {
+    const id = liveId(record);
+    if (id !== null) out.push(id);
+  }
+  return out;
 }

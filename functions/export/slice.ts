@@ -20,7 +20,7 @@ import {
 } from './event';
 import type { ExportSliceDeps, SliceClock } from './handler';
 import { configFingerprint } from './hq-config';
-import { ReconcileGuardError, runReconcile } from './reconcile';
+import { ReconcileGuardError, runReconcileSlice, type StagedReconcileTarget } from './reconcile';
 import { runExport } from './run';
 
 export type { SliceContinuation } from './event';
@@ -51,9 +51,10 @@ async function openJobSink(deps: ExportSliceDeps, input: ExportSliceEvent): Prom
 }
 
 /**
- * A reconcile job: lists HQ's ids and settles the PostgreSQL tables in one transaction, so it must end
- * within this invocation (it never returns a continuation). A guard trip fails the slice (the run fails
- * and alarms) and also counts `ReconcileGuardTripped`.
+ * A reconcile job, in slices like an export: each slice lists ids until the deadline and stages them in
+ * the database, the continuation says where the listing resumes, and the last slice compares and
+ * removes (or marks) in one transaction (`runReconcileSlice`). A guard trip fails the slice (the run
+ * fails and alarms) and also counts `ReconcileGuardTripped`.
  */
 async function reconcileSlice(
   deps: ExportSliceDeps,
@@ -61,8 +62,10 @@ async function reconcileSlice(
   clock: SliceClock,
   client: CommCareClient,
   compiled: { sources: readonly import('../query/types').SourcePlan[] },
-  checkpointKey: string,
+  query: { checkpointKey: string; pinned?: PinnedHqConfig },
+  previous: SliceContinuation | null,
   runId: string,
+  slice: number,
 ): Promise<ExportSliceResult> {
   const mode = input.job.deletions ?? 'ignore';
   if (input.job.output.type !== 'postgres' || mode === 'ignore')
@@ -70,26 +73,42 @@ async function reconcileSlice(
   if (!deps.databaseSecret)
     throw new SinkConfigError('The export function has no DATABASE_SECRET_ARN; PostgreSQL outputs need one');
   const db = await deps.databaseSecret();
-  const target = await openReconcileTarget({
+  const target = (await openReconcileTarget({
     format: 'sql',
     output: '',
-    database: { ...db, sslmode: 'require' },
+    // Verified as the export's connection is (see openJobSink).
+    database: { ...db, sslmode: 'verify-full' },
     schema: input.job.output.schema,
-  });
+  })) as StagedReconcileTarget;
   try {
-    const summary = await runReconcile(
+    const result = await runReconcileSlice(
       { source: client, target, runId, shouldStop: () => clock.remainingMs() < clock.safetyMarginMs },
       {
         project: input.job.project,
         sources: compiled.sources,
-        checkpointKey,
+        checkpointKey: query.checkpointKey,
         pageSize: 10_000,
         mode,
         ...(input.job.reconcileMaxShare !== undefined ? { maxShare: input.job.reconcileMaxShare } : {}),
       },
+      previous?.reconcile ?? null,
     );
-    deps.metrics.addMetric('RecordsRemoved', 'Count', summary.gone);
-    return { done: true, continuation: null, rows: summary.gone, pages: summary.pages };
+    if (!result.done)
+      return {
+        done: false,
+        continuation: {
+          slice,
+          runId,
+          exportName: input.job.exportName,
+          project: input.job.project,
+          ...(query.pinned ? { hqConfig: query.pinned } : {}),
+          reconcile: result.cursor,
+        } satisfies SliceContinuation,
+        rows: 0,
+        pages: result.pages,
+      };
+    deps.metrics.addMetric('RecordsRemoved', 'Count', result.summary.gone);
+    return { done: true, continuation: null, rows: result.summary.gone, pages: result.pages };
   } catch (error) {
     if (error instanceof ReconcileGuardError) deps.metrics.addMetric('ReconcileGuardTripped', 'Count', 1);
     throw error;
@@ -198,7 +217,7 @@ export async function runExportSlice(
   const query = await jobQuery(deps, input, client, previous, credentials.baseUrl);
   const compiled = query.compiled;
   if (input.job.task === 'reconcile')
-    return await reconcileSlice(deps, input, clock, client, compiled, query.checkpointKey, runId);
+    return await reconcileSlice(deps, input, clock, client, compiled, query, previous, runId, slice);
   const sink = await openJobSink(deps, input);
   const summary = await runExport(
     {

@@ -5,9 +5,9 @@
  * database); the CA made trusted through NODE_EXTRA_CA_CERTS, as the stack does on Lambda for the RDS
  * certificate authorities, lets it through.
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Logger } from '@aws-lambda-powertools/logger';
@@ -21,6 +21,7 @@ import { connectPostgres } from '../../functions/sinks/postgres/connection';
 import { PERMANENT_ERRORS } from '../../lib/export-pipeline';
 import { recordingMetrics } from '../stepfunctions/harness';
 import { type RunningPostgres, startPostgres } from '../support/services';
+import { makeCertificates } from '../support/tls';
 
 const repoRoot = join(import.meta.dirname, '../..');
 const USER = 'tls@example.org';
@@ -29,60 +30,6 @@ const KEY = `tls-key-${randomUUID()}`;
 let certs: string;
 let server: RunningPostgres;
 let sandbox: RunningSandbox;
-
-/** A CA and a server certificate it signed for DNS name `localhost` only (not 127.0.0.1). */
-function makeCertificates(dir: string): { certificate: string; key: string } {
-  const openssl = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-  openssl([
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-keyout',
-    'ca.key',
-    '-out',
-    'ca.crt',
-    '-days',
-    '2',
-    '-subj',
-    '/CN=ccexport test CA',
-  ]);
-  openssl([
-    'req',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-keyout',
-    'server.key',
-    '-out',
-    'server.csr',
-    '-subj',
-    '/CN=localhost',
-  ]);
-  writeFileSync(join(dir, 'san.ext'), 'subjectAltName=DNS:localhost\n');
-  openssl([
-    'x509',
-    '-req',
-    '-in',
-    'server.csr',
-    '-CA',
-    'ca.crt',
-    '-CAkey',
-    'ca.key',
-    '-CAcreateserial',
-    '-out',
-    'server.crt',
-    '-days',
-    '2',
-    '-extfile',
-    'san.ext',
-  ]);
-  return {
-    certificate: readFileSync(join(dir, 'server.crt'), 'utf8'),
-    key: readFileSync(join(dir, 'server.key'), 'utf8'),
-  };
-}
 
 /** Connects in a fresh Node process (NODE_EXTRA_CA_CERTS is read at start) and reports the TLS state. */
 async function connectInProcessWith(env: Record<string, string>, host: string): Promise<string> {

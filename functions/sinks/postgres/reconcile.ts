@@ -4,7 +4,7 @@
  * exporter holds one page of ids at a time. One transaction from the first id to the last table: a
  * reconcile killed at any moment leaves every table as it was.
  */
-import type { ReconcileTarget, TableReconcile } from '../../export/reconcile';
+import type { StagedReconcileTarget, TableReconcile } from '../../export/reconcile';
 import { ReconcileGuardError } from '../../export/reconcile';
 import { ConcurrentRunError, SinkStateError } from '../errors';
 import { DELETED_AT_COLUMN, DELETED_COLUMN, type DeletionMode } from '../types';
@@ -15,7 +15,26 @@ import { exportLockId } from './sink';
 
 const LIVE = 'pg_temp.ccexport_live_ids';
 
-export class PostgresReconcileTarget implements ReconcileTarget {
+/**
+ * Ids listed by the earlier slices of a sliced reconcile (the Lambda's: one invocation lasts at most 15
+ * minutes), one row per id as listed (repeats allowed), kept until the reconcile's final transaction
+ * compares and deletes them. A table of ours, like `commcare_export_checkpoints`.
+ */
+export const STAGING_TABLE = 'commcare_export_reconcile_ids';
+
+/** Identifies one sliced reconcile. */
+export interface StagingRun {
+  readonly runId: string;
+  readonly checkpointKey: string;
+  readonly project: string;
+}
+
+function csvQuoted(value: string): string {
+  // Every field quoted: COPY then reads a lone `\.` or an empty id as text, never as end or NULL.
+  return `"${value.replaceAll('"', '""')}"`;
+}
+
+export class PostgresReconcileTarget implements StagedReconcileTarget {
   private db: SqlConnection | undefined;
   private lockId: string | undefined;
 
@@ -78,9 +97,71 @@ export class PostgresReconcileTarget implements ReconcileTarget {
   async addLiveIds(ids: readonly string[]): Promise<void> {
     if (ids.length === 0) return;
     let body = '';
-    // Every field quoted: COPY then reads a lone `\.` or an empty id as text, never as end or NULL.
-    for (const id of ids) body += `"${id.replaceAll('"', '""')}"\n`;
+    for (const id of ids) body += `${csvQuoted(id)}\n`;
     await this.requireOpen().copyCsv(`${LIVE} (id)`, [Buffer.from(body, 'utf8')]);
+  }
+
+  private staging: SqlConnection | undefined;
+
+  private get stagingTable(): string {
+    return qualified(this.schema, STAGING_TABLE);
+  }
+
+  private async stagingConnection(): Promise<SqlConnection> {
+    if (!this.staging) {
+      const db = await this.connect();
+      await db.query(
+        `CREATE TABLE IF NOT EXISTS ${this.stagingTable} (checkpoint_key text NOT NULL, project text NOT NULL, ` +
+          'run_id text NOT NULL, source integer NOT NULL, id text NOT NULL)',
+      );
+      await db.query(
+        `CREATE INDEX IF NOT EXISTS ${quoteIdent(`${STAGING_TABLE}_run`)} ON ${this.stagingTable} (run_id, source)`,
+      );
+      this.staging = db;
+    }
+    return this.staging;
+  }
+
+  /** Forgets what earlier (abandoned) reconciles of this export staged: the first slice of a new one. */
+  async clearStaged(run: StagingRun): Promise<void> {
+    const db = await this.stagingConnection();
+    await db.query(`DELETE FROM ${this.stagingTable} WHERE checkpoint_key = $1 AND project = $2`, [
+      run.checkpointKey,
+      run.project,
+    ]);
+  }
+
+  /** Stores ids of the `source`th data source, committed at once: they outlive this invocation. */
+  async stageIds(run: StagingRun, source: number, ids: readonly string[]): Promise<void> {
+    if (ids.length === 0) return;
+    const db = await this.stagingConnection();
+    const prefix = `${csvQuoted(run.checkpointKey)},${csvQuoted(run.project)},${csvQuoted(run.runId)},${source},`;
+    let body = '';
+    for (const id of ids) body += `${prefix}${csvQuoted(id)}\n`;
+    await db.copyCsv(`${this.stagingTable} (checkpoint_key, project, run_id, source, id)`, [
+      Buffer.from(body, 'utf8'),
+    ]);
+  }
+
+  /** In the open transaction: the staged ids of the `source`th data source join the ids compared next. */
+  async addStagedIds(run: StagingRun, source: number): Promise<void> {
+    const db = this.requireOpen();
+    await db.query(
+      `CREATE TABLE IF NOT EXISTS ${this.stagingTable} (checkpoint_key text NOT NULL, project text NOT NULL, ` +
+        'run_id text NOT NULL, source integer NOT NULL, id text NOT NULL)',
+    );
+    await db.query(
+      `INSERT INTO ${LIVE} (id) SELECT id FROM ${this.stagingTable} WHERE run_id = $1 AND source = $2`,
+      [run.runId, source],
+    );
+  }
+
+  /** In the open transaction: the run's staged ids go, with the comparison they served. */
+  async dropStagedIds(run: StagingRun): Promise<void> {
+    await this.requireOpen().query(
+      `DELETE FROM ${this.stagingTable} WHERE checkpoint_key = $1 AND project = $2`,
+      [run.checkpointKey, run.project],
+    );
   }
 
   async settle(
@@ -155,7 +236,15 @@ export class PostgresReconcileTarget implements ReconcileTarget {
     await this.close();
   }
 
+  /** Closes the staging connection (the end of a slice that did not finish). */
+  async closeStaging(): Promise<void> {
+    const staging = this.staging;
+    this.staging = undefined;
+    await staging?.close().catch(() => undefined);
+  }
+
   private async close(): Promise<void> {
+    await this.closeStaging();
     const db = this.db;
     this.db = undefined;
     if (!db) return;
