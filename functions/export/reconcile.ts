@@ -326,7 +326,7 @@ export async function runReconcileSlice(
     await target.closeStaging();
   }
 
-  await target.begin(run);
+  await target.begin({ ...run, tables: plan.sources.flatMap((s) => s.tables.map((t) => t.name)) });
   const tables: TableReconcile[] = [];
   let ids = cursor.ids;
   let pages = cursor.pages;
