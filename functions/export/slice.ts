@@ -102,6 +102,8 @@ async function reconcileSlice(
           exportName: input.job.exportName,
           project: input.job.project,
           ...(query.pinned ? { hqConfig: query.pinned } : {}),
+          // The run's budget from HQ counts the listing too, across slices.
+          pulled: client.budgetUsed,
           reconcile: result.cursor,
         } satisfies SliceContinuation,
         rows: 0,
