@@ -234,6 +234,40 @@ class VisitedUrls {
   }
 }
 
+/**
+ * Catches a `next` link that leads to a new URL whose page holds exactly the records of the page before
+ * (an HQ-like server that ignores `offset` or the cursor): the pull would go on forever with the same
+ * records. Pages of one record are left to the run's budget (a tie at a cursor boundary may repeat one).
+ */
+class RepeatedPages {
+  private previous: string | null = null;
+  constructor(private readonly ctx: PagingContext) {}
+  check(records: readonly JsonObject[], pages: number): void {
+    if (records.length < 2) {
+      this.previous = null;
+      return;
+    }
+    const ids: string[] = [];
+    for (const record of records) {
+      const value: JsonValue | undefined = record[this.ctx.spec.idField] ?? record.id;
+      if (typeof value !== 'string' && typeof value !== 'number') {
+        this.previous = null;
+        return;
+      }
+      ids.push(String(value));
+    }
+    const key = JSON.stringify(ids);
+    if (key === this.previous) {
+      throw new CommCareStuckError(
+        `paging ${this.ctx.spec.name} on project "${this.ctx.project}" cannot go on: HQ answered page ${pages + 1} ` +
+          `with exactly the ${ids.length} records of the page before (ids ${ids[0]} … ${ids[ids.length - 1]}), so ` +
+          'its next link does not advance and following it would repeat them forever',
+      );
+    }
+    this.previous = key;
+  }
+}
+
 export interface OffsetOptions {
   readonly params: QueryParams;
   readonly pageSize: number;
@@ -242,9 +276,11 @@ export interface OffsetOptions {
 export async function* offsetPages(ctx: PagingContext, options: OffsetOptions): AsyncGenerator<RawPage> {
   let url = withQuery(ctx.url, { ...options.params, limit: [String(options.pageSize)] });
   const visited = new VisitedUrls(ctx);
-  for (;;) {
+  const repeated = new RepeatedPages(ctx);
+  for (let pages = 0; ; pages++) {
     visited.visit(url);
     const envelope = await fetchEnvelope(ctx, url);
+    repeated.check(envelope.records, pages);
     yield { records: envelope.records, position: null, totalCount: envelope.totalCount };
     if (isLastPage(envelope, options.pageSize) || envelope.next === null) return;
     url = resolveNext(ctx.baseUrl, envelope.next);
@@ -280,9 +316,11 @@ export async function* cursorPages(ctx: PagingContext, options: CursorOptions): 
   let url = withQuery(ctx.url, params);
   let cursor: string | null = options.start?.cursor ?? null;
   const visited = new VisitedUrls(ctx);
-  for (;;) {
+  const repeated = new RepeatedPages(ctx);
+  for (let pages = 0; ; pages++) {
     visited.visit(url);
     const envelope = await fetchEnvelope(ctx, url);
+    repeated.check(envelope.records, pages);
     const records: JsonObject[] = [];
     // HQ's messaging-event cursor restarts at `gte` the last date and skips one id only, so records
     // tied with the last one come back on the next page: drop the ids already emitted at that date.

@@ -56,6 +56,11 @@ export interface SandboxQuirks {
    * and advances; only a budget stops a client.
    */
   readonly endlessForms?: boolean;
+  /**
+   * tastypie lists of the small resources (users, groups, locations, ...) ignore `offset`: every page is
+   * the first one, and its `next` link always moves on to the next offset, so the pages never advance.
+   */
+  readonly stuckNext?: boolean;
 }
 
 const CHUNK = 1024;
@@ -250,7 +255,7 @@ function envelope(
   const nextOffset = req.quirks?.bouncingNext && offset > 0 ? 0 : offset + limit;
   const meta = {
     limit,
-    next: offset + limit < total ? pageLink(path, order, limit, nextOffset) : null,
+    next: offset + limit < total || req.quirks?.stuckNext ? pageLink(path, order, limit, nextOffset) : null,
     offset,
     previous: offset - limit >= 0 ? pageLink(path, order, limit, offset - limit) : null,
     total_count: total,
@@ -848,7 +853,8 @@ function serveSmall(req: ServeRequest, all: () => JsonObject[], max: number): st
     const groups = req.params.group;
     records = records.filter((r) => (r.groups as string[]).some((g) => groups.includes(g)));
   }
-  return envelope(req, paramOrder(req), limit, offset, records.length, records.slice(offset, offset + limit));
+  const from = req.quirks?.stuckNext ? 0 : offset;
+  return envelope(req, paramOrder(req), limit, offset, records.length, records.slice(from, from + limit));
 }
 
 function range<T>(n: number, f: (k: number) => T): T[] {
@@ -857,7 +863,6 @@ function range<T>(n: number, f: (k: number) => T): T[] {
   return out;
 }
 
-/** Serves one list request; throws SandboxBadRequest for a 400 and UnknownProjectError for no such project. */
 /** `endlessForms`: a page of `limit` new forms from `indexed_on_start` on, one a second, always with a next page. */
 function serveEndlessForms(req: ServeRequest): string {
   const limit = tastypieLimit(req.params, 1000);
@@ -900,6 +905,7 @@ function serveEndlessForms(req: ServeRequest): string {
   return JSON.stringify({ meta, objects });
 }
 
+/** Serves one list request; throws SandboxBadRequest for a 400 and UnknownProjectError for no such project. */
 export function serveList(dataset: SandboxDataset, req: ServeRequest): string {
   const engine = engineFor(dataset);
   const m = dataset.model(req.project);

@@ -146,6 +146,12 @@ describe('paging that never ends', () => {
       args: ['--resource', 'user', '--output-format', 'jsonl', '--batch-size', '10'],
       said: /next link leads back to a page already read/,
     },
+    {
+      label: 'next links that move on to new offsets while every page is the first (offset ignored)',
+      faults: { stuckNext: true },
+      args: ['--resource', 'user', '--output-format', 'jsonl', '--batch-size', '10'],
+      said: /with exactly the 10 records of the page before .* its next link does not advance/,
+    },
   ];
   for (const c of cases) {
     it(`fails with what HQ did, after a few requests, for ${c.label}`, async () => {
