@@ -99,6 +99,9 @@ export const PERMANENT_ERRORS = [
   // 400/404: a bad filter, an unknown project or resource.
   'CommCareRequestError',
   'CommCareConfigError',
+  // HQ cannot build an HQ export's DET config ("Sorry, something went wrong creating that file"): the
+  // export's definition causes it, and it stays until someone edits the export in HQ.
+  'CommCareDetConfigError',
   // More records share one indexed_on value than a page holds: the same request would repeat.
   'CommCareStuckError',
   // HQ sent more than the run's budget of records or bytes (pages that never end): a retry would too.
@@ -353,16 +356,28 @@ export class ExportPipeline extends Construct {
         iteration: 0,
       },
     });
-    const resumeProject = new sfn.Pass(this, 'Resume project', {
-      parameters: {
-        'job.$': '$.item.job',
-        'continuation.$': '$.item.continuation',
-        'runId.$': '$.runId',
-        'done.$': '$.item.done',
-        'rows.$': '$.item.rows',
-        iteration: 0,
-      },
+    const resumeParameters = (hqConfigPath: string) => ({
+      'job.$': '$.item.job',
+      'continuation.$': '$.item.continuation',
+      'runId.$': '$.runId',
+      'done.$': '$.item.done',
+      'rows.$': '$.item.rows',
+      'hqConfig.$': hqConfigPath,
+      iteration: 0,
     });
+    const resumeProject = new sfn.Pass(this, 'Resume project', {
+      parameters: resumeParameters('$.item.hqConfig'),
+    });
+    // A project handed over by an execution of an older definition carries no config record: it gets
+    // a null one (a `result` keeps the null, where `parameters` would drop it).
+    const noConfigRecord = new sfn.Pass(this, 'No config record', {
+      result: sfn.Result.fromObject({ hqConfig: null }),
+      resultPath: '$.defaults',
+    });
+    const resumeOlderProject = new sfn.Pass(this, 'Resume project without a config record', {
+      parameters: resumeParameters('$.defaults.hqConfig'),
+    });
+    noConfigRecord.next(resumeOlderProject);
 
     const slice = new tasks.LambdaInvoke(this, 'Export slice', {
       lambdaFunction: this.function,
@@ -375,6 +390,9 @@ export class ExportPipeline extends Construct {
         'done.$': '$.Payload.done',
         'continuation.$': '$.Payload.continuation',
         'rows.$': '$.Payload.rows',
+        // The HQ export config the run pinned and what changed since the last run (null for a file):
+        // kept in the project's result, so the execution's output is the run's record of it.
+        'hqConfig.$': '$.Payload.hqConfig',
       },
       resultPath: '$.slice',
       taskTimeout: sfn.Timeout.duration(SLICE_TASK_TIMEOUT),
@@ -392,6 +410,7 @@ export class ExportPipeline extends Construct {
         'continuation.$': '$.slice.continuation',
         'done.$': '$.slice.done',
         'rows.$': 'States.MathAdd($.rows, $.slice.rows)',
+        'hqConfig.$': '$.slice.hqConfig',
         'iteration.$': 'States.MathAdd($.iteration, 1)',
       },
     });
@@ -401,6 +420,7 @@ export class ExportPipeline extends Construct {
         'continuation.$': '$.continuation',
         'done.$': '$.done',
         'rows.$': '$.rows',
+        'hqConfig.$': '$.hqConfig',
         metric: {
           MetricName: 'RunRows',
           Unit: 'Count',
@@ -416,8 +436,16 @@ export class ExportPipeline extends Construct {
     slice.next(count).next(more);
     startProject.next(more);
     resumeProject.next(more);
+    resumeOlderProject.next(more);
     const projectEntry = new sfn.Choice(this, 'Resumed project?')
-      .when(sfn.Condition.isPresent('$.item.done'), resumeProject)
+      .when(
+        sfn.Condition.and(
+          sfn.Condition.isPresent('$.item.done'),
+          sfn.Condition.isPresent('$.item.hqConfig'),
+        ),
+        resumeProject,
+      )
+      .when(sfn.Condition.isPresent('$.item.done'), noConfigRecord)
       .otherwise(startProject);
 
     const projects = new sfn.Map(this, 'Export projects', {

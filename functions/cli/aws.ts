@@ -16,8 +16,9 @@ import {
   type SFNClient,
   StartExecutionCommand,
 } from '@aws-sdk/client-sfn';
-import type { ExportRunInput } from '../config/job';
+import type { ExportRunInput, HqConfigRecord } from '../config/job';
 import { stateMachineName, stateMachineOutputKey } from '../config/naming';
+import { describeColumnChange } from '../export/config-changes';
 import { type FlagSpec, formatHelp, parseArgs, UsageError } from './args';
 
 /** The part of the process the commands use. */
@@ -174,21 +175,46 @@ export interface RunSummary {
   /** Rows written by the run's projects (as far as this execution knows), or null when unknown. */
   readonly rows: number | null;
   readonly error?: string;
+  /**
+   * An HQ export's config per project, as the run pinned it: its fingerprint, the previous run's when
+   * it differs, and the columns that appeared or disappeared. Empty for a query file, or when unknown
+   * (a failed execution has no output).
+   */
+  readonly hqConfigs: readonly ({ readonly project: string } & HqConfigRecord)[];
 }
 
 interface ExecutionOutput {
-  slices?: { rows?: unknown }[];
+  slices?: { rows?: unknown; job?: { project?: unknown }; hqConfig?: unknown }[];
   pending?: unknown[];
+}
+
+/** A project's config record from an execution's output, or null when it has none (a file, an older run). */
+function configRecordOf(slice: NonNullable<ExecutionOutput['slices']>[number]): HqConfigRecord | null {
+  const record = slice.hqConfig as Partial<HqConfigRecord> | null | undefined;
+  if (!record || typeof record.id !== 'string' || typeof record.fingerprint !== 'string') return null;
+  return {
+    id: record.id,
+    name: typeof record.name === 'string' ? record.name : record.id,
+    fingerprint: record.fingerprint,
+    previousFingerprint: typeof record.previousFingerprint === 'string' ? record.previousFingerprint : null,
+    columnChanges: Array.isArray(record.columnChanges) ? record.columnChanges : [],
+  };
 }
 
 export function summarizeExecution(d: DescribeExecutionCommandOutput, now: Date): RunSummary {
   let rows: number | null = null;
   let continued = false;
+  const hqConfigs: ({ project: string } & HqConfigRecord)[] = [];
   if (d.output) {
     try {
       const out = JSON.parse(d.output) as ExecutionOutput;
       if (Array.isArray(out.slices)) {
         rows = out.slices.reduce((sum, s) => sum + (typeof s.rows === 'number' ? s.rows : 0), 0);
+        for (const slice of out.slices) {
+          const record = configRecordOf(slice);
+          const project = typeof slice.job?.project === 'string' ? slice.job.project : '?';
+          if (record) hqConfigs.push({ project, ...record });
+        }
       }
       continued = Array.isArray(out.pending) && out.pending.length > 0;
     } catch {
@@ -204,7 +230,26 @@ export function summarizeExecution(d: DescribeExecutionCommandOutput, now: Date)
     durationSeconds: stop ? Math.round((stop.getTime() - start.getTime()) / 1000) : null,
     rows,
     ...(d.error ? { error: d.cause ? `${d.error}: ${d.cause.slice(0, 200)}` : d.error } : {}),
+    hqConfigs,
   };
+}
+
+/** Fingerprints are MD5s; their first 8 characters tell versions apart in a table. */
+const shortFingerprint = (fingerprint: string) => fingerprint.slice(0, 8);
+
+/**
+ * The CONFIG cell: the fingerprint of the HQ export's config the run used, `<new> (was <old>)` when it
+ * changed since the previous run; one per distinct config when projects differ; `-` for a query file.
+ */
+export function configCell(run: RunSummary): string {
+  const cells = new Set(
+    run.hqConfigs.map((c) =>
+      c.previousFingerprint !== null && c.previousFingerprint !== c.fingerprint
+        ? `${shortFingerprint(c.fingerprint)} (was ${shortFingerprint(c.previousFingerprint)})`
+        : shortFingerprint(c.fingerprint),
+    ),
+  );
+  return cells.size === 0 ? '-' : [...cells].join(', ');
 }
 
 function formatDuration(seconds: number | null): string {
@@ -258,12 +303,13 @@ export async function runRunsCommand(
     return 0;
   }
   const rows = [
-    ['STARTED (UTC)', 'STATUS', 'DURATION', 'ROWS', 'NAME'],
+    ['STARTED (UTC)', 'STATUS', 'DURATION', 'ROWS', 'CONFIG', 'NAME'],
     ...runs.map((r) => [
       r.startedAt.replace('T', ' ').slice(0, 19),
       r.status,
       formatDuration(r.durationSeconds),
       r.rows === null ? '-' : String(r.rows),
+      configCell(r),
       r.name,
     ]),
   ];
@@ -274,5 +320,9 @@ export async function runRunsCommand(
     );
   }
   for (const r of runs.filter((r) => r.error)) io.stdout.write(`${r.name}: ${r.error}\n`);
+  for (const r of runs)
+    for (const c of r.hqConfigs)
+      for (const change of c.columnChanges)
+        io.stdout.write(`${r.name}: ${c.project}: ${describeColumnChange(change)}\n`);
   return 0;
 }

@@ -14,6 +14,7 @@ import {
 } from '../commcare';
 import { checkTransport, LARGEST_PAGE } from '../commcare/resources';
 import type { ResourceName } from '../commcare/types';
+import type { QueryChanges } from '../export/config-changes';
 import { keepYoungGenerationSmall, limitHeapGrowth } from '../export/heap';
 import { jsonLinesProgress, ttyProgress } from '../export/progress';
 import { JsonLinesSink, rawRecordsPlan } from '../export/raw-records';
@@ -471,6 +472,7 @@ export async function runRunCommand(
         // --max-concurrency 1 is DET's sequence of requests: one source after another.
         parallelSources: settings.maxConcurrency > 1,
         deletions: settings.deletions,
+        ...(fromHq ? { configFingerprint: fromHq.fingerprint } : {}),
       },
     );
   } finally {
@@ -484,8 +486,27 @@ export async function runRunCommand(
       `${summary.rows.toLocaleString('en-US')} rows, ${summary.pages} pages, ${stats.retries} retries, ${stats.throttled} throttled` +
       `${summary.archived > 0 ? `, ${summary.archived.toLocaleString('en-US')} archived record${summary.archived === 1 ? '' : 's'} ${settings.deletions === 'mark' ? 'marked' : 'removed'}` : ''}\n`,
   );
+  if (fromHq) summaryOut.write(`${configChangeLine(fromHq.fingerprint, summary.changes)}\n`);
   if (sink instanceof JsonLinesSink) for (const file of sink.written) io.stdout.write(`wrote ${file}\n`);
   return summary.done ? 0 : 130;
+}
+
+/**
+ * The run's HQ config against the last committed run's: the change is visible in the run's own output,
+ * and each checkpoint keeps the fingerprint for the next comparison (and for `ccexport history`).
+ */
+function configChangeLine(fingerprint: string, changes: QueryChanges): string {
+  const previous = changes.previousFingerprint;
+  const since =
+    previous === null
+      ? changes.compared
+        ? 'the last run recorded no config fingerprint'
+        : 'no earlier run to compare with'
+      : previous === fingerprint
+        ? 'unchanged since the last run'
+        : `changed since the last run (was ${previous})`;
+  const columns = changes.columnChanges.length;
+  return `HQ export config ${fingerprint}: ${since}${columns > 0 ? `; columns changed in ${columns} table${columns === 1 ? '' : 's'} (notes above)` : ''}`;
 }
 
 function shareFlag(value: string | undefined): number | undefined {
@@ -677,7 +698,7 @@ async function hqExportSources(
   settings: RunSettings,
   client: CommCareClient,
   warn: (message: string) => void,
-): Promise<{ sources: SourcePlan[]; checkpointKey: string }> {
+): Promise<{ sources: SourcePlan[]; checkpointKey: string; fingerprint: string }> {
   const { findHqExport } = await import('../commcare');
   const hqExport = findHqExport(
     await client.hqExports(settings.project),
@@ -697,8 +718,13 @@ async function hqExportSources(
   for (const warning of compiled.warnings) warn(`warning: ${warning}`);
   // The content's fingerprint, not the bytes' MD5: HQ rebuilds the workbook (with a new timestamp) at every download.
   const { configFingerprint } = await import('../export/hq-config');
-  warn(`note: HQ export "${hqExport.name}" (${hqExport.id}), config ${await configFingerprint(workbook)}`);
-  return { sources: [...compiled.sources], checkpointKey: settings.checkpointKey ?? `hq:${hqExport.id}` };
+  const fingerprint = await configFingerprint(workbook);
+  warn(`note: HQ export "${hqExport.name}" (${hqExport.id}), config ${fingerprint}`);
+  return {
+    sources: [...compiled.sources],
+    checkpointKey: settings.checkpointKey ?? `hq:${hqExport.id}`,
+    fingerprint,
+  };
 }
 
 /**

@@ -5,7 +5,7 @@
  * downloaded with the same API key (`DownloadDETSchemaView`, `corehq/apps/export/views/download.py`).
  */
 import type { JsonObject } from '../common/json';
-import { CommCareConfigError, CommCareResponseError } from './errors';
+import { CommCareConfigError, CommCareDetConfigError, CommCareResponseError } from './errors';
 
 /** One DET export of a project, as HQ lists it. */
 export interface HqExport {
@@ -61,11 +61,17 @@ export function findHqExport(exports: readonly HqExport[], project: string, ref:
   );
 }
 
-/** An xlsx file is a zip: HQ answers a config it cannot build with 200 and a text message instead. */
+/**
+ * An xlsx file is a zip. HQ's download view answers 200 with anything else only when building the
+ * workbook raised `DETConfigError` (`_render_det_download`: "Sorry, something went wrong creating that
+ * file: <error>", translated into the user's language); its other failures are 4xx/5xx. So a 200
+ * answer that is not a workbook is `CommCareDetConfigError`, permanent.
+ */
 export function requireWorkbook(bytes: Buffer, exportName: string): Buffer {
   if (bytes.length >= 4 && bytes[0] === 0x50 && bytes[1] === 0x4b) return bytes;
   const text = bytes.toString('utf8', 0, Math.min(bytes.length, 300)).replace(/\s+/g, ' ').trim();
-  throw new CommCareResponseError(
-    `CommCare HQ did not send a DET config workbook for export "${exportName}"; it said: ${text || '(an empty answer)'}`,
+  throw new CommCareDetConfigError(
+    `CommCare HQ did not send a DET config workbook for export "${exportName}"; it said: ${text || '(an empty answer)'}. ` +
+      "HQ cannot build this export's config: edit the export in HQ (Data > Export Data) so that DET can run it; a retry gets the same answer",
   );
 }

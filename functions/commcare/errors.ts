@@ -91,6 +91,19 @@ export class CommCareResponseError extends CommCareError {
 }
 
 /**
+ * HQ could not build an export's DET config. Its download view (`DownloadDETSchemaView`,
+ * `corehq/apps/export/views/download.py`) catches the `DETConfigError` that building the workbook
+ * raises and answers 200, as text/html, "Sorry, something went wrong creating that file: <error>"
+ * instead of the workbook. That error comes from the export's definition alone (an export with no
+ * table selected, an export type DET cannot run), so the same request gets the same answer until
+ * someone edits the export in HQ: permanent. Neither the client nor the state machine retries it
+ * (a retry would only delay the failure alarm by the state machine's backoff, about 20 minutes).
+ */
+export class CommCareDetConfigError extends CommCareError {
+  override readonly name = 'CommCareDetConfigError';
+}
+
+/**
  * Paging cannot advance: more records share one `indexed_on` value than the resource's maximum page
  * holds, so the same request would repeat forever (DET's `ResourceRepeatException`); or HQ does not
  * apply `indexed_on_start` or `order_by=indexed_on`, or its `next` links lead back to a page already

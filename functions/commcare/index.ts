@@ -20,6 +20,7 @@ export {
   CommCareBudgetError,
   CommCareCancelledError,
   CommCareConfigError,
+  CommCareDetConfigError,
   CommCareError,
   CommCareRequestError,
   CommCareResponseError,

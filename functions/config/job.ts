@@ -69,8 +69,29 @@ export interface ExportSliceResult {
   readonly continuation: unknown | null;
   readonly rows: number;
   readonly pages: number;
-  /** An HQ export's run: the export and the fingerprint of the config the run pinned (logged). */
-  readonly hqConfig?: { readonly id: string; readonly fingerprint: string };
+  /**
+   * An HQ export's run: the config the run pinned and what changed since the last committed run. The
+   * state machine keeps it in each project's result, so the execution's output (what `ccexport runs`
+   * reads) records it. Null for a query file (the handler always sends the field: the state machine's
+   * result selector needs it).
+   */
+  readonly hqConfig?: HqConfigRecord | null;
+}
+
+/** The HQ export config a run used, as its run record keeps it. */
+export interface HqConfigRecord {
+  readonly id: string;
+  readonly name: string;
+  /** `configFingerprint` of the pinned workbook: what it says, not its bytes. */
+  readonly fingerprint: string;
+  /** The fingerprint the last committed run of this export recorded; null on a first run or when unknown. */
+  readonly previousFingerprint: string | null;
+  /** Columns each table gained or lost since that run (empty when none, or nothing to compare with). */
+  readonly columnChanges: readonly {
+    readonly table: string;
+    readonly appeared: readonly string[];
+    readonly disappeared: readonly string[];
+  }[];
 }
 
 /**

@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import type { RunBudgetUsed } from '../commcare/budget';
-import type { ExportJob, ExportSliceEvent } from '../config/job';
+import type { ExportJob, ExportSliceEvent, HqConfigRecord } from '../config/job';
 import { exportOutputSchema, projectSchema } from '../config/schema';
 import type { ReconcileCursor } from './reconcile';
 
@@ -44,6 +44,12 @@ export interface PinnedHqConfig {
   readonly fingerprint: string;
   /** The workbook's bytes, base64. */
   readonly workbook: string;
+  /**
+   * What the first slice found changed since the last committed run (fingerprint, columns), kept so
+   * every slice's result reports the run's change: later slices compare with the run's own checkpoint.
+   * Absent in continuations of older versions.
+   */
+  readonly changes?: Pick<HqConfigRecord, 'previousFingerprint' | 'columnChanges'>;
 }
 
 /**
@@ -204,7 +210,9 @@ export function parseContinuation(event: ExportSliceEvent): SliceContinuation | 
       typeof pinned.name !== 'string' ||
       typeof pinned.fingerprint !== 'string' ||
       typeof pinned.workbook !== 'string' ||
-      pinned.workbook === ''
+      pinned.workbook === '' ||
+      (pinned.changes !== undefined &&
+        !Array.isArray((pinned.changes as { columnChanges?: unknown } | null)?.columnChanges))
     )
       throw wrong(
         'hqConfig',

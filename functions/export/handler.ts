@@ -252,7 +252,12 @@ export function makeHandler(args: {
         rows: result.rows,
         pages: result.pages,
         ...(result.hqConfig
-          ? { hqExport: result.hqConfig.id, configFingerprint: result.hqConfig.fingerprint }
+          ? {
+              hqExport: result.hqConfig.id,
+              configFingerprint: result.hqConfig.fingerprint,
+              previousConfigFingerprint: result.hqConfig.previousFingerprint,
+              columnChanges: result.hqConfig.columnChanges,
+            }
           : {}),
       });
       return {
@@ -260,7 +265,8 @@ export function makeHandler(args: {
         continuation: result.continuation ?? null,
         rows: result.rows,
         pages: result.pages,
-        ...(result.hqConfig ? { hqConfig: result.hqConfig } : {}),
+        // Always present: the state machine's result selector reads it (null for a query file).
+        hqConfig: result.hqConfig ?? null,
       };
     } catch (error) {
       metrics.addMetric('SliceFailures', MetricUnit.Count, 1);

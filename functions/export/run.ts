@@ -16,6 +16,7 @@ import {
   type RecordDeletion,
   type SourceCheckpoint,
 } from '../sinks/types';
+import { describeColumnChange, type QueryChanges, queryChanges, tableColumns } from './config-changes';
 import { sourceLabel } from './progress';
 
 /** What the loop needs from the HQ client. */
@@ -71,6 +72,11 @@ export interface ExportPlan {
    * @default 'ignore'
    */
   readonly deletions?: DeletionMode;
+  /**
+   * The fingerprint of the query's config (an HQ export's `configFingerprint`), recorded with each
+   * checkpoint so the next run can tell that the config changed. @default none recorded
+   */
+  readonly configFingerprint?: string;
 }
 
 export interface ExportDeps {
@@ -94,6 +100,8 @@ export interface ExportSummary {
   readonly records: number;
   /** Records seen archived and removed or marked (deletion mode `remove` or `mark`). */
   readonly archived: number;
+  /** The query compared with the last committed run of the same checkpoint key (also told through `notice`). */
+  readonly changes: QueryChanges;
 }
 
 /** Resources that page on `indexed_on` and so can resume from a checkpoint. */
@@ -158,9 +166,12 @@ export async function runExport(deps: ExportDeps, plan: ExportPlan): Promise<Exp
     deletions: mode,
   });
   let result: { done: boolean; progress: SourceProgress[] };
+  let changes: QueryChanges;
   try {
     const pulls: SourcePull[] = [];
     for (const source of plan.sources) pulls.push(await openPull(deps, plan, source, checkpointsEnabled));
+    changes = queryChanges(pulls);
+    for (const change of changes.columnChanges) deps.notice?.(describeColumnChange(change));
     result =
       plan.parallelSources && pulls.length > 1
         ? await pullTogether(deps, plan, pulls, now)
@@ -178,6 +189,7 @@ export async function runExport(deps: ExportDeps, plan: ExportPlan): Promise<Exp
     pages: sum(progress, (p) => p.pages),
     records: sum(progress, (p) => p.records),
     archived: sum(progress, (p) => p.archived),
+    changes,
   };
 }
 
@@ -193,6 +205,11 @@ interface SourcePull {
   readonly tracking: boolean;
   /** Archived records since the last commit, by id; a later live version of one cancels it. */
   readonly archived: Map<string, RecordDeletion>;
+  /**
+   * The last committed checkpoint of this source, read even when the run starts over: its recorded
+   * columns are what this run's tables are compared with. Null for DET's checkpoints (they record none).
+   */
+  readonly previous: SourceCheckpoint | null;
 }
 
 async function openPull(
@@ -204,15 +221,15 @@ async function openPull(
   const dataSource = dataSourceId(source);
   const incremental = INCREMENTAL_RESOURCES.has(source.resource);
   const useCheckpoint = incremental && checkpointsEnabled;
-  const stored =
-    useCheckpoint && !plan.startOver
-      ? await deps.sink.readCheckpoint(
-          plan.checkpointKey,
-          plan.project,
-          dataSource,
-          source.tables.map((t) => t.name),
-        )
-      : null;
+  const found = useCheckpoint
+    ? await deps.sink.readCheckpoint(
+        plan.checkpointKey,
+        plan.project,
+        dataSource,
+        source.tables.map((t) => t.name),
+      )
+    : null;
+  const stored = plan.startOver ? null : found;
   if (stored?.takenOver)
     deps.notice?.(`${sourceLabel({ dataSource, tables: stored.tables })}: took over ${stored.takenOver}`);
   const progress: SourceProgress = {
@@ -243,6 +260,7 @@ async function openPull(
     position: stored?.position ?? null,
     tracking: (plan.deletions ?? 'ignore') !== 'ignore' && source.resource === 'form',
     archived: new Map(),
+    previous: found?.takenOver ? null : found,
   };
 }
 
@@ -268,6 +286,8 @@ async function commitPulls(
       tables: pull.progress.tables,
       position: pull.position,
       writtenAt: now().toISOString(),
+      columns: tableColumns(pull.source),
+      ...(plan.configFingerprint !== undefined ? { configFingerprint: plan.configFingerprint } : {}),
     });
   }
   await deps.sink.commit(checkpoints);

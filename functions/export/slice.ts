@@ -6,11 +6,12 @@
  */
 import { randomUUID } from 'node:crypto';
 import { CommCareClient, findHqExport, LARGEST_PAGE } from '../commcare';
-import type { ExportSliceEvent, ExportSliceResult } from '../config/job';
+import type { ExportSliceEvent, ExportSliceResult, HqConfigRecord } from '../config/job';
 import { compileQueryFile, compileWorkbook, QueryFileError } from '../query';
 import type { CompiledQuery } from '../query/types';
 import { createSink, openReconcileTarget, SinkConfigError } from '../sinks';
 import type { ExportSink } from '../sinks/types';
+import { recordedColumnChanges } from './config-changes';
 import {
   ExportEventError,
   MAX_PINNED_CONFIG_BYTES,
@@ -229,6 +230,8 @@ export async function runExportSlice(
       // run id and write under the same prefix, and a retried slice must not replace what it committed.
       runId: sliceObjectRunId(runId, input.job.project, slice, attempt),
       shouldYield: () => clock.remainingMs() < clock.safetyMarginMs,
+      // Columns that appeared or disappeared since the last run (an HQ export edited in HQ).
+      notice: (message) => deps.logger.info(message),
     },
     {
       project: input.job.project,
@@ -241,8 +244,17 @@ export async function runExportSlice(
       pageSize: LARGEST_PAGE,
       commitEveryPages: input.job.output.type === 'postgres' ? 5 : Number.POSITIVE_INFINITY,
       deletions: input.job.deletions ?? 'ignore',
+      ...(query.pinned ? { configFingerprint: query.pinned.fingerprint } : {}),
     },
   );
+  // The run's change is what its first slice saw; later slices compare with the run's own checkpoint.
+  const pinned: PinnedHqConfig | undefined = query.pinned && {
+    ...query.pinned,
+    changes: query.pinned.changes ?? {
+      previousFingerprint: summary.changes.previousFingerprint,
+      columnChanges: recordedColumnChanges(summary.changes.columnChanges),
+    },
+  };
   const stats = client.stats;
   // Rows of archived or deleted records removed or marked (dashboard: "records removed or marked").
   deps.metrics.addMetric('RecordsRemoved', 'Count', summary.archived);
@@ -257,11 +269,22 @@ export async function runExportSlice(
           runId,
           exportName: input.job.exportName,
           project: input.job.project,
-          ...(query.pinned ? { hqConfig: query.pinned } : {}),
+          ...(pinned ? { hqConfig: pinned } : {}),
           pulled: client.budgetUsed,
         } satisfies SliceContinuation),
     rows: summary.rows,
     pages: summary.pages,
-    ...(query.pinned ? { hqConfig: { id: query.pinned.id, fingerprint: query.pinned.fingerprint } } : {}),
+    hqConfig: pinned ? hqConfigRecord(pinned) : null,
+  };
+}
+
+/** The run record's view of a pinned config: everything but the workbook. */
+function hqConfigRecord(pinned: PinnedHqConfig): HqConfigRecord {
+  return {
+    id: pinned.id,
+    name: pinned.name,
+    fingerprint: pinned.fingerprint,
+    previousFingerprint: pinned.changes?.previousFingerprint ?? null,
+    columnChanges: pinned.changes?.columnChanges ?? [],
   };
 }

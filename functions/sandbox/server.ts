@@ -300,7 +300,8 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Runnin
           return send(
             200,
             { 'Content-Type': 'text/html; charset=utf-8' },
-            'Sorry, something went wrong creating that file: this export has no columns DET can read',
+            // HQ's words when building the workbook raises DETConfigError (an export with no table selected).
+            `Sorry, something went wrong creating that file: No Tables found in Export ${found.name}`,
           );
         const bytes = await detConfigWorkbook(found);
         entry.status = 200;

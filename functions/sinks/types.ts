@@ -17,6 +17,13 @@ export interface SourceCheckpoint {
   readonly writtenAt: string;
   /** Set when the checkpoint is another tool's (DET's `commcare_export_runs`): what was taken over. */
   readonly takenOver?: string;
+  /**
+   * The headings of each table this source fed when the checkpoint was committed, so the next run can
+   * say which columns appeared or disappeared. Absent in checkpoints written before they were kept.
+   */
+  readonly columns?: Readonly<Record<string, readonly string[]>>;
+  /** The fingerprint of the query's config at that commit (an HQ export's `configFingerprint`). */
+  readonly configFingerprint?: string;
 }
 
 /** Identifies one run of one export, for object names and logs. */

@@ -162,10 +162,10 @@ describe('ccexport runs', () => {
       maxResults: 3,
     });
     const lines = out().split('\n');
-    expect(lines[0]).toMatch(/^STARTED \(UTC\)\s+STATUS\s+DURATION\s+ROWS\s+NAME$/);
-    expect(lines[1]).toMatch(/^2026-11-23 11:59:00\s+RUNNING\s+1m00s\s+-\s+run-2$/);
-    expect(lines[2]).toMatch(/^2026-11-22 02:00:00\s+SUCCEEDED\s+41m05s\s+1234\s+run-1$/);
-    expect(lines[3]).toMatch(/^2026-11-21 02:00:00\s+FAILED\s+30s\s+-\s+run-0$/);
+    expect(lines[0]).toMatch(/^STARTED \(UTC\)\s+STATUS\s+DURATION\s+ROWS\s+CONFIG\s+NAME$/);
+    expect(lines[1]).toMatch(/^2026-11-23 11:59:00\s+RUNNING\s+1m00s\s+-\s+-\s+run-2$/);
+    expect(lines[2]).toMatch(/^2026-11-22 02:00:00\s+SUCCEEDED\s+41m05s\s+1234\s+-\s+run-1$/);
+    expect(lines[3]).toMatch(/^2026-11-21 02:00:00\s+FAILED\s+30s\s+-\s+-\s+run-0$/);
     expect(out()).toContain('run-0: CommCareAuthError: CommCare HQ answered 401');
   });
 
@@ -195,6 +195,7 @@ describe('ccexport runs', () => {
       startedAt: '2026-11-22T00:00:00.000Z',
       durationSeconds: 18_000,
       rows: 5,
+      hqConfigs: [],
     });
   });
 

@@ -154,7 +154,8 @@ describe('ccexport --query hq:<name or id>', () => {
   it('fails clearly when HQ cannot build the config, and for an unknown export', async () => {
     const broken = await run('Broken', 'broken');
     expect(broken.code).toBe(1);
-    expect(broken.err).toContain('did not send a DET config workbook');
+    expect(broken.err).toContain('CommCareDetConfigError: CommCare HQ did not send a DET config workbook');
+    expect(broken.err).toContain('Sorry, something went wrong creating that file');
     const missing = await run('Nope', 'nope');
     expect(missing.code).toBe(1);
     expect(missing.err).toContain('Registrations');
@@ -174,4 +175,43 @@ describe('ccexport --query hq:<name or id>', () => {
     expect(headers).toContain('formid,household_name,household_size');
     expect(existsSync(join(work, 'edited'))).toBe(true);
   });
+
+  // Files keep checkpoints in an object next to the data, PostgreSQL in its checkpoint table.
+  it.each(['csv', 'sql'])(
+    'says which columns appeared and disappeared since the last run, and the config it ran before (%s)',
+    async (format) => {
+      const runAs = () =>
+        ccexport([
+          ...['--project', 'clinic', '--query', 'hq:Registrations', '--output-format', format],
+          ...['--output', join(work, `changes-${format}`), '--progress', 'none'],
+        ]);
+      // SQL needs an "id" column as the primary key.
+      const id = { field: 'id', source: 'id' };
+      const base = registrations([id, BASE_COLUMNS[1]!]);
+      const others = () => sandbox.detExports('clinic').filter((e) => e.id !== 'exp-registrations');
+      sandbox.setDetExports('clinic', [base, ...others()]);
+      const first = await runAs();
+      const fingerprint = (err: string) => /config ([0-9a-f]{32})/.exec(err)?.[1];
+      const again = await runAs();
+      sandbox.setDetExports('clinic', [
+        registrations([id, { field: 'household_size', source: 'form.household_size' }]),
+        ...others(),
+      ]);
+      const edited = await runAs();
+
+      expect([first.code, again.code, edited.code]).toEqual([0, 0, 0]);
+      expect(first.out).toContain(
+        `HQ export config ${fingerprint(first.err)}: no earlier run to compare with`,
+      );
+      expect(again.out).toContain(`HQ export config ${fingerprint(first.err)}: unchanged since the last run`);
+      expect(again.err).not.toContain('columns appeared');
+      expect(fingerprint(edited.err)).not.toBe(fingerprint(first.err));
+      expect(edited.out).toContain(
+        `HQ export config ${fingerprint(edited.err)}: changed since the last run (was ${fingerprint(first.err)}); columns changed in 1 table`,
+      );
+      expect(edited.err).toMatch(
+        /note: table "[^"]+": columns appeared: household_size; disappeared: household_name \(since the last run\)/,
+      );
+    },
+  );
 });

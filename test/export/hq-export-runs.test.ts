@@ -157,6 +157,14 @@ describe('query: { hqExport } in the export function', () => {
     );
     expect(untouched[0]!.hqConfig!.fingerprint).toBe(firstFingerprint);
     expect(secondFingerprint).not.toBe(firstFingerprint);
+    // Every slice of the second run records what changed since the first, as its first slice saw it.
+    expect(first.every((r) => r.hqConfig?.previousFingerprint === null)).toBe(true);
+    for (const r of second) {
+      expect(r.hqConfig).toMatchObject({
+        previousFingerprint: firstFingerprint,
+        columnChanges: [{ table: expect.any(String), appeared: ['household_size'], disappeared: [] }],
+      });
+    }
     const { byRun } = await headings('between/');
     const perRun = [...byRun.values()].map((set) => [...set]);
     expect(perRun).toHaveLength(2);

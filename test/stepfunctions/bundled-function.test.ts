@@ -13,8 +13,10 @@ import { join } from 'node:path';
 import { CreateBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 import { CreateSecretCommand, type SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { runRunsCommand } from '../../functions/cli/aws';
 import type { ExportJob, ExportSliceEvent } from '../../functions/config/job';
-import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
+import { type RunningSandbox, type SandboxDetExport, startSandbox } from '../../functions/sandbox';
+import { FORM_TYPES } from '../../functions/sandbox/records';
 import { motoS3, motoSecretsManager } from '../support/aws';
 import {
   exportHandlerEntry,
@@ -30,7 +32,22 @@ import {
 
 const USER = 'exporter@example.org';
 const KEY = `bundle-key-${randomUUID()}`;
-const PROJECTS = [{ name: 'north', forms: 1_500, cases: 10 }];
+const HQ_EXPORT_ID = 'exp-visits';
+const hqExport = (columns: SandboxDetExport['columns']): SandboxDetExport => ({
+  id: HQ_EXPORT_ID,
+  name: 'Visits',
+  type: 'form',
+  xmlns: FORM_TYPES[0]!.xmlns,
+  columns,
+});
+const VISIT_COLUMNS = [
+  { field: 'id', source: 'id' },
+  { field: 'household_name', source: 'form.household_name' },
+];
+const BROKEN_EXPORT: SandboxDetExport = { ...hqExport([]), id: 'exp-broken', name: 'Broken', broken: true };
+const PROJECTS = [
+  { name: 'north', forms: 1_500, cases: 10, detExports: [hqExport(VISIT_COLUMNS), BROKEN_EXPORT] },
+];
 
 let synthesized: SynthesizedExport;
 let sandbox: RunningSandbox;
@@ -88,6 +105,12 @@ function job(changes: Partial<ExportJob> = {}): ExportJob {
   const [first] = load.Result.slices;
   if (!first) throw new Error('the deployment has no jobs');
   return { ...first.job, project: 'north', output: ownPrefix(), ...changes };
+}
+
+/** The deployed job turned into one that names an HQ export instead of the bundled query file. */
+function hqJob(ref: string, output = ownPrefix()): ExportJob {
+  const { queryFile: _bundled, ...rest } = job({ output });
+  return { ...rest, hqExport: ref };
 }
 
 /** An S3 output of its own, so no scenario meets another's checkpoint or lease. */
@@ -174,6 +197,11 @@ describe('the bundled export function', () => {
         job: job({ output: { type: 'postgres', schema: 'nowhere' } }),
         continuation: null,
       }),
+      // HQ's "Sorry, something went wrong creating that file" instead of an export's DET config.
+      CommCareDetConfigError: await thrownName(secretDocument(), {
+        job: hqJob('Broken'),
+        continuation: null,
+      }),
     };
 
     expect(thrown).toEqual({
@@ -183,6 +211,7 @@ describe('the bundled export function', () => {
       CommCareRequestError: 'CommCareRequestError',
       QueryFileError: 'QueryFileError',
       SinkConfigError: 'SinkConfigError',
+      CommCareDetConfigError: 'CommCareDetConfigError',
     });
     const { permanent } = retrierErrorNames();
     for (const name of Object.values(thrown)) expect(permanent).toContain(name);
@@ -256,5 +285,106 @@ describe('the synthesized state machine with the bundled function', () => {
 
     expect(failed?.name).toBe('SecretShapeError');
     expect(attempts).toBe(1);
+  }, 300_000);
+});
+
+describe('an HQ export through the state machine and the bundle', () => {
+  it('keeps the config fingerprint and the columns that changed in the run record, which ccexport runs shows', async () => {
+    const handler = coldStart(await newSecret(secretDocument()));
+    const output = ownPrefix();
+    const start = () => ({ slices: [{ job: hqJob('Visits', output), continuation: null }] });
+    sandbox.setDetExports('north', [hqExport(VISIT_COLUMNS), BROKEN_EXPORT]);
+    const first = await runLocally({ synthesized, handler, context, maxExecutions: 1 }, 'hq-run-1', start());
+    sandbox.setDetExports('north', [
+      hqExport([VISIT_COLUMNS[0]!, { field: 'household_size', source: 'form.household_size' }]),
+      BROKEN_EXPORT,
+    ]);
+    const second = await runLocally({ synthesized, handler, context, maxExecutions: 1 }, 'hq-run-2', start());
+
+    type Recorded = { slices: { job: { project: string }; hqConfig: Record<string, unknown> | null }[] };
+    const [firstRecord] = (first.output as Recorded).slices;
+    const [secondRecord] = (second.output as Recorded).slices;
+    expect(firstRecord?.hqConfig).toMatchObject({
+      id: HQ_EXPORT_ID,
+      name: 'Visits',
+      fingerprint: expect.stringMatching(/^[0-9a-f]{32}$/),
+      previousFingerprint: null,
+      columnChanges: [],
+    });
+    const before = firstRecord?.hqConfig?.fingerprint as string;
+    const after = secondRecord?.hqConfig?.fingerprint as string;
+    expect(after).not.toBe(before);
+    expect(secondRecord?.hqConfig).toMatchObject({
+      previousFingerprint: before,
+      columnChanges: [
+        { table: expect.any(String), appeared: ['household_size'], disappeared: ['household_name'] },
+      ],
+    });
+
+    // ccexport runs, reading these outputs as Step Functions' DescribeExecution returns them.
+    const executions = [
+      { name: 'hq-run-2', output: second.output },
+      { name: 'hq-run-1', output: first.output },
+    ];
+    const sfn = {
+      send: async (command: { input: { executionArn?: string } }) =>
+        'executionArn' in command.input && command.input.executionArn
+          ? (() => {
+              const e = executions.find((x) => command.input.executionArn === `arn:${x.name}`)!;
+              return {
+                name: e.name,
+                status: 'SUCCEEDED',
+                startDate: new Date(),
+                stopDate: new Date(),
+                output: JSON.stringify(e.output),
+              };
+            })()
+          : { executions: executions.map((e) => ({ executionArn: `arn:${e.name}`, name: e.name })) },
+    };
+    let printed = '';
+    const io = {
+      stdout: { write: (t: string) => (printed += t) },
+      stderr: { write: () => true },
+      cwd: scratch,
+    };
+    const code = await runRunsCommand(['households', '--state-machine-arn', 'arn:machine'], io, {
+      sfn: sfn as never,
+    });
+
+    expect(code).toBe(0);
+    const lines = printed.split('\n');
+    expect(lines[0]).toMatch(/\bCONFIG\b/);
+    expect(lines[1]).toContain(`${after.slice(0, 8)} (was ${before.slice(0, 8)})`);
+    expect(lines[1]).toMatch(/hq-run-2$/);
+    expect(lines[2]).toMatch(new RegExp(`\\s${before.slice(0, 8)}\\s+hq-run-1$`));
+    expect(printed).toMatch(
+      /hq-run-2: north: table "[^"]+": columns appeared: household_size; disappeared: household_name/,
+    );
+  }, 300_000);
+
+  it("fails at once, without a retry, when HQ cannot build the export's config", async () => {
+    const bundled = coldStart(await newSecret(secretDocument()));
+    let attempts = 0;
+    const handler: SliceHandler = (event, ctx) => {
+      attempts += 1;
+      return bundled(event, ctx);
+    };
+    const downloads = () =>
+      sandbox.requestLog.filter((r) => r.path.includes('/det/download/exp-broken/')).length;
+    const before = downloads();
+
+    const failed = await runLocally({ synthesized, handler, context, maxExecutions: 1 }, 'hq-broken', {
+      slices: [{ job: hqJob('Broken'), continuation: null }],
+    }).then(
+      () => null,
+      (error: Error) => error.cause as Error,
+    );
+
+    expect(failed?.name).toBe('CommCareDetConfigError');
+    expect(failed?.message).toContain(
+      'Sorry, something went wrong creating that file: No Tables found in Export Broken',
+    );
+    expect(attempts).toBe(1);
+    expect(downloads() - before).toBe(1);
   }, 300_000);
 });

@@ -21,9 +21,10 @@ let definition: Record<string, unknown>;
 function countingHandler(slices: number): SliceHandler {
   return async (event) => {
     const n = ((event as ExportSliceEvent).continuation as { n?: number } | null)?.n ?? 0;
+    // The export function always sends `hqConfig` (null for a query file): the result selector reads it.
     return n + 1 >= slices
-      ? { done: true, continuation: null, rows: 1, pages: 1 }
-      : { done: false, continuation: { n: n + 1 }, rows: 1, pages: 1 };
+      ? { done: true, continuation: null, rows: 1, pages: 1, hqConfig: null }
+      : { done: false, continuation: { n: n + 1 }, rows: 1, pages: 1, hqConfig: null };
   };
 }
 
@@ -92,5 +93,35 @@ describe('the last states of a run', () => {
     expect(run.executions).toEqual(['already-started']);
     expect(run.output).toBeDefined();
     expect(run.recordedRuns).toEqual([]);
+  });
+});
+
+describe('a run an older definition handed over', () => {
+  it('resumes projects whose results carry no config record, and records theirs as null', async () => {
+    // What an execution of the definition before config records handed over: no `hqConfig` per project.
+    const [north, south] = (synthesized.scheduleInput as { slices: ExportSliceEvent[] }).slices;
+    const input = {
+      runId: 'older-run',
+      generation: 1,
+      slices: [
+        { job: north!.job, continuation: { n: 1 }, done: false, rows: 7 },
+        { job: south!.job, continuation: null, done: true, rows: 5 },
+      ],
+    };
+
+    const run = await runLocally(
+      { synthesized, handler: countingHandler(2), context, maxExecutions: 1 },
+      'older-run-g1',
+      input,
+    );
+
+    expect(run.slices.map((s) => s.event.job.project)).toEqual(['north']);
+    expect(run.output).toMatchObject({
+      pending: [],
+      slices: [
+        { job: { project: 'north' }, done: true, rows: 8, hqConfig: null },
+        { job: { project: 'south' }, done: true, rows: 5, hqConfig: null },
+      ],
+    });
   });
 });

@@ -3,6 +3,7 @@ import { readDetCheckpoint } from '../../checkpoints/det-runs';
 import {
   CHECKPOINT_TABLE,
   checkpointTableDdl,
+  checkpointTableUpgrades,
   readPgCheckpoint,
   writePgCheckpoints,
 } from '../../checkpoints/postgres';
@@ -244,6 +245,7 @@ export class PostgresSink implements ExportSink {
         if (this.schema !== 'public')
           await db.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(this.schema)}`);
         await db.query(checkpointTableDdl(this.schema));
+        for (const upgrade of checkpointTableUpgrades(this.schema)) await db.query(upgrade);
       },
       false,
     );
