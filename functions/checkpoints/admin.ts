@@ -40,6 +40,8 @@ export interface CheckpointEntry {
   readonly writtenAt: string;
   /** The run that wrote it, where known. */
   readonly runId: string;
+  /** The config fingerprint the run recorded with it (an HQ export's), where it recorded one. */
+  readonly configFingerprint?: string;
 }
 
 /** A row of DET's `commcare_export_runs`. */
@@ -129,6 +131,7 @@ interface OurRow {
   position: { indexedOn?: string | null } | string;
   written_at: Date | string;
   run_id: string | null;
+  config_fingerprint?: string | null;
 }
 
 interface DetRow {
@@ -159,6 +162,7 @@ function ourEntry(r: OurRow): CheckpointEntry {
     indexedOn: json(r.position).indexedOn ?? null,
     writtenAt: r.written_at instanceof Date ? r.written_at.toISOString() : String(r.written_at),
     runId: r.run_id ?? '',
+    ...(r.config_fingerprint ? { configFingerprint: r.config_fingerprint } : {}),
   };
 }
 
@@ -207,8 +211,10 @@ export class SqlCheckpointAdmin implements CheckpointAdmin {
   async listOurs(filter: HistoryFilter): Promise<CheckpointEntry[] | null> {
     if (!(await this.exists(CHECKPOINT_TABLE))) return null;
     const { rows } = await this.db.query<OurRow>(
-      `SELECT checkpoint_key, project, data_source, tables, position, written_at, run_id
-         FROM ${qualified(this.schema, CHECKPOINT_TABLE)}
+      // The fingerprint through to_jsonb: a table an older version created has no `config` column.
+      `SELECT checkpoint_key, project, data_source, tables, position, written_at, run_id,
+              to_jsonb(c) -> 'config' ->> 'fingerprint' AS config_fingerprint
+         FROM ${qualified(this.schema, CHECKPOINT_TABLE)} c
         WHERE ($1::text IS NULL OR checkpoint_key = $1) AND ($2::text IS NULL OR project = $2)
         ORDER BY written_at DESC, checkpoint_key, project, data_source`,
       [filter.checkpointKey ?? null, filter.project ?? null],
@@ -346,6 +352,7 @@ function checkpointEntries(sources: readonly SourceCheckpoint[], runs: readonly 
       indexedOn: s.position.indexedOn ?? null,
       writtenAt: s.writtenAt,
       runId: writer?.runId ?? '',
+      ...(s.configFingerprint ? { configFingerprint: s.configFingerprint } : {}),
     };
   });
 }

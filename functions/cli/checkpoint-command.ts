@@ -156,7 +156,7 @@ function formatTable(headings: readonly string[], rows: readonly (readonly strin
 
 function oursTable(rows: readonly CheckpointEntry[]): string {
   return formatTable(
-    ['checkpoint key', 'project', 'tables', 'data source', 'indexed_on', 'written at', 'run'],
+    ['checkpoint key', 'project', 'tables', 'data source', 'indexed_on', 'written at', 'run', 'config'],
     rows.map((r) => [
       r.checkpointKey,
       r.project,
@@ -165,6 +165,8 @@ function oursTable(rows: readonly CheckpointEntry[]): string {
       r.indexedOn ?? '',
       r.writtenAt,
       r.runId,
+      // An HQ export's config fingerprint at that commit; CLI and AWS runs record it alike.
+      r.configFingerprint ?? '',
     ]),
   );
 }

@@ -1,7 +1,9 @@
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { main } from '../../functions/cli/main';
 import { readWorkbook } from '../../functions/query/excel';
 import { type RunningSandbox, type SandboxDetExport, startSandbox } from '../../functions/sandbox';
@@ -69,6 +71,27 @@ async function ccexport(args: string[], key = KEY, user = USER) {
   const io = captureIO({ CCEXPORT_API_KEY: key }, work);
   const code = await main([...args, '--commcare-hq', sandbox.url, '--username', user], io);
   return { code, out: io.out(), err: io.err() };
+}
+
+/**
+ * A PostgreSQL database whose checkpoint table an earlier version created (without the `config` column
+ * later versions add), as a warehouse filled before this version would have it.
+ */
+async function olderWarehouse(): Promise<string> {
+  const name = `hq_exports_${randomBytes(4).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: inject('pgUrl') });
+  await admin.connect();
+  await admin.query(`create database ${name}`);
+  await admin.end();
+  const url = inject('pgUrl').replace(/\/postgres$/, `/${name}`);
+  const db = new pg.Client({ connectionString: url });
+  await db.connect();
+  await db.query(`CREATE TABLE commcare_export_checkpoints (
+    checkpoint_key text NOT NULL, project text NOT NULL, data_source text NOT NULL, tables jsonb NOT NULL,
+    position jsonb NOT NULL, written_at timestamptz NOT NULL, run_id text,
+    PRIMARY KEY (checkpoint_key, project, data_source))`);
+  await db.end();
+  return url;
 }
 
 function filesUnder(dir: string): string[] {
@@ -180,10 +203,11 @@ describe('ccexport --query hq:<name or id>', () => {
   it.each(['csv', 'sql'])(
     'says which columns appeared and disappeared since the last run, and the config it ran before (%s)',
     async (format) => {
+      const output = format === 'sql' ? await olderWarehouse() : join(work, `changes-${format}`);
       const runAs = () =>
         ccexport([
           ...['--project', 'clinic', '--query', 'hq:Registrations', '--output-format', format],
-          ...['--output', join(work, `changes-${format}`), '--progress', 'none'],
+          ...['--output', output, '--progress', 'none'],
         ]);
       // SQL needs an "id" column as the primary key.
       const id = { field: 'id', source: 'id' };
@@ -212,6 +236,16 @@ describe('ccexport --query hq:<name or id>', () => {
       expect(edited.err).toMatch(
         /note: table "[^"]+": columns appeared: household_size; disappeared: household_name \(since the last run\)/,
       );
+      if (format === 'sql') {
+        // The checkpoint table keeps the fingerprint of the last commit; history shows it.
+        const history = captureIO({}, work);
+        expect(
+          await main(['history', '--output', output, '--checkpoint-key', 'hq:exp-registrations'], history),
+        ).toBe(0);
+        expect(history.out()).toMatch(
+          new RegExp(`hq:exp-registrations\\s+clinic.*\\s${fingerprint(edited.err)}\\n`),
+        );
+      }
     },
   );
 });
