@@ -439,10 +439,7 @@ export class ExportPipeline extends Construct {
     resumeOlderProject.next(more);
     const projectEntry = new sfn.Choice(this, 'Resumed project?')
       .when(
-        sfn.Condition.and(
-          sfn.Condition.isPresent('$.item.done'),
-          sfn.Condition.isPresent('$.item.hqConfig'),
-        ),
+        sfn.Condition.and(sfn.Condition.isPresent('$.item.done'), sfn.Condition.isPresent('$.item.hqConfig')),
         resumeProject,
       )
       .when(sfn.Condition.isPresent('$.item.done'), noConfigRecord)

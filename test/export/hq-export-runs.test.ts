@@ -13,12 +13,12 @@ import { makeHandler, type SliceContext } from '../../functions/export/handler';
 import { runExportSlice } from '../../functions/export/slice';
 import { QueryFileError } from '../../functions/query';
 import { type RunningSandbox, type SandboxDetExport, startSandbox } from '../../functions/sandbox';
-import { FORM_TYPES } from '../../functions/sandbox/records';
 import { readManifests } from '../../functions/sinks';
 import { S3ObjectStore } from '../../functions/sinks/store/s3';
 import { parseCsv } from '../sinks/helpers';
 import { recordingMetrics } from '../stepfunctions/harness';
 import { motoS3 } from '../support/aws';
+import { REGISTRATION_COLUMNS, registrationExport } from '../support/hq-exports';
 
 const USER = 'exporter@example.org';
 // A sandbox key, generated per test file, never real.
@@ -26,18 +26,9 @@ const KEY = `hq-export-runs-${randomUUID()}`;
 const PROJECT = 'clinic';
 const HQ_ID = 'exp-registrations';
 
-const registrations = (columns: SandboxDetExport['columns']): SandboxDetExport => ({
-  id: HQ_ID,
-  name: 'Registrations',
-  type: 'form',
-  xmlns: FORM_TYPES[0]!.xmlns,
-  columns,
-});
-const BASE_COLUMNS = [
-  { field: 'id', source: 'id' },
-  { field: 'household_name', source: 'form.household_name' },
-];
-const WITH_SIZE = [...BASE_COLUMNS, { field: 'household_size', source: 'form.household_size' }];
+const registrations = (columns: SandboxDetExport['columns']) => registrationExport(columns);
+const BASE_COLUMNS = [REGISTRATION_COLUMNS.id, REGISTRATION_COLUMNS.householdName];
+const WITH_SIZE = [...BASE_COLUMNS, REGISTRATION_COLUMNS.householdSize];
 
 let sandbox: RunningSandbox;
 let s3: S3Client;

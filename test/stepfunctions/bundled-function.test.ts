@@ -16,8 +16,8 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { runRunsCommand } from '../../functions/cli/aws';
 import type { ExportJob, ExportSliceEvent } from '../../functions/config/job';
 import { type RunningSandbox, type SandboxDetExport, startSandbox } from '../../functions/sandbox';
-import { FORM_TYPES } from '../../functions/sandbox/records';
 import { motoS3, motoSecretsManager } from '../support/aws';
+import { REGISTRATION_COLUMNS, registrationExport } from '../support/hq-exports';
 import {
   exportHandlerEntry,
   findState,
@@ -33,17 +33,9 @@ import {
 const USER = 'exporter@example.org';
 const KEY = `bundle-key-${randomUUID()}`;
 const HQ_EXPORT_ID = 'exp-visits';
-const hqExport = (columns: SandboxDetExport['columns']): SandboxDetExport => ({
-  id: HQ_EXPORT_ID,
-  name: 'Visits',
-  type: 'form',
-  xmlns: FORM_TYPES[0]!.xmlns,
-  columns,
-});
-const VISIT_COLUMNS = [
-  { field: 'id', source: 'id' },
-  { field: 'household_name', source: 'form.household_name' },
-];
+const hqExport = (columns: SandboxDetExport['columns']) =>
+  registrationExport(columns, { id: HQ_EXPORT_ID, name: 'Visits' });
+const VISIT_COLUMNS = [REGISTRATION_COLUMNS.id, REGISTRATION_COLUMNS.householdName];
 const BROKEN_EXPORT: SandboxDetExport = { ...hqExport([]), id: 'exp-broken', name: 'Broken', broken: true };
 const PROJECTS = [
   { name: 'north', forms: 1_500, cases: 10, detExports: [hqExport(VISIT_COLUMNS), BROKEN_EXPORT] },
@@ -296,7 +288,7 @@ describe('an HQ export through the state machine and the bundle', () => {
     sandbox.setDetExports('north', [hqExport(VISIT_COLUMNS), BROKEN_EXPORT]);
     const first = await runLocally({ synthesized, handler, context, maxExecutions: 1 }, 'hq-run-1', start());
     sandbox.setDetExports('north', [
-      hqExport([VISIT_COLUMNS[0]!, { field: 'household_size', source: 'form.household_size' }]),
+      hqExport([REGISTRATION_COLUMNS.id, REGISTRATION_COLUMNS.householdSize]),
       BROKEN_EXPORT,
     ]);
     const second = await runLocally({ synthesized, handler, context, maxExecutions: 1 }, 'hq-run-2', start());
