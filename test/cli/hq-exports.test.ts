@@ -236,16 +236,14 @@ describe('ccexport --query hq:<name or id>', () => {
       expect(edited.err).toMatch(
         /note: table "[^"]+": columns appeared: household_size; disappeared: household_name \(since the last run\)/,
       );
-      if (format === 'sql') {
-        // The checkpoint table keeps the fingerprint of the last commit; history shows it.
-        const history = captureIO({}, work);
-        expect(
-          await main(['history', '--output', output, '--checkpoint-key', 'hq:exp-registrations'], history),
-        ).toBe(0);
-        expect(history.out()).toMatch(
-          new RegExp(`hq:exp-registrations\\s+clinic.*\\s${fingerprint(edited.err)}\\n`),
-        );
-      }
+      // Each checkpoint keeps the fingerprint of the last commit; history shows it, for files and databases.
+      const history = captureIO({}, work);
+      expect(
+        await main(['history', '--output', output, '--checkpoint-key', 'hq:exp-registrations'], history),
+      ).toBe(0);
+      expect(history.out()).toMatch(
+        new RegExp(`hq:exp-registrations\\s+clinic.*\\s${fingerprint(edited.err)}\\n`),
+      );
     },
   );
 });
