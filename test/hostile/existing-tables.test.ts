@@ -68,9 +68,14 @@ async function sql<R>(url: string, text: string): Promise<R[]> {
 }
 
 async function runCli(output: string, ...extra: string[]) {
+  return await command([], output, ...extra);
+}
+
+async function command(before: string[], output: string, ...extra: string[]) {
   const io = captureIO({ CCEXPORT_API_KEY: CHAOS_KEY });
   const code = await main(
     [
+      ...before,
       '--project',
       PROJECT,
       '--commcare-hq',
@@ -138,6 +143,18 @@ describe('an existing table that ccexport did not create', () => {
       expect(requests.filter((r) => r.path.includes(`/a/${PROJECT}/api/`))).toHaveLength(0);
     });
   }
+
+  it('refuses a reconcile that would remove rows from it', async () => {
+    const url = await freshDatabase();
+    await sql(url, USER_TABLES[1]!.ddl);
+    const before = await sql(url, SNAPSHOT);
+
+    const run = await command(['reconcile'], url);
+
+    expect(run.code).toBe(1);
+    expect(run.err).toContain('"public"."Forms"');
+    expect(await sql(url, SNAPSHOT)).toEqual(before);
+  });
 
   it('refuses it in the embedded database as well', async () => {
     const folder = join(work, 'warehouse');
