@@ -311,7 +311,9 @@ export async function runReconcileSlice(
         pages += 1;
         pagesThisSlice += 1;
         position = page.position;
-        if (deps.shouldStop?.()) {
+        // A page without records made no progress (a resumed listing's end): stopping there could
+        // repeat it slice after slice.
+        if (page.records.length > 0 && deps.shouldStop?.()) {
           // Without a resume point (offset paging) the source starts over; repeats do no harm.
           return {
             done: false,
@@ -344,7 +346,7 @@ export async function runReconcileSlice(
         ids += page.records.length;
         pages += 1;
         pagesThisSlice += 1;
-        if (deps.shouldStop?.()) {
+        if (page.records.length > 0 && deps.shouldStop?.()) {
           await target.abort();
           return { done: false, cursor, pages: pagesThisSlice };
         }
