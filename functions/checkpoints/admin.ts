@@ -76,6 +76,8 @@ export interface RunEntry {
    */
   readonly kind: 'start-over' | 'incremental' | 'reconcile';
   readonly rows: Readonly<Record<string, number>>;
+  /** The config fingerprint of the HQ export the run ran, where its manifest records one. */
+  readonly configFingerprint?: string;
 }
 
 export interface HistoryFilter {
@@ -435,6 +437,7 @@ export class ObjectCheckpointAdmin implements CheckpointAdmin {
           complete: r.complete,
           kind: r.task === 'reconcile' ? 'reconcile' : r.snapshot ? 'start-over' : 'incremental',
           rows,
+          ...(r.configFingerprint ? { configFingerprint: r.configFingerprint } : {}),
         };
       });
   }

@@ -202,7 +202,7 @@ function detTable(rows: readonly DetRunEntry[]): string {
 
 function runsTable(rows: readonly RunEntry[]): string {
   return formatTable(
-    ['run', 'checkpoint key', 'project', 'kind', 'started at', 'complete', 'rows'],
+    ['run', 'checkpoint key', 'project', 'kind', 'started at', 'complete', 'rows', 'config'],
     rows.map((r) => [
       r.runId,
       r.checkpointKey,
@@ -213,6 +213,7 @@ function runsTable(rows: readonly RunEntry[]): string {
       Object.entries(r.rows)
         .map(([table, n]) => `${table} ${n}`)
         .join(', '),
+      r.configFingerprint ?? '',
     ]),
   );
 }

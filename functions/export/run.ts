@@ -164,6 +164,7 @@ export async function runExport(deps: ExportDeps, plan: ExportPlan): Promise<Exp
     project: plan.project,
     snapshot,
     deletions: mode,
+    ...(plan.configFingerprint !== undefined ? { configFingerprint: plan.configFingerprint } : {}),
   });
   let result: { done: boolean; progress: SourceProgress[] };
   let changes: QueryChanges;

@@ -54,6 +54,8 @@ export interface RunManifest {
    * HQ no longer lists). Absent for export runs.
    */
   readonly task?: 'reconcile';
+  /** The config fingerprint of the HQ export the run ran (`configFingerprint`). Absent for a query file. */
+  readonly configFingerprint?: string;
 }
 
 export const DEFAULT_LEASE_SECONDS = 120;
@@ -356,6 +358,7 @@ export class FileSink implements ExportSink {
       ...(run.deletions && run.deletions !== 'ignore'
         ? { deletions: this.deletionsDone, deletionMode: run.deletions }
         : {}),
+      ...(run.configFingerprint !== undefined ? { configFingerprint: run.configFingerprint } : {}),
     };
     const key = manifestKey(run.runId);
     await this.store.put(key, `${JSON.stringify(manifest, null, 2)}\n`, 'application/json');

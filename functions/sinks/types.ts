@@ -35,6 +35,8 @@ export interface RunContext {
   readonly snapshot: boolean;
   /** What the run does with archived and deleted records. @default 'ignore' */
   readonly deletions?: DeletionMode;
+  /** The fingerprint of the query's config (an HQ export's), kept in the run's record where the sink has one. */
+  readonly configFingerprint?: string;
 }
 
 /**

@@ -244,6 +244,12 @@ describe('ccexport --query hq:<name or id>', () => {
       expect(history.out()).toMatch(
         new RegExp(`hq:exp-registrations\\s+clinic.*\\s${fingerprint(edited.err)}\\n`),
       );
+      if (format === 'csv') {
+        // File outputs list their runs too (manifests), newest first, each with the config it ran.
+        const runs = history.out().split('\nRuns (')[1] ?? '';
+        const configs = [...runs.matchAll(/\s([0-9a-f]{32})$/gm)].map((m) => m[1]);
+        expect(configs).toEqual([fingerprint(edited.err), fingerprint(first.err), fingerprint(first.err)]);
+      }
     },
   );
 });
