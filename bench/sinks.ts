@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import pg from 'pg';
 import type { Cell, TableSpec } from '../functions/query/types';
-import { createSink } from '../functions/sinks';
+import { createSink, fileFormat } from '../functions/sinks';
 import type { SinkOptions } from '../functions/sinks/types';
 
 export interface SinkBenchResult {
@@ -26,6 +26,12 @@ export interface SinkBenchResult {
   rows: number;
   seconds: number;
   rowsPerSecond: number;
+  /**
+   * CPU seconds (user + system) of the child process over the timed part, per 100,000 rows: steadier
+   * than rows/s on a shared machine, where another process's load slows the wall clock, not this.
+   * PostgreSQL outputs: the client's only (the server's CPU is its own process's).
+   */
+  cpuSecondsPer100k: number;
   peakRssMb: number;
   /** PostgreSQL outputs: our rows/s divided by the raw `psql \copy` rows/s of the same rows. */
   ratioToCopy?: number;
@@ -58,6 +64,17 @@ const spec: TableSpec = {
   name: 'bench_forms',
   headings: ['id', ...Array.from({ length: COLUMNS - 1 }, (_, i) => `form.question_${i + 1}`)],
   dataTypes: Array.from({ length: COLUMNS }, () => null),
+  // What a query file's Map Via would make of these columns (str2num, str2bool, str2date; the rest are
+  // plain fields): only the Parquet output uses it, for typed columns. BENCH_PARQUET_TEXT=1 leaves it
+  // out: every Parquet column is text (the worst case, and what Parquet files held before columns were
+  // typed by their Map Via).
+  ...(process.env.BENCH_PARQUET_TEXT === '1'
+    ? {}
+    : {
+        valueKinds: Array.from({ length: COLUMNS }, (_, c) =>
+          c === 0 ? null : ([null, 'number', 'boolean', 'datetime', null] as const)[c % 5]!,
+        ),
+      }),
 };
 
 /** The id of synthetic row `n`, unique per row. */
@@ -162,10 +179,22 @@ function batchRows(): { batchRows?: number } {
   return value > 0 ? { batchRows: value } : {};
 }
 
-/** Runs one output in this process and returns seconds taken (peak RSS is read by the caller). */
-async function runOutput(output: BenchOutput, rows: number, dir: string, pgUrl?: string): Promise<number> {
-  const started = () => process.hrtime.bigint();
-  const since = (t: bigint) => Number(process.hrtime.bigint() - t) / 1e9;
+/** Wall-clock and CPU seconds of the timed part of one output. */
+interface Timing {
+  readonly seconds: number;
+  readonly cpuSeconds: number;
+}
+
+/** Runs one output in this process and returns its timing (peak RSS is read by the caller). */
+async function runOutput(output: BenchOutput, rows: number, dir: string, pgUrl?: string): Promise<Timing> {
+  const started = () => ({ wall: process.hrtime.bigint(), cpu: process.cpuUsage() });
+  const since = (t: ReturnType<typeof started>): Timing => {
+    const cpu = process.cpuUsage(t.cpu);
+    return {
+      seconds: Number(process.hrtime.bigint() - t.wall) / 1e9,
+      cpuSeconds: (cpu.user + cpu.system) / 1e6,
+    };
+  };
   benchRow(0); // builds the row pool before any timing
   if (output === 'postgresql' || output === 'copy' || output === 'copy-pk') {
     if (!pgUrl) throw new Error(`output ${output} needs a PostgreSQL URL`);
@@ -200,6 +229,15 @@ async function runOutput(output: BenchOutput, rows: number, dir: string, pgUrl?:
     } finally {
       await dropDatabase(pgUrl, dbUrl);
     }
+  }
+  if (output !== 'pglite') {
+    // As for PostgreSQL above: the sink's modules and the format's library (hyparquet-writer, exceljs)
+    // are loaded before the timer; under tsx, compiling them is start-up, not writing rows.
+    await Promise.all([
+      import('../functions/sinks/file-sink'),
+      import('../functions/sinks/store/local'),
+      fileFormat(output),
+    ]);
   }
   const t = started();
   if (output === 'pglite')
@@ -261,12 +299,13 @@ export async function benchSinks(opts: {
 async function childMain(output: BenchOutput, rows: number, pgUrl?: string): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'ccexport-bench-sinks-'));
   try {
-    const seconds = await runOutput(output, rows, dir, pgUrl);
+    const { seconds, cpuSeconds } = await runOutput(output, rows, dir, pgUrl);
     const result: SinkBenchResult = {
       output,
       rows,
       seconds: Math.round(seconds * 1000) / 1000,
       rowsPerSecond: Math.round(rows / seconds),
+      cpuSecondsPer100k: Math.round((cpuSeconds / rows) * 100_000 * 1000) / 1000,
       // maxRSS is in kilobytes: the process's high-water mark, not a sample.
       peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
     };
