@@ -112,9 +112,8 @@ export const PERMANENT_ERRORS = [
   // table name the target refuses): the same input fails the same way however often it is retried.
   'ExportEventError',
   'SinkConfigError',
-  // A reconcile that would remove too much of a table, or that cannot end within one invocation.
+  // A reconcile that would remove too much of a table (a wrong key or filter, not real deletions).
   'ReconcileGuardError',
-  'ReconcileStoppedError',
 ];
 
 export interface ExportPipelineProps {
