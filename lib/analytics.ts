@@ -10,6 +10,7 @@ import { Aws, CfnOutput, type CfnResource, Stack, Validations } from 'aws-cdk-li
 import * as athena from 'aws-cdk-lib/aws-athena';
 import * as glue from 'aws-cdk-lib/aws-glue';
 import * as iam from 'aws-cdk-lib/aws-iam';
+import type * as kms from 'aws-cdk-lib/aws-kms';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
 import type { TableSpec } from '../functions/query/types';
@@ -43,6 +44,13 @@ export interface ExportAnalyticsProps {
   readonly namePrefix: string;
   /** The exports bucket. */
   readonly bucket: s3.IBucket;
+  /**
+   * The KMS key the bucket is encrypted with (SSE-KMS): Athena reads the files and writes query results
+   * with the caller's permissions, so the analyst role may decrypt and encrypt with it (through S3
+   * only), and the workgroup encrypts its results with it too.
+   * @default - the bucket uses SSE-S3; results are SSE-S3
+   */
+  readonly bucketKey?: kms.IKey;
   /** The export's key prefix in the bucket, ending with "/" (e.g. `forms/`). */
   readonly prefix: string;
   /** The query file's tables (`queryFileTables`), in the order the query file has them. */
@@ -174,7 +182,9 @@ export class ExportAnalytics extends Construct {
         publishCloudWatchMetricsEnabled: true,
         resultConfiguration: {
           outputLocation: `s3://${bucket.bucketName}/${resultsPrefix}`,
-          encryptionConfiguration: { encryptionOption: 'SSE_S3' },
+          encryptionConfiguration: props.bucketKey
+            ? { encryptionOption: 'SSE_KMS', kmsKey: props.bucketKey.keyArn }
+            : { encryptionOption: 'SSE_S3' },
         },
       },
     });
@@ -320,6 +330,14 @@ export class ExportAnalytics extends Construct {
       description: `Query the CommCare export ${props.exportName} in Athena (workgroup ${this.workGroupName})`,
     });
     this.grantQuery(this.analystRole, bucket, prefix, resultsPrefix);
+    if (props.bucketKey) {
+      iam.Grant.addToPrincipal({
+        grantee: this.analystRole,
+        actions: ['kms:Decrypt', 'kms:GenerateDataKey'],
+        resourceArns: [props.bucketKey.keyArn],
+        conditions: { StringEquals: { 'kms:ViaService': `s3.${Stack.of(this).region}.amazonaws.com` } },
+      });
+    }
     new CfnOutput(this, 'AnalystRoleArn', {
       description: `Role to assume for querying export ${props.exportName} in Athena`,
       value: this.analystRole.roleArn,

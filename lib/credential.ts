@@ -1,8 +1,8 @@
 /**
  * One rotating API-key credential: a Secrets Manager secret (customer-managed KMS key) that
  * CloudFormation creates once with a constant placeholder and never writes again, the rotation Lambda
- * (with the credential's non-secret settings in its environment) inside the VPC (so provider checks leave from the allow-listed
- * NAT IPs), a monthly rotation schedule, a daily maintenance schedule (reminders, end of grace
+ * (with the credential's non-secret settings in its environment) inside the VPC when there is one (so
+ * provider checks leave from the allow-listed NAT IPs), a monthly rotation schedule, a daily maintenance schedule (reminders, end of grace
  * period), and alarms on rotation failure, all reporting to an SNS topic.
  */
 import * as path from 'node:path';
@@ -64,11 +64,14 @@ export interface CredentialProps {
   /**
    * VPC for the rotation Lambda. Its egress subnets must leave through the NAT Elastic IPs that the
    * provider's allow-list names.
+   *
+   * @default - no VPC: the function calls the provider from Lambda's shared addresses, which no
+   *   allow-list can name (network.mode none)
    */
-  readonly vpc: ec2.IVpc;
+  readonly vpc?: ec2.IVpc;
 
   /**
-   * Subnets for the rotation Lambda.
+   * Subnets for the rotation Lambda (with `vpc` only).
    *
    * @default - the VPC's PRIVATE_WITH_EGRESS subnets
    */
@@ -76,6 +79,13 @@ export interface CredentialProps {
 
   /** Topic for reminders (CommCare) and rotation-failure alarms. */
   readonly notificationTopic: sns.ITopic;
+
+  /**
+   * Role the rotation-failure rule publishes to `notificationTopic` with (`ExportMonitoring.eventsRole`).
+   *
+   * @default - the rule publishes as the EventBridge service principal, granted in the topic policy
+   */
+  readonly notificationEventsRole?: iam.IRole;
 
   /**
    * KMS key that encrypts the secret.
@@ -198,8 +208,12 @@ export class Credential extends Construct {
       handler: 'handler',
       timeout: Duration.minutes(2),
       memorySize: 256,
-      vpc: props.vpc,
-      vpcSubnets: props.vpcSubnets ?? { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS },
+      ...(props.vpc
+        ? {
+            vpc: props.vpc,
+            vpcSubnets: props.vpcSubnets ?? { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS },
+          }
+        : {}),
       environment: {
         REMINDER_TOPIC_ARN: props.notificationTopic.topicArn,
         CREDENTIAL_NAME: props.credentialName,
@@ -268,7 +282,12 @@ export class Credential extends Construct {
           detailType: ['AWS Service Event via CloudTrail'],
           detail: { eventName: ['RotationFailed', 'RotationAbandoned', 'TestRotationFailed'] },
         },
-        targets: [new eventsTargets.SnsTopic(props.notificationTopic)],
+        targets: [
+          new eventsTargets.SnsTopic(
+            props.notificationTopic,
+            props.notificationEventsRole ? { role: props.notificationEventsRole } : {},
+          ),
+        ],
       });
     }
   }

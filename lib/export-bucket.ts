@@ -4,10 +4,23 @@
  */
 import { Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
+import * as kms from 'aws-cdk-lib/aws-kms';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
 
+/** How the exports bucket encrypts objects at rest. */
+export type ExportBucketEncryption = 'kms' | 's3-managed';
+
 export interface ExportBucketProps {
+  /**
+   * - `kms`: SSE-KMS with a customer-managed key of this stack (yearly key rotation, S3 Bucket Keys so
+   *   KMS is called about once per object batch, not per request). Every reader needs kms:Decrypt on
+   *   the key, which the key policy and IAM control: health data is readable only by whom you grant.
+   * - `s3-managed`: SSE-S3 (keys S3 owns): anyone with s3:GetObject can read.
+   * @default 'kms'
+   */
+  readonly encryption?: ExportBucketEncryption;
+
   /**
    * Days a replaced or deleted object version is kept (versioning protects against a bad run
    * overwriting good files).
@@ -37,6 +50,8 @@ export class ExportBucket extends Construct {
   public readonly bucket: s3.Bucket;
   /** The server access log bucket of `bucket`. */
   public readonly accessLogs: s3.Bucket;
+  /** The key that encrypts `bucket` (encryption `kms`); undefined with SSE-S3. */
+  public readonly encryptionKey: kms.Key | undefined;
 
   constructor(scope: Construct, id: string, props: ExportBucketProps = {}) {
     super(scope, id);
@@ -44,6 +59,7 @@ export class ExportBucket extends Construct {
 
     this.accessLogs = new s3.Bucket(this, 'AccessLogs', {
       blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+      // Server access logs can be delivered only to a bucket encrypted with SSE-S3.
       encryption: s3.BucketEncryption.S3_MANAGED,
       enforceSSL: true,
       objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
@@ -55,9 +71,25 @@ export class ExportBucket extends Construct {
       reason: 'This is the access-log bucket of the exports bucket; logging it into itself would loop.',
     });
 
+    this.encryptionKey =
+      (props.encryption ?? 'kms') === 'kms'
+        ? new kms.Key(this, 'Key', {
+            description: 'Encrypts the CommCare exports bucket',
+            enableKeyRotation: true,
+            // The data outlives the stack (the bucket is retained), and it cannot be read without its key.
+            removalPolicy:
+              removalPolicy === RemovalPolicy.DESTROY ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,
+          })
+        : undefined;
     this.bucket = new s3.Bucket(this, 'Bucket', {
       blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
-      encryption: s3.BucketEncryption.S3_MANAGED,
+      ...(this.encryptionKey
+        ? {
+            encryption: s3.BucketEncryption.KMS,
+            encryptionKey: this.encryptionKey,
+            bucketKeyEnabled: true,
+          }
+        : { encryption: s3.BucketEncryption.S3_MANAGED }),
       enforceSSL: true,
       objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
       versioned: true,
@@ -76,7 +108,10 @@ export class ExportBucket extends Construct {
 
   /**
    * Lets `grantee` read, write and list objects under `prefix` only (data files and the export's
-   * checkpoint objects, which live next to the data), and abort its own multipart uploads.
+   * checkpoint objects, which live next to the data), and find and abort multipart uploads a killed
+   * run left there. These are exactly the actions behind the S3 calls the export function makes
+   * (functions/sinks/store/s3.ts and @aws-sdk/lib-storage); test/cdk/s3-grants.test.ts compares them
+   * with its bundle.
    *
    * @param prefix a key prefix ending in "/", e.g. "forms/"
    */
@@ -89,13 +124,8 @@ export class ExportBucket extends Construct {
     const objects = this.bucket.arnForObjects(`${prefix}*`);
     iam.Grant.addToPrincipal({
       grantee,
-      actions: [
-        's3:GetObject',
-        's3:PutObject',
-        's3:DeleteObject',
-        's3:AbortMultipartUpload',
-        's3:ListMultipartUploadParts',
-      ],
+      // PutObject also covers CreateMultipartUpload, UploadPart and CompleteMultipartUpload.
+      actions: ['s3:GetObject', 's3:PutObject', 's3:DeleteObject', 's3:AbortMultipartUpload'],
       resourceArns: [objects],
     });
     iam.Grant.addToPrincipal({
@@ -104,6 +134,15 @@ export class ExportBucket extends Construct {
       resourceArns: [this.bucket.bucketArn],
       conditions: { StringLike: { 's3:prefix': [`${prefix}*`] } },
     });
+    // ListMultipartUploads (clearing abandoned uploads under the export's folders) takes no s3:prefix
+    // condition (IAM evaluates that key for ListBucket and ListBucketVersions only): it is granted on
+    // the bucket, and shows the keys of uploads in progress, never their data.
+    iam.Grant.addToPrincipal({
+      grantee,
+      actions: ['s3:ListBucketMultipartUploads'],
+      resourceArns: [this.bucket.bucketArn],
+    });
+    this.grantKeyUse(grantee);
     const principal = grantee.grantPrincipal;
     if (principal instanceof Construct) {
       Validations.of(principal).acknowledge({
@@ -111,5 +150,20 @@ export class ExportBucket extends Construct {
         reason: `Object actions are limited to this export's own prefix ${prefix}; the wildcard covers the files of each run.`,
       });
     }
+  }
+
+  /**
+   * Lets `grantee` encrypt and decrypt objects of the bucket through S3 (nothing else), when the bucket
+   * is encrypted with its KMS key: SSE-KMS reads need kms:Decrypt, writes kms:GenerateDataKey, and a
+   * multipart upload both (S3 decrypts the data key to assemble the parts).
+   */
+  public grantKeyUse(grantee: iam.IGrantable): void {
+    if (!this.encryptionKey) return;
+    iam.Grant.addToPrincipal({
+      grantee,
+      actions: ['kms:Decrypt', 'kms:GenerateDataKey'],
+      resourceArns: [this.encryptionKey.keyArn],
+      conditions: { StringEquals: { 'kms:ViaService': `s3.${Stack.of(this).region}.amazonaws.com` } },
+    });
   }
 }

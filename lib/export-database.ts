@@ -5,11 +5,24 @@
 import { Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
+import * as logs from 'aws-cdk-lib/aws-logs';
 import * as rds from 'aws-cdk-lib/aws-rds';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { Construct } from 'constructs';
 
 export interface NewDatabaseOptions {
+  /**
+   * The DB instance identifier (1-63 lower-case letters, digits and single hyphens, starting with a
+   * letter). Fixed so that the instance's log group name is known at synth. Changing it replaces the
+   * instance.
+   * @default - `<stack name>-exports`, in RDS spelling
+   */
+  readonly instanceIdentifier?: string;
+  /**
+   * How long the PostgreSQL log (exported to CloudWatch Logs) is kept.
+   * @default logs.RetentionDays.THREE_MONTHS
+   */
+  readonly logRetention?: logs.RetentionDays;
   /**
    * Instance type.
    * @default t4g.micro
@@ -69,12 +82,21 @@ export interface ExistingDatabaseOptions {
 }
 
 export interface ExportDatabaseProps {
-  /** VPC of the export functions (and of a new instance). */
-  readonly vpc: ec2.IVpc;
-  /** Subnets for a new instance; should have no internet route. */
-  readonly vpcSubnets: ec2.SubnetSelection;
-  /** Subnets with egress for the rotation function (it calls the Secrets Manager API). */
-  readonly rotationSubnets: ec2.SubnetSelection;
+  /**
+   * VPC of the export functions and of a new instance. Required with `create`.
+   * @default - no VPC (an existing database reached over the internet)
+   */
+  readonly vpc?: ec2.IVpc;
+  /**
+   * Subnets for a new instance; should have no internet route. Required with `create`.
+   * @default - none
+   */
+  readonly vpcSubnets?: ec2.SubnetSelection;
+  /**
+   * Subnets with egress for the rotation function (it calls the Secrets Manager API). Required with `create`.
+   * @default - none
+   */
+  readonly rotationSubnets?: ec2.SubnetSelection;
   /**
    * Create a new instance with these options. Exactly one of `create` and `existing` must be set.
    * @default - no new instance
@@ -120,8 +142,28 @@ export class ExportDatabase extends Construct {
     }
 
     const opts = props.create as NewDatabaseOptions;
+    if (!props.vpc || !props.vpcSubnets || !props.rotationSubnets) {
+      throw new Error(
+        'ExportDatabase: a new instance needs a VPC (vpc, vpcSubnets, rotationSubnets); network.mode "none" has none',
+      );
+    }
     const storage = opts.allocatedStorageGb ?? 20;
+    const identifier = opts.instanceIdentifier ?? rdsIdentifier(`${Stack.of(this).stackName}-exports`);
+    if (!/^[a-z](?!.*--)[a-z0-9-]{0,62}$/.test(identifier) || identifier.endsWith('-')) {
+      throw new Error(
+        `ExportDatabase: instanceIdentifier ${JSON.stringify(identifier)} is not an RDS identifier (1-63 lower-case letters, digits and single hyphens, starting with a letter)`,
+      );
+    }
+    // RDS exports the PostgreSQL log to this group, creating it without a retention (kept forever) if
+    // it does not exist. Created here first, with a retention, RDS writes into it instead. No custom
+    // resource is needed (cloudwatchLogsRetention would add a Lambda-backed one).
+    const logGroup = new logs.LogGroup(this, 'PostgresLog', {
+      logGroupName: `/aws/rds/instance/${identifier}/postgresql`,
+      retention: opts.logRetention ?? logs.RetentionDays.THREE_MONTHS,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
     const instance = new rds.DatabaseInstance(this, 'Instance', {
+      instanceIdentifier: identifier,
       engine: rds.DatabaseInstanceEngine.postgres({ version: rds.PostgresEngineVersion.VER_17 }),
       instanceType: opts.instanceType ?? ec2.InstanceType.of(ec2.InstanceClass.T4G, ec2.InstanceSize.MICRO),
       vpc: props.vpc,
@@ -143,6 +185,7 @@ export class ExportDatabase extends Construct {
       // gp3: the same baseline as gp2 (3,000 IOPS) for less, and not tied to the volume size.
       storageType: rds.StorageType.GP3,
     });
+    instance.node.addDependency(logGroup);
     // The hosted rotation function calls the Secrets Manager API, so it needs subnets with egress
     // (from isolated subnets it times out; aws-rds README).
     instance.addRotationSingleUser({
@@ -211,4 +254,19 @@ export class ExportDatabase extends Construct {
       other.connections.allowToAnyIpv4(port, description);
     }
   }
+}
+
+/**
+ * `name` as an RDS instance identifier: RDS keeps identifiers in lower case, allows letters, digits and
+ * single hyphens, 63 characters at most, starting with a letter and not ending with a hyphen.
+ */
+export function rdsIdentifier(name: string): string {
+  const cleaned = name
+    .toLowerCase()
+    .replace(/[^a-z0-9-]+/g, '-')
+    .replace(/-+/g, '-')
+    .replace(/^[^a-z]+/, '')
+    .slice(0, 63)
+    .replace(/-+$/, '');
+  return cleaned === '' ? 'exports' : cleaned;
 }

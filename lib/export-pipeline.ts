@@ -144,10 +144,17 @@ export interface ExportPipelineProps {
    * @default 512 - about 0.3 vCPU, enough to keep up with HQ's page latency
    */
   readonly memorySize?: number;
-  /** Network the function runs in (its egress IPs are on the HQ allow-list). */
-  readonly vpc: ec2.IVpc;
-  /** Subnets with NAT egress. */
-  readonly vpcSubnets: ec2.SubnetSelection;
+  /**
+   * Network the function runs in (its egress IPs are on the HQ allow-list).
+   * @default - no VPC: the function runs outside any VPC, with no security group and no fixed egress
+   *   address (network.mode none)
+   */
+  readonly vpc?: ec2.IVpc;
+  /**
+   * Subnets with NAT egress (with `vpc` only).
+   * @default - the VPC's PRIVATE_WITH_EGRESS subnets
+   */
+  readonly vpcSubnets?: ec2.SubnetSelection;
   /** Grants read of the export's credential secret (and its KMS key) to a principal. */
   readonly grantCredentialRead: (grantee: iam.IGrantable) => void;
   /** ARN of the credential secret, passed to the function. */
@@ -199,8 +206,11 @@ export class ExportPipeline extends Construct {
   public readonly schedule: scheduler.Schedule;
   /** The schedule that starts reconcile runs, when the export has one. */
   public readonly reconcileSchedule?: scheduler.Schedule;
-  /** Security group of the function (egress 443, and the database port when there is one). */
-  public readonly securityGroup: ec2.SecurityGroup;
+  /**
+   * Security group of the function (egress 443, and the database port when there is one); undefined
+   * outside a VPC.
+   */
+  public readonly securityGroup: ec2.SecurityGroup | undefined;
   /** Loop iterations per project before an execution hands over to a fresh one. */
   public readonly iterationsPerExecution: number;
   /** The export's name. */
@@ -219,16 +229,18 @@ export class ExportPipeline extends Construct {
       throw new Error(`ExportPipeline: state machine name ${machineName} is longer than 80 characters`);
     }
 
-    this.securityGroup = new ec2.SecurityGroup(this, 'SecurityGroup', {
-      vpc: props.vpc,
-      description: `Export ${props.exportName}: HTTPS out only (CommCare HQ, AWS APIs)`,
-      allowAllOutbound: false,
-    });
-    this.securityGroup.addEgressRule(
-      ec2.Peer.anyIpv4(),
-      ec2.Port.tcp(443),
-      'HTTPS to CommCare HQ and AWS APIs',
-    );
+    if (props.vpc) {
+      this.securityGroup = new ec2.SecurityGroup(this, 'SecurityGroup', {
+        vpc: props.vpc,
+        description: `Export ${props.exportName}: HTTPS out only (CommCare HQ, AWS APIs)`,
+        allowAllOutbound: false,
+      });
+      this.securityGroup.addEgressRule(
+        ec2.Peer.anyIpv4(),
+        ec2.Port.tcp(443),
+        'HTTPS to CommCare HQ and AWS APIs',
+      );
+    }
 
     const queryFilePath = props.queryFilePath;
     const sliceTimeout = Duration.minutes(15);
@@ -237,9 +249,13 @@ export class ExportPipeline extends Construct {
       description: `CommCare export ${props.exportName}: one slice of one project`,
       timeout: sliceTimeout,
       memorySize: props.memorySize ?? 512,
-      vpc: props.vpc,
-      vpcSubnets: props.vpcSubnets,
-      securityGroups: [this.securityGroup],
+      ...(props.vpc && this.securityGroup
+        ? {
+            vpc: props.vpc,
+            vpcSubnets: props.vpcSubnets ?? { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS },
+            securityGroups: [this.securityGroup],
+          }
+        : {}),
       // The state machine retries; an async retry on top would run a slice twice.
       retryAttempts: 0,
       environment: {
@@ -279,7 +295,10 @@ export class ExportPipeline extends Construct {
     if (props.bucket && props.s3Prefix) props.bucket.grantExportAccess(this.function, props.s3Prefix);
     if (props.database) {
       props.database.grantRead(this.function);
-      props.database.allowFrom(this.function, `Export ${props.exportName} to its PostgreSQL output`);
+      // Outside a VPC the function has no security group: the database is reached over the internet.
+      if (props.vpc) {
+        props.database.allowFrom(this.function, `Export ${props.exportName} to its PostgreSQL output`);
+      }
     }
     this.iterationsPerExecution = iterationsPerExecution(props.jobs.length, props.concurrency ?? 2);
     const slices: ExportSliceEvent[] = props.jobs.map((job) => ({ job, continuation: null }));

@@ -2,7 +2,7 @@
  * Alarms and the dashboard: everything that should wake someone up goes to one SNS topic with an
  * e-mail subscription.
  */
-import { Duration, Validations } from 'aws-cdk-lib';
+import { Aws, Duration, Validations } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as cwActions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as events from 'aws-cdk-lib/aws-events';
@@ -29,6 +29,12 @@ export interface ExportMonitoringProps {
 export class ExportMonitoring extends Construct {
   /** Topic every alarm publishes to. */
   public readonly topic: sns.Topic;
+  /**
+   * The role EventBridge rules publish to `topic` with (pass it to `SnsTopic` targets): a role, not
+   * the events service principal, so neither the topic policy nor the key policy names that principal
+   * (which cannot be narrowed by source account on the key). Only this account's rules may assume it.
+   */
+  public readonly eventsRole: iam.Role;
   /** Where EventBridge Scheduler puts schedule invocations it could not deliver. */
   public readonly scheduleDeadLetterQueue: sqs.Queue;
   /** The dashboard; exports add their widgets through `addExport`. */
@@ -41,14 +47,44 @@ export class ExportMonitoring extends Construct {
       description: 'Encrypts the export alarm topic',
       enableKeyRotation: true,
     });
-    // CloudWatch alarms and EventBridge publish to the encrypted topic; both need the key.
-    for (const service of ['cloudwatch.amazonaws.com', 'events.amazonaws.com']) {
-      key.grant(new iam.ServicePrincipal(service), 'kms:Decrypt', 'kms:GenerateDataKey*');
-    }
+    // CloudWatch alarms publish to the encrypted topic as the cloudwatch service principal, which needs
+    // the key and the topic. Both grants hold for alarms of this account only (aws:SourceAccount), so
+    // no other account's alarm can use them (the confused-deputy problem).
+    const cloudwatchHere = new iam.ServicePrincipal('cloudwatch.amazonaws.com').withConditions({
+      StringEquals: { 'aws:SourceAccount': Aws.ACCOUNT_ID },
+    });
+    key.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'CloudWatchAlarmsOfThisAccount',
+        principals: [cloudwatchHere],
+        actions: ['kms:Decrypt', 'kms:GenerateDataKey*'],
+        resources: ['*'],
+      }),
+    );
     this.topic = new sns.Topic(this, 'AlarmTopic', {
       displayName: 'CommCare exports',
       masterKey: key,
       enforceSSL: true,
+    });
+    this.topic.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'CloudWatchAlarmsOfThisAccount',
+        principals: [cloudwatchHere],
+        actions: ['sns:Publish'],
+        resources: [this.topic.topicArn],
+      }),
+    );
+    this.eventsRole = new iam.Role(this, 'EventsPublishRole', {
+      description: 'EventBridge rules of this stack publish rotation failures to the alarm topic',
+      assumedBy: new iam.ServicePrincipal('events.amazonaws.com').withConditions({
+        StringEquals: { 'aws:SourceAccount': Aws.ACCOUNT_ID },
+      }),
+    });
+    this.topic.grantPublish(this.eventsRole);
+    Validations.of(this.eventsRole).acknowledge({
+      id: 'AwsSolutions-IAM5[Action::kms:GenerateDataKey*]',
+      reason:
+        "kms:GenerateDataKey* on the alarm topic's own key only (the grant CDK makes for publishing to an encrypted topic).",
     });
     this.topic.addSubscription(new subscriptions.EmailSubscription(props.alarmEmail));
     this.action = new cwActions.SnsAction(this.topic);
@@ -92,7 +128,7 @@ export class ExportMonitoring extends Construct {
         detailType: ['AWS Service Event via CloudTrail'],
         detail: { eventName: ['RotationFailed', 'RotationAbandoned', 'TestRotationFailed'] },
       },
-      targets: [new eventTargets.SnsTopic(this.topic)],
+      targets: [new eventTargets.SnsTopic(this.topic, { role: this.eventsRole })],
     });
   }
 

@@ -1,7 +1,8 @@
 /**
  * The network the exports run in: private subnets whose traffic leaves from fixed Elastic IPs, because
- * CommCare HQ API keys accept an allow-list of single IPv4 addresses only. Three modes: NAT gateways
- * (default), one NAT instance (cheap, yours to patch), or the private subnets of an existing VPC.
+ * CommCare HQ API keys accept an allow-list of single IPv4 addresses only. Four modes: NAT gateways
+ * (default), one NAT instance (cheap, yours to patch), the private subnets of an existing VPC, or no
+ * VPC at all (the cheapest: no fixed address, for keys without an allow-list).
  */
 import { CfnOutput, Fn, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
@@ -9,7 +10,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
 
 /** Where the functions' traffic leaves from (see the `mode` of `ExportNetworkProps`). */
-export type NetworkMode = 'nat' | 'nat-instance' | 'existing';
+export type NetworkMode = 'nat' | 'nat-instance' | 'existing' | 'none';
 
 /** An existing VPC to run in. */
 export interface ExistingVpcOptions {
@@ -29,7 +30,9 @@ export interface ExportNetworkProps {
    * - `nat`: a new VPC with NAT gateways on fixed Elastic IPs;
    * - `nat-instance`: a new VPC with one EC2 NAT instance on one Elastic IP (about $3-4 a month
    *   instead of about $33 per NAT gateway; a single instance you patch, and a single point of failure);
-   * - `existing`: the private subnets of `existingVpc`; no VPC, NAT or endpoint is created.
+   * - `existing`: the private subnets of `existingVpc`; no VPC, NAT or endpoint is created;
+   * - `none`: nothing: the functions run outside any VPC, on Lambda's own shared addresses (no fixed
+   *   egress IP, so no HQ allow-list; no private database either).
    * @default 'nat'
    */
   readonly mode?: NetworkMode;
@@ -70,12 +73,12 @@ export interface ExportNetworkProps {
 
 /** VPC, NAT (gateways or an instance) on known Elastic IPs, S3 gateway and Secrets Manager interface endpoints, flow logs. */
 export class ExportNetwork extends Construct {
-  /** The VPC. */
-  public readonly vpc: ec2.IVpc;
-  /** Subnets for functions that call HQ: egress through the NAT. */
-  public readonly appSubnets: ec2.SubnetSelection;
-  /** Subnets for databases: no route to the internet (the app subnets in an existing VPC). */
-  public readonly dataSubnets: ec2.SubnetSelection;
+  /** The VPC; undefined in mode `none` (the functions run outside any VPC). */
+  public readonly vpc: ec2.IVpc | undefined;
+  /** Subnets for functions that call HQ: egress through the NAT; undefined in mode `none`. */
+  public readonly appSubnets: ec2.SubnetSelection | undefined;
+  /** Subnets for databases: no route to the internet (the app subnets in an existing VPC); undefined in mode `none`. */
+  public readonly dataSubnets: ec2.SubnetSelection | undefined;
   /** The public IPv4 addresses all egress uses (tokens); put them in every HQ key's allow-list. */
   public readonly egressIps: string[];
   /** The allocation ids behind `egressIps` (tokens for created addresses); empty for an existing VPC. */
@@ -86,6 +89,17 @@ export class ExportNetwork extends Construct {
   constructor(scope: Construct, id: string, props: ExportNetworkProps = {}) {
     super(scope, id);
     this.mode = props.mode ?? 'nat';
+    if (this.mode === 'none') {
+      if (props.existingVpc || props.eipAllocationIds || props.elasticIpCount !== undefined) {
+        throw new Error('ExportNetwork: mode "none" takes no VPC and no Elastic IPs');
+      }
+      this.vpc = undefined;
+      this.appSubnets = undefined;
+      this.dataSubnets = undefined;
+      this.egressIps = [];
+      this.eipAllocationIds = [];
+      return;
+    }
     if (this.mode === 'existing') {
       const existing = props.existingVpc;
       if (!existing || existing.subnetIds.length === 0) {
@@ -147,6 +161,7 @@ export class ExportNetwork extends Construct {
             defaultAllowedTraffic: ec2.NatTrafficDirection.OUTBOUND_ONLY,
           })
         : undefined;
+    const appSubnets = { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS };
     const vpc = new ec2.Vpc(this, 'Vpc', {
       maxAzs: props.maxAzs ?? 2,
       natGateways: count,
@@ -203,7 +218,7 @@ export class ExportNetwork extends Construct {
     // Secrets are read on every cold start and by rotation; the endpoint keeps that traffic off the NAT.
     const secretsEndpoint = vpc.addInterfaceEndpoint('SecretsManager', {
       service: ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
-      subnets: this.appSubnets,
+      subnets: appSubnets,
       privateDnsEnabled: true,
     });
     Validations.of(secretsEndpoint).acknowledge({

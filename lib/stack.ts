@@ -96,12 +96,15 @@ export class CommCareExportStack extends Stack {
     });
 
     if (config.exports.some((e) => e.output.type === 's3')) {
-      this.bucket = new ExportBucket(this, 'Exports');
+      this.bucket = new ExportBucket(this, 'Exports', { encryption: config.bucket.encryption });
       new CfnOutput(this, 'ExportsBucketName', { value: this.bucket.bucket.bucketName });
     }
 
     const db = config.database;
     if (db.type === 'create') {
+      // parseExportsConfig refuses a created database without a VPC (network.mode none).
+      if (!this.network.vpc)
+        throw new Error('database.type "create" needs a VPC; network.mode "none" has none');
       this.database = new ExportDatabase(this, 'Database', {
         vpc: this.network.vpc,
         vpcSubnets: this.network.dataSubnets,
@@ -118,9 +121,6 @@ export class CommCareExportStack extends Stack {
       });
     } else if (db.type === 'existing') {
       this.database = new ExportDatabase(this, 'Database', {
-        vpc: this.network.vpc,
-        vpcSubnets: this.network.dataSubnets,
-        rotationSubnets: this.network.appSubnets,
         existing: {
           secretArn: db.secretArn,
           securityGroupId: db.securityGroupId,
@@ -137,6 +137,8 @@ export class CommCareExportStack extends Stack {
     // in the app subnets (so its test call to HQ leaves from the allow-listed addresses), reminders.
     const credentials = new Map<string, Credential>();
     for (const cred of config.credentials) {
+      // HQ keys take an IP allow-list; the reminders name the deployment's egress addresses for it.
+      const ipAllowList = cred.provider === 'commcare' && (cred.rotation.ipAllowList ?? true);
       const credential = new Credential(this, `Credential-${cred.name}`, {
         credentialName: cred.name,
         provider: cred.provider,
@@ -145,13 +147,13 @@ export class CommCareExportStack extends Stack {
         projects: [...cred.projects],
         providerOptions:
           cred.provider === 'commcare'
-            ? { allowListIps: this.network.egressIps }
+            ? { allowListIps: ipAllowList ? this.network.egressIps : [] }
             : cred.provider === 'civicrm' && cred.civicrm
               ? { contactIds: cred.civicrm.contactIds, activeContact: 'a' }
               : undefined,
-        vpc: this.network.vpc,
-        vpcSubnets: this.network.appSubnets,
+        ...(this.network.vpc ? { vpc: this.network.vpc, vpcSubnets: this.network.appSubnets } : {}),
         notificationTopic: this.monitoring.topic,
+        notificationEventsRole: this.monitoring.eventsRole,
         timeZone: cred.rotation.timeZone,
         leadDays: cred.rotation.leadDays,
         graceDays: cred.rotation.graceDays,
@@ -159,6 +161,15 @@ export class CommCareExportStack extends Stack {
         keyNamePrefix: cred.rotation.namePrefix,
       });
       credentials.set(cred.name, credential);
+      if (ipAllowList && this.network.mode === 'none') {
+        Annotations.of(credential).addWarningV2(
+          'ccexport:allowListWithoutFixedAddress',
+          `Credential ${cred.name}: its HQ key expects an IP allow-list (rotation.ipAllowList), but network.mode "none" ` +
+            'has no fixed egress address: Lambda calls HQ from shared addresses that change, so HQ refuses a key ' +
+            'restricted to an allow-list. Create the key without an allow-list and set rotation.ipAllowList: false, ' +
+            'or choose network.mode "nat-instance" or "nat" (docs/deploy.md).',
+        );
+      }
       // Secrets Manager accepts a rotation window only if it starts on the hour and ends by midnight
       // UTC; local noon in Asia/Kolkata is 06:30 UTC and in Pacific/Auckland 23:00 UTC the day before.
       // The window goes on the UTC date of the local rotation day, near local noon, where both days
@@ -213,8 +224,7 @@ export class CommCareExportStack extends Stack {
         timeZone: exp.schedule.timezone,
         concurrency: exp.concurrency,
         memorySize: exp.memoryMb,
-        vpc: this.network.vpc,
-        vpcSubnets: this.network.appSubnets,
+        ...(this.network.vpc ? { vpc: this.network.vpc, vpcSubnets: this.network.appSubnets } : {}),
         grantCredentialRead: (grantee) => {
           credential.grantRead(grantee);
           // "Last successful export with key X" lets rotation revoke the previous key safely.
@@ -244,6 +254,7 @@ export class CommCareExportStack extends Stack {
           exportName: exp.name,
           namePrefix: config.stackName,
           bucket: this.bucket.bucket,
+          ...(this.bucket.encryptionKey ? { bucketKey: this.bucket.encryptionKey } : {}),
           prefix: exp.output.prefix,
           // An export defined in HQ has no tables at synth: its config is downloaded at run time.
           tables: exp.queryFilePath === null ? [] : queryFileTables(exp.queryFilePath),

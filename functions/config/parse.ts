@@ -103,12 +103,31 @@ function crossCheck(config: z.output<typeof exportsConfigSchema>): string[] {
       );
     }
     credentials.set(c.name, c);
+    if (c.rotation.ipAllowList === true && c.provider !== 'commcare') {
+      problems.push(
+        `credentials[${i}].rotation.ipAllowList: only for provider "commcare" (HQ keys take an IP allow-list); this is provider "${c.provider}"`,
+      );
+    }
     if (c.provider === 'civicrm' && !c.civicrm) {
       problems.push(
         `credentials[${i}].civicrm: is missing; provider "civicrm" needs civicrm.contactIds { a, b } (two contacts that take turns holding the key)`,
       );
     }
   });
+
+  if (config.network.mode === 'none') {
+    if (config.database.type === 'create') {
+      problems.push(
+        'database.type: "create" makes a private RDS instance, which needs a VPC; network.mode "none" has none. ' +
+          'Choose network.mode "nat", "nat-instance" or "existing", or use database.type "existing" with a database the functions reach over the internet',
+      );
+    } else if (config.database.type === 'existing' && config.database.securityGroupId) {
+      problems.push(
+        'database.securityGroupId: network.mode "none" runs the functions outside any VPC, with no security group to admit; ' +
+          'remove it and let the database accept TLS connections from the internet, or choose network.mode "existing"',
+      );
+    }
+  }
 
   const exportNames = new Set<string>();
   const prefixes: { prefix: string; at: string }[] = [];

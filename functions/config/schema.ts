@@ -82,6 +82,13 @@ const rotation = z.strictObject({
   graceDays: z.number().int().min(0).max(60).default(7),
   /** CommCare (no key API): first reminder to the key owner this many days before the month starts. */
   reminderDays: z.number().int().min(1).max(28).default(14),
+  /**
+   * CommCare only: the key is restricted to the deployment's egress addresses (HQ's "IP allow-list"),
+   * which the reminders name. Default: true for CommCare. Set false for a key without an allow-list
+   * (the reminders then say to leave it empty); required to run a CommCare key with `network.mode: none`
+   * without a synth warning, since that mode has no fixed address.
+   */
+  ipAllowList: z.boolean().optional(),
   /** Who is reminded to create the new key where the provider has no key API (CommCare). */
   reminderEmail: z
     .email({ error: (iss) => `${JSON.stringify(iss.input)} is not an e-mail address` })
@@ -243,14 +250,16 @@ const elasticIps = z.union(
  * - `nat-instance`: the same VPC with one small EC2 NAT instance on one Elastic IP instead of NAT
  *   gateways (a few dollars a month; the instance is the operator's to patch);
  * - `existing`: the functions run in the private subnets of a VPC the operator already has (e.g. the
- *   one an existing database lives in); its own NAT decides the egress addresses.
+ *   one an existing database lives in); its own NAT decides the egress addresses;
+ * - `none`: no VPC at all; the functions run outside any VPC, from addresses Lambda shares and changes
+ *   (no allow-list can name them), with no database of our own (the cheapest mode).
  */
 const network = z
   .strictObject({
     mode: z
-      .enum(['nat', 'nat-instance', 'existing'], {
+      .enum(['nat', 'nat-instance', 'existing', 'none'], {
         error: (iss) =>
-          `${JSON.stringify(iss.input)} is not a network mode; expected "nat", "nat-instance" or "existing"`,
+          `${JSON.stringify(iss.input)} is not a network mode; expected "nat", "nat-instance", "existing" or "none"`,
       })
       .default('nat'),
     elasticIps: elasticIps.optional(),
@@ -294,6 +303,12 @@ const network = z
         if (n[field]) problem(field, `only for mode "existing" (this is mode "${n.mode}")`);
       }
     }
+    if (n.mode === 'none' && n.elasticIps) {
+      problem(
+        'elasticIps',
+        'mode "none" has no NAT and no fixed address; remove elasticIps or choose mode "nat"',
+      );
+    }
     if (n.mode === 'nat-instance' && n.elasticIps) {
       const count = 'create' in n.elasticIps ? n.elasticIps.create : n.elasticIps.allocationIds.length;
       if (count !== 1) problem('elasticIps', 'mode "nat-instance" has one NAT instance: one Elastic IP');
@@ -301,7 +316,8 @@ const network = z
   })
   .transform((n) => ({
     ...n,
-    elasticIps: n.elasticIps ?? (n.mode === 'existing' ? undefined : { create: 1 as const }),
+    elasticIps:
+      n.elasticIps ?? (n.mode === 'existing' || n.mode === 'none' ? undefined : { create: 1 as const }),
   }));
 
 const database = z.discriminatedUnion(
@@ -356,6 +372,21 @@ const database = z.discriminatedUnion(
   },
 );
 
+/**
+ * The exports bucket (created when an export writes to S3). `encryption`: `kms` (default) encrypts
+ * with a customer-managed KMS key of the stack (SSE-KMS: reading a file also needs kms:Decrypt on the
+ * key, so access to health data is controlled twice); `s3-managed` uses SSE-S3 (S3's own keys; no key
+ * to pay for or grant, anyone with s3:GetObject reads).
+ */
+const bucket = z.strictObject({
+  encryption: z
+    .enum(['kms', 's3-managed'], {
+      error: (iss) =>
+        `${JSON.stringify(iss.input)} is not a bucket encryption; expected "kms" or "s3-managed"`,
+    })
+    .default('kms'),
+});
+
 export const exportsConfigSchema = z.strictObject({
   /** CloudFormation stack name; also the prefix of named resources. */
   stackName: z
@@ -367,6 +398,7 @@ export const exportsConfigSchema = z.strictObject({
   /** A run is stale when no run has succeeded within this many schedule periods. */
   staleRunMultiple: z.number().min(1).max(30).default(2),
   network: network.prefault({}),
+  bucket: bucket.prefault({}),
   database: database.prefault({ type: 'none' }),
   credentials: z.array(credentialSchema).min(1, { error: 'expected at least one credential' }),
   exports: z.array(exportSchema).min(1, { error: 'expected at least one export' }),

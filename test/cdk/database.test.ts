@@ -67,6 +67,28 @@ describe('the stack with a new database and imported Elastic IPs', () => {
     });
   });
 
+  it('keeps the PostgreSQL log three months in the group RDS exports it to, created before the instance, with no custom resource', () => {
+    const instances = template.findResources('AWS::RDS::DBInstance');
+    const [instanceId, instance] = Object.entries(instances)[0] ?? [];
+    const identifier = instance?.Properties.DBInstanceIdentifier;
+    const groups = template.findResources('AWS::Logs::LogGroup', {
+      Properties: { LogGroupName: `/aws/rds/instance/${identifier}/postgresql` },
+    });
+    const [groupId, group] = Object.entries(groups)[0] ?? [];
+
+    // RDS names the group after the instance identifier, which it keeps in lower case.
+    expect(identifier).toBe('exportsdb-exports');
+    expect(instance?.Properties).toMatchObject({
+      EnableCloudwatchLogsExports: ['postgresql'],
+      StorageType: 'gp3',
+    });
+    expect(group?.Properties.RetentionInDays).toBe(90);
+    expect(instance?.DependsOn).toContain(groupId);
+    expect(instanceId).toBeDefined();
+    template.resourceCountIs('Custom::LogRetention', 0);
+    expect(Object.keys(template.findResources('AWS::Lambda::Function')).join()).not.toMatch(/LogRetention/);
+  });
+
   it('rotates the generated database password on its own schedule', () => {
     template.hasResourceProperties('AWS::SecretsManager::RotationSchedule', {
       SecretId: { Ref: Match.stringLikeRegexp('DatabaseInstanceSecret') },

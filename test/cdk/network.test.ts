@@ -1,16 +1,16 @@
 /**
- * The network modes: a NAT instance on one Elastic IP (the cheap mode), and the private subnets of an
- * existing VPC (to reach a database that lives there), each synthesized from a config, checked by
- * cdk-nag and cfn-lint.
+ * The network modes: a NAT instance on one Elastic IP (the cheap mode), the private subnets of an
+ * existing VPC (to reach a database that lives there), and no VPC at all (the cheapest mode), each
+ * synthesized from a config, checked by cdk-nag and cfn-lint.
  */
-import { Match, Template } from 'aws-cdk-lib/assertions';
+import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parseExportsConfig } from '../../functions/config/parse';
 import { cfnLintErrors } from '../support/cfn-lint';
 import { buildStack, repoRoot } from './app';
 import { actionsOf, roleStatements } from './template';
 
-const base = (network: string, database = 'database: { type: none }') => `
+const base = (network: string, database = 'database: { type: none }', rotation = '{}') => `
 stackName: ExportsNet
 alarmEmail: ops@example.org
 ${network}
@@ -21,6 +21,7 @@ credentials:
     baseUrl: https://www.commcarehq.org
     username: exporter@example.org
     projects: [demo-project]
+    rotation: ${rotation}
 exports:
   - name: forms-net
     projects: [demo-project]
@@ -106,7 +107,89 @@ describe('network mode existing', () => {
   });
 });
 
+describe('network mode none', () => {
+  let template: Template;
+  let warnings: string[];
+  beforeAll(() => {
+    const { stack } = buildStack(base('network: { mode: none }'));
+    template = Template.fromStack(stack);
+    warnings = Annotations.fromStack(stack)
+      .findWarning('*', Match.anyValue())
+      .map((w) => String(w.entry.data));
+  });
+
+  it('creates no VPC, NAT, address, endpoint or security group', () => {
+    for (const type of [
+      'AWS::EC2::VPC',
+      'AWS::EC2::Subnet',
+      'AWS::EC2::NatGateway',
+      'AWS::EC2::Instance',
+      'AWS::EC2::EIP',
+      'AWS::EC2::VPCEndpoint',
+      'AWS::EC2::FlowLog',
+      'AWS::EC2::SecurityGroup',
+    ]) {
+      template.resourceCountIs(type, 0);
+    }
+    expect(template.toJSON().Outputs).not.toHaveProperty('EgressIps');
+  });
+
+  it('runs every function outside any VPC', () => {
+    const functions = Object.values(template.findResources('AWS::Lambda::Function'));
+    expect(functions.length).toBeGreaterThanOrEqual(2);
+    for (const fn of functions) expect(fn.Properties).not.toHaveProperty('VpcConfig');
+  });
+
+  it('warns at synth that a CommCare key with an IP allow-list cannot work without fixed addresses', () => {
+    expect(warnings.join('\n')).toMatch(/Credential hq: .*IP allow-list.*network\.mode "none"/);
+  });
+
+  it('does not warn for a key declared without an allow-list, and tells its owner to leave the list empty', () => {
+    const { stack } = buildStack(base('network: { mode: none }', undefined, '{ ipAllowList: false }'));
+    const quiet = Annotations.fromStack(stack)
+      .findWarning('*', Match.stringLikeRegexp('allow-list'))
+      .map((w) => String(w.entry.data));
+
+    expect(quiet).toEqual([]);
+    Template.fromStack(stack).hasResourceProperties('AWS::Lambda::Function', {
+      Environment: {
+        Variables: Match.objectLike({
+          CREDENTIAL_SETTINGS: Match.serializedJson(Match.objectLike({ options: { allowListIps: [] } })),
+        }),
+      },
+    });
+  });
+
+  it('passes cfn-lint without an error', async () => {
+    expect(await cfnLintErrors(template)).toEqual([]);
+  });
+});
+
 describe('network config', () => {
+  it('fails on a created database without a VPC, naming the modes that have one', () => {
+    const parse = () =>
+      parseExportsConfig(base('network: { mode: none }', 'database: { type: create }'), `${repoRoot}/x.yaml`);
+
+    expect(parse).toThrow(
+      /database\.type: "create" makes a private RDS instance, which needs a VPC; network\.mode "none" has none/,
+    );
+  });
+
+  it('fails on Elastic IPs or a database security group in mode none', () => {
+    const parse = (network: string, database?: string) => () =>
+      parseExportsConfig(base(network, database), `${repoRoot}/x.yaml`);
+
+    expect(parse('network: { mode: none, elasticIps: { create: 1 } }')).toThrow(
+      /network\.elasticIps: mode "none" has no NAT/,
+    );
+    expect(
+      parse(
+        'network: { mode: none }',
+        'database: { type: existing, secretArn: "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf", securityGroupId: sg-0123456789abcdef0 }',
+      ),
+    ).toThrow(/database\.securityGroupId: network\.mode "none" runs the functions outside any VPC/);
+  });
+
   it('fails on mode existing without a VPC id and subnets, and on fields of another mode', () => {
     const parse = (network: string) => () => parseExportsConfig(base(network), `${repoRoot}/x.yaml`);
 
