@@ -157,7 +157,11 @@ describe('analytics for a Parquet export, from the query file at synth', () => {
       WorkGroupConfiguration: {
         EnforceWorkGroupConfiguration: true,
         ResultConfiguration: {
-          EncryptionConfiguration: { EncryptionOption: 'SSE_S3' },
+          // The bucket's own key (bucket.encryption kms, the default; test/cdk/hardening.test.ts).
+          EncryptionConfiguration: {
+            EncryptionOption: 'SSE_KMS',
+            KmsKey: { 'Fn::GetAtt': [Match.stringLikeRegexp('^ExportsKey'), 'Arn'] },
+          },
           OutputLocation: {
             'Fn::Join': ['', Match.arrayWith([Match.stringLikeRegexp('/athena-results/forms-daily/$')])],
           },
