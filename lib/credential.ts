@@ -21,6 +21,7 @@ import * as schedulerTargets from 'aws-cdk-lib/aws-scheduler-targets';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
+import { credentialSecretName, isCredentialSecretArn } from '../functions/config/naming';
 import { rotationCron } from '../functions/keys/months';
 import { PLACEHOLDER_SECRET } from '../functions/keys/secret';
 import { ServiceFunction } from './function-defaults';
@@ -95,6 +96,16 @@ export interface CredentialProps {
   readonly encryptionKey?: kms.IKey;
 
   /**
+   * Take over the secret a torn-down stack left (secrets are retained) instead of creating one: its
+   * complete ARN (`...:secret:ccexport/credentials/<credentialName>-AbCdEf`) and the ARN of the KMS key
+   * that encrypts it. The stack never writes its value, so the key it holds stays current; rotation,
+   * reminders and grants apply to it as to a created secret. `encryptionKey` is ignored.
+   *
+   * @default - a new secret named `ccexport/credentials/<credentialName>`
+   */
+  readonly adoptSecret?: { readonly secretArn: string; readonly kmsKeyArn: string };
+
+  /**
    * IANA time zone in which months start, the rotation day is counted and reminders are sent.
    *
    * @default 'UTC'
@@ -143,8 +154,8 @@ export interface CredentialProps {
 const here = path.dirname(fileURLToPath(import.meta.url));
 
 export class Credential extends Construct {
-  /** The credential secret (JSON, see docs/keys). */
-  public readonly secret: secretsmanager.Secret;
+  /** The credential secret (JSON, see docs/keys): created, or adopted (`adoptSecret`). */
+  public readonly secret: secretsmanager.ISecret;
   /** The KMS key that encrypts the secret. */
   public readonly encryptionKey: kms.IKey;
   /** The rotation and maintenance Lambda. */
@@ -155,6 +166,8 @@ export class Credential extends Construct {
   public readonly maintenanceSchedule: scheduler.Schedule;
   /** Alarm on any error of the rotation Lambda. */
   public readonly rotationErrorsAlarm: cloudwatch.Alarm;
+  /** The key ARN of an adopted secret: CDK grants nothing on an imported secret's key by itself. */
+  private readonly adoptedKeyArn?: string;
 
   constructor(scope: Construct, id: string, props: CredentialProps) {
     super(scope, id);
@@ -174,13 +187,20 @@ export class Credential extends Construct {
       throw new Error(`Credential: leadDays must be 1-28, got ${policy.leadDays}`);
     }
 
-    this.encryptionKey =
-      props.encryptionKey ??
-      new kms.Key(this, 'Key', {
-        enableKeyRotation: true,
-        description: `ccexport credential ${props.credentialName}`,
-        removalPolicy: RemovalPolicy.RETAIN,
-      });
+    const adopted = props.adoptSecret;
+    if (adopted && !isCredentialSecretArn(adopted.secretArn, props.credentialName)) {
+      throw new Error(
+        `Credential: adoptSecret.secretArn ${JSON.stringify(adopted.secretArn)} is not the complete ARN of secret ${credentialSecretName(props.credentialName)}`,
+      );
+    }
+    this.encryptionKey = adopted
+      ? kms.Key.fromKeyArn(this, 'Key', adopted.kmsKeyArn)
+      : (props.encryptionKey ??
+        new kms.Key(this, 'Key', {
+          enableKeyRotation: true,
+          description: `ccexport credential ${props.credentialName}`,
+          removalPolicy: RemovalPolicy.RETAIN,
+        }));
 
     // CloudFormation writes SecretString on every update where the value in the template changes, and
     // a write makes a new AWSCURRENT. So the template holds one constant placeholder (no key, no
@@ -195,13 +215,19 @@ export class Credential extends Construct {
       policy,
       options: providerSettings(props),
     };
-    this.secret = new secretsmanager.Secret(this, 'Secret', {
-      secretName: `ccexport/credentials/${props.credentialName}`,
-      description: `ccexport API key (${props.credentialName}), rotated monthly`,
-      encryptionKey: this.encryptionKey,
-      secretStringValue: SecretValue.unsafePlainText(PLACEHOLDER_SECRET),
-      removalPolicy: RemovalPolicy.RETAIN,
-    });
+    // An adopted secret is referenced, never written: CloudFormation has no resource for it at all.
+    this.secret = adopted
+      ? secretsmanager.Secret.fromSecretAttributes(this, 'Secret', {
+          secretCompleteArn: adopted.secretArn,
+          encryptionKey: this.encryptionKey,
+        })
+      : new secretsmanager.Secret(this, 'Secret', {
+          secretName: credentialSecretName(props.credentialName),
+          description: `ccexport API key (${props.credentialName}), rotated monthly`,
+          encryptionKey: this.encryptionKey,
+          secretStringValue: SecretValue.unsafePlainText(PLACEHOLDER_SECRET),
+          removalPolicy: RemovalPolicy.RETAIN,
+        });
 
     this.rotationFunction = new ServiceFunction(this, 'RotateKey', {
       entry: path.join(here, '..', 'functions', 'rotate-key', 'handler.ts'),
@@ -221,6 +247,10 @@ export class Credential extends Construct {
         POWERTOOLS_SERVICE_NAME: 'ccexport-rotate-key',
       },
     });
+
+    this.adoptedKeyArn = adopted?.kmsKeyArn;
+    // Secrets Manager encrypts a new version with kms:GenerateDataKey and reads with kms:Decrypt.
+    this.grantKeyUse(this.rotationFunction, 'kms:Decrypt', 'kms:GenerateDataKey');
 
     this.rotationSchedule = this.secret.addRotationSchedule('Monthly', {
       rotationLambda: this.rotationFunction,
@@ -294,7 +324,25 @@ export class Credential extends Construct {
 
   /** Lets `grantee` read the current key (GetSecretValue, DescribeSecret, kms:Decrypt). */
   public grantRead(grantee: iam.IGrantable): iam.Grant {
+    this.grantKeyUse(grantee, 'kms:Decrypt');
     return this.secret.grantRead(grantee);
+  }
+
+  /**
+   * An adopted secret's key: `actions` for `grantee`, through Secrets Manager only. (A created
+   * secret's grants already cover its own key, in the key policy.)
+   */
+  private grantKeyUse(grantee: iam.IGrantable, ...actions: string[]): void {
+    if (!this.adoptedKeyArn) return;
+    grantee.grantPrincipal.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions,
+        resources: [this.adoptedKeyArn],
+        conditions: {
+          StringEquals: { 'kms:ViaService': `secretsmanager.${Stack.of(this).region}.amazonaws.com` },
+        },
+      }),
+    );
   }
 
   /** Lets an export function record "last successful export with key X" (TagResource on this secret). */

@@ -159,6 +159,7 @@ export class CommCareExportStack extends Stack {
         graceDays: cred.rotation.graceDays,
         reminderDays: cred.rotation.reminderDays,
         keyNamePrefix: cred.rotation.namePrefix,
+        ...(cred.adoptSecret ? { adoptSecret: cred.adoptSecret } : {}),
       });
       credentials.set(cred.name, credential);
       if (ipAllowList && this.network.mode === 'none') {

@@ -1,6 +1,6 @@
 /**
- * Names shared by the deployment and the CLI: the state machine of an export, and the stack output
- * that publishes its ARN.
+ * Names shared by the deployment and the CLI: the state machine of an export, the stack output
+ * that publishes its ARN, and a credential's secret.
  */
 
 /** `forms-daily` → `FormsDaily`. */
@@ -24,4 +24,18 @@ export function stateMachineOutputKey(exportName: string): string {
 /** Key of the stack output holding a credential's secret ARN. */
 export function credentialSecretOutputKey(credentialName: string): string {
   return `CredentialSecret${pascal(credentialName)}`;
+}
+
+/** Name of a credential's secret (retained when its stack is deleted; a new stack may adopt it). */
+export function credentialSecretName(credentialName: string): string {
+  return `ccexport/credentials/${credentialName}`;
+}
+
+/**
+ * True when `arn` is the complete ARN (the name plus Secrets Manager's six-character suffix) of
+ * credential `credentialName`'s secret.
+ */
+export function isCredentialSecretArn(arn: string, credentialName: string): boolean {
+  const match = /^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:(.+)-[A-Za-z0-9]{6}$/.exec(arn);
+  return match?.[1] === credentialSecretName(credentialName);
 }

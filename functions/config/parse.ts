@@ -6,6 +6,7 @@
 import { dirname, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
+import { credentialSecretName, isCredentialSecretArn } from './naming';
 import { type CredentialConfig, type ExportConfig as ExportConfigBase, exportsConfigSchema } from './schema';
 
 export class ConfigError extends Error {
@@ -106,6 +107,11 @@ function crossCheck(config: z.output<typeof exportsConfigSchema>): string[] {
     if (c.rotation.ipAllowList === true && c.provider !== 'commcare') {
       problems.push(
         `credentials[${i}].rotation.ipAllowList: only for provider "commcare" (HQ keys take an IP allow-list); this is provider "${c.provider}"`,
+      );
+    }
+    if (c.adoptSecret && !isCredentialSecretArn(c.adoptSecret.secretArn, c.name)) {
+      problems.push(
+        `credentials[${i}].adoptSecret.secretArn: ${JSON.stringify(c.adoptSecret.secretArn)} is not credential ${JSON.stringify(c.name)}'s secret; expected the ARN of ${credentialSecretName(c.name)}-<6 characters>`,
       );
     }
     if (c.provider === 'civicrm' && !c.civicrm) {

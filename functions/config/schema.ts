@@ -107,6 +107,26 @@ export const credentialSchema = z.strictObject({
   /** Project spaces the key may read; exports using this credential must stay within them. */
   projects: z.array(projectSchema).min(1, { error: 'expected at least one project' }),
   rotation: rotation.prefault({}),
+  /**
+   * Take over the key secret a torn-down stack left behind (secrets are retained), instead of creating
+   * one: its complete ARN (the old stack's `CredentialSecret<Name>` output) and the KMS key that
+   * encrypts it (`aws secretsmanager describe-secret ... --query KmsKeyId`). docs/deploy.md,
+   * "Deploying again after a tear-down".
+   */
+  adoptSecret: z
+    .strictObject({
+      secretArn: z
+        .string()
+        .refine((v) => /^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+-[A-Za-z0-9]{6}$/.test(v), {
+          error: (iss) =>
+            `${JSON.stringify(iss.input)} is not a complete secret ARN (arn:aws:secretsmanager:<region>:<account>:secret:<name>-<6 characters>)`,
+        }),
+      kmsKeyArn: z.string().refine((v) => /^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key\/[0-9a-f-]+$/.test(v), {
+        error: (iss) =>
+          `${JSON.stringify(iss.input)} is not a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>)`,
+      }),
+    })
+    .optional(),
   /** CiviCRM holds one key per contact, so rotation alternates between two service contacts. */
   civicrm: z
     .strictObject({
