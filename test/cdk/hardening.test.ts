@@ -14,14 +14,12 @@ import { actionsOf, roleStatements, type Statement } from './template';
 
 const example = readFileSync(`${repoRoot}/exports.config.example.yaml`, 'utf8');
 
-/** The example config with forms-daily written as Parquet (so it has a Glue catalog and an Athena workgroup). */
-function parquetExample(extra = ''): string {
-  const changed = example.replace(
-    'output: { type: s3, format: csv, prefix: forms/ }',
-    'output: { type: s3, format: parquet, prefix: forms/ }',
-  );
-  if (changed === example) throw new Error('the example config changed: update parquetExample()');
-  return `${changed}\n${extra}\n`;
+/** The example config (its households-athena export is Parquet, with a Glue catalog and an Athena workgroup). */
+function exampleWith(encryption: 'kms' | 's3-managed'): string {
+  const changed = example.replace(/^( {2}encryption:) kms$/m, `$1 ${encryption}`);
+  if (!changed.includes(`encryption: ${encryption}`))
+    throw new Error('the example config changed: update exampleWith()');
+  return changed;
 }
 
 function logicalIds(template: Template, type: string): string[] {
@@ -36,8 +34,8 @@ function grantOf(template: Template, rolePrefix: string, action: string): Statem
 let template: Template;
 
 beforeAll(async () => {
-  await loadQueryFileTables([join(repoRoot, 'examples/queries/forms.xlsx')]);
-  template = Template.fromStack(buildStack(parquetExample()).stack);
+  await loadQueryFileTables([join(repoRoot, 'examples/household-registration.xlsx')]);
+  template = Template.fromStack(buildStack(exampleWith('kms')).stack);
 });
 
 describe('the exports bucket by default', () => {
@@ -65,7 +63,11 @@ describe('the exports bucket by default', () => {
   });
 
   it('lets each export function encrypt and decrypt with the key through S3 only', () => {
-    for (const role of ['formsdailyFunctionServiceRole', 'casesweeklyFunctionServiceRole']) {
+    for (const role of [
+      'formsdailyFunctionServiceRole',
+      'casesweeklyFunctionServiceRole',
+      'householdsathenaFunctionServiceRole',
+    ]) {
       const grant = grantOf(template, role, 'kms:Decrypt');
 
       expect(actionsOf(grant as Statement).sort()).toEqual(['kms:Decrypt', 'kms:GenerateDataKey']);
@@ -79,7 +81,7 @@ describe('the exports bucket by default', () => {
   });
 
   it("lets the analysts' Athena role read the files and write results under the key, and encrypts results with it", () => {
-    const grant = grantOf(template, 'formsdailyAnalyticsAnalystRole', 'kms:Decrypt');
+    const grant = grantOf(template, 'householdsathenaAnalyticsAnalystRole', 'kms:Decrypt');
 
     expect(actionsOf(grant as Statement).sort()).toEqual(['kms:Decrypt', 'kms:GenerateDataKey']);
     expect(JSON.stringify(grant?.Resource)).toMatch(/"ExportsKey[0-9A-F]+","Arn"/);
@@ -102,7 +104,7 @@ describe('the exports bucket by default', () => {
 
 describe('the exports bucket with bucket.encryption s3-managed', () => {
   it('uses SSE-S3 and creates or grants no bucket key', () => {
-    const plain = Template.fromStack(buildStack(parquetExample('bucket:\n  encryption: s3-managed')).stack);
+    const plain = Template.fromStack(buildStack(exampleWith('s3-managed')).stack);
 
     expect(logicalIds(plain, 'AWS::KMS::Key').filter((id) => id.startsWith('ExportsKey'))).toEqual([]);
     for (const bucket of Object.values(plain.findResources('AWS::S3::Bucket'))) {
