@@ -537,6 +537,7 @@ async function reconcileOutput(
     format: settings.format === 'xls' ? 'xlsx' : settings.format,
     output: settings.output,
     ...(s3Client ? { s3Client } : {}),
+    ...(settings.keepLatest && settings.format !== 'sql' ? { keepLatest: true } : {}),
   });
   const summary = await runReconcile(
     { source: client, target, runId: newRunId(), progress: progressListener(settings, io) },

@@ -41,6 +41,7 @@ import {
   tableFolder,
 } from './file-sink';
 import { csvField } from './formats/csv';
+import type { FileFormat } from './formats/types';
 import { deletionTime } from './latest';
 import { READABLE_FORMATS, readObjectRows } from './read-back';
 import { escapeField, SortedLines, unescapeField } from './sorted-lines';
@@ -54,6 +55,12 @@ export interface FileReconcileOptions {
   readonly tmpDir?: string;
   /** Bytes of lines sorted in memory before a run file is written. @default 16 MiB */
   readonly sortBudgetBytes?: number;
+  /**
+   * After the deletion records are written, also rewrite `latest/<table>.<ext>` (as `--keep-latest`
+   * does after a run), still under the export's lease; needs `loadFormat`. @default false
+   */
+  readonly keepLatest?: boolean;
+  readonly loadFormat?: (name: FileFormat['name']) => Promise<FileFormat>;
 }
 
 /** The record a row id belongs to: the id up to its first `.` (DET's ids of child rows). */
@@ -323,7 +330,14 @@ export class FileReconcileTarget implements ReconcileTarget {
       `${JSON.stringify(manifest, null, 2)}\n`,
       'application/json',
     );
-    await this.close();
+    try {
+      if (this.options.keepLatest && this.options.loadFormat) {
+        const { writeLatest } = await import('./latest');
+        await writeLatest({ source: this.store, loadFormat: this.options.loadFormat });
+      }
+    } finally {
+      await this.close();
+    }
   }
 
   async abort(): Promise<void> {

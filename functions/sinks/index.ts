@@ -134,7 +134,7 @@ export async function fileFormat(name: FileFormat['name']): Promise<FileFormat> 
  * `file-reconcile.ts`). DET's single-file outputs and markdown cannot be read back, so not reconciled.
  */
 export async function openReconcileTarget(
-  options: Pick<SinkOptions, 'format' | 'output' | 'database' | 'schema' | 's3Client'> & {
+  options: Pick<SinkOptions, 'format' | 'output' | 'database' | 'schema' | 's3Client' | 'keepLatest'> & {
     readonly sortBudgetBytes?: number;
   },
 ): Promise<import('../export/reconcile').ReconcileTarget> {
@@ -153,6 +153,7 @@ export async function openReconcileTarget(
     ]);
     return new FileReconcileTarget(store, {
       ...(options.sortBudgetBytes !== undefined ? { sortBudgetBytes: options.sortBudgetBytes } : {}),
+      ...(options.keepLatest ? { keepLatest: true, loadFormat: fileFormat } : {}),
     });
   }
   const { PostgresReconcileTarget } = await import('./postgres/reconcile');

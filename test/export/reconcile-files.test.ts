@@ -142,10 +142,12 @@ describe('ccexport reconcile, folder output', () => {
     sandbox.apply('f1', { kind: 'delete-worker', userId: worker });
     expect((await ccexport('run', 'f1', 'csv', output)).code).toBe(0);
 
-    const result = await ccexport('reconcile', 'f1', 'csv', output);
+    const result = await ccexport('reconcile', 'f1', 'csv', output, '--keep-latest');
 
     expect(result.code, result.err).toBe(0);
     expect(result.out).toMatch(/Reconcile finished: .* rows recorded as deleted/);
+    // --keep-latest: latest/ is rewritten with the deletions applied.
+    expect(csvIds(join(output, 'latest', 'households.csv')).sort()).toEqual(liveRegistrations('f1'));
     const reconcile = manifests(output).find((m) => m.task === 'reconcile')!;
     expect(reconcile.complete).toBe(true);
     expect(reconcile.deletions!.map((d) => d.table).sort()).toEqual(['household_members', 'households']);
