@@ -82,6 +82,24 @@ const CASES: Case[] = [
     says: "which holds DET's checkpoints",
   },
   {
+    refusal: 'a table named like the ids table of a sliced reconcile',
+    sheets: [{ name: 'commcare_export_reconcile_ids', rows: plain }],
+    says: 'which holds the ids a sliced reconcile has listed',
+  },
+  {
+    refusal: "a table named like DET's alembic_version table",
+    sheets: [{ name: 'alembic_version', rows: plain }],
+    says: "which holds the version of DET's tables",
+  },
+  {
+    refusal: "a table named like another table's primary key index",
+    sheets: [
+      { name: 'visits', rows: plain },
+      { name: 'visits_pkey', rows: plain },
+    ],
+    says: 'Table "visits_pkey" maps to the PostgreSQL table "visits_pkey", which is the index of table "visits"\'s primary key',
+  },
+  {
     refusal: 'a table named like a built-in table',
     sheets: [{ name: 'commcare_users', rows: plain }],
     says: 'table name "commcare_users" is reserved for the built-in users/locations tables',

@@ -11,6 +11,7 @@ import { DELETED_AT_COLUMN, DELETED_COLUMN, type DeletionMode } from '../types';
 import type { SqlConnection } from './connection';
 import { pgName, qualified, quoteIdent } from './naming';
 import { refuseForeignTables } from './ownership';
+import { RECONCILE_IDS_TABLE } from './reserved';
 import { exportLockId } from './sink';
 
 const LIVE = 'pg_temp.ccexport_live_ids';
@@ -20,7 +21,7 @@ const LIVE = 'pg_temp.ccexport_live_ids';
  * minutes), one row per id as listed (repeats allowed), kept until the reconcile's final transaction
  * compares and deletes them. A table of ours, like `commcare_export_checkpoints`.
  */
-export const STAGING_TABLE = 'commcare_export_reconcile_ids';
+export const STAGING_TABLE = RECONCILE_IDS_TABLE;
 
 /** Identifies one sliced reconcile. */
 export interface StagingRun {
