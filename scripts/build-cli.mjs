@@ -26,8 +26,13 @@ try {
 }
 
 // PGlite loads its WebAssembly and data files from beside its own modules; pg-native is pg's optional
-// native binding; tsx and esbuild are build tools; the CDK libraries are never loaded by a command.
+// native binding; tsx and esbuild are build tools; the CDK libraries are never loaded by a command. The
+// AWS SDK is loaded on demand (S3 output, Secrets Manager) by `await import(...)` of named exports,
+// which a bundled CommonJS package cannot give (its chunk has only a default export).
 const EXTERNAL = [
+  '@aws-sdk/*',
+  '@smithy/*',
+  '@aws-lambda-powertools/*',
   '@electric-sql/*',
   'pg-native',
   'tsx',

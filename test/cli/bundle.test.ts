@@ -1,10 +1,14 @@
 import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CreateBucketCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { main as mainFromSources } from '../../functions/cli/main';
 import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
+import { motoS3 } from '../support/aws';
 import { captureIO } from './capture';
 
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -62,5 +66,77 @@ describe('the built command (what `npm ci` prepares for bin/ccexport.js)', () =>
     expect(code).toBe(0);
     expect(io.out()).toContain('Export finished');
     expect(readFileSync(join(output, 'form.jsonl'), 'utf8').trim().split('\n').length).toBeGreaterThan(100);
+  });
+
+  it('exports to PostgreSQL through COPY (a CommonJS package loaded on demand inside the bundle)', async () => {
+    const admin = new pg.Client({ connectionString: inject('pgUrl') });
+    await admin.connect();
+    const name = `bundle_${randomUUID().replaceAll('-', '').slice(0, 10)}`;
+    await admin.query(`CREATE DATABASE ${name}`);
+    try {
+      const url = new URL(inject('pgUrl'));
+      url.pathname = `/${name}`;
+      const io = captureIO({ CCEXPORT_API_KEY: KEY });
+      const sql = `${url.toString()}?sslmode=disable`;
+      const query = join(ROOT, 'examples', 'household-registration.xlsx');
+      const code = await bundled(
+        [
+          ...['run', '--project', 'clinic', '--commcare-hq', sandbox.url, '--username', USER],
+          ...['--query', query, '--output-format', 'sql', '--output', sql, '--progress', 'none'],
+        ],
+        io,
+      );
+      expect(io.err()).toBe('');
+      expect(code).toBe(0);
+      const db = new pg.Client({ connectionString: url.toString() });
+      await db.connect();
+      try {
+        const tables = await db.query<{ name: string }>(
+          "SELECT table_name AS name FROM information_schema.tables WHERE table_schema = 'public' AND table_name = 'households'",
+        );
+        expect(tables.rows).toHaveLength(1);
+        const { rows } = await db.query<{ n: string }>(`SELECT count(*) AS n FROM "${tables.rows[0]!.name}"`);
+        expect(Number(rows[0]!.n)).toBeGreaterThan(0);
+      } finally {
+        await db.end();
+      }
+    } finally {
+      await admin.query(`DROP DATABASE ${name} WITH (FORCE)`);
+      await admin.end();
+    }
+  });
+
+  it('exports to S3 (the AWS SDK, loaded on demand, with its named exports)', async () => {
+    const endpoint = inject('motoEndpoint');
+    const s3 = motoS3(endpoint);
+    const bucket = `bundle-${randomUUID().slice(0, 8)}`;
+    await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+    const env = {
+      CCEXPORT_API_KEY: KEY,
+      AWS_ENDPOINT_URL_S3: endpoint,
+      AWS_ACCESS_KEY_ID: 'testing',
+      AWS_SECRET_ACCESS_KEY: 'testing',
+      AWS_REGION: 'us-east-1',
+    };
+    const io = captureIO(env);
+    // The SDK reads its endpoint and credentials from the process environment.
+    const saved = { ...process.env };
+    Object.assign(process.env, env);
+    try {
+      const code = await bundled(
+        [
+          ...['run', '--project', 'clinic', '--commcare-hq', sandbox.url, '--username', USER],
+          ...['--query', join(ROOT, 'examples', 'household-registration.xlsx'), '--output-format', 'csv'],
+          ...['--output', `s3://${bucket}/out`, '--progress', 'none'],
+        ],
+        io,
+      );
+      expect(io.err()).toBe('');
+      expect(code).toBe(0);
+    } finally {
+      process.env = saved;
+    }
+    const listed = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'out/' }));
+    expect((listed.Contents ?? []).some((o) => /^out\/households\/.+\.csv$/.test(o.Key ?? ''))).toBe(true);
   });
 });

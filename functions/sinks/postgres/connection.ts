@@ -160,7 +160,11 @@ function pgAdapter(client: pg.Client, copyFrom: typeof import('pg-copy-streams')
 export async function connectPostgres(source: string | DatabaseConnection): Promise<SqlConnection> {
   const settings = pgSettings(source);
   // Loaded here rather than at the top so that importing the sinks does not load node-postgres.
-  const [{ default: pg }, { from: copyFrom }] = await Promise.all([import('pg'), import('pg-copy-streams')]);
+  const [{ default: pg }, copyStreams] = await Promise.all([import('pg'), import('pg-copy-streams')]);
+  // pg-copy-streams is CommonJS: Node's loader lists its exports by name, a bundle (the built CLI) only
+  // as the module's default export.
+  const copyFrom = copyStreams.from ?? copyStreams.default?.from;
+  if (typeof copyFrom !== 'function') throw new Error('pg-copy-streams did not load: no COPY FROM stream');
   const attempt = async (ssl: false | ConnectionOptions) => {
     const client = new pg.Client({
       host: settings.host,
