@@ -19,7 +19,7 @@ import { startCountingProxy } from '../test/support/counting-proxy';
 import { median, ROOT, round, startSandboxProcess } from './harness';
 import { freshDatabase } from './scenarios';
 
-export const DET_SCENARIOS = ['latency', 'cpu', 'sql', 'help'] as const;
+export const DET_SCENARIOS = ['latency', 'cpu', 'sql', 'help', 'memory'] as const;
 export type DetScenario = (typeof DET_SCENARIOS)[number];
 
 const REGISTRATION = 'http://openrosa.org/formdesigner/5C1B5E2A-7F3D-4E11-9C2B-REGISTRATION';
@@ -137,6 +137,8 @@ export interface DetOptions {
   readonly cpuForms: number;
   /** Forms of the SQL scenario (default 5,000: DET takes ~2 s per 1,000 forms into PostgreSQL). */
   readonly sqlForms: number;
+  /** Forms of the memory scenario (default 1,000,000; ccexport only: DET would take most of an hour). */
+  readonly memoryForms: number;
   readonly batchSize: number;
   /** Superuser URL of a PostgreSQL server for the sql scenario. */
   readonly pgUrl?: string;
@@ -370,12 +372,67 @@ function requirePg(url: string | undefined): string {
   return url;
 }
 
-/** Runs the chosen scenarios, one after another, each interleaving DET and ccexport. */
+/** Runs the chosen scenarios but `memory`, one after another, each interleaving DET and ccexport. */
 export async function benchDet(options: DetOptions): Promise<DetComparison[]> {
   const out: DetComparison[] = [];
   for (const scenario of options.scenarios) {
+    if (scenario === 'memory') continue;
     if (scenario === 'help') out.push(await compareHelp(options));
     else out.push(await compare(options, scenario));
   }
   return out;
+}
+
+/** The `memory` scenario: one ccexport run of the same workbook to csv, at each resource's default page. */
+export interface MemoryRun {
+  readonly forms: number;
+  readonly seconds: number;
+  readonly cpuSeconds: number;
+  readonly peakRssMb: number;
+  readonly load: readonly [number, number];
+}
+
+/**
+ * Peak memory on a large project (issue 15: "flat in project size"): ccexport alone, once, as a user
+ * runs it (no `--batch-size`), against a sandbox of `memoryForms` forms. DET is left out: at its speed
+ * here a million forms would take most of an hour.
+ */
+export async function benchMemory(options: DetOptions): Promise<MemoryRun> {
+  const forms = options.memoryForms;
+  const work = mkdtempSync(join(tmpdir(), 'ccexport-det-'));
+  const workbook = join(work, 'workbook.xlsx');
+  await writeDetWorkbook(workbook);
+  const sandbox = await startSandboxProcess([
+    ...['--seed', '1', '--forms', String(forms), '--cases', String(Math.round(forms / 4)), '--workers', '2'],
+  ]);
+  const load0 = loadavg()[0] ?? 0;
+  try {
+    const run = await timed(
+      process.execPath,
+      [
+        ...[
+          join(ROOT, 'bin/ccexport.js'),
+          'run',
+          '--commcare-hq',
+          sandbox.url,
+          '--project',
+          DEFAULT_PROJECT.name,
+        ],
+        ...['--username', DEFAULT_USERNAME, '--query', workbook, '--output-format', 'csv'],
+        ...['--output', join(work, 'out'), '--progress', 'none'],
+      ],
+      work,
+      { ...process.env, CCEXPORT_API_KEY: DEFAULT_API_KEY },
+    );
+    return {
+      forms,
+      seconds: round(run.seconds, 2),
+      cpuSeconds: round(run.cpuSeconds, 2),
+      peakRssMb: round(run.peakRssMb),
+      load: [round(load0, 2), round(loadavg()[0] ?? 0, 2)],
+    };
+  } finally {
+    await sandbox.stop();
+    rmSync(work, { recursive: true, force: true });
+  }
 }

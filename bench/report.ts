@@ -21,7 +21,7 @@ import { join, resolve } from 'node:path';
 import { startPostgres } from '../test/support/services';
 import { chartRow, lineChart, type Series } from './chart';
 import { sandboxServeRate } from './client';
-import type { DetComparison } from './det';
+import type { DetComparison, MemoryRun } from './det';
 import { ROOT, round } from './harness';
 import { machine, option, positiveInts } from './run';
 import {
@@ -344,7 +344,7 @@ function issueBenchSection(): string {
  * Issue 15: DET and ccexport side by side (`npm run bench -- --only det`), the issue's table re-measured,
  * with the verdicts and the hand-written notes of `bench/results/det-notes.md`.
  */
-function detSection(det: { results: DetComparison[]; verdicts: string[] }): string {
+function detSection(det: { results: DetComparison[]; verdicts: string[]; memory?: MemoryRun }): string {
   const range = (s: DetComparison['det']) =>
     s.samples.length > 1 ? `${s.seconds} (${s.secondsRange[0]}–${s.secondsRange[1]})` : String(s.seconds);
   const notes = join(ROOT, 'bench/results/det-notes.md');

@@ -9,13 +9,14 @@
  *   --sink-rows N               issue 4 rows per sink (default 100000); env BENCH_SINK_ROWS
  *   --pg-url URL                PostgreSQL for issue 4 (default: a throwaway cluster); env BENCH_PG_URL
  *   --out FILE                  results file (default bench/results/latest.json)
- *   --det-scenarios LIST        issue 15, side by side with DET: latency,cpu,sql,help (default all);
+ *   --det-scenarios LIST        issue 15, side by side with DET: latency,cpu,sql,help,memory (default all);
  *                               runs only when DET_HOME names a DET source tree; env BENCH_DET_SCENARIOS
  *   --det-runs N                runs of each tool per scenario, interleaved (default 3); env BENCH_DET_RUNS
  *   --det-latency-forms N       forms of the latency scenario (default 20000); env BENCH_DET_LATENCY_FORMS
  *   --det-latency-ms N          HQ latency per page there (default 500); env BENCH_DET_LATENCY_MS
  *   --det-cpu-forms N           forms of the no-latency scenario (default 50000); env BENCH_DET_CPU_FORMS
  *   --det-sql-forms N           forms of the PostgreSQL scenario (default 5000); env BENCH_DET_SQL_FORMS
+ *   --det-memory-forms N        forms of the memory scenario, ccexport alone (default 1000000); env BENCH_DET_MEMORY_FORMS
  *
  * Every repetition runs in child processes (the query bench as this script with `--child query`; the
  * sinks bench starts its own per output), so a repetition's peak RSS and JIT state are its own.
@@ -26,7 +27,15 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startPostgres } from '../test/support/services';
 import { benchClient, type ClientBenchResult } from './client';
-import { benchDet, DET_SCENARIOS, type DetComparison, type DetScenario, detHasPostgres } from './det';
+import {
+  benchDet,
+  benchMemory,
+  DET_SCENARIOS,
+  type DetComparison,
+  type DetScenario,
+  detHasPostgres,
+  type MemoryRun,
+} from './det';
 import { median, ROOT, round, runNodeScript } from './harness';
 import type { SinkBenchResult } from './sinks';
 
@@ -49,6 +58,7 @@ export interface BenchOptions {
     readonly latencyMs: number;
     readonly cpuForms: number;
     readonly sqlForms: number;
+    readonly memoryForms: number;
   };
 }
 
@@ -107,6 +117,7 @@ function parseDetOptions(argv: readonly string[]): BenchOptions['det'] {
     latencyMs: one('det-latency-ms', 'BENCH_DET_LATENCY_MS', '500'),
     cpuForms: one('det-cpu-forms', 'BENCH_DET_CPU_FORMS', '50000'),
     sqlForms: one('det-sql-forms', 'BENCH_DET_SQL_FORMS', '5000'),
+    memoryForms: one('det-memory-forms', 'BENCH_DET_MEMORY_FORMS', '1000000'),
   };
 }
 
@@ -270,6 +281,14 @@ export function detVerdicts(results: readonly DetComparison[]): string[] {
   return out;
 }
 
+export function memoryVerdict(m: MemoryRun): string {
+  const met = m.peakRssMb <= DET_GOALS.csvPeakRssMb ? 'met' : 'not met';
+  return (
+    `memory: ${m.forms.toLocaleString('en-US')} forms to csv, peak RSS ${m.peakRssMb} MB (goal <= ${DET_GOALS.csvPeakRssMb}: ${met}); ` +
+    `${m.seconds} s, ${m.cpuSeconds} s CPU, load ${m.load.join('→')}`
+  );
+}
+
 function printDet(results: readonly DetComparison[]): void {
   console.log('\nissue 15: side by side with DET 1.15 (medians; runs interleaved)');
   console.table(
@@ -360,8 +379,13 @@ async function main(argv: readonly string[]): Promise<void> {
           batchSize: 1000,
           ...(options.pgUrl || pg ? { pgUrl: options.pgUrl ?? pg!.url } : {}),
         });
-        results.det = { goals: DET_GOALS, results: det, verdicts: detVerdicts(det) };
-        printDet(det);
+        const memory = scenarios.includes('memory')
+          ? await benchMemory({ detHome, ...options.det, batchSize: 1000 })
+          : null;
+        const verdicts = [...detVerdicts(det), ...(memory ? [memoryVerdict(memory)] : [])];
+        results.det = { goals: DET_GOALS, results: det, verdicts, ...(memory ? { memory } : {}) };
+        if (det.length > 0) printDet(det);
+        if (memory) console.log(memoryVerdict(memory));
       } finally {
         pg?.stop();
       }
