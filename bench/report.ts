@@ -328,9 +328,15 @@ function issueBenchSection(): string {
       `**Issue 4: sinks** (${n(latest.sinks.rows)} synthetic rows of 30 columns, median of ${latest.sinks.runs}; \`copy\` and \`copy-pk\` are raw \`psql \\copy\`, the ceiling)`,
       '',
       table(
-        ['output', 'rows/s', 'peak RSS MB'],
+        ['output', 'rows/s', 'CPU s per 100k rows', 'peak RSS MB'],
         // biome-ignore lint/suspicious/noExplicitAny: see above.
-        latest.sinks.outputs.map((o: any) => [o.output, o.rowsPerSecond, o.peakRssMb]),
+        latest.sinks.outputs.map((o: any) => [
+          o.output,
+          o.rowsPerSecond,
+          // Results recorded before the bench measured CPU time have none.
+          o.cpuSecondsPer100k ?? '',
+          o.peakRssMb,
+        ]),
       ),
       '',
       `PostgreSQL server sink ÷ raw COPY: **${latest.sinks.serverToRawCopyRatio ?? 'n/a'}**.`,

@@ -161,6 +161,8 @@ export interface SinkBenchSummary {
   readonly outputs: ReadonlyArray<{
     output: string;
     rowsPerSecond: number;
+    /** CPU seconds of the output's process per 100,000 rows (steadier than rows/s on a shared machine). */
+    cpuSecondsPer100k: number;
     peakRssMb: number;
     samples: number[];
   }>;
@@ -204,6 +206,7 @@ export async function benchSinkOutputs(
     return {
       output,
       rowsPerSecond: round(median(mine.map((r) => r.rowsPerSecond)), 0),
+      cpuSecondsPer100k: round(median(mine.map((r) => r.cpuSecondsPer100k ?? 0)), 3),
       peakRssMb: Math.max(...mine.map((r) => r.peakRssMb)),
       samples: mine.map((r) => r.rowsPerSecond),
     };
