@@ -186,6 +186,47 @@ describe.skipIf(!hasDuckdb)('parquet output, read back by DuckDB', () => {
     ]);
   });
 
+  it("types columns without a Data Type by their Map Via's kind, and writes the missing-value text in them as null", async () => {
+    // prepare: what str2num, str2bool, str2date and count-selected give, with DET's missing value "---"
+    const visits: TableSpec = {
+      name: 'visits',
+      headings: ['id', 'weight', 'referred', 'seen_on', 'symptoms', 'note'],
+      dataTypes: [null, null, null, null, null, null],
+      valueKinds: [null, 'number', 'boolean', 'datetime', 'integer', null],
+    };
+    const dir = tempDir();
+    const sink = await createSink({ format: 'parquet', output: dir });
+
+    // act
+    await sink.begin([visits], run('run-1'));
+    await sink.writeRows('visits', [
+      ['v1', 61.5, true, new Date(Date.UTC(2024, 2, 1, 9, 55)), 2, 'ok'],
+      ['v2', 7, false, new Date(Date.UTC(2024, 2, 2)), 0, 3],
+      ['v3', '---', '---', '---', '---', '---'],
+    ]);
+    await sink.finish();
+
+    // assert
+    const read = duckdb(
+      `SELECT * EXCLUDE (_run_id, _exported_at, _seq, run_date) FROM read_parquet(${glob(dir, 'visits')}) ORDER BY id`,
+    );
+    expect(read.types).toEqual(['VARCHAR', 'DOUBLE', 'BOOLEAN', 'TIMESTAMP', 'BIGINT', 'VARCHAR']);
+    expect(read.rows).toEqual([
+      ['v1', 61.5, true, '2024-03-01 09:55:00.000', 2, 'ok'],
+      ['v2', 7, false, '2024-03-02 00:00:00.000', 0, '3'],
+      ['v3', null, null, null, null, '---'],
+    ]);
+    // Only the typed columns carry min/max statistics.
+    const stats = duckdb(
+      `SELECT path_in_schema, stats_min_value IS NOT NULL FROM parquet_metadata(${glob(dir, 'visits')}) WHERE path_in_schema IN ('id', 'weight', 'seen_on') ORDER BY 1`,
+    );
+    expect(stats.rows).toEqual([
+      ['id', false],
+      ['seen_on', true],
+      ['weight', true],
+    ]);
+  });
+
   it('writes a header-only file with the full schema for a table without rows', async () => {
     const dir = tempDir();
     const sink = await createSink({ format: 'parquet', output: dir });
