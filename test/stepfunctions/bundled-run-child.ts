@@ -13,6 +13,7 @@ export interface ChildOrders {
   readonly env: Record<string, string>;
   readonly name: string;
   readonly input: unknown;
+  /** Pages a slice may list before its context reports no time left (0: one page per slice). */
   readonly pagesPerSlice: number;
   readonly maxExecutions: number;
 }
