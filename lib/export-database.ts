@@ -19,6 +19,14 @@ export interface NewDatabaseOptions {
    */
   readonly instanceIdentifier?: string;
   /**
+   * Leave the identifier to CloudFormation, as stacks created before the fixed identifier did:
+   * adding an identifier to such an instance replaces it (a new, empty database). The PostgreSQL log
+   * group is then RDS's own (its name is not known at synth), without a retention set by the stack.
+   * Ignored when `instanceIdentifier` is given.
+   * @default false
+   */
+  readonly generatedIdentifier?: boolean;
+  /**
    * How long the PostgreSQL log (exported to CloudWatch Logs) is kept.
    * @default logs.RetentionDays.THREE_MONTHS
    */
@@ -148,8 +156,13 @@ export class ExportDatabase extends Construct {
       );
     }
     const storage = opts.allocatedStorageGb ?? 20;
-    const identifier = opts.instanceIdentifier ?? rdsIdentifier(`${Stack.of(this).stackName}-exports`);
-    if (!/^[a-z](?!.*--)[a-z0-9-]{0,62}$/.test(identifier) || identifier.endsWith('-')) {
+    const identifier =
+      opts.instanceIdentifier ??
+      (opts.generatedIdentifier ? undefined : rdsIdentifier(`${Stack.of(this).stackName}-exports`));
+    if (
+      identifier !== undefined &&
+      (!/^[a-z](?!.*--)[a-z0-9-]{0,62}$/.test(identifier) || identifier.endsWith('-'))
+    ) {
       throw new Error(
         `ExportDatabase: instanceIdentifier ${JSON.stringify(identifier)} is not an RDS identifier (1-63 lower-case letters, digits and single hyphens, starting with a letter)`,
       );
@@ -157,13 +170,16 @@ export class ExportDatabase extends Construct {
     // RDS exports the PostgreSQL log to this group, creating it without a retention (kept forever) if
     // it does not exist. Created here first, with a retention, RDS writes into it instead. No custom
     // resource is needed (cloudwatchLogsRetention would add a Lambda-backed one).
-    const logGroup = new logs.LogGroup(this, 'PostgresLog', {
-      logGroupName: `/aws/rds/instance/${identifier}/postgresql`,
-      retention: opts.logRetention ?? logs.RetentionDays.THREE_MONTHS,
-      removalPolicy: RemovalPolicy.DESTROY,
-    });
+    const logGroup =
+      identifier === undefined
+        ? undefined
+        : new logs.LogGroup(this, 'PostgresLog', {
+            logGroupName: `/aws/rds/instance/${identifier}/postgresql`,
+            retention: opts.logRetention ?? logs.RetentionDays.THREE_MONTHS,
+            removalPolicy: RemovalPolicy.DESTROY,
+          });
     const instance = new rds.DatabaseInstance(this, 'Instance', {
-      instanceIdentifier: identifier,
+      ...(identifier === undefined ? {} : { instanceIdentifier: identifier }),
       engine: rds.DatabaseInstanceEngine.postgres({ version: rds.PostgresEngineVersion.VER_17 }),
       instanceType: opts.instanceType ?? ec2.InstanceType.of(ec2.InstanceClass.T4G, ec2.InstanceSize.MICRO),
       vpc: props.vpc,
@@ -185,7 +201,7 @@ export class ExportDatabase extends Construct {
       // gp3: the same baseline as gp2 (3,000 IOPS) for less, and not tied to the volume size.
       storageType: rds.StorageType.GP3,
     });
-    instance.node.addDependency(logGroup);
+    if (logGroup) instance.node.addDependency(logGroup);
     // The hosted rotation function calls the Secrets Manager API, so it needs subnets with egress
     // (from isolated subnets it times out; aws-rds README).
     instance.addRotationSingleUser({

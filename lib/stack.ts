@@ -117,6 +117,7 @@ export class CommCareExportStack extends Stack {
           deletionProtection: db.deletionProtection,
           multiAz: db.multiAz,
           rotationInterval: Duration.days(db.rotationDays),
+          generatedIdentifier: db.generatedIdentifier,
         },
       });
     } else if (db.type === 'existing') {

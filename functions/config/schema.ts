@@ -361,6 +361,14 @@ const database = z.discriminatedUnion(
       multiAz: z.boolean().default(false),
       /** Days between automatic rotations of the generated master password. */
       rotationDays: z.number().int().min(1).max(365).default(30),
+      /**
+       * Keep the instance identifier CloudFormation generated (a stack whose database was created
+       * before the identifier became `<stack name>-exports`). Giving such an instance the fixed
+       * identifier would make CloudFormation replace it with a new, empty database; with this set, it
+       * keeps its name and the stack does not manage its PostgreSQL log group (RDS's own, kept
+       * forever unless you set a retention on it).
+       */
+      generatedIdentifier: z.boolean().default(false),
     }),
     z.strictObject({
       type: z.literal('existing'),

@@ -131,3 +131,24 @@ describe('the stack with a new database and imported Elastic IPs', () => {
     });
   });
 });
+
+describe('a database created before the instance identifier was fixed (database.generatedIdentifier)', () => {
+  it('keeps the instance under the same logical id without an identifier, and leaves its log group to RDS', () => {
+    const upgraded = Template.fromStack(
+      buildStack(config.replace('  type: create\n', '  type: create\n  generatedIdentifier: true\n')).stack,
+    );
+    const before = Object.keys(template.findResources('AWS::RDS::DBInstance'));
+    const instances = upgraded.findResources('AWS::RDS::DBInstance');
+
+    // The same logical id without DBInstanceIdentifier is what the stack deployed before: CloudFormation
+    // updates that instance in place instead of replacing it with an empty one.
+    expect(Object.keys(instances)).toEqual(before);
+    expect(Object.values(instances)[0]?.Properties.DBInstanceIdentifier).toBeUndefined();
+    expect(Object.values(instances)[0]?.Properties.EnableCloudwatchLogsExports).toEqual(['postgresql']);
+    expect(
+      upgraded.findResources('AWS::Logs::LogGroup', {
+        Properties: { LogGroupName: Match.stringLikeRegexp('^/aws/rds/') },
+      }),
+    ).toEqual({});
+  });
+});
