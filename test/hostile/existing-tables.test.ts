@@ -144,6 +144,22 @@ describe('an existing table that ccexport did not create', () => {
     });
   }
 
+  it("writes into DET's built-in commcare_users table, which DET fills without a checkpoint", async () => {
+    const url = await freshDatabase();
+    await sql(
+      url,
+      `CREATE TABLE commcare_users (id varchar(255) PRIMARY KEY, username text);
+       INSERT INTO commcare_users VALUES ('det-user', 'kept@example.org')`,
+    );
+
+    const run = await runCli(url, '--users');
+
+    expect(run.err).not.toContain('did not create');
+    expect(run.code).toBe(0);
+    const users = await sql<{ n: string }>(url, 'SELECT count(*) AS n FROM commcare_users');
+    expect(Number(users[0]?.n)).toBeGreaterThan(1);
+  });
+
   it('refuses a reconcile that would remove rows from it', async () => {
     const url = await freshDatabase();
     await sql(url, USER_TABLES[1]!.ddl);

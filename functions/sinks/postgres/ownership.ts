@@ -12,10 +12,15 @@
  * - or DET's checkpoint table (`commcare_export_runs.table_name`) names it: DET's tables, which a run
  *   takes over as they are (`checkpoints/det-runs.ts`).
  *
+ * - or it is one of DET's built-in tables (`commcare_users`, `commcare_locations`): DET fills them with
+ *   `--users`/`--locations` without a checkpoint, and no query file may use these names (they are
+ *   reserved for them, in DET and here), so a table of that name is DET's or ours.
+ *
  * Anything else with the name (a table, view, sequence, index, foreign table) is refused with
  * `SinkConfigError` (permanent on Lambda) naming it and what to do.
  */
 import { CHECKPOINT_TABLE } from '../../checkpoints/postgres';
+import { LOCATIONS_TABLE_NAME, USERS_TABLE_NAME } from '../../query/builtin';
 import { SinkConfigError } from '../errors';
 import type { SqlConnection } from './connection';
 import { qualified } from './naming';
@@ -35,6 +40,9 @@ export interface TableName {
   readonly name: string;
   readonly pgTable: string;
 }
+
+/** DET's built-in tables (query/builtin.ts), which only `--users`/`--locations` write. */
+const BUILTIN_TABLES: ReadonlySet<string> = new Set([USERS_TABLE_NAME, LOCATIONS_TABLE_NAME]);
 
 const KINDS: Record<string, string> = {
   r: 'table',
@@ -56,9 +64,10 @@ const KINDS: Record<string, string> = {
 export async function refuseForeignTables(
   db: SqlConnection,
   schema: string,
-  tables: readonly TableName[],
+  given: readonly TableName[],
   where: string,
 ): Promise<void> {
+  const tables = given.filter((t) => !BUILTIN_TABLES.has(t.pgTable));
   if (tables.length === 0) return;
   const { rows } = await db.query<{ relname: string; relkind: string; comment: string | null }>(
     `SELECT c.relname, c.relkind, obj_description(c.oid, 'pg_class') AS comment
