@@ -2,12 +2,14 @@
  * `ccexport reconcile` against projects of growing size: ids listed per second and the reconcile
  * process's peak RSS (memory must stay flat in the number of ids).
  *
- *   node --import tsx bench/reconcile.ts [--sizes 10000,100000,1000000] [postgresql://superuser-url]
+ *   node --import tsx bench/reconcile.ts [--sizes 10000,100000,1000000] [--output sql|csv] [postgresql://superuser-url]
  *
  * The sandbox runs in its own process (`ccexport sandbox --forms N`); the target table `forms` (one
- * row per form id, plus 1% ids HQ does not list, which the reconcile removes) is loaded with COPY
- * beforehand; the reconcile runs in a child process that reports its own `maxRSS`. Without a URL a
- * throwaway PostgreSQL is started. Prints one JSON line per size.
+ * row per form id, plus 1% ids HQ does not list, which the reconcile removes) is loaded beforehand:
+ * with COPY into PostgreSQL (`--output sql`, the default), or as one csv run of a folder output
+ * (`--output csv`: the reconcile then records the 1% as deletion records, through its external sort).
+ * The reconcile runs in a child process that reports its own `maxRSS`. Without a URL a throwaway
+ * PostgreSQL is started. Prints one JSON line per size.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -81,11 +83,40 @@ async function loadTarget(url: string, forms: number): Promise<number> {
   }
 }
 
+/** Writes the same ids as one csv run of a folder output (project `demo`, the query's checkpoint key). */
+async function loadFolder(folder: string, forms: number, checkpointKey: string): Promise<number> {
+  const dataset = createDataset(1, [{ name: 'demo', forms, cases: 600 }]);
+  const { createSink } = await import('../functions/sinks');
+  const sink = await createSink({ format: 'csv', output: folder });
+  await sink.begin([{ name: 'forms', headings: ['id'], dataTypes: [null] }], {
+    runId: 'bench-load',
+    checkpointKey,
+    project: 'demo',
+    snapshot: true,
+  });
+  let rows = 0;
+  let batch: string[][] = [];
+  for (const [id, form] of dataset.finalState('demo', 'form')) {
+    if (form.archived === true) continue;
+    batch.push([id]);
+    rows += 1;
+    if (rows % 100 === 0) batch.push([`gone-${rows}`]);
+    if (batch.length >= 1000) {
+      await sink.writeRows('forms', batch);
+      batch = [];
+    }
+  }
+  await sink.writeRows('forms', batch);
+  await sink.finish();
+  return Math.floor(rows / 100);
+}
+
 /** Runs the reconcile in a child process; its last stderr line is its own peak RSS. */
 async function reconcile(
   sandboxUrl: string,
   dbUrl: string,
   queryFile: string,
+  format: 'sql' | 'csv' = 'sql',
 ): Promise<{ seconds: number; out: string; rss: number }> {
   const script = `
     const { main } = await import('./functions/cli/main.ts');
@@ -105,7 +136,7 @@ async function reconcile(
     '--query',
     queryFile,
     '--output-format',
-    'sql',
+    format,
     '--output',
     dbUrl,
     '--progress',
@@ -138,6 +169,8 @@ async function reconcile(
 async function main(argv: readonly string[]): Promise<void> {
   const at = argv.indexOf('--sizes');
   const sizes = (at >= 0 ? argv[at + 1]! : '10000,100000,1000000').split(',').map(Number);
+  const outputAt = argv.indexOf('--output');
+  const output = outputAt >= 0 && argv[outputAt + 1] === 'csv' ? 'csv' : 'sql';
   let url = argv.find((a) => a.startsWith('postgres'));
   let stop = () => {};
   if (!url) {
@@ -150,22 +183,29 @@ async function main(argv: readonly string[]): Promise<void> {
   const queryFile = join(work, 'forms.json');
   writeFileSync(queryFile, JSON.stringify(QUERY));
   try {
+    const { createHash } = await import('node:crypto');
+    // DET's checkpoint key: the query file's MD5 (the reconcile takes the export's lease under it).
+    const checkpointKey = createHash('md5').update(JSON.stringify(QUERY)).digest('hex');
     for (const forms of sizes) {
-      const removed = await loadTarget(url, forms);
+      const folder = join(work, `folder-${forms}`);
+      const removed =
+        output === 'csv' ? await loadFolder(folder, forms, checkpointKey) : await loadTarget(url, forms);
       const sandbox = await startSandboxProcess(['--forms', String(forms)]);
       try {
-        const run = await reconcile(sandbox.url, url, queryFile);
+        const run = await reconcile(sandbox.url, output === 'csv' ? folder : url, queryFile, output);
         const ids = Number(/([\d,]+) ids listed/.exec(run.out)?.[1]?.replaceAll(',', '') ?? 0);
         const result: Result = {
           forms,
           ids,
-          removed: Number(/([\d,]+) rows removed/.exec(run.out)?.[1]?.replaceAll(',', '') ?? 0),
+          removed: Number(
+            /([\d,]+) rows (removed|recorded as deleted)/.exec(run.out)?.[1]?.replaceAll(',', '') ?? 0,
+          ),
           seconds: round(run.seconds, 1),
           idsPerSecond: Math.round(ids / run.seconds),
           peakRssMb: round(run.rss / 1024, 1),
         };
         if (result.removed !== removed) throw new Error(`removed ${result.removed}, expected ${removed}`);
-        process.stdout.write(`${JSON.stringify(result)}\n`);
+        process.stdout.write(`${JSON.stringify({ output, ...result })}\n`);
       } finally {
         await sandbox.stop();
       }

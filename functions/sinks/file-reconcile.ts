@@ -53,7 +53,7 @@ export interface FileReconcileOptions {
   readonly leaseSeconds?: number;
   /** Folder for the sort's run files. @default the system's temporary folder */
   readonly tmpDir?: string;
-  /** Bytes of lines sorted in memory before a run file is written. @default 16 MiB */
+  /** Bytes of lines sorted in memory before a run file is written. @default 4 MiB */
   readonly sortBudgetBytes?: number;
   /**
    * After the deletion records are written, also rewrite `latest/<table>.<ext>` (as `--keep-latest`
