@@ -100,7 +100,12 @@ export class JsonLinesSink implements ExportSink {
       } else {
         const final = join(folder as string, name);
         const temp = `${final}.${run.runId}.partial`;
-        target = { stream: createWriteStream(temp), temp, upload: null, final };
+        const stream = createWriteStream(temp);
+        // Write errors reach the caller through the write and end callbacks; without a listener the
+        // stream's 'error' event (also emitted when `abort` destroys it with a write in flight) would
+        // end the process instead of failing the run.
+        stream.on('error', () => undefined);
+        target = { stream, temp, upload: null, final };
       }
       this.streams.set(table.name, {
         ...target,
@@ -197,7 +202,13 @@ export class JsonLinesSink implements ExportSink {
       if (upload) {
         await upload.abort().catch(() => undefined);
       } else {
-        stream.destroy();
+        // The file may still be opening, or a write in flight: removed only once the stream has
+        // closed, or the open would create it again after the removal.
+        await new Promise<void>((resolve) => {
+          if (stream.closed) resolve();
+          else stream.once('close', () => resolve());
+          stream.destroy();
+        });
         rmSync(temp as string, { force: true });
       }
     }

@@ -15,6 +15,7 @@ import { main } from '../../functions/cli/main';
 import type { ExportJob } from '../../functions/config/job';
 import { parseExportsConfig } from '../../functions/config/parse';
 import type { ExportSliceDeps } from '../../functions/export/handler';
+import { JsonLinesSink } from '../../functions/export/raw-records';
 import { runExportSlice } from '../../functions/export/slice';
 import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { PERMANENT_ERRORS } from '../../lib/export-pipeline';
@@ -101,6 +102,60 @@ describe('an HQ whose pages never end', () => {
     expect(dataRequests(before)).toBeLessThan(40);
     // A file run commits at its end: nothing was completed, no checkpoint moved.
     expect(filesUnder(output).filter((f) => !f.endsWith('.lease.json'))).toEqual([]);
+  });
+
+  it('stops a raw JSON-lines export at the record budget too, leaving no file (the write in flight is dropped)', async () => {
+    sandbox.setFaults({ endlessForms: true });
+    const output = join(work, 'raw');
+    const io = captureIO({ CCEXPORT_API_KEY: CHAOS_KEY });
+
+    const code = await main(
+      [
+        '--project',
+        PROJECT,
+        '--commcare-hq',
+        sandbox.url,
+        '--username',
+        CHAOS_USER,
+        '--resource',
+        'form',
+        '--output-format',
+        'jsonl',
+        '--output',
+        output,
+        '--progress',
+        'none',
+        '--max-records',
+        '50000',
+      ],
+      io,
+    );
+
+    expect(code).toBe(1);
+    expect(io.err()).toContain("more than the run's record budget of 50,000");
+    expect(filesUnder(output).filter((f) => !f.endsWith('.lease.json'))).toEqual([]);
+  });
+
+  it('leaves no partial file when a raw JSON-lines run stops with a write in flight', async () => {
+    const output = join(work, 'aborted');
+    const sink = new JsonLinesSink(output);
+    await sink.begin([{ name: 'form', headings: ['record'], dataTypes: [null] }], {
+      runId: 'aborted-run',
+      checkpointKey: 'raw:form',
+      project: PROJECT,
+      snapshot: true,
+    });
+    const big = 'x'.repeat(700 * 1024);
+    // The second row does not fit the 1 MiB chunk: the first is handed to the file, still in flight.
+    await sink.writeRows('form', [[{ id: 'a', big }], [{ id: 'b', big }]]);
+
+    await sink.abort();
+
+    expect(
+      filesUnder(output)
+        .filter((f) => !f.endsWith('.lease.json'))
+        .map((f) => f.slice(output.length)),
+    ).toEqual([]);
   });
 
   it('stops at the byte budget (--max-bytes), naming it and how to raise it', async () => {
