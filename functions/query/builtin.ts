@@ -36,8 +36,8 @@ export interface BuiltinOptions {
   readonly onWarning?: (message: string) => void;
 }
 
-/** `commcare_users` columns: heading and source path (`builtin_queries.user_columns`). */
-const USER_COLUMNS: readonly (readonly [string, string])[] = [
+/** `commcare_users` columns: heading and source path (`builtin_queries.user_columns`); `--dump-query` prints the same. */
+export const USER_COLUMNS: readonly (readonly [string, string])[] = [
   ['id', 'id'],
   ['default_phone_number', 'default_phone_number'],
   ['email', 'email'],

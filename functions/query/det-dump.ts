@@ -15,6 +15,7 @@
  * `json.dumps` refuses a datetime). The `commcare_locations` query (`--locations`, `--with-organization`)
  * is built by DET from HQ's location types, which needs a request; it is left out with a warning.
  */
+import { USER_COLUMNS } from './builtin';
 import { type CellValue, compileMapFormatVia, readWorkbook, type SheetGrid } from './excel';
 import { isDict, parsePath, pathToString, pyStr, splitLeftmost } from './jsonpath';
 import { fromJValue, Ref, toJValue } from './minilinq';
@@ -393,22 +394,6 @@ function compileQueries(sheets: readonly SheetParts[], missingValue: string | nu
 }
 
 // ---------------------------------------------------------------- built-in tables and the whole query
-
-const USER_COLUMNS: readonly (readonly [string, string])[] = [
-  ['id', 'id'],
-  ['default_phone_number', 'default_phone_number'],
-  ['email', 'email'],
-  ['first_name', 'first_name'],
-  ['groups', 'groups'],
-  ['last_name', 'last_name'],
-  ['phone_numbers', 'phone_numbers'],
-  ['resource_uri', 'resource_uri'],
-  ['commcare_location_id', 'user_data.commcare_location_id'],
-  ['commcare_location_ids', 'user_data.commcare_location_ids'],
-  ['commcare_primary_case_sharing_id', 'user_data.commcare_primary_case_sharing_id'],
-  ['commcare_project', 'user_data.commcare_project'],
-  ['username', 'username'],
-];
 
 /** `builtin_queries.users_query`: its SheetParts has no data source, so the checkpoint gets `null`. */
 function usersQuery(): J {
