@@ -1,17 +1,14 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CreateBucketCommand, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { DEMO_QUERY } from '../../functions/cli/demo-command';
-import { main } from '../../functions/cli/main';
-import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { exportLockId } from '../../functions/sinks/postgres/sink';
 import { motoS3 } from '../support/aws';
 import { ccexport } from '../support/cli-process';
-import { captureIO } from './capture';
+import { ccexportInProcess, sandboxAndFolder, sandboxExportArgs } from '../support/sandbox-export';
 
 /**
  * `ccexport history` and `ccexport checkpoint` (DET's `commcare-export-utils history` and
@@ -32,55 +29,25 @@ const S3_ENV = {
   AWS_REGION: 'us-east-1',
 };
 
-let sandbox: RunningSandbox;
-let work: string;
-
-beforeAll(async () => {
-  sandbox = await startSandbox({
+const hq = sandboxAndFolder(
+  {
     seed: 31,
     projects: [{ name: PROJECT, forms: 60, cases: 10 }],
     credentials: [{ username: USER, apiKey: KEY }],
-  });
-  work = mkdtempSync(join(tmpdir(), 'checkpoint-admin-'));
-  S3_ENV.AWS_ENDPOINT_URL_S3 = inject('motoEndpoint');
-});
+  },
+  'checkpoint-admin-',
+);
 
-afterAll(async () => {
-  await sandbox.close();
-  rmSync(work, { recursive: true, force: true });
+beforeAll(() => {
+  S3_ENV.AWS_ENDPOINT_URL_S3 = inject('motoEndpoint');
 });
 
 /** One export run, in this process. */
 async function exportRun(format: string, output: string, ...extra: string[]): Promise<void> {
-  const io = captureIO({ CCEXPORT_API_KEY: KEY, ...(output.startsWith('s3://') ? S3_ENV : {}) });
-  const saved = { ...process.env };
+  const source = { url: hq.sandbox.url, project: PROJECT, username: USER };
   // The S3 client reads its endpoint and credentials from the process environment.
-  if (output.startsWith('s3://')) Object.assign(process.env, S3_ENV);
-  try {
-    const code = await main(
-      [
-        '--project',
-        PROJECT,
-        '--commcare-hq',
-        sandbox.url,
-        '--username',
-        USER,
-        '--query',
-        DEMO_QUERY,
-        '--output-format',
-        format,
-        '--output',
-        output,
-        '--progress',
-        'none',
-        ...extra,
-      ],
-      io,
-    );
-    expect(code, io.err()).toBe(0);
-  } finally {
-    process.env = saved;
-  }
+  const env = { CCEXPORT_API_KEY: KEY, ...(output.startsWith('s3://') ? S3_ENV : {}) };
+  await ccexportInProcess(sandboxExportArgs(source, format, output, ...extra), env);
 }
 
 /** The rows the newest run in `history`'s run list wrote ("households 26, household_members 35"). */
@@ -91,7 +58,7 @@ function newestRunRows(history: string): string | undefined {
 
 describe('a folder of csv files', () => {
   it('history lists checkpoints and runs; checkpoint moves them to a new key and resets them', async () => {
-    const output = join(work, 'csv-folder');
+    const output = join(hq.work, 'csv-folder');
     await exportRun('csv', output);
 
     const history = await ccexport(['history', '--output', output, '--project', PROJECT]);
@@ -159,7 +126,7 @@ describe('a folder of csv files', () => {
   }, 240_000);
 
   it('refuses a single-file output, which keeps no checkpoints', async () => {
-    const output = join(work, 'reports.zip');
+    const output = join(hq.work, 'reports.zip');
     await exportRun('csv', output);
     const r = await ccexport(['history', '--output', output]);
     expect(r.code).toBe(2);
@@ -222,7 +189,7 @@ describe('an S3 prefix', () => {
 
 describe('the embedded database in a folder', () => {
   it('history lists its checkpoints', async () => {
-    const output = join(work, 'embedded');
+    const output = join(hq.work, 'embedded');
     await exportRun('sql', output);
     const r = await ccexport(['history', '--output', output]);
     expect(r.code, r.err).toBe(0);

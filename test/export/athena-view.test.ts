@@ -6,23 +6,20 @@
  * window, starts_with, coalesce, CAST of ISO text to timestamp), and the rows must equal those of
  * `ccexport latest`, the second implementation of the rule.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { App, Stack } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import * as s3 from 'aws-cdk-lib/aws-s3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DEMO_QUERY } from '../../functions/cli/demo-command';
-import { main } from '../../functions/cli/main';
 import type { JsonObject } from '../../functions/common/json';
-import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { objectStoreFor, readManifests } from '../../functions/sinks';
 import { tableFolder } from '../../functions/sinks/file-sink';
 import { ExportAnalytics, queryFileTables } from '../../lib/analytics';
-import { captureIO } from '../cli/capture';
 import { parseCsv } from '../sinks/helpers';
 import { duckdb, duckdbAvailable, sqlString } from '../support/duckdb';
+import { ccexportInProcess, sandboxAndFolder, sandboxExportArgs } from '../support/sandbox-export';
 
 const hasDuckdb = duckdbAvailable();
 const KEY = 'athena-view-key-7c2a';
@@ -30,54 +27,28 @@ const USER = 'exporter@example.org';
 const PROJECT = 'views';
 const TABLES = ['households', 'household_members'] as const;
 
-let sandbox: RunningSandbox;
-let work: string;
-
-beforeAll(async () => {
-  sandbox = await startSandbox({
+const hq = sandboxAndFolder(
+  {
     seed: 47,
     projects: [{ name: PROJECT, forms: 200, cases: 20, mobileUsers: 3 }],
     credentials: [{ username: USER, apiKey: KEY }],
-  });
-  work = mkdtempSync(join(tmpdir(), 'ccexport-athena-view-'));
-});
-
-afterAll(async () => {
-  await sandbox?.close();
-  if (work) rmSync(work, { recursive: true, force: true });
-});
+  },
+  'ccexport-athena-view-',
+);
 
 async function ccexport(...argv: string[]): Promise<void> {
-  const io = captureIO({ CCEXPORT_API_KEY: KEY });
-  const code = await main(argv, io);
-  expect(code, io.err()).toBe(0);
+  await ccexportInProcess(argv, { CCEXPORT_API_KEY: KEY });
 }
 
 async function exportRun(output: string, deletions: 'remove' | 'mark'): Promise<void> {
-  await ccexport(
-    '--project',
-    PROJECT,
-    '--commcare-hq',
-    sandbox.url,
-    '--username',
-    USER,
-    '--query',
-    DEMO_QUERY,
-    '--output-format',
-    'parquet',
-    '--output',
-    output,
-    '--deletions',
-    deletions,
-    '--progress',
-    'none',
-  );
+  const source = { url: hq.sandbox.url, project: PROJECT, username: USER };
+  await ccexport(...sandboxExportArgs(source, 'parquet', output, '--deletions', deletions));
 }
 
 const used = new Set<string>();
 /** A live registration form with members (rows in both tables) not used by another test yet. */
 function registrationWithMembers(): string {
-  for (const [id, form] of sandbox.dataset.finalState(PROJECT, 'form')) {
+  for (const [id, form] of hq.sandbox.dataset.finalState(PROJECT, 'form')) {
     const members = (form.form as JsonObject).members;
     if (
       String((form.form as JsonObject)['@xmlns']).endsWith('REGISTRATION') &&
@@ -136,14 +107,14 @@ describe.skipIf(!hasDuckdb)('the synthesized <table>_latest views on DuckDB over
     'with --deletions %s: an archived form and its members are left out, an unarchived one is back with its newest run, as ccexport latest has them',
     async (mode) => {
       // prepare: run 1 exports everything; A and B are archived before run 2; B is unarchived before run 3
-      const output = join(work, mode);
+      const output = join(hq.work, mode);
       await exportRun(output, mode);
       const archived = registrationWithMembers();
       const revived = registrationWithMembers();
-      sandbox.apply(PROJECT, { kind: 'archive-form', id: archived });
-      sandbox.apply(PROJECT, { kind: 'archive-form', id: revived });
+      hq.sandbox.apply(PROJECT, { kind: 'archive-form', id: archived });
+      hq.sandbox.apply(PROJECT, { kind: 'archive-form', id: revived });
       await exportRun(output, mode);
-      sandbox.apply(PROJECT, { kind: 'unarchive-form', id: revived });
+      hq.sandbox.apply(PROJECT, { kind: 'unarchive-form', id: revived });
       await exportRun(output, mode);
       const runs = (await readManifests(await objectStoreFor(output))).map((m) => m.runId);
       expect(runs).toHaveLength(3);
