@@ -8,6 +8,7 @@ import { DEMO_QUERY } from '../../functions/cli/demo-command';
 import { exportLockId } from '../../functions/sinks/postgres/sink';
 import { motoS3 } from '../support/aws';
 import { ccexport } from '../support/cli-process';
+import { createDatabase, withDb } from '../support/databases';
 import { ccexportInProcess, sandboxAndFolder, sandboxExportArgs } from '../support/sandbox-export';
 
 /**
@@ -207,23 +208,15 @@ const DET_RUNS_DDL = `CREATE TABLE commcare_export_runs (
 
 describe("a PostgreSQL database with DET's checkpoints", () => {
   let url: string;
-  const detRows = async (where: string, params: unknown[] = []) => {
-    const db = new pg.Client({ connectionString: url });
-    await db.connect();
-    try {
-      return (await db.query(`SELECT * FROM commcare_export_runs WHERE ${where} ORDER BY id`, params)).rows;
-    } finally {
-      await db.end();
-    }
-  };
+  const detRows = (where: string, params: unknown[] = []) =>
+    withDb(
+      url,
+      async (db) =>
+        (await db.query(`SELECT * FROM commcare_export_runs WHERE ${where} ORDER BY id`, params)).rows,
+    );
 
   beforeAll(async () => {
-    const admin = new pg.Client({ connectionString: inject('pgUrl') });
-    await admin.connect();
-    const name = `ckpt_admin_${randomBytes(4).toString('hex')}`;
-    await admin.query(`create database ${name}`);
-    await admin.end();
-    url = inject('pgUrl').replace(/\/postgres$/, `/${name}`);
+    url = await createDatabase('ckpt_admin');
     await exportRun('sql', url);
     const db = new pg.Client({ connectionString: url });
     await db.connect();

@@ -1,10 +1,11 @@
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEMO_QUERY } from '../../functions/cli/demo-command';
 import { main } from '../../functions/cli/main';
 import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
+import { createDatabase, withDb } from '../support/databases';
 import { captureIO } from './capture';
 
 /**
@@ -26,25 +27,6 @@ let scratchUrl: string;
 let detUrl: string;
 let cutoff: string;
 let detRows: Record<string, number>;
-
-async function createDatabase(prefix: string): Promise<string> {
-  const admin = new pg.Client({ connectionString: inject('pgUrl') });
-  await admin.connect();
-  const name = `${prefix}_${randomBytes(4).toString('hex')}`;
-  await admin.query(`create database ${name}`);
-  await admin.end();
-  return inject('pgUrl').replace(/\/postgres$/, `/${name}`);
-}
-
-async function withDb<T>(url: string, f: (db: pg.Client) => Promise<T>): Promise<T> {
-  const db = new pg.Client({ connectionString: url });
-  await db.connect();
-  try {
-    return await f(db);
-  } finally {
-    await db.end();
-  }
-}
 
 function args(output: string, ...extra: string[]): string[] {
   return [

@@ -1,12 +1,11 @@
-import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../functions/cli/main';
 import { readWorkbook } from '../../functions/query/excel';
 import { type RunningSandbox, type SandboxDetExport, startSandbox } from '../../functions/sandbox';
+import { createDatabase, withDb } from '../support/databases';
 import { captureIO } from './capture';
 
 const USER = 'manager@example.org';
@@ -78,19 +77,13 @@ async function ccexport(args: string[], key = KEY, user = USER) {
  * later versions add), as a warehouse filled before this version would have it.
  */
 async function olderWarehouse(): Promise<string> {
-  const name = `hq_exports_${randomBytes(4).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: inject('pgUrl') });
-  await admin.connect();
-  await admin.query(`create database ${name}`);
-  await admin.end();
-  const url = inject('pgUrl').replace(/\/postgres$/, `/${name}`);
-  const db = new pg.Client({ connectionString: url });
-  await db.connect();
-  await db.query(`CREATE TABLE commcare_export_checkpoints (
+  const url = await createDatabase('hq_exports');
+  await withDb(url, (db) =>
+    db.query(`CREATE TABLE commcare_export_checkpoints (
     checkpoint_key text NOT NULL, project text NOT NULL, data_source text NOT NULL, tables jsonb NOT NULL,
     position jsonb NOT NULL, written_at timestamptz NOT NULL, run_id text,
-    PRIMARY KEY (checkpoint_key, project, data_source))`);
-  await db.end();
+    PRIMARY KEY (checkpoint_key, project, data_source))`),
+  );
   return url;
 }
 

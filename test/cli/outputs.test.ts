@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +11,7 @@ import { main } from '../../functions/cli/main';
 import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { parseCsv } from '../sinks/helpers';
 import { motoS3 } from '../support/aws';
+import { createDatabase, withDb } from '../support/databases';
 import { captureIO } from './capture';
 
 const KEY = 'outputs-test-key-51c0d';
@@ -31,12 +31,7 @@ beforeAll(async () => {
     credentials: [{ username: USER, apiKey: KEY }],
   });
   work = mkdtempSync(join(tmpdir(), 'ccexport-outputs-'));
-  const admin = new pg.Client({ connectionString: inject('pgUrl') });
-  await admin.connect();
-  const name = `outputs_${randomBytes(4).toString('hex')}`;
-  await admin.query(`create database ${name}`);
-  await admin.end();
-  dbUrl = inject('pgUrl').replace(/\/postgres$/, `/${name}`);
+  dbUrl = await createDatabase('outputs');
   // Ground truth: the registration forms HQ lists today (latest version not archived); the default
   // `--deletions remove` keeps the tables to those.
   const ids = new Set<string>();
@@ -83,14 +78,8 @@ function args(format: string, output: string, ...extra: string[]): string[] {
 }
 
 async function count(table: string): Promise<number> {
-  const client = new pg.Client({ connectionString: dbUrl });
-  await client.connect();
-  try {
-    const result = await client.query<{ n: string }>(`select count(*) as n from "${table}"`);
-    return Number(result.rows[0]?.n);
-  } finally {
-    await client.end();
-  }
+  const result = await withDb(dbUrl, (db) => db.query<{ n: string }>(`select count(*) as n from "${table}"`));
+  return Number(result.rows[0]?.n);
 }
 
 describe('ccexport run outputs', () => {
