@@ -6,6 +6,7 @@ import { DEMO_QUERY } from '../../functions/cli/demo-command';
 import { main } from '../../functions/cli/main';
 import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { createDatabase, withDb } from '../support/databases';
+import { sandboxExportArgs } from '../support/sandbox-export';
 import { captureIO } from './capture';
 
 /**
@@ -29,27 +30,8 @@ let cutoff: string;
 let detRows: Record<string, number>;
 
 function args(output: string, ...extra: string[]): string[] {
-  return [
-    '--project',
-    PROJECT,
-    '--commcare-hq',
-    sandbox.url,
-    '--username',
-    USER,
-    '--auth-mode',
-    'apikey',
-    '--query',
-    DEMO_QUERY,
-    '--output-format',
-    'sql',
-    '--output',
-    output,
-    '--batch-size',
-    '50',
-    '--progress',
-    'none',
-    ...extra,
-  ];
+  const source = { url: sandbox.url, project: PROJECT, username: USER };
+  return sandboxExportArgs(source, 'sql', output, '--auth-mode', 'apikey', '--batch-size', '50', ...extra);
 }
 
 /** Python's `datetime.isoformat()` of HQ's `indexed_on` parsed with `ignoretz`: what DET stores. */

@@ -6,12 +6,12 @@ import ExcelJS from 'exceljs';
 import JSZip from 'jszip';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { DEMO_QUERY } from '../../functions/cli/demo-command';
 import { main } from '../../functions/cli/main';
 import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { parseCsv } from '../sinks/helpers';
 import { motoS3 } from '../support/aws';
 import { createDatabase, withDb } from '../support/databases';
+import { sandboxExportArgs } from '../support/sandbox-export';
 import { captureIO } from './capture';
 
 const KEY = 'outputs-test-key-51c0d';
@@ -54,27 +54,8 @@ afterAll(async () => {
 });
 
 function args(format: string, output: string, ...extra: string[]): string[] {
-  return [
-    '--project',
-    'district',
-    '--commcare-hq',
-    sandbox.url,
-    '--username',
-    USER,
-    '--auth-mode',
-    'apikey',
-    '--query',
-    DEMO_QUERY,
-    '--output-format',
-    format,
-    '--output',
-    output,
-    '--batch-size',
-    '100',
-    '--progress',
-    'none',
-    ...extra,
-  ];
+  const source = { url: sandbox.url, project: 'district', username: USER };
+  return sandboxExportArgs(source, format, output, '--auth-mode', 'apikey', '--batch-size', '100', ...extra);
 }
 
 async function count(table: string): Promise<number> {
