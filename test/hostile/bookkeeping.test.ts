@@ -18,7 +18,7 @@ import type { ObjectStore } from '../../functions/sinks/store/types';
 import { CHAOS_KEY, CHAOS_USER } from '../chaos/support';
 import { captureIO } from '../cli/capture';
 import { motoS3 } from '../support/aws';
-import { formSheet, workbook } from './support';
+import { formSheet, workbook } from '../support/query-workbook';
 
 const PROJECT = 'books';
 let sandbox: RunningSandbox;

@@ -19,7 +19,8 @@ import {
 } from '../../functions/sandbox/server';
 import { createDatabase, dropDatabase } from '../chaos/support';
 import { captureIO } from '../cli/capture';
-import { filesUnder, formSheet, workbook } from './support';
+import { writeFormsQuery } from '../support/query-workbook';
+import { filesUnder } from './support';
 
 let work: string;
 let sandbox: RunningSandbox;
@@ -29,19 +30,10 @@ const databases: string[] = [];
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), 'ccexport-hostile-concurrent-'));
   sandbox = await startSandbox({ projects: [{ name: 'demo', forms: 60, cases: 10 }] });
-  query = join(work, 'forms.xlsx');
-  writeFileSync(
-    query,
-    await workbook([
-      {
-        name: 'Forms',
-        rows: formSheet([
-          ['id', 'id'],
-          ['received_on', 'received_on'],
-        ]),
-      },
-    ]),
-  );
+  query = await writeFormsQuery(join(work, 'forms.xlsx'), [
+    ['id', 'id'],
+    ['received_on', 'received_on'],
+  ]);
 });
 
 afterAll(async () => {

@@ -5,7 +5,7 @@
  * error naming the budget and how to raise it, from the command line and across Lambda slices, so each
  * probe ends by itself.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Logger } from '@aws-lambda-powertools/logger';
@@ -23,7 +23,8 @@ import { CHAOS_KEY, CHAOS_USER } from '../chaos/support';
 import { captureIO } from '../cli/capture';
 import { recordingMetrics } from '../stepfunctions/harness';
 import { motoS3 } from '../support/aws';
-import { filesUnder, formSheet, workbook } from './support';
+import { writeFormsQuery } from '../support/query-workbook';
+import { filesUnder } from './support';
 
 const PROJECT = 'endless';
 let sandbox: RunningSandbox;
@@ -37,19 +38,10 @@ beforeAll(async () => {
     credentials: [{ username: CHAOS_USER, apiKey: CHAOS_KEY }],
   });
   work = mkdtempSync(join(tmpdir(), 'ccexport-endless-'));
-  query = join(work, 'forms.xlsx');
-  writeFileSync(
-    query,
-    await workbook([
-      {
-        name: 'Forms',
-        rows: formSheet([
-          ['id', 'id'],
-          ['received', 'received_on'],
-        ]),
-      },
-    ]),
-  );
+  query = await writeFormsQuery(join(work, 'forms.xlsx'), [
+    ['id', 'id'],
+    ['received', 'received_on'],
+  ]);
 });
 
 afterAll(async () => {

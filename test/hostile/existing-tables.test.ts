@@ -5,7 +5,7 @@
  * export's or match them. Tables ccexport made, and tables handed over with a `ccexport` comment, are
  * written into as before.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -15,7 +15,7 @@ import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { openEmbeddedDatabase } from '../../functions/sinks';
 import { CHAOS_KEY, CHAOS_USER, createDatabase, dropDatabase } from '../chaos/support';
 import { captureIO } from '../cli/capture';
-import { formSheet, workbook } from './support';
+import { writeFormsQuery } from '../support/query-workbook';
 
 const PROJECT = 'owners';
 let sandbox: RunningSandbox;
@@ -30,19 +30,10 @@ beforeAll(async () => {
     credentials: [{ username: CHAOS_USER, apiKey: CHAOS_KEY }],
   });
   work = mkdtempSync(join(tmpdir(), 'ccexport-owners-'));
-  query = join(work, 'forms.xlsx');
-  writeFileSync(
-    query,
-    await workbook([
-      {
-        name: 'Forms',
-        rows: formSheet([
-          ['id', 'id'],
-          ['received', 'received_on'],
-        ]),
-      },
-    ]),
-  );
+  query = await writeFormsQuery(join(work, 'forms.xlsx'), [
+    ['id', 'id'],
+    ['received', 'received_on'],
+  ]);
 });
 
 afterAll(async () => {

@@ -4,7 +4,7 @@
  * Each probe runs the CLI as a user types it against the sandbox with the matching fault flag.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,7 +12,8 @@ import { main } from '../../functions/cli/main';
 import { createCommCareClient } from '../../functions/commcare';
 import { type RunningSandbox, type SandboxFaults, startSandbox } from '../../functions/sandbox/server';
 import { captureIO } from '../cli/capture';
-import { filesUnder, formSheet, workbook } from './support';
+import { writeFormsQuery } from '../support/query-workbook';
+import { filesUnder } from './support';
 
 const USER = 'probe@example.org';
 const KEY = 'k3y-9f2c71d0e5a84b6f';
@@ -29,7 +30,7 @@ beforeAll(async () => {
     credentials: [{ username: USER, apiKey: KEY }],
   });
   query = join(work, 'forms.xlsx');
-  writeFileSync(query, await workbook([{ name: 'Forms', rows: formSheet([['id', 'id']]) }]));
+  await writeFormsQuery(query, [['id', 'id']]);
 });
 
 afterAll(async () => {

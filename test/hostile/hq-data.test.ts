@@ -7,7 +7,8 @@ import { main } from '../../functions/cli/main';
 import { pgName } from '../../functions/sinks/postgres/naming';
 import { CHAOS_KEY, CHAOS_USER, createDatabase, dropDatabase } from '../chaos/support';
 import { captureIO } from '../cli/capture';
-import { envelope, fakeHq, filesUnder, formSheet, workbook } from './support';
+import { formSheet, workbook } from '../support/query-workbook';
+import { envelope, fakeHq, filesUnder } from './support';
 
 let work: string;
 const databases: string[] = [];

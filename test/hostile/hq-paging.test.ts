@@ -17,7 +17,8 @@ import {
   startSandbox,
 } from '../../functions/sandbox/server';
 import { captureIO } from '../cli/capture';
-import { filesUnder, formSheet, workbook } from './support';
+import { writeFormsQuery } from '../support/query-workbook';
+import { filesUnder } from './support';
 
 let work: string;
 let sandbox: RunningSandbox;
@@ -30,20 +31,10 @@ beforeAll(async () => {
   sandbox = await startSandbox({
     projects: [{ name: 'demo', forms: 3000, cases: 10, mobileUsers: 30, reindexedShare: 0 }],
   });
-  query = join(work, 'forms.xlsx');
-  const { writeFileSync } = await import('node:fs');
-  writeFileSync(
-    query,
-    await workbook([
-      {
-        name: 'Forms',
-        rows: formSheet([
-          ['id', 'id'],
-          ['indexed_on', 'indexed_on'],
-        ]),
-      },
-    ]),
-  );
+  query = await writeFormsQuery(join(work, 'forms.xlsx'), [
+    ['id', 'id'],
+    ['indexed_on', 'indexed_on'],
+  ]);
 });
 
 afterAll(async () => {

@@ -7,7 +7,8 @@ import { main } from '../../functions/cli/main';
 import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { CHAOS_KEY, CHAOS_USER, HOUSEHOLD_QUERY } from '../chaos/support';
 import { captureIO } from '../cli/capture';
-import { filesUnder, formSheet, workbook } from './support';
+import { formSheet, workbook } from '../support/query-workbook';
+import { filesUnder } from './support';
 
 let sandbox: RunningSandbox;
 let work: string;

@@ -13,7 +13,7 @@ import { main } from '../../functions/cli/main';
 import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { CHAOS_KEY, CHAOS_USER, createDatabase, dropDatabase } from '../chaos/support';
 import { captureIO } from '../cli/capture';
-import { formSheet, type SheetRows, workbook } from './support';
+import { formSheet, type SheetRows, workbook } from '../support/query-workbook';
 
 const PROJECT = 'refusals';
 let sandbox: RunningSandbox;

@@ -1,49 +1,8 @@
-/** Hostile query workbooks built with exceljs, a fake HQ answering whatever body a test gives, and file listing. */
+/** A fake HQ answering whatever body a test gives, and file listing (query workbooks: test/support/query-workbook.ts). */
 import { existsSync, readdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import ExcelJS from 'exceljs';
-
-export type SheetRows = (string | null)[][];
-
-export const FORM_HEADINGS = [
-  'Data Source',
-  'Filter Name',
-  'Filter Value',
-  'Field',
-  'Source Field',
-  'Map Via',
-];
-
-/** A DET query workbook: each sheet a name and rows, the first row the headings. */
-export async function workbook(sheets: { name: string; rows: SheetRows }[]): Promise<Buffer> {
-  const wb = new ExcelJS.Workbook();
-  for (const s of sheets) {
-    const ws = wb.addWorksheet(s.name);
-    s.rows.forEach((row, i) => {
-      row.forEach((value, j) => {
-        if (value !== null) ws.getCell(i + 1, j + 1).value = value;
-      });
-    });
-  }
-  return Buffer.from(await wb.xlsx.writeBuffer());
-}
-
-/** A form sheet in DET's layout: the first data row carries the source. */
-export function formSheet(columns: [field: string, source: string, mapVia?: string][]): SheetRows {
-  return [
-    FORM_HEADINGS,
-    ...columns.map(([field, source, mapVia], i) => [
-      i === 0 ? 'form' : null,
-      null,
-      null,
-      field,
-      source,
-      mapVia ?? null,
-    ]),
-  ];
-}
 
 /** Every file under a folder (recursively); none when it does not exist. */
 export function filesUnder(folder: string): string[] {

@@ -12,7 +12,7 @@ import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { CHAOS_KEY, CHAOS_USER } from '../chaos/support';
 import { captureIO } from '../cli/capture';
 import { motoSecretsManager } from '../support/aws';
-import { FORM_HEADINGS, workbook } from './support';
+import { FORM_HEADINGS, workbook } from '../support/query-workbook';
 
 let sandbox: RunningSandbox;
 

@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../functions/cli/main';
 import { CHAOS_KEY, CHAOS_USER } from '../chaos/support';
 import { captureIO } from '../cli/capture';
-import { envelope, fakeHq, formSheet, workbook } from './support';
+import { formSheet, workbook } from '../support/query-workbook';
+import { envelope, fakeHq } from './support';
 
 let work: string;
 
