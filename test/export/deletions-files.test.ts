@@ -7,14 +7,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { DEMO_QUERY } from '../../functions/cli/demo-command';
-import { main } from '../../functions/cli/main';
 import type { JsonObject } from '../../functions/common/json';
 import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { objectStoreFor, readManifests } from '../../functions/sinks';
 import { parseCsv } from '../chaos/support';
-import { captureIO } from '../cli/capture';
 import { motoS3 } from '../support/aws';
+import { ccexportInProcess, sandboxExportArgs } from '../support/sandbox-export';
 
 const KEY = 'deletions-files-key-4d1e';
 const USER = 'exporter@example.org';
@@ -38,34 +36,11 @@ afterAll(async () => {
 });
 
 async function run(output: string, env: Record<string, string> = {}, ...extra: string[]): Promise<void> {
-  const io = captureIO({ CCEXPORT_API_KEY: KEY, ...env });
-  const saved = { ...process.env };
-  Object.assign(process.env, env);
-  try {
-    const code = await main(
-      [
-        '--project',
-        PROJECT,
-        '--commcare-hq',
-        sandbox.url,
-        '--username',
-        USER,
-        '--query',
-        DEMO_QUERY,
-        '--output-format',
-        'csv',
-        '--output',
-        output,
-        '--progress',
-        'none',
-        ...extra,
-      ],
-      io,
-    );
-    expect(code, io.err()).toBe(0);
-  } finally {
-    process.env = saved;
-  }
+  const source = { url: sandbox.url, project: PROJECT, username: USER };
+  await ccexportInProcess(sandboxExportArgs(source, 'csv', output, ...extra), {
+    CCEXPORT_API_KEY: KEY,
+    ...env,
+  });
 }
 
 const used = new Set<string>();

@@ -1,19 +1,12 @@
-/**
- * Archived and deleted records through `ccexport run` into PostgreSQL (server and embedded): the
- * `remove`, `mark` and `ignore` modes, child rows included, against the sandbox's ground truth.
- */
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { DEMO_QUERY } from '../../functions/cli/demo-command';
-import { main } from '../../functions/cli/main';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JsonObject } from '../../functions/common/json';
 import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { openEmbeddedDatabase } from '../../functions/sinks';
-import { captureIO } from '../cli/capture';
+import { createDatabase, withDb } from '../support/databases';
+import { ccexportInProcess, sandboxExportArgs } from '../support/sandbox-export';
 
 const KEY = 'deletions-test-key-7f2c1';
 const USER = 'exporter@example.org';
@@ -22,7 +15,6 @@ const REGISTRATION = 'REGISTRATION';
 
 let sandbox: RunningSandbox;
 let work: string;
-let admin: pg.Client;
 
 beforeAll(async () => {
   sandbox = await startSandbox({
@@ -31,58 +23,22 @@ beforeAll(async () => {
     credentials: [{ username: USER, apiKey: KEY }],
   });
   work = mkdtempSync(join(tmpdir(), 'ccexport-deletions-'));
-  admin = new pg.Client({ connectionString: inject('pgUrl') });
-  await admin.connect();
 });
 
 afterAll(async () => {
-  await admin.end();
   await sandbox.close();
   rmSync(work, { recursive: true, force: true });
 });
 
-async function newDatabase(): Promise<string> {
-  const name = `deletions_${randomBytes(4).toString('hex')}`;
-  await admin.query(`create database ${name}`);
-  return inject('pgUrl').replace(/\/postgres$/, `/${name}`);
-}
-
 async function run(output: string, ...extra: string[]): Promise<string> {
-  const io = captureIO({ CCEXPORT_API_KEY: KEY });
-  const code = await main(
-    [
-      '--project',
-      PROJECT,
-      '--commcare-hq',
-      sandbox.url,
-      '--username',
-      USER,
-      '--query',
-      DEMO_QUERY,
-      '--output-format',
-      'sql',
-      '--output',
-      output,
-      '--batch-size',
-      '100',
-      '--progress',
-      'none',
-      ...extra,
-    ],
-    io,
-  );
-  expect(code, io.err()).toBe(0);
-  return io.out();
+  const source = { url: sandbox.url, project: PROJECT, username: USER };
+  return await ccexportInProcess(sandboxExportArgs(source, 'sql', output, '--batch-size', '100', ...extra), {
+    CCEXPORT_API_KEY: KEY,
+  });
 }
 
 async function rows(url: string, sql: string): Promise<Record<string, unknown>[]> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query(sql)).rows;
-  } finally {
-    await client.end();
-  }
+  return await withDb(url, async (db) => (await db.query(sql)).rows);
 }
 
 function isRegistration(form: JsonObject): boolean {
@@ -114,7 +70,7 @@ const ids = (list: Record<string, unknown>[]) => list.map((r) => String(r.id)).s
 
 describe('deletions in PostgreSQL', () => {
   it('remove (default): archived forms are never inserted, an archived form and its child rows go, unarchiving brings them back', async () => {
-    const url = await newDatabase();
+    const url = await createDatabase('deletions');
     await run(url);
     expect(ids(await rows(url, 'select id from households'))).toEqual(liveRegistrations());
     const form = registrationWithMembers();
@@ -139,7 +95,7 @@ describe('deletions in PostgreSQL', () => {
   });
 
   it('mark: every table has _deleted and _deleted_at; archived rows and child rows are marked, unarchiving clears the mark', async () => {
-    const url = await newDatabase();
+    const url = await createDatabase('deletions');
     await run(url, '--deletions', 'mark');
     const columns = await rows(
       url,
@@ -209,7 +165,7 @@ describe('deletions in PostgreSQL', () => {
   });
 
   it('ignore: DET behaviour, no column added and an archived form stays', async () => {
-    const url = await newDatabase();
+    const url = await createDatabase('deletions');
     await run(url, '--deletions', 'ignore');
     const form = registrationWithMembers();
     sandbox.apply(PROJECT, { kind: 'archive-form', id: form });

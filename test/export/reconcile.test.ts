@@ -1,26 +1,18 @@
-/**
- * `ccexport reconcile` against PostgreSQL: deleted forms, a deleted worker's forms and forms archived
- * without re-indexing are removed (or marked) with their child rows; the 20% guard; kill -9.
- */
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { DEMO_QUERY } from '../../functions/cli/demo-command';
-import { main } from '../../functions/cli/main';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JsonObject } from '../../functions/common/json';
 import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { openEmbeddedDatabase } from '../../functions/sinks';
 import { runCli } from '../chaos/support';
-import { captureIO } from '../cli/capture';
+import { createDatabase, withDb } from '../support/databases';
+import { runInProcess, sandboxExportArgs } from '../support/sandbox-export';
 
 const KEY = 'reconcile-test-key-93ab0';
 const USER = 'exporter@example.org';
 
 let sandbox: RunningSandbox;
-let admin: pg.Client;
 let work: string;
 
 beforeAll(async () => {
@@ -34,60 +26,25 @@ beforeAll(async () => {
     ],
     credentials: [{ username: USER, apiKey: KEY }],
   });
-  admin = new pg.Client({ connectionString: inject('pgUrl') });
-  await admin.connect();
   work = mkdtempSync(join(tmpdir(), 'ccexport-reconcile-'));
 });
 
 afterAll(async () => {
-  await admin.end();
   await sandbox.close();
   rmSync(work, { recursive: true, force: true });
 });
 
-async function newDatabase(): Promise<string> {
-  const name = `reconcile_${randomBytes(4).toString('hex')}`;
-  await admin.query(`create database ${name}`);
-  return inject('pgUrl').replace(/\/postgres$/, `/${name}`);
-}
-
 function args(command: string, project: string, output: string, ...extra: string[]): string[] {
-  return [
-    command,
-    '--project',
-    project,
-    '--commcare-hq',
-    sandbox.url,
-    '--username',
-    USER,
-    '--query',
-    DEMO_QUERY,
-    '--output-format',
-    'sql',
-    '--output',
-    output,
-    '--batch-size',
-    '100',
-    '--progress',
-    'json',
-    ...extra,
-  ];
+  const source = { url: sandbox.url, project, username: USER, progress: 'json' };
+  return [command, ...sandboxExportArgs(source, 'sql', output, '--batch-size', '100', ...extra)];
 }
 
 async function cli(command: string, project: string, output: string, ...extra: string[]) {
-  const io = captureIO({ CCEXPORT_API_KEY: KEY });
-  const code = await main(args(command, project, output, ...extra), io);
-  return { code, out: io.out(), err: io.err() };
+  return await runInProcess(args(command, project, output, ...extra), { CCEXPORT_API_KEY: KEY });
 }
 
 async function query(url: string, sql: string): Promise<Record<string, unknown>[]> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query(sql)).rows;
-  } finally {
-    await client.end();
-  }
+  return await withDb(url, async (db) => (await db.query(sql)).rows);
 }
 
 const isRegistration = (form: JsonObject) =>
@@ -113,7 +70,7 @@ const ids = (rows: Record<string, unknown>[]) => rows.map((r) => String(r.id)).s
 
 describe('ccexport reconcile', () => {
   it('removes deleted forms, a deleted worker’s forms and forms archived in place, with their child rows', async () => {
-    const url = await newDatabase();
+    const url = await createDatabase('reconcile');
     expect((await cli('run', 'p1', url)).code).toBe(0);
     const [deleted, archivedInPlace] = registrations('p1', 2);
     sandbox.apply(
@@ -140,7 +97,7 @@ describe('ccexport reconcile', () => {
   });
 
   it('marks instead with --deletions mark: _deleted true and _deleted_at set, other rows untouched', async () => {
-    const url = await newDatabase();
+    const url = await createDatabase('reconcile');
     expect((await cli('run', 'p2', url, '--deletions', 'mark')).code).toBe(0);
     const [form] = registrations('p2', 1);
     sandbox.apply(
@@ -164,7 +121,7 @@ describe('ccexport reconcile', () => {
   });
 
   it('fails and changes nothing when a table would lose more than 20% (a wrong key or filter)', async () => {
-    const url = await newDatabase();
+    const url = await createDatabase('reconcile');
     expect((await cli('run', 'p3', url)).code).toBe(0);
     const before = await query(url, 'select count(*)::int as n from households');
     for (let u = 0; u < 3; u++) sandbox.apply('p3', { kind: 'delete-worker', userId: userId('p3', u) });
@@ -182,7 +139,7 @@ describe('ccexport reconcile', () => {
   });
 
   it('leaves the tables unchanged when killed with SIGKILL while listing, and completes on the next run', async () => {
-    const url = await newDatabase();
+    const url = await createDatabase('reconcile');
     expect((await cli('run', 'p4', url)).code).toBe(0);
     const [form] = registrations('p4', 1);
     sandbox.apply('p4', { kind: 'archive-form', id: String(form!.id), reindex: false });

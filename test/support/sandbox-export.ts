@@ -10,7 +10,7 @@ import { afterAll, beforeAll, expect } from 'vitest';
 import { DEMO_QUERY } from '../../functions/cli/demo-command';
 import { main } from '../../functions/cli/main';
 import { type RunningSandbox, type SandboxOptions, startSandbox } from '../../functions/sandbox';
-import { type CapturedIO, captureIO } from '../cli/capture';
+import { captureIO } from '../cli/capture';
 
 export interface SandboxAndFolder {
   /** The running sandbox HQ (set once `beforeAll` has run). */
@@ -42,16 +42,22 @@ export function sandboxAndFolder(options: SandboxOptions, folderPrefix: string):
   };
 }
 
-/** Where an export reads from: the HQ's address, the project and the web user. */
-export interface ExportSource {
+/** What one export reads and how it reports. */
+export interface SandboxExport {
+  /** The HQ's address. */
   readonly url: string;
   readonly project: string;
+  /** The web user whose API key the run is given. */
   readonly username: string;
+  /** The query file. @default the demo query */
+  readonly query?: string;
+  /** `--progress`. @default 'none' */
+  readonly progress?: string;
 }
 
-/** `ccexport`'s arguments for one export of the demo query into `output`, progress off; `extra` last. */
+/** `ccexport`'s arguments for one export into `output`; `extra` last. */
 export function sandboxExportArgs(
-  source: ExportSource,
+  source: SandboxExport,
   format: string,
   output: string,
   ...extra: string[]
@@ -64,33 +70,43 @@ export function sandboxExportArgs(
     '--username',
     source.username,
     '--query',
-    DEMO_QUERY,
+    source.query ?? DEMO_QUERY,
     '--output-format',
     format,
     '--output',
     output,
     '--progress',
-    'none',
+    source.progress ?? 'none',
     ...extra,
   ];
 }
 
+/** What a `ccexport` run in this process ended with. */
+export interface InProcessRun {
+  readonly code: number;
+  readonly out: string;
+  readonly err: string;
+}
+
 /**
- * Runs `ccexport` in this process with `env` (the API key, say) and expects it to succeed. `env` is also
- * set in `process.env` for the run, where the AWS SDK reads its endpoint and credentials.
+ * Runs `ccexport` in this process with `env` (the API key, say). `env` is also set in `process.env` for
+ * the run, where the AWS SDK reads its endpoint and credentials.
  */
-export async function ccexportInProcess(
-  argv: string[],
-  env: Record<string, string> = {},
-): Promise<CapturedIO> {
+export async function runInProcess(argv: string[], env: Record<string, string> = {}): Promise<InProcessRun> {
   const io = captureIO(env);
   const saved = { ...process.env };
   Object.assign(process.env, env);
   try {
     const code = await main(argv, io);
-    expect(code, io.err()).toBe(0);
+    return { code, out: io.out(), err: io.err() };
   } finally {
     process.env = saved;
   }
-  return io;
+}
+
+/** `runInProcess` that expects the run to succeed; its output. */
+export async function ccexportInProcess(argv: string[], env: Record<string, string> = {}): Promise<string> {
+  const run = await runInProcess(argv, env);
+  expect(run.code, run.err).toBe(0);
+  return run.out;
 }
