@@ -19,6 +19,7 @@ import { CHAOS_KEY, CHAOS_USER } from '../chaos/support';
 import { captureIO } from '../cli/capture';
 import { motoS3 } from '../support/aws';
 import { formSheet, workbook } from '../support/query-workbook';
+import { runInProcess, sandboxExportArgs } from '../support/sandbox-export';
 
 const PROJECT = 'books';
 let sandbox: RunningSandbox;
@@ -59,34 +60,11 @@ async function bookkeepingWorkbook(): Promise<string> {
 }
 
 async function runCli(query: string, output: string, env: Record<string, string> = {}) {
-  const io = captureIO({ CCEXPORT_API_KEY: CHAOS_KEY, ...env });
-  const saved = { ...process.env };
-  // The SDK reads its endpoint and credentials from the process environment.
-  Object.assign(process.env, env);
-  try {
-    const code = await main(
-      [
-        '--project',
-        PROJECT,
-        '--commcare-hq',
-        sandbox.url,
-        '--username',
-        CHAOS_USER,
-        '--query',
-        query,
-        '--output-format',
-        'json',
-        '--output',
-        output,
-        '--progress',
-        'none',
-      ],
-      io,
-    );
-    return { code, err: io.err() };
-  } finally {
-    process.env = saved;
-  }
+  const source = { url: sandbox.url, project: PROJECT, username: CHAOS_USER, query };
+  return await runInProcess(sandboxExportArgs(source, 'json', output), {
+    CCEXPORT_API_KEY: CHAOS_KEY,
+    ...env,
+  });
 }
 
 /** Every row of every table, read through the manifests as the sinks README says. */
@@ -201,25 +179,8 @@ describe('a table named like the PostgreSQL checkpoint table', () => {
     expect(io.err()).toMatch(/checkpoint/i);
     const before = sandbox.requestLog.length;
     const runIo = captureIO({ CCEXPORT_API_KEY: CHAOS_KEY });
-    const runCode = await main(
-      [
-        '--project',
-        PROJECT,
-        '--commcare-hq',
-        sandbox.url,
-        '--username',
-        CHAOS_USER,
-        '--query',
-        file,
-        '--output-format',
-        'sql',
-        '--output',
-        inject('pgUrl'),
-        '--progress',
-        'none',
-      ],
-      runIo,
-    );
+    const source = { url: sandbox.url, project: PROJECT, username: CHAOS_USER, query: file };
+    const runCode = await main(sandboxExportArgs(source, 'sql', inject('pgUrl')), runIo);
     expect(runCode).not.toBe(0);
     expect(runIo.err()).toMatch(/commcare_export_checkpoints/);
     expect(sandbox.requestLog.length).toBe(before);

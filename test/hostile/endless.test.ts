@@ -24,6 +24,7 @@ import { captureIO } from '../cli/capture';
 import { recordingMetrics } from '../stepfunctions/harness';
 import { motoS3 } from '../support/aws';
 import { writeFormsQuery } from '../support/query-workbook';
+import { runInProcess, sandboxExportArgs } from '../support/sandbox-export';
 import { filesUnder } from './support';
 
 const PROJECT = 'endless';
@@ -54,28 +55,10 @@ function dataRequests(since: number): number {
 }
 
 async function runCli(output: string, ...extra: string[]) {
-  const io = captureIO({ CCEXPORT_API_KEY: CHAOS_KEY });
-  const code = await main(
-    [
-      '--project',
-      PROJECT,
-      '--commcare-hq',
-      sandbox.url,
-      '--username',
-      CHAOS_USER,
-      '--query',
-      query,
-      '--output-format',
-      'csv',
-      '--output',
-      output,
-      '--progress',
-      'none',
-      ...extra,
-    ],
-    io,
-  );
-  return { code, err: io.err() };
+  const source = { url: sandbox.url, project: PROJECT, username: CHAOS_USER, query };
+  return await runInProcess(sandboxExportArgs(source, 'csv', output, ...extra), {
+    CCEXPORT_API_KEY: CHAOS_KEY,
+  });
 }
 
 describe('an HQ whose pages never end', () => {

@@ -10,12 +10,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { main } from '../../functions/cli/main';
 import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { openEmbeddedDatabase } from '../../functions/sinks';
 import { CHAOS_KEY, CHAOS_USER, createDatabase, dropDatabase } from '../chaos/support';
-import { captureIO } from '../cli/capture';
 import { writeFormsQuery } from '../support/query-workbook';
+import { runInProcess, sandboxExportArgs } from '../support/sandbox-export';
 
 const PROJECT = 'owners';
 let sandbox: RunningSandbox;
@@ -63,29 +62,10 @@ async function runCli(output: string, ...extra: string[]) {
 }
 
 async function command(before: string[], output: string, ...extra: string[]) {
-  const io = captureIO({ CCEXPORT_API_KEY: CHAOS_KEY });
-  const code = await main(
-    [
-      ...before,
-      '--project',
-      PROJECT,
-      '--commcare-hq',
-      sandbox.url,
-      '--username',
-      CHAOS_USER,
-      '--query',
-      query,
-      '--output-format',
-      'sql',
-      '--output',
-      output,
-      '--progress',
-      'none',
-      ...extra,
-    ],
-    io,
-  );
-  return { code, err: io.err() };
+  const source = { url: sandbox.url, project: PROJECT, username: CHAOS_USER, query };
+  return await runInProcess([...before, ...sandboxExportArgs(source, 'sql', output, ...extra)], {
+    CCEXPORT_API_KEY: CHAOS_KEY,
+  });
 }
 
 /** What a user's table holds, in a form that shows any change: columns with types, then every row. */

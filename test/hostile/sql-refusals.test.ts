@@ -14,6 +14,7 @@ import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { CHAOS_KEY, CHAOS_USER, createDatabase, dropDatabase } from '../chaos/support';
 import { captureIO } from '../cli/capture';
 import { formSheet, type SheetRows, workbook } from '../support/query-workbook';
+import { sandboxExportArgs } from '../support/sandbox-export';
 
 const PROJECT = 'refusals';
 let sandbox: RunningSandbox;
@@ -178,23 +179,8 @@ describe('validate-query --output-format sql reports what a SQL run refuses', ()
       writeFileSync(file, c.json ?? (await workbook(c.sheets ?? [])));
       const requestsBefore = sandbox.requestLog.length;
 
-      const run = await cli([
-        '--project',
-        PROJECT,
-        '--commcare-hq',
-        sandbox.url,
-        '--username',
-        CHAOS_USER,
-        '--query',
-        file,
-        '--output-format',
-        'sql',
-        '--output',
-        databaseUrl,
-        '--progress',
-        'none',
-        ...(c.flags ?? []),
-      ]);
+      const source = { url: sandbox.url, project: PROJECT, username: CHAOS_USER, query: file };
+      const run = await cli(sandboxExportArgs(source, 'sql', databaseUrl, ...(c.flags ?? [])));
       const validate = await cli(['validate-query', file, '--output-format', 'sql', ...(c.flags ?? [])]);
 
       expect(run.code).not.toBe(0);
