@@ -3,7 +3,7 @@
  * bound to the real export handler, the metric task to a recorder, and the continue-as-new task to a
  * fresh local execution of the same definition (bounded in depth).
  */
-import { existsSync, readFileSync, symlinkSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -125,8 +125,8 @@ export function synthesizeExport(
   );
   const codeRoot = join(app.outdir, asset?.source.path ?? 'missing');
   if (!asset || !existsSync(codeRoot)) throw new Error(`the function's code asset is not at ${codeRoot}`);
-  // The bundle leaves @aws-sdk/* to the Lambda runtime; here the repository's copy stands in for it.
-  symlinkSync(join(repoRoot, 'node_modules'), join(app.outdir, 'node_modules'), 'dir');
+  // No node_modules beside the bundle: it carries the AWS SDK and every other package it loads, as it
+  // must on Lambda.
   return {
     definition: JSON.parse(text) as Record<string, unknown>,
     machineName: machineNameOf(text),
