@@ -11,6 +11,7 @@ import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { parseCsv } from '../sinks/helpers';
 import { motoS3 } from '../support/aws';
 import { createDatabase, withDb } from '../support/databases';
+import { liveRegistrationIds } from '../support/registrations';
 import { sandboxExportArgs } from '../support/sandbox-export';
 import { captureIO } from './capture';
 
@@ -34,12 +35,7 @@ beforeAll(async () => {
   dbUrl = await createDatabase('outputs');
   // Ground truth: the registration forms HQ lists today (latest version not archived); the default
   // `--deletions remove` keeps the tables to those.
-  const ids = new Set<string>();
-  for (const [id, r] of sandbox.dataset.finalState('district', 'form')) {
-    const form = r.form as Record<string, unknown>;
-    if (r.archived !== true && String(form['@xmlns']).endsWith('REGISTRATION')) ids.add(id);
-  }
-  expectedHouseholds = ids.size;
+  expectedHouseholds = liveRegistrationIds(sandbox.dataset, 'district').length;
   const served = new Set<string>();
   for (const r of sandbox.dataset.timeline('district', 'form')) {
     const form = r.form as Record<string, unknown>;

@@ -6,12 +6,12 @@ import type { JsonObject } from '../../functions/common/json';
 import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { openEmbeddedDatabase } from '../../functions/sinks';
 import { createDatabase, withDb } from '../support/databases';
+import { isRegistration, liveRegistrationIds } from '../support/registrations';
 import { ccexportInProcess, sandboxExportArgs } from '../support/sandbox-export';
 
 const KEY = 'deletions-test-key-7f2c1';
 const USER = 'exporter@example.org';
 const PROJECT = 'district';
-const REGISTRATION = 'REGISTRATION';
 
 let sandbox: RunningSandbox;
 let work: string;
@@ -41,17 +41,8 @@ async function rows(url: string, sql: string): Promise<Record<string, unknown>[]
   return await withDb(url, async (db) => (await db.query(sql)).rows);
 }
 
-function isRegistration(form: JsonObject): boolean {
-  return String((form.form as JsonObject)['@xmlns']).endsWith(REGISTRATION);
-}
-
 /** Registration forms HQ lists today (latest version not archived, not deleted). */
-function liveRegistrations(): string[] {
-  const out: string[] = [];
-  for (const [id, form] of sandbox.dataset.finalState(PROJECT, 'form'))
-    if (isRegistration(form) && form.archived !== true) out.push(id);
-  return out.sort();
-}
+const liveRegistrations = (): string[] => liveRegistrationIds(sandbox.dataset, PROJECT);
 
 /** A live registration form with at least two members (child rows), not used by another test. */
 const used = new Set<string>();

@@ -22,6 +22,7 @@ import { latestStateSql } from '../../functions/sinks/formats/parquet/latest-sql
 import { runCli } from '../chaos/support';
 import { motoS3 } from '../support/aws';
 import { duckdb, duckdbAvailable, sqlString } from '../support/duckdb';
+import { liveRegistrationIds, registrationsWithMembers } from '../support/registrations';
 
 const KEY = 'reconcile-files-key-c3e8';
 const USER = 'exporter@example.org';
@@ -86,22 +87,10 @@ async function ccexport(
   return { code: result.code, out: result.stdout, err: result.stderr };
 }
 
-const isRegistration = (form: JsonObject) =>
-  String((form.form as JsonObject)['@xmlns']).endsWith('REGISTRATION');
-
-function liveRegistrations(project: string): string[] {
-  const out: string[] = [];
-  for (const [id, form] of sandbox.dataset.finalState(project, 'form'))
-    if (isRegistration(form) && form.archived !== true) out.push(id);
-  return out.sort();
-}
+const liveRegistrations = (project: string): string[] => liveRegistrationIds(sandbox.dataset, project);
 
 function registrations(project: string, n: number): JsonObject[] {
-  const out: JsonObject[] = [];
-  for (const [, form] of sandbox.dataset.finalState(project, 'form'))
-    if (isRegistration(form) && form.archived !== true && Array.isArray((form.form as JsonObject).members))
-      out.push(form);
-  return out.slice(0, n);
+  return registrationsWithMembers(sandbox.dataset, project).slice(0, n);
 }
 
 function csvIds(path: string): string[] {

@@ -7,6 +7,7 @@ import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { openEmbeddedDatabase } from '../../functions/sinks';
 import { runCli } from '../chaos/support';
 import { createDatabase, withDb } from '../support/databases';
+import { liveRegistrationIds, registrationsWithMembers } from '../support/registrations';
 import { runInProcess, sandboxExportArgs } from '../support/sandbox-export';
 
 const KEY = 'reconcile-test-key-93ab0';
@@ -47,23 +48,11 @@ async function query(url: string, sql: string): Promise<Record<string, unknown>[
   return await withDb(url, async (db) => (await db.query(sql)).rows);
 }
 
-const isRegistration = (form: JsonObject) =>
-  String((form.form as JsonObject)['@xmlns']).endsWith('REGISTRATION');
-
-function liveRegistrations(project: string): string[] {
-  const out: string[] = [];
-  for (const [id, form] of sandbox.dataset.finalState(project, 'form'))
-    if (isRegistration(form) && form.archived !== true) out.push(id);
-  return out.sort();
-}
+const liveRegistrations = (project: string): string[] => liveRegistrationIds(sandbox.dataset, project);
 
 /** Live registration forms with members (child rows). */
 function registrations(project: string, n: number): JsonObject[] {
-  const out: JsonObject[] = [];
-  for (const [, form] of sandbox.dataset.finalState(project, 'form'))
-    if (isRegistration(form) && form.archived !== true && Array.isArray((form.form as JsonObject).members))
-      out.push(form);
-  return out.slice(0, n);
+  return registrationsWithMembers(sandbox.dataset, project).slice(0, n);
 }
 
 const ids = (rows: Record<string, unknown>[]) => rows.map((r) => String(r.id)).sort();

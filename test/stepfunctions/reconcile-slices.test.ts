@@ -22,6 +22,7 @@ import type { ExportJob, ExportSliceEvent } from '../../functions/config/job';
 import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { captureIO } from '../cli/capture';
 import { motoS3, motoSecretsManager } from '../support/aws';
+import { liveRegistrationIds, registrationsWithMembers } from '../support/registrations';
 import { type RunningPostgres, startPostgres } from '../support/services';
 import { makeCertificates } from '../support/tls';
 import type { ChildOrders, ChildRun } from './bundled-run-child';
@@ -209,20 +210,9 @@ async function exportInto(project: string, db: string): Promise<void> {
   expect(code, io.err()).toBe(0);
 }
 
-const isRegistration = (form: JsonObject) =>
-  String((form.form as JsonObject)['@xmlns']).endsWith('REGISTRATION');
+const registrations = (project: string): JsonObject[] => registrationsWithMembers(sandbox.dataset, project);
 
-function registrations(project: string): JsonObject[] {
-  return [...sandbox.dataset.finalState(project, 'form')]
-    .map(([, f]) => f)
-    .filter((f) => isRegistration(f) && f.archived !== true && Array.isArray((f.form as JsonObject).members));
-}
-
-const live = (project: string) =>
-  [...sandbox.dataset.finalState(project, 'form')]
-    .filter(([, f]) => isRegistration(f) && f.archived !== true)
-    .map(([id]) => id)
-    .sort();
+const live = (project: string): string[] => liveRegistrationIds(sandbox.dataset, project);
 
 describe('the scheduled reconcile in the state machine, with the bundled function', () => {
   it('lists in several slices, resuming from the continuation, and removes the gone records in the last', async () => {
