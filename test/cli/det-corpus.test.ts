@@ -9,6 +9,7 @@ import { validateQueryFile } from '../../functions/query/index';
 import { parseCsv } from '../sinks/helpers';
 import { recordsForTables } from '../support/query-data';
 import { type QueryHq, startQueryHq } from '../support/query-hq';
+import { TABLE_SHEET_HEADINGS } from '../support/query-workbook';
 import { captureIO } from './capture';
 
 const XMLNS = 'http://openrosa.org/formdesigner/corpus-visit';
@@ -27,30 +28,32 @@ async function corpusWorkbook(path: string): Promise<void> {
     ['sex', 'f', 'Female'],
     ['sex', 'plain text', 'Mapped'],
   ]);
-  book.addWorksheet('Visits').addRows([
-    [
-      'Data Source',
-      'Filter Name',
-      'Filter Value',
-      'Table Name',
-      'Field',
-      'Source Field',
-      'Map Via',
-      'Format Via',
-      'Data Type',
-      'Alternate Source Fields',
-    ],
-    ['form', 'xmlns.exact', XMLNS, 'visits', 'id', 'id', null, null, null, null],
-    [null, null, null, null, 'visit_date', 'form.visit_date', 'str2date', null, 'date', 'form.date_of_visit'],
-    [null, null, null, null, 'weight', 'form.weight', 'str2num', null, null, null],
-    [null, null, null, null, 'pregnant', 'form.pregnant', 'str2bool', null, 'boolean', null],
-    [null, null, null, null, 'sex', 'form.sex', null, null, null, null],
-    [null, null, null, null, 'danger_0', 'form.dangers', 'selected-at(0)', null, null, null],
-    [null, null, null, null, 'fever', 'form.dangers', 'selected(fever)', null, null, null],
-    [null, null, null, null, 'name', 'form.name', null, null, 'text', null],
-    [null, null, null, null, 'attrs', 'form.node', null, null, null, null],
-    [null, null, null, null, 'user', 'metadata.username', null, null, null, null],
-  ]);
+  book
+    .addWorksheet('Visits')
+    .addRows([
+      TABLE_SHEET_HEADINGS,
+      ['form', 'xmlns.exact', XMLNS, 'visits', 'id', 'id', null, null, null, null],
+      [
+        null,
+        null,
+        null,
+        null,
+        'visit_date',
+        'form.visit_date',
+        'str2date',
+        null,
+        'date',
+        'form.date_of_visit',
+      ],
+      [null, null, null, null, 'weight', 'form.weight', 'str2num', null, null, null],
+      [null, null, null, null, 'pregnant', 'form.pregnant', 'str2bool', null, 'boolean', null],
+      [null, null, null, null, 'sex', 'form.sex', null, null, null, null],
+      [null, null, null, null, 'danger_0', 'form.dangers', 'selected-at(0)', null, null, null],
+      [null, null, null, null, 'fever', 'form.dangers', 'selected(fever)', null, null, null],
+      [null, null, null, null, 'name', 'form.name', null, null, 'text', null],
+      [null, null, null, null, 'attrs', 'form.node', null, null, null, null],
+      [null, null, null, null, 'user', 'metadata.username', null, null, null, null],
+    ]);
   book.addWorksheet('Visit ids').addRows([
     ['Data Source', 'Filter Name', 'Filter Value', 'Field', 'Source Field'],
     ['form', 'xmlns.exact', XMLNS, 'id', 'id'],

@@ -7,6 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ExcelJS from 'exceljs';
+import { TABLE_SHEET_HEADINGS } from './query-workbook';
 
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const RECORDED = join(REPO_ROOT, 'test', 'fixtures', 'queries', 'det-dump');
@@ -34,53 +35,44 @@ export async function writeConstructsWorkbook(path: string, options: { noFields?
     [null, 'x', 'y'],
     ['état', 'é', 'ü'],
   ]);
-  book.addWorksheet('Visits').addRows([
-    [
-      'Data Source',
-      'Filter Name',
-      'Filter Value',
-      'Table Name',
-      'Field',
-      'Source Field',
-      'Map Via',
-      'Format Via',
-      'Data Type',
-      'Alternate Source Fields',
-    ],
-    ['form', 'xmlns.exact', 'http://x/y', 'visits', 'id', 'id', null, null, null, null],
-    [
-      null,
-      'app_id',
-      5,
-      null,
-      'visit_date',
-      'form.visit_date',
-      'str2date',
-      null,
-      'date',
-      'form.date_of_visit, form.other',
-    ],
-    [null, 'xmlns.exact', 'http://x/z', null, 'sex', 'form.sex', null, null, null, null],
-    [null, null, null, null, 'danger_0', 'form.dangers', 'selected-at(0)', null, null, null],
-    [null, null, null, null, 'bad', 'form.dangers', 'selected-at(x)', null, null, null],
-    [
-      null,
-      null,
-      null,
-      null,
-      'fever',
-      'form.dangers',
-      'selected(fever)',
-      'template({} !, form.a)',
-      null,
-      null,
-    ],
-    [null, null, null, null, 'sub', 'form.name', 'substr(1, 3)', null, null, null],
-    [null, null, null, null, 'sub2', 'form.name', 'substr(a)', null, null, null],
-    [null, null, null, null, 'weird', 'form.#foo.bar', 'nosuchfn', null, null, null],
-    [null, null, null, null, 'état', 'form.état', null, null, null, null],
-    [null, null, null, null, 'ü-name', 'form.ü', null, null, null, null],
-  ]);
+  book
+    .addWorksheet('Visits')
+    .addRows([
+      TABLE_SHEET_HEADINGS,
+      ['form', 'xmlns.exact', 'http://x/y', 'visits', 'id', 'id', null, null, null, null],
+      [
+        null,
+        'app_id',
+        5,
+        null,
+        'visit_date',
+        'form.visit_date',
+        'str2date',
+        null,
+        'date',
+        'form.date_of_visit, form.other',
+      ],
+      [null, 'xmlns.exact', 'http://x/z', null, 'sex', 'form.sex', null, null, null, null],
+      [null, null, null, null, 'danger_0', 'form.dangers', 'selected-at(0)', null, null, null],
+      [null, null, null, null, 'bad', 'form.dangers', 'selected-at(x)', null, null, null],
+      [
+        null,
+        null,
+        null,
+        null,
+        'fever',
+        'form.dangers',
+        'selected(fever)',
+        'template({} !, form.a)',
+        null,
+        null,
+      ],
+      [null, null, null, null, 'sub', 'form.name', 'substr(1, 3)', null, null, null],
+      [null, null, null, null, 'sub2', 'form.name', 'substr(a)', null, null, null],
+      [null, null, null, null, 'weird', 'form.#foo.bar', 'nosuchfn', null, null, null],
+      [null, null, null, null, 'état', 'form.état', null, null, null, null],
+      [null, null, null, null, 'ü-name', 'form.ü', null, null, null, null],
+    ]);
   book.addWorksheet('Visits again').addRows([
     [
       'Data Source',

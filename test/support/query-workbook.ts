@@ -13,6 +13,20 @@ export const FORM_HEADINGS = [
   'Map Via',
 ];
 
+/** The headings of a sheet that names its table and uses DET's other columns (Format Via, Data Type, ...). */
+export const TABLE_SHEET_HEADINGS = [
+  'Data Source',
+  'Filter Name',
+  'Filter Value',
+  'Table Name',
+  'Field',
+  'Source Field',
+  'Map Via',
+  'Format Via',
+  'Data Type',
+  'Alternate Source Fields',
+];
+
 /** A DET query workbook: each sheet a name and rows, the first row the headings. */
 export async function workbook(sheets: { name: string; rows: SheetRows }[]): Promise<Buffer> {
   const wb = new ExcelJS.Workbook();
