@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { runRunsCommand } from '../../functions/cli/aws';
 import type { ExportJob, ExportSliceEvent } from '../../functions/config/job';
 import { type RunningSandbox, type SandboxDetExport, startSandbox } from '../../functions/sandbox';
-import { motoS3, motoSecretsManager } from '../support/aws';
+import { exportFunctionEnv, motoS3, motoSecretsManager } from '../support/aws';
 import { REGISTRATION_COLUMNS, registrationExport } from '../support/hq-exports';
 import {
   exportHandlerEntry,
@@ -71,20 +71,10 @@ async function newSecret(text: string): Promise<string> {
 
 /** A fresh bundled function (as a cold start) reading the secret `secretArn`. */
 function coldStart(secretArn: string): SliceHandler {
-  return loadBundledHandler(synthesized.codeRoot, {
-    CREDENTIAL_SECRET_ARN: secretArn,
-    EXPORT_BUCKET: bucket,
-    LAMBDA_TASK_ROOT: synthesized.codeRoot,
-    AWS_ENDPOINT_URL: endpoint,
-    AWS_REGION: 'us-east-1',
-    // Fake credentials for moto: never real.
-    AWS_ACCESS_KEY_ID: 'testing',
-    AWS_SECRET_ACCESS_KEY: 'testing',
-    POWERTOOLS_LOG_LEVEL: 'SILENT',
-    POWERTOOLS_METRICS_DISABLED: 'true',
-    POWERTOOLS_METRICS_NAMESPACE: 'CommCareExports',
-    POWERTOOLS_SERVICE_NAME: 'commcare-export',
-  });
+  return loadBundledHandler(
+    synthesized.codeRoot,
+    exportFunctionEnv({ credentialSecretArn: secretArn, bucket, codeRoot: synthesized.codeRoot, endpoint }),
+  );
 }
 
 const context = () => ({ awsRequestId: randomUUID(), getRemainingTimeInMillis: () => 15 * 60_000 });

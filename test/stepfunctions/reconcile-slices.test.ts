@@ -21,7 +21,7 @@ import type { JsonObject } from '../../functions/common/json';
 import type { ExportJob, ExportSliceEvent } from '../../functions/config/job';
 import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { captureIO } from '../cli/capture';
-import { motoS3, motoSecretsManager } from '../support/aws';
+import { exportFunctionEnv, motoS3, motoSecretsManager } from '../support/aws';
 import { liveRegistrationIds, registrationsWithMembers } from '../support/registrations';
 import { type RunningPostgres, startPostgres } from '../support/services';
 import { makeCertificates } from '../support/tls';
@@ -72,28 +72,16 @@ beforeAll(async () => {
     ).ARN as string;
   const bucket = `slices-${randomUUID().slice(0, 8)}`;
   await motoS3(endpoint).send(new CreateBucketCommand({ Bucket: bucket }));
-  env = {
-    CREDENTIAL_SECRET_ARN: await secret({
-      provider: 'commcare',
-      baseUrl: sandbox.url,
-      username: USER,
-      key: KEY,
-      keyName: 'det-2026-12',
-      createdAt: new Date().toISOString(),
-      projects: ['north', 'south'],
-    }),
-    EXPORT_BUCKET: bucket,
-    LAMBDA_TASK_ROOT: synthesized.codeRoot,
-    AWS_ENDPOINT_URL: endpoint,
-    AWS_REGION: 'us-east-1',
-    // Fake credentials for moto: never real.
-    AWS_ACCESS_KEY_ID: 'testing',
-    AWS_SECRET_ACCESS_KEY: 'testing',
-    POWERTOOLS_LOG_LEVEL: 'SILENT',
-    POWERTOOLS_METRICS_DISABLED: 'true',
-    POWERTOOLS_METRICS_NAMESPACE: 'CommCareExports',
-    POWERTOOLS_SERVICE_NAME: 'commcare-export',
-  };
+  const credentialSecretArn = await secret({
+    provider: 'commcare',
+    baseUrl: sandbox.url,
+    username: USER,
+    key: KEY,
+    keyName: 'det-2026-12',
+    createdAt: new Date().toISOString(),
+    projects: ['north', 'south'],
+  });
+  env = exportFunctionEnv({ credentialSecretArn, bucket, codeRoot: synthesized.codeRoot, endpoint });
 }, 400_000);
 
 afterAll(async () => {
