@@ -14,7 +14,6 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { DEMO_QUERY } from '../../functions/cli/demo-command';
 import type { JsonObject } from '../../functions/common/json';
 import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import type { RunManifest } from '../../functions/sinks';
@@ -23,6 +22,7 @@ import { runCli } from '../chaos/support';
 import { motoS3 } from '../support/aws';
 import { duckdb, duckdbAvailable, sqlString } from '../support/duckdb';
 import { liveRegistrationIds, registrationsWithMembers } from '../support/registrations';
+import { sandboxExportArgs } from '../support/sandbox-export';
 
 const KEY = 'reconcile-files-key-c3e8';
 const USER = 'exporter@example.org';
@@ -56,6 +56,8 @@ const AWS_ENV = () => ({
   AWS_REGION: 'us-east-1',
 });
 
+const source = (project: string) => ({ url: sandbox.url, project, username: USER });
+
 /** `ccexport <command> ...` in a process of its own, as typed at a shell. */
 async function ccexport(
   command: string,
@@ -65,22 +67,8 @@ async function ccexport(
   ...extra: string[]
 ) {
   const result = await runCli({
-    args: [
-      command,
-      '--project',
-      project,
-      '--commcare-hq',
-      sandbox.url,
-      '--username',
-      USER,
-      '--query',
-      DEMO_QUERY,
-      '--output-format',
-      format,
-      '--output',
-      output,
-      ...extra,
-    ],
+    // --progress json is what a run whose stderr is not a terminal reports anyway.
+    args: [command, ...sandboxExportArgs({ ...source(project), progress: 'json' }, format, output, ...extra)],
     env: { CCEXPORT_API_KEY: KEY, ...(output.startsWith('s3://') ? AWS_ENV() : {}) },
     timeoutMs: 180_000,
   });

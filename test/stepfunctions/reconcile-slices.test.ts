@@ -15,14 +15,12 @@ import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { CreateSecretCommand } from '@aws-sdk/client-secrets-manager';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { DEMO_QUERY } from '../../functions/cli/demo-command';
-import { main } from '../../functions/cli/main';
 import type { JsonObject } from '../../functions/common/json';
 import type { ExportJob, ExportSliceEvent } from '../../functions/config/job';
 import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
-import { captureIO } from '../cli/capture';
 import { exportFunctionEnv, motoS3, motoSecretsManager } from '../support/aws';
 import { liveRegistrationIds, registrationsWithMembers } from '../support/registrations';
+import { ccexportInProcess, sandboxExportArgs } from '../support/sandbox-export';
 import { type RunningPostgres, startPostgres } from '../support/services';
 import { makeCertificates } from '../support/tls';
 import type { ChildOrders, ChildRun } from './bundled-run-child';
@@ -174,28 +172,12 @@ async function sql<T extends pg.QueryResultRow>(
 /** Exports the project into a new database `db` with the CLI, as its first load. */
 async function exportInto(project: string, db: string): Promise<void> {
   await sql('postgres', `create database ${db}`);
-  const io = captureIO({ CCEXPORT_API_KEY: KEY });
   const url = `postgresql://postgres@127.0.0.1:${server.port}/${db}?sslmode=require`;
-  const code = await main(
-    [
-      '--project',
-      project,
-      '--commcare-hq',
-      sandbox.url,
-      '--username',
-      USER,
-      '--query',
-      DEMO_QUERY,
-      '--output-format',
-      'sql',
-      '--output',
-      url,
-      '--batch-size',
-      '1000',
-    ],
-    io,
-  );
-  expect(code, io.err()).toBe(0);
+  // --progress json is what a run whose stderr is not a terminal reports anyway.
+  const source = { url: sandbox.url, project, username: USER, progress: 'json' };
+  await ccexportInProcess(sandboxExportArgs(source, 'sql', url, '--batch-size', '1000'), {
+    CCEXPORT_API_KEY: KEY,
+  });
 }
 
 const registrations = (project: string): JsonObject[] => registrationsWithMembers(sandbox.dataset, project);
