@@ -51,6 +51,11 @@ async function exportRun(format: string, output: string, ...extra: string[]): Pr
   await ccexportInProcess(sandboxExportArgs(source, format, output, ...extra), env);
 }
 
+/** `ccexport checkpoint --output <output> --project <PROJECT> <flags>`, typed as a user types it. */
+function checkpointCommand(output: string, flags: string[], env?: NodeJS.ProcessEnv) {
+  return ccexport(['checkpoint', '--output', output, '--project', PROJECT, ...flags], env);
+}
+
 /** The rows the newest run in `history`'s run list wrote ("households 26, household_members 35"). */
 function newestRunRows(history: string): string | undefined {
   const runs = history.split('Runs (manifests/, newest first):\n')[1]?.split('\n') ?? [];
@@ -71,17 +76,7 @@ describe('a folder of csv files', () => {
     const everything = newestRunRows(history.out);
     expect(everything).toMatch(/^households [1-9]\d*, household_members [1-9]\d*$/);
 
-    const move = await ccexport([
-      'checkpoint',
-      '--output',
-      output,
-      '--project',
-      PROJECT,
-      '--query',
-      DEMO_QUERY,
-      '--to-key',
-      'kept',
-    ]);
+    const move = await checkpointCommand(output, ['--query', DEMO_QUERY, '--to-key', 'kept']);
     expect(move.code, move.err).toBe(0);
     expect(move.out).toContain(
       `Moved 1 checkpoint(s) of ours (${join(output, 'checkpoints')}/) of project ${PROJECT}, key ${MD5} to key kept`,
@@ -96,16 +91,7 @@ describe('a folder of csv files', () => {
     const after = await ccexport(['history', '--output', output, '--checkpoint-key', 'kept', '--limit', '1']);
     expect(newestRunRows(after.out)).toBe('households 0, household_members 0');
 
-    const reset = await ccexport([
-      'checkpoint',
-      '--output',
-      output,
-      '--project',
-      PROJECT,
-      '--checkpoint-key',
-      'kept',
-      '--reset',
-    ]);
+    const reset = await checkpointCommand(output, ['--checkpoint-key', 'kept', '--reset']);
     expect(reset.code, reset.err).toBe(0);
     expect(reset.out).toContain('The next run exports everything.');
     await exportRun('csv', output, '--checkpoint-key', 'kept');
@@ -149,10 +135,7 @@ describe('an S3 prefix', () => {
     expect(history.out).toContain(`Checkpoints (${output}/checkpoints/):`);
     expect(history.out).toMatch(new RegExp(`${MD5}\\s+${PROJECT}\\s+households, household_members\\s+form`));
 
-    const move = await ccexport(
-      ['checkpoint', '--output', output, '--project', PROJECT, '--checkpoint-key', MD5, '--to-key', 'kept'],
-      env,
-    );
+    const move = await checkpointCommand(output, ['--checkpoint-key', MD5, '--to-key', 'kept'], env);
     expect(move.code, move.err).toBe(0);
     const doc = JSON.parse(
       await (
@@ -176,10 +159,7 @@ describe('an S3 prefix', () => {
         }),
       }),
     );
-    const blocked = await ccexport(
-      ['checkpoint', '--output', output, '--project', PROJECT, '--checkpoint-key', 'kept', '--reset'],
-      env,
-    );
+    const blocked = await checkpointCommand(output, ['--checkpoint-key', 'kept', '--reset'], env);
     expect(blocked.code).toBe(1);
     expect(blocked.err).toContain('Another run (run-elsewhere) of this export is in progress');
     expect((await ccexport(['history', '--output', output, '--checkpoint-key', 'kept'], env)).out).toMatch(
@@ -258,12 +238,7 @@ describe("a PostgreSQL database with DET's checkpoints", () => {
   }, 60_000);
 
   it("checkpoint moves ours and DET's rows to the new key, as DET's set-checkpoint-key does", async () => {
-    const r = await ccexport([
-      'checkpoint',
-      '--output',
-      url.replace(/^postgresql:/, 'postgresql+psycopg2:'),
-      '--project',
-      PROJECT,
+    const r = await checkpointCommand(url.replace(/^postgresql:/, 'postgresql+psycopg2:'), [
       '--query',
       DEMO_QUERY,
       '--to-key',
@@ -288,17 +263,7 @@ describe("a PostgreSQL database with DET's checkpoints", () => {
     expect((await detRows('project = $1', ['other-project'])).every((row) => row.key === null)).toBe(true);
     expect((await detRows(`key = 'other-key'`)).length).toBe(2);
 
-    const taken = await ccexport([
-      'checkpoint',
-      '--output',
-      url,
-      '--project',
-      PROJECT,
-      '--checkpoint-key',
-      'moved',
-      '--to-key',
-      'other-key',
-    ]);
+    const taken = await checkpointCommand(url, ['--checkpoint-key', 'moved', '--to-key', 'other-key']);
     expect(taken.code).toBe(1);
     expect(taken.err).toContain(`key "other-key" already has DET checkpoints for project ${PROJECT}`);
   }, 60_000);
@@ -308,16 +273,7 @@ describe("a PostgreSQL database with DET's checkpoints", () => {
     await holder.connect();
     try {
       await holder.query('SELECT pg_advisory_lock($1::bigint)', [exportLockId('moved', PROJECT)]);
-      const r = await ccexport([
-        'checkpoint',
-        '--output',
-        url,
-        '--project',
-        PROJECT,
-        '--checkpoint-key',
-        'moved',
-        '--reset',
-      ]);
+      const r = await checkpointCommand(url, ['--checkpoint-key', 'moved', '--reset']);
       expect(r.code).toBe(1);
       expect(r.err).toContain(
         `a run of the export with checkpoint key "moved" for project ${PROJECT} is in progress`,
@@ -329,18 +285,7 @@ describe("a PostgreSQL database with DET's checkpoints", () => {
   }, 60_000);
 
   it("checkpoint --reset removes DET's rows (printed in full) and ours; --only chooses whose", async () => {
-    const det = await ccexport([
-      'checkpoint',
-      '--output',
-      url,
-      '--project',
-      PROJECT,
-      '--checkpoint-key',
-      'moved',
-      '--reset',
-      '--only',
-      'det',
-    ]);
+    const det = await checkpointCommand(url, ['--checkpoint-key', 'moved', '--reset', '--only', 'det']);
     expect(det.code, det.err).toBe(0);
     expect(det.out).toContain(
       `Removed 4 of DET's rows (commcare_export_runs) of project ${PROJECT}, key moved:`,
@@ -351,16 +296,7 @@ describe("a PostgreSQL database with DET's checkpoints", () => {
     expect(det.out).not.toContain('commcare_export_checkpoints');
     expect(await detRows(`key = 'moved'`)).toEqual([]);
 
-    const ours = await ccexport([
-      'checkpoint',
-      '--output',
-      url,
-      '--project',
-      PROJECT,
-      '--checkpoint-key',
-      'moved',
-      '--reset',
-    ]);
+    const ours = await checkpointCommand(url, ['--checkpoint-key', 'moved', '--reset']);
     expect(ours.code, ours.err).toBe(0);
     expect(ours.out).toContain(
       `Removed 1 checkpoint(s) of ours (commcare_export_checkpoints) of project ${PROJECT}, key moved:`,
