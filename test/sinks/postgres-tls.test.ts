@@ -67,16 +67,21 @@ afterAll(async () => {
   rmSync(certs, { recursive: true, force: true });
 });
 
+/** A connection to the server as `localhost` with verify-full, trusting the test CA. */
+function connectVerified() {
+  return connectPostgres({
+    host: 'localhost',
+    port: server.port,
+    username: 'postgres',
+    dbname: 'postgres',
+    sslmode: 'verify-full',
+    caFile: join(certs, 'ca.crt'),
+  });
+}
+
 describe('TLS to PostgreSQL with verify-full', () => {
   it('connects when the CA is trusted and the certificate names the host', async () => {
-    const connection = await connectPostgres({
-      host: 'localhost',
-      port: server.port,
-      username: 'postgres',
-      dbname: 'postgres',
-      sslmode: 'verify-full',
-      caFile: join(certs, 'ca.crt'),
-    });
+    const connection = await connectVerified();
     const { rows } = await connection.query<{ ssl: boolean }>(
       'select ssl from pg_stat_ssl where pid = pg_backend_pid()',
     );
@@ -142,14 +147,7 @@ describe('TLS to PostgreSQL with verify-full', () => {
   });
 
   it('makes the export function refuse a table it did not create, as a permanent error, writing nothing', async () => {
-    const admin = await connectPostgres({
-      host: 'localhost',
-      port: server.port,
-      username: 'postgres',
-      dbname: 'postgres',
-      sslmode: 'verify-full',
-      caFile: join(certs, 'ca.crt'),
-    });
+    const admin = await connectVerified();
     try {
       await admin.query('CREATE SCHEMA owned_check');
       await admin.query('CREATE TABLE owned_check."Forms" (id text PRIMARY KEY, note text)');
@@ -198,14 +196,7 @@ describe('TLS to PostgreSQL with verify-full', () => {
     expect(failure.message).toContain('did not create');
     // The state machine never retries it (matched by name, as in the deployed bundle).
     expect(PERMANENT_ERRORS).toContain(failure.name);
-    const after = await connectPostgres({
-      host: 'localhost',
-      port: server.port,
-      username: 'postgres',
-      dbname: 'postgres',
-      sslmode: 'verify-full',
-      caFile: join(certs, 'ca.crt'),
-    });
+    const after = await connectVerified();
     try {
       expect((await after.query('SELECT * FROM owned_check."Forms"')).rows).toEqual([
         { id: 'mine', note: 'kept' },
