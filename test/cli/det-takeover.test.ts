@@ -34,6 +34,11 @@ function args(output: string, ...extra: string[]): string[] {
   return sandboxExportArgs(source, 'sql', output, '--auth-mode', 'apikey', '--batch-size', '50', ...extra);
 }
 
+/** `ccexport checkpoint` on the database DET filled. */
+function checkpointArgs(...flags: string[]): string[] {
+  return ['checkpoint', '--output', detUrl, '--project', PROJECT, ...flags];
+}
+
 /** Python's `datetime.isoformat()` of HQ's `indexed_on` parsed with `ignoretz`: what DET stores. */
 function detSinceParam(indexedOn: string): string {
   return indexedOn.replace(/Z$/, '').replace(/\.0+$/, '');
@@ -292,42 +297,11 @@ describe('taking over a DET warehouse', () => {
     expect(text).not.toContain('other');
 
     const both = captureIO();
-    expect(
-      await main(
-        [
-          'checkpoint',
-          '--output',
-          detUrl,
-          '--project',
-          PROJECT,
-          '--query',
-          DEMO_QUERY,
-          '--reset',
-          '--to-key',
-          'x',
-        ],
-        both,
-      ),
-    ).toBe(2);
+    expect(await main(checkpointArgs('--query', DEMO_QUERY, '--reset', '--to-key', 'x'), both)).toBe(2);
 
     const move = captureIO();
     expect(
-      await main(
-        [
-          'checkpoint',
-          '--output',
-          detUrl,
-          '--project',
-          PROJECT,
-          '--query',
-          DEMO_QUERY,
-          '--to-key',
-          'renamed',
-          '--only',
-          'ours',
-        ],
-        move,
-      ),
+      await main(checkpointArgs('--query', DEMO_QUERY, '--to-key', 'renamed', '--only', 'ours'), move),
     ).toBe(0);
     expect(move.out()).toContain(`key ${md5} to key renamed`);
     const moved = captureIO();
@@ -341,40 +315,14 @@ describe('taking over a DET warehouse', () => {
     expect(await sentinelRows('households')).toBe(before);
 
     const reset = captureIO();
-    expect(
-      await main(
-        ['checkpoint', '--output', detUrl, '--project', PROJECT, '--checkpoint-key', 'renamed', '--reset'],
-        reset,
-      ),
-    ).toBe(0);
+    expect(await main(checkpointArgs('--checkpoint-key', 'renamed', '--reset'), reset)).toBe(0);
     expect(reset.out()).toContain('The next run exports everything.');
     const again = captureIO();
-    expect(
-      await main(
-        ['checkpoint', '--output', detUrl, '--project', PROJECT, '--checkpoint-key', 'renamed', '--reset'],
-        again,
-      ),
-    ).toBe(1);
+    expect(await main(checkpointArgs('--checkpoint-key', 'renamed', '--reset'), again)).toBe(1);
     // The query file's own key has DET's rows behind it: resetting ours says the next run takes them over.
     expect(await main(args(detUrl), captureIO({ CCEXPORT_API_KEY: KEY }))).toBe(0);
     const resetMd5 = captureIO();
-    expect(
-      await main(
-        [
-          'checkpoint',
-          '--output',
-          detUrl,
-          '--project',
-          PROJECT,
-          '--query',
-          DEMO_QUERY,
-          '--reset',
-          '--only',
-          'ours',
-        ],
-        resetMd5,
-      ),
-    ).toBe(0);
+    expect(await main(checkpointArgs('--query', DEMO_QUERY, '--reset', '--only', 'ours'), resetMd5)).toBe(0);
     expect(resetMd5.out()).toContain(
       "DET's rows of this key are kept (--only ours): the next run takes DET's checkpoint over",
     );
