@@ -79,6 +79,19 @@ function connectVerified() {
   });
 }
 
+/** The export function's dependencies with the sandbox's credential and the given database secret. */
+function sliceDeps(databaseSecret: ExportSliceDeps['databaseSecret']): ExportSliceDeps {
+  const credentials = async () => ({ username: USER, apiKey: KEY, baseUrl: sandbox.url });
+  return {
+    credentials,
+    refreshCredentials: credentials,
+    logger: new Logger({ logLevel: 'SILENT' }),
+    metrics: recordingMetrics().metrics,
+    s3Client: new S3Client({ region: 'us-east-1' }),
+    databaseSecret,
+  };
+}
+
 describe('TLS to PostgreSQL with verify-full', () => {
   it('connects when the CA is trusted and the certificate names the host', async () => {
     const connection = await connectVerified();
@@ -111,23 +124,14 @@ describe('TLS to PostgreSQL with verify-full', () => {
   });
 
   it('makes the export function refuse a database whose certificate it cannot verify', async () => {
-    const { metrics } = recordingMetrics();
-    const credentials = async () => ({ username: USER, apiKey: KEY, baseUrl: sandbox.url });
-    const deps: ExportSliceDeps = {
-      credentials,
-      refreshCredentials: credentials,
-      logger: new Logger({ logLevel: 'SILENT' }),
-      metrics,
-      s3Client: new S3Client({ region: 'us-east-1' }),
-      // The RDS secret shape; the server's CA is trusted nowhere in this process.
-      databaseSecret: async () => ({
-        host: 'localhost',
-        port: server.port,
-        username: 'postgres',
-        password: 'unused',
-        dbname: 'postgres',
-      }),
-    };
+    // The RDS secret shape; the server's CA is trusted nowhere in this process.
+    const deps = sliceDeps(async () => ({
+      host: 'localhost',
+      port: server.port,
+      username: 'postgres',
+      password: 'unused',
+      dbname: 'postgres',
+    }));
     const job: ExportJob = {
       exportName: 'tls-check',
       project: 'tls-project',
@@ -155,16 +159,9 @@ describe('TLS to PostgreSQL with verify-full', () => {
     } finally {
       await admin.close();
     }
-    const { metrics } = recordingMetrics();
-    const credentials = async () => ({ username: USER, apiKey: KEY, baseUrl: sandbox.url });
-    const deps: ExportSliceDeps = {
-      credentials,
-      refreshCredentials: credentials,
-      logger: new Logger({ logLevel: 'SILENT' }),
-      metrics,
-      s3Client: new S3Client({ region: 'us-east-1' }),
-      // The test's CA given as a CA file (on Lambda, NODE_EXTRA_CA_CERTS holds the RDS CAs).
-      databaseSecret: async () =>
+    // The test's CA given as a CA file (on Lambda, NODE_EXTRA_CA_CERTS holds the RDS CAs).
+    const deps = sliceDeps(
+      async () =>
         ({
           host: 'localhost',
           port: server.port,
@@ -173,7 +170,7 @@ describe('TLS to PostgreSQL with verify-full', () => {
           dbname: 'postgres',
           caFile: join(certs, 'ca.crt'),
         }) as Awaited<ReturnType<NonNullable<ExportSliceDeps['databaseSecret']>>>,
-    };
+    );
     const job: ExportJob = {
       exportName: 'owned-check',
       project: 'tls-project',
