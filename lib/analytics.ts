@@ -14,28 +14,17 @@ import type * as kms from 'aws-cdk-lib/aws-kms';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
 import type { TableSpec } from '../functions/query/types';
-import { tableFolder } from '../functions/sinks/file-sink';
+import { athenaName } from '../functions/sinks/formats/parquet/columns';
 import {
-  athenaName,
-  athenaSqlType,
-  catalogTableName,
-  DELETED_AT_COLUMN,
-  DELETED_COLUMN,
-  glueType,
-  PARTITION_COLUMN,
-  parquetColumns,
-} from '../functions/sinks/formats/parquet/columns';
-import {
-  latestColumns,
-  latestStateSql,
-  quoteIdentifier,
-} from '../functions/sinks/formats/parquet/latest-sql';
+  type GlueTableInput,
+  glueLogicalName,
+  glueTableSets,
+} from '../functions/sinks/formats/parquet/glue-tables';
+
+export { prestoView } from '../functions/sinks/formats/parquet/glue-tables';
 
 /** Where Athena writes query results, under the exports bucket (outside every export's prefix). */
 export const ATHENA_RESULTS_PREFIX = 'athena-results/';
-
-/** First `run_date` partition projection enumerates; Athena stops at today (`NOW`). */
-const PROJECTION_START = '2020-01-01';
 
 export interface ExportAnalyticsProps {
   /** The export's name; names the database (`<stack>_<export>`, Athena spelling) and the workgroup. */
@@ -123,17 +112,6 @@ export function queryFileTables(queryFilePath: string): TableSpec[] {
   return tables;
 }
 
-/** A table as the `mark` deletion mode writes it (functions/export/run.ts `withDeletionColumns`). */
-function withDeletionColumns(table: TableSpec): TableSpec {
-  if (table.headings.includes(DELETED_COLUMN)) return table;
-  return {
-    name: table.name,
-    headings: [...table.headings, DELETED_COLUMN, DELETED_AT_COLUMN],
-    dataTypes: [...table.dataTypes, 'boolean', 'datetime'],
-    ...(table.valueKinds ? { valueKinds: [...table.valueKinds, null, null] } : {}),
-  };
-}
-
 /** Glue database names: lower case, letters, digits and `_`, at most 255 characters. */
 export function analyticsDatabaseName(namePrefix: string, exportName: string): string {
   return athenaName(`${namePrefix}_${exportName}`).slice(0, 255);
@@ -189,127 +167,47 @@ export class ExportAnalytics extends Construct {
       },
     });
 
-    const names = new Map<string, string>();
     const tables = new Map<string, glue.CfnTable>();
-    const specs = props.tables.map((t) => (props.deletionColumns ? withDeletionColumns(t) : t));
-    for (const table of specs) {
-      const name = catalogTableName(table.name);
-      const other = names.get(name) ?? names.get(`${name}_latest`) ?? names.get(`${name}_deletions`);
-      if (other !== undefined) {
-        throw new Error(
-          `ExportAnalytics ${props.exportName}: tables "${other}" and "${table.name}" would both be "${name}" in Athena; rename one of them`,
-        );
-      }
-      for (const n of [name, `${name}_latest`, `${name}_deletions`]) names.set(n, table.name);
-      const location = `s3://${bucket.bucketName}/${prefix}${tableFolder(table.name)}/`;
-      const logical = athenaName(table.name);
-
+    const sets = glueTableSets(props.tables, {
+      database: db,
+      bucketName: bucket.bucketName,
+      prefix,
+      exportName: props.exportName,
+      ...(props.deletionColumns ? { deletionColumns: true } : {}),
+    });
+    for (const set of sets) {
+      const logical = glueLogicalName(set.table);
       const data = new glue.CfnTable(this, `Table-${logical}`, {
         catalogId: Aws.ACCOUNT_ID,
         databaseName: db,
-        tableInput: {
-          name,
-          description: `Query table "${table.name}" (one Parquet file per run and part)`,
-          tableType: 'EXTERNAL_TABLE',
-          parameters: {
-            classification: 'parquet',
-            EXTERNAL: 'TRUE',
-            'parquet.compression': 'SNAPPY',
-            'projection.enabled': 'true',
-            [`projection.${PARTITION_COLUMN}.type`]: 'date',
-            [`projection.${PARTITION_COLUMN}.format`]: 'yyyy-MM-dd',
-            [`projection.${PARTITION_COLUMN}.range`]: `${PROJECTION_START},NOW`,
-            [`projection.${PARTITION_COLUMN}.interval`]: '1',
-            [`projection.${PARTITION_COLUMN}.interval.unit`]: 'DAYS',
-            'storage.location.template': `${location}${PARTITION_COLUMN}=\${${PARTITION_COLUMN}}/`,
-          },
-          partitionKeys: [{ name: PARTITION_COLUMN, type: 'string', comment: 'UTC date the run started' }],
-          storageDescriptor: {
-            location,
-            inputFormat: 'org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat',
-            outputFormat: 'org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat',
-            serdeInfo: {
-              serializationLibrary: 'org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe',
-            },
-            columns: parquetColumns(table).map((c) => ({
-              name: c.name,
-              type: glueType(c.type),
-              ...(c.heading !== null && c.heading !== c.name
-                ? { comment: `query column "${c.heading}"` }
-                : {}),
-            })),
-          },
-        },
+        tableInput: cfnTableInput(set.data),
       });
       data.addDependency(this.database);
-      tables.set(table.name, data);
+      tables.set(set.table, data);
+      if (set.deletions === null || set.latest === null || set.latestSql === null) continue;
 
-      const sql = latestStateSql(table, {
-        source: `${quoteIdentifier(db)}.${quoteIdentifier(name)}`,
-        deletions: `${quoteIdentifier(db)}.${quoteIdentifier(`${name}_deletions`)}`,
-      });
-      if (sql === null) continue;
-
-      // Deletion records (`<table>/deletions/<run-id>.csv`), read as text. Partition projection keeps
-      // the Parquet table from reading this folder, which lies inside its location.
       const deletions = new glue.CfnTable(this, `Deletions-${logical}`, {
         catalogId: Aws.ACCOUNT_ID,
         databaseName: db,
-        tableInput: {
-          name: `${name}_deletions`,
-          description: `Deletion records of "${table.name}" (id, deleted_at, reason)`,
-          tableType: 'EXTERNAL_TABLE',
-          parameters: { classification: 'csv', EXTERNAL: 'TRUE', 'skip.header.line.count': '1' },
-          storageDescriptor: {
-            location: `${location}deletions/`,
-            inputFormat: 'org.apache.hadoop.mapred.TextInputFormat',
-            outputFormat: 'org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat',
-            serdeInfo: {
-              serializationLibrary: 'org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe',
-              parameters: { 'field.delim': ',' },
-            },
-            columns: [
-              { name: 'id', type: 'string' },
-              { name: 'deleted_at', type: 'string' },
-              { name: 'reason', type: 'string' },
-            ],
-          },
-        },
+        tableInput: cfnTableInput(set.deletions),
       });
       deletions.addDependency(this.database);
 
-      // An Athena view stored in Glue: the SQL and its columns in the `/* Presto View: base64 */` form
-      // Athena writes for CREATE VIEW.
-      const columns = latestColumns(table);
       const view = new glue.CfnTable(this, `Latest-${logical}`, {
         catalogId: Aws.ACCOUNT_ID,
         databaseName: db,
-        tableInput: {
-          name: `${name}_latest`,
-          description: `Current state of "${table.name}": one row per id, the newest run's version, deleted rows left out`,
-          tableType: 'VIRTUAL_VIEW',
-          parameters: { presto_view: 'true', comment: 'Presto View' },
-          viewOriginalText: prestoView(
-            sql,
-            db,
-            columns.map((c) => ({ name: c.name, type: athenaSqlType(c.type) })),
-          ),
-          viewExpandedText: '/* Presto View */',
-          storageDescriptor: {
-            columns: columns.map((c) => ({ name: c.name, type: glueType(c.type) })),
-            serdeInfo: {},
-          },
-        },
+        tableInput: cfnTableInput(set.latest),
       });
       view.addDependency(data);
       view.addDependency(deletions);
 
+      const name = set.data.name;
       const named = new athena.CfnNamedQuery(this, `LatestQuery-${logical}`, {
         name: `${name}_latest`,
-        description: `Current state of "${table.name}" (the same SQL as the view ${name}_latest)`,
+        description: `Current state of "${set.table}" (the same SQL as the view ${name}_latest)`,
         database: db,
         workGroup: this.workGroupName,
-        queryString: sql,
+        queryString: set.latestSql,
       });
       named.addDependency(this.workGroup);
       named.addDependency(this.database);
@@ -435,12 +333,12 @@ export class ExportAnalytics extends Construct {
   }
 }
 
-/** Athena's stored form of a view: the SQL and its output columns, base64 JSON in a comment. */
-export function prestoView(
-  sql: string,
-  schema: string,
-  columns: readonly { name: string; type: string }[],
-): string {
-  const view = { originalSql: sql, catalog: 'awsdatacatalog', schema, columns };
-  return `/* Presto View: ${Buffer.from(JSON.stringify(view), 'utf8').toString('base64')} */`;
+/** A table input as `glue.CfnTable` takes it (mutable arrays). */
+function cfnTableInput(input: GlueTableInput): glue.CfnTable.TableInputProperty {
+  const { partitionKeys, storageDescriptor: sd, ...rest } = input;
+  return {
+    ...rest,
+    ...(partitionKeys ? { partitionKeys: [...partitionKeys] } : {}),
+    storageDescriptor: { ...sd, columns: [...sd.columns] },
+  };
 }

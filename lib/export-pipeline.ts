@@ -165,6 +165,13 @@ export interface ExportPipelineProps {
    */
   readonly bucket?: ExportBucket;
   /**
+   * Glue database of a Parquet export defined in HQ (`query: { hqExport }`): its tables cannot be made
+   * at synth (the config is downloaded by each run), so the function creates and updates them
+   * (`GLUE_DATABASE`), with glue:GetTable, CreateTable and UpdateTable on this database's tables only.
+   * @default - no Glue access (a query file's tables are the CDK app's, lib/analytics.ts)
+   */
+  readonly glueDatabase?: string;
+  /**
    * Key prefix of this export in `bucket`. Required with `bucket`.
    * @default - no bucket access
    */
@@ -262,6 +269,7 @@ export class ExportPipeline extends Construct {
         EXPORT_NAME: props.exportName,
         CREDENTIAL_SECRET_ARN: props.credentialSecretArn,
         ...(props.bucket ? { EXPORT_BUCKET: props.bucket.bucket.bucketName } : {}),
+        ...(props.glueDatabase ? { GLUE_DATABASE: props.glueDatabase } : {}),
         ...(props.database
           ? {
               DATABASE_SECRET_ARN: props.database.secret.secretArn,
@@ -293,6 +301,7 @@ export class ExportPipeline extends Construct {
 
     props.grantCredentialRead(this.function);
     if (props.bucket && props.s3Prefix) props.bucket.grantExportAccess(this.function, props.s3Prefix);
+    if (props.glueDatabase) this.grantGlueTables(props.glueDatabase);
     if (props.database) {
       props.database.grantRead(this.function);
       // Outside a VPC the function has no security group: the database is reached over the internet.
@@ -620,6 +629,29 @@ export class ExportPipeline extends Construct {
       metricName,
       dimensionsMap: { service: 'commcare-export', Export: this.exportName },
       ...props,
+    });
+  }
+
+  /**
+   * Lets the function create and update the tables of its own Glue database, nothing else: read one
+   * (to compare), create one, update one. Glue checks the catalog and the database ARNs too.
+   */
+  private grantGlueTables(database: string): void {
+    const stack = Stack.of(this);
+    const tables = stack.formatArn({ service: 'glue', resource: 'table', resourceName: `${database}/*` });
+    this.function.addToRolePolicy(
+      new iam.PolicyStatement({
+        actions: ['glue:GetTable', 'glue:CreateTable', 'glue:UpdateTable'],
+        resources: [
+          stack.formatArn({ service: 'glue', resource: 'catalog' }),
+          stack.formatArn({ service: 'glue', resource: 'database', resourceName: database }),
+          tables,
+        ],
+      }),
+    );
+    Validations.of(this.function.role ?? this.function).acknowledge({
+      id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:glue:<AWS::Region>:<AWS::AccountId>:table/${database}/*]`,
+      reason: `The export defined in HQ creates and updates the tables of its own Glue database ${database} at run time; their names come from the config HQ serves.`,
     });
   }
 }

@@ -22,7 +22,7 @@ import { credentialSecretOutputKey, stateMachineOutputKey } from '../functions/c
 import type { ExportsConfig } from '../functions/config/parse';
 import { maxRunGapSeconds, monthlyRotationRules } from '../functions/config/schedule';
 import { rotationDay } from '../functions/keys/months';
-import { ExportAnalytics, queryFileTables } from './analytics';
+import { analyticsDatabaseName, ExportAnalytics, queryFileTables } from './analytics';
 import { Credential } from './credential';
 import { ExportBucket } from './export-bucket';
 import { ExportDatabase } from './export-database';
@@ -236,6 +236,13 @@ export class CommCareExportStack extends Stack {
         ...(exp.output.type === 's3' && this.bucket
           ? { bucket: this.bucket, s3Prefix: exp.output.prefix }
           : {}),
+        // A Parquet export defined in HQ: its Glue tables are made by each run (the config is HQ's).
+        ...(exp.queryFilePath === null &&
+        exp.output.type === 's3' &&
+        exp.output.format === 'parquet' &&
+        this.bucket
+          ? { glueDatabase: analyticsDatabaseName(config.stackName, exp.name) }
+          : {}),
         ...(exp.output.type === 'postgres' && this.database ? { database: this.database } : {}),
         scheduleDeadLetterQueue: this.monitoring.scheduleDeadLetterQueue,
         namePrefix: config.stackName,
@@ -258,7 +265,8 @@ export class CommCareExportStack extends Stack {
           bucket: this.bucket.bucket,
           ...(this.bucket.encryptionKey ? { bucketKey: this.bucket.encryptionKey } : {}),
           prefix: exp.output.prefix,
-          // An export defined in HQ has no tables at synth: its config is downloaded at run time.
+          // An export defined in HQ has no tables at synth: its config is downloaded by each run,
+          // whose first slice creates or updates them (GLUE_DATABASE, functions/export/slice.ts).
           tables: exp.queryFilePath === null ? [] : queryFileTables(exp.queryFilePath),
           // Present once the config has a per-export deletion mode (issue 16); until then runs decide.
           deletionColumns: 'deletions' in exp && exp.deletions === 'mark',

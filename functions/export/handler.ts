@@ -8,6 +8,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import { getSecret } from '@aws-lambda-powertools/parameters/secrets';
+import { GlueClient } from '@aws-sdk/client-glue';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { CommCareAuthError } from '../commcare/errors';
@@ -48,6 +49,11 @@ export interface ExportSliceDeps {
   readonly bucket?: string;
   /** Database credentials for PostgreSQL outputs (pass `{ refresh: true }` after a 28P01). */
   readonly databaseSecret?: (options?: { refresh?: boolean }) => Promise<DatabaseCredentials>;
+  /**
+   * The export's Glue database, for a Parquet export defined in HQ: each run's first slice creates or
+   * updates its tables (`syncGlueTables`). Absent: the catalog is the CDK app's (or there is none).
+   */
+  readonly glue?: { readonly client: GlueClient; readonly database: string };
 }
 
 export interface SliceClock {
@@ -77,6 +83,8 @@ export interface HandlerSettings {
   readonly credentialSecretArn: string;
   readonly bucket?: string;
   readonly databaseSecretArn?: string;
+  /** `GLUE_DATABASE`: the Glue database of a Parquet export defined in HQ. */
+  readonly glueDatabase?: string;
   readonly safetyMarginMs: number;
   /** Where relative query file paths are resolved (the function's code root). */
   readonly codeRoot: string;
@@ -93,6 +101,7 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv): HandlerSettings {
     credentialSecretArn,
     bucket: env.EXPORT_BUCKET || undefined,
     databaseSecretArn: env.DATABASE_SECRET_ARN || undefined,
+    glueDatabase: env.GLUE_DATABASE || undefined,
     safetyMarginMs: Number.isFinite(margin) && margin > 0 ? margin : 90_000,
     codeRoot: env.LAMBDA_TASK_ROOT ?? process.cwd(),
     secretMaxAgeSeconds: 300,
@@ -122,6 +131,8 @@ export function makeHandler(args: {
   logger: Logger;
   metrics: Metrics;
   s3Client: S3Client;
+  /** Glue client for `settings.glueDatabase`. @default one with the function's region and role */
+  glueClient?: GlueClient;
   readSecret: SecretReader;
   /**
    * Records "an export succeeded with key X" (a tag on the credential secret), so the rotation's
@@ -132,6 +143,11 @@ export function makeHandler(args: {
 }) {
   const { runner, settings, logger, metrics, s3Client, readSecret, recordExport } = args;
   const now = args.now ?? (() => new Date());
+  let builtGlueClient = args.glueClient;
+  const glueClient = (): GlueClient => {
+    builtGlueClient ??= new GlueClient({});
+    return builtGlueClient;
+  };
 
   async function loadCredentials(job: ExportJob, forceFetch: boolean): Promise<SliceCredentials> {
     const text = await readSecret(settings.credentialSecretArn, {
@@ -204,6 +220,7 @@ export function makeHandler(args: {
       s3Client,
       bucket: settings.bucket,
       databaseSecret: settings.databaseSecretArn ? (o) => loadDatabase(o?.refresh ?? false) : undefined,
+      ...(settings.glueDatabase ? { glue: { client: glueClient(), database: settings.glueDatabase } } : {}),
     };
     const clock: SliceClock = {
       remainingMs: () => context.getRemainingTimeInMillis(),

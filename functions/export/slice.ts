@@ -10,6 +10,7 @@ import type { ExportSliceEvent, ExportSliceResult, HqConfigRecord } from '../con
 import { compileQueryFile, compileWorkbook, QueryFileError } from '../query';
 import type { CompiledQuery } from '../query/types';
 import { createSink, openReconcileTarget, SinkConfigError } from '../sinks';
+import { syncGlueTables } from '../sinks/formats/parquet/glue-catalog';
 import type { ExportSink } from '../sinks/types';
 import { recordedColumnChanges } from './config-changes';
 import {
@@ -178,6 +179,34 @@ async function jobQuery(
   return { compiled, checkpointKey: `hq:${pinned.id}`, pinned };
 }
 
+/** `syncGlueTables` for a Parquet S3 output, when the function has a Glue database. */
+async function syncJobGlueTables(
+  deps: ExportSliceDeps,
+  input: ExportSliceEvent,
+  compiled: CompiledQuery,
+): Promise<void> {
+  const output = input.job.output;
+  if (output.type !== 's3' || output.format !== 'parquet' || !deps.glue || !deps.bucket) return;
+  const changes = await syncGlueTables(
+    deps.glue.client,
+    compiled.sources.flatMap((s) => s.tables),
+    {
+      database: deps.glue.database,
+      bucketName: deps.bucket,
+      // The prefix as the S3 sink writes under it (openJobSink).
+      prefix: `${output.prefix.replace(/^\/+|\/+$/g, '')}/`,
+      exportName: input.job.exportName,
+      ...(input.job.deletions === 'mark' ? { deletionColumns: true } : {}),
+    },
+  );
+  for (const change of changes)
+    deps.logger.info(`Glue table ${deps.glue.database}.${change.name} ${change.action}`, {
+      glueTable: change.name,
+      action: change.action,
+      addedColumns: change.addedColumns,
+    });
+}
+
 /** A project name as it may appear in an object name. */
 function objectSafe(name: string): string {
   return name.replace(/[^A-Za-z0-9._-]/g, '_');
@@ -221,6 +250,10 @@ export async function runExportSlice(
   const compiled = query.compiled;
   if (input.job.task === 'reconcile')
     return await reconcileSlice(deps, input, clock, client, compiled, query, previous, runId, slice);
+  // An HQ export's Parquet tables in Glue follow its config: the first slice of each run creates them or
+  // adds the new columns, before any file of the run is written, so Athena sees a new column as soon as
+  // files have it (and an export's first run is queryable the minute it finishes).
+  if (previous === null && query.pinned) await syncJobGlueTables(deps, input, compiled);
   const sink = await openJobSink(deps, input);
   const summary = await runExport(
     {

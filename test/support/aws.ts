@@ -1,3 +1,4 @@
+import { GlueClient } from '@aws-sdk/client-glue';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 
@@ -37,4 +38,8 @@ export function exportFunctionEnv(targets: ExportFunctionTargets): Record<string
     POWERTOOLS_METRICS_NAMESPACE: 'CommCareExports',
     POWERTOOLS_SERVICE_NAME: 'commcare-export',
   };
+}
+
+export function motoGlue(endpoint: string): GlueClient {
+  return new GlueClient({ endpoint, region: 'us-east-1', credentials: motoCredentials });
 }
