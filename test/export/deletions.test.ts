@@ -1,3 +1,7 @@
+/**
+ * Archived and deleted records through `ccexport run` into PostgreSQL (server and embedded): the
+ * `remove`, `mark` and `ignore` modes, child rows included, against the sandbox's ground truth.
+ */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

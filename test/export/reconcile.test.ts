@@ -1,3 +1,7 @@
+/**
+ * `ccexport reconcile` against PostgreSQL: deleted forms, a deleted worker's forms and forms archived
+ * without re-indexing are removed (or marked) with their child rows; the 20% guard; kill -9.
+ */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
