@@ -3,14 +3,12 @@
  * the lease objects, and the PostgreSQL checkpoint table. A table named like one of them must neither
  * lose rows to it nor overwrite it.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { checkpointObjectKey, leaseObjectKey } from '../../functions/checkpoints/object-store';
 import { main } from '../../functions/cli/main';
-import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { readManifests } from '../../functions/sinks';
 import { LocalObjectStore } from '../../functions/sinks/store/local';
 import { S3ObjectStore } from '../../functions/sinks/store/s3';
@@ -19,26 +17,21 @@ import { CHAOS_KEY, CHAOS_USER } from '../chaos/support';
 import { captureIO } from '../cli/capture';
 import { motoS3 } from '../support/aws';
 import { formSheet, workbook } from '../support/query-workbook';
-import { runInProcess, sandboxExportArgs } from '../support/sandbox-export';
+import { runInProcess, sandboxAndFolder, sandboxExportArgs } from '../support/sandbox-export';
 
 const PROJECT = 'books';
-let sandbox: RunningSandbox;
-let work: string;
-let forms: number;
-
-beforeAll(async () => {
-  sandbox = await startSandbox({
+const hq = sandboxAndFolder(
+  {
     seed: 5,
     projects: [{ name: PROJECT, forms: 120, cases: 10 }],
     credentials: [{ username: CHAOS_USER, apiKey: CHAOS_KEY }],
-  });
-  forms = sandbox.dataset.count(PROJECT, 'form');
-  work = mkdtempSync(join(tmpdir(), 'ccexport-books-'));
-});
+  },
+  'ccexport-books-',
+);
+let forms: number;
 
-afterAll(async () => {
-  await sandbox.close();
-  rmSync(work, { recursive: true, force: true });
+beforeAll(async () => {
+  forms = hq.sandbox.dataset.count(PROJECT, 'form');
 });
 
 /** A workbook whose sheets are named like the bookkeeping folders, each one row per form. */
@@ -47,7 +40,7 @@ async function bookkeepingWorkbook(): Promise<string> {
     ['id', 'id'],
     ['received', 'received_on'],
   ]);
-  const file = join(work, 'bookkeeping.xlsx');
+  const file = join(hq.work, 'bookkeeping.xlsx');
   writeFileSync(
     file,
     await workbook([
@@ -60,7 +53,7 @@ async function bookkeepingWorkbook(): Promise<string> {
 }
 
 async function runCli(query: string, output: string, env: Record<string, string> = {}) {
-  const source = { url: sandbox.url, project: PROJECT, username: CHAOS_USER, query };
+  const source = { url: hq.sandbox.url, project: PROJECT, username: CHAOS_USER, query };
   return await runInProcess(sandboxExportArgs(source, 'json', output), {
     CCEXPORT_API_KEY: CHAOS_KEY,
     ...env,
@@ -85,7 +78,7 @@ async function rowsByTable(store: ObjectStore): Promise<Record<string, string[]>
 describe('tables named like the bookkeeping of file outputs', () => {
   it('keeps every row of tables named "manifests" and "Checkpoints" in a folder, and the checkpoint', async () => {
     const query = await bookkeepingWorkbook();
-    const output = join(work, 'folder');
+    const output = join(hq.work, 'folder');
 
     const first = await runCli(query, output);
 
@@ -138,7 +131,7 @@ describe('tables named like the bookkeeping of file outputs', () => {
 
 describe('validate-query --output-format sql', () => {
   it('reports every name the PostgreSQL output would refuse: reserved tables and repeated columns', async () => {
-    const file = join(work, 'names.xlsx');
+    const file = join(hq.work, 'names.xlsx');
     writeFileSync(
       file,
       await workbook([
@@ -165,7 +158,7 @@ describe('validate-query --output-format sql', () => {
 
 describe('a table named like the PostgreSQL checkpoint table', () => {
   it('is refused by validate-query --output-format sql and by the run, before any request', async () => {
-    const file = join(work, 'checkpoint-table.xlsx');
+    const file = join(hq.work, 'checkpoint-table.xlsx');
     writeFileSync(
       file,
       await workbook([{ name: 'commcare_export_checkpoints', rows: formSheet([['id', 'id']]) }]),
@@ -177,12 +170,12 @@ describe('a table named like the PostgreSQL checkpoint table', () => {
     expect(code).toBe(1);
     expect(io.err()).toMatch(/commcare_export_checkpoints/);
     expect(io.err()).toMatch(/checkpoint/i);
-    const before = sandbox.requestLog.length;
+    const before = hq.sandbox.requestLog.length;
     const runIo = captureIO({ CCEXPORT_API_KEY: CHAOS_KEY });
-    const source = { url: sandbox.url, project: PROJECT, username: CHAOS_USER, query: file };
+    const source = { url: hq.sandbox.url, project: PROJECT, username: CHAOS_USER, query: file };
     const runCode = await main(sandboxExportArgs(source, 'sql', inject('pgUrl')), runIo);
     expect(runCode).not.toBe(0);
     expect(runIo.err()).toMatch(/commcare_export_checkpoints/);
-    expect(sandbox.requestLog.length).toBe(before);
+    expect(hq.sandbox.requestLog.length).toBe(before);
   });
 });

@@ -5,57 +5,49 @@
  * error naming the budget and how to raise it, from the command line and across Lambda slices, so each
  * probe ends by itself.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { main } from '../../functions/cli/main';
 import type { ExportJob } from '../../functions/config/job';
 import { parseExportsConfig } from '../../functions/config/parse';
 import type { ExportSliceDeps } from '../../functions/export/handler';
 import { JsonLinesSink } from '../../functions/export/raw-records';
 import { runExportSlice } from '../../functions/export/slice';
-import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { PERMANENT_ERRORS } from '../../lib/export-pipeline';
 import { CHAOS_KEY, CHAOS_USER } from '../chaos/support';
 import { captureIO } from '../cli/capture';
 import { recordingMetrics } from '../stepfunctions/harness';
 import { motoS3 } from '../support/aws';
 import { writeFormsQuery } from '../support/query-workbook';
-import { runInProcess, sandboxExportArgs } from '../support/sandbox-export';
+import { runInProcess, sandboxAndFolder, sandboxExportArgs } from '../support/sandbox-export';
 import { filesUnder } from './support';
 
 const PROJECT = 'endless';
-let sandbox: RunningSandbox;
-let work: string;
-let query: string;
-
-beforeAll(async () => {
-  sandbox = await startSandbox({
+const hq = sandboxAndFolder(
+  {
     seed: 9,
     projects: [{ name: PROJECT, forms: 10, cases: 2 }],
     credentials: [{ username: CHAOS_USER, apiKey: CHAOS_KEY }],
-  });
-  work = mkdtempSync(join(tmpdir(), 'ccexport-endless-'));
-  query = await writeFormsQuery(join(work, 'forms.xlsx'), [
+  },
+  'ccexport-endless-',
+);
+let query: string;
+
+beforeAll(async () => {
+  query = await writeFormsQuery(join(hq.work, 'forms.xlsx'), [
     ['id', 'id'],
     ['received', 'received_on'],
   ]);
 });
 
-afterAll(async () => {
-  await sandbox.close();
-  rmSync(work, { recursive: true, force: true });
-});
-
 function dataRequests(since: number): number {
-  return sandbox.requestLog.slice(since).filter((r) => r.path.includes(`/a/${PROJECT}/api/`)).length;
+  return hq.sandbox.requestLog.slice(since).filter((r) => r.path.includes(`/a/${PROJECT}/api/`)).length;
 }
 
 async function runCli(output: string, ...extra: string[]) {
-  const source = { url: sandbox.url, project: PROJECT, username: CHAOS_USER, query };
+  const source = { url: hq.sandbox.url, project: PROJECT, username: CHAOS_USER, query };
   return await runInProcess(sandboxExportArgs(source, 'csv', output, ...extra), {
     CCEXPORT_API_KEY: CHAOS_KEY,
   });
@@ -63,9 +55,9 @@ async function runCli(output: string, ...extra: string[]) {
 
 describe('an HQ whose pages never end', () => {
   it('stops at the record budget (--max-records), naming it and how to raise it; no partial output', async () => {
-    sandbox.setFaults({ endlessForms: true });
-    const before = sandbox.requestLog.length;
-    const output = join(work, 'records');
+    hq.sandbox.setFaults({ endlessForms: true });
+    const before = hq.sandbox.requestLog.length;
+    const output = join(hq.work, 'records');
 
     const run = await runCli(output, '--max-records', '2000', '--batch-size', '100');
 
@@ -80,8 +72,8 @@ describe('an HQ whose pages never end', () => {
   });
 
   it('stops a raw JSON-lines export at the record budget too, leaving no file (the write in flight is dropped)', async () => {
-    sandbox.setFaults({ endlessForms: true });
-    const output = join(work, 'raw');
+    hq.sandbox.setFaults({ endlessForms: true });
+    const output = join(hq.work, 'raw');
     const io = captureIO({ CCEXPORT_API_KEY: CHAOS_KEY });
 
     const code = await main(
@@ -89,7 +81,7 @@ describe('an HQ whose pages never end', () => {
         '--project',
         PROJECT,
         '--commcare-hq',
-        sandbox.url,
+        hq.sandbox.url,
         '--username',
         CHAOS_USER,
         '--resource',
@@ -112,7 +104,7 @@ describe('an HQ whose pages never end', () => {
   });
 
   it('leaves no partial file when a raw JSON-lines run stops with a write in flight', async () => {
-    const output = join(work, 'aborted');
+    const output = join(hq.work, 'aborted');
     const sink = new JsonLinesSink(output);
     await sink.begin([{ name: 'form', headings: ['record'], dataTypes: [null] }], {
       runId: 'aborted-run',
@@ -134,10 +126,10 @@ describe('an HQ whose pages never end', () => {
   });
 
   it('stops at the byte budget (--max-bytes), naming it and how to raise it', async () => {
-    sandbox.setFaults({ endlessForms: true });
-    const before = sandbox.requestLog.length;
+    hq.sandbox.setFaults({ endlessForms: true });
+    const before = hq.sandbox.requestLog.length;
 
-    const run = await runCli(join(work, 'bytes'), '--max-bytes', '300KB', '--batch-size', '100');
+    const run = await runCli(join(hq.work, 'bytes'), '--max-bytes', '300KB', '--batch-size', '100');
 
     expect(run.code).toBe(1);
     expect(run.err).toContain("more than the run's byte budget");
@@ -147,10 +139,10 @@ describe('an HQ whose pages never end', () => {
   });
 
   it('stops an answer whose body never ends at the byte budget, after one request', async () => {
-    sandbox.setFaults({ endlessBody: true });
-    const before = sandbox.requestLog.length;
+    hq.sandbox.setFaults({ endlessBody: true });
+    const before = hq.sandbox.requestLog.length;
 
-    const run = await runCli(join(work, 'body'), '--max-bytes', '2MiB', '--max-concurrency', '1');
+    const run = await runCli(join(hq.work, 'body'), '--max-bytes', '2MiB', '--max-concurrency', '1');
 
     expect(run.code).toBe(1);
     expect(run.err).toContain('more than 2 MiB');
@@ -159,7 +151,7 @@ describe('an HQ whose pages never end', () => {
   });
 
   it('refuses a --max-bytes that is not a size, before any request', async () => {
-    const run = await runCli(join(work, 'usage'), '--max-bytes', 'lots');
+    const run = await runCli(join(hq.work, 'usage'), '--max-bytes', 'lots');
 
     expect(run.code).toBe(2);
     expect(run.err).toContain('--max-bytes expects a size');
@@ -199,13 +191,13 @@ describe('an HQ whose pages never end', () => {
 
 describe('an endless page stream on Lambda', () => {
   it('stops at the record budget of the run, counted across slices, with a permanent error', async () => {
-    sandbox.setFaults({ endlessForms: true });
+    hq.sandbox.setFaults({ endlessForms: true });
     const endpoint = inject('motoEndpoint');
     const bucket = `endless-${process.pid}`;
     const s3 = motoS3(endpoint);
     await s3.send(new CreateBucketCommand({ Bucket: bucket }));
     const { metrics } = recordingMetrics();
-    const credentials = async () => ({ username: CHAOS_USER, apiKey: CHAOS_KEY, baseUrl: sandbox.url });
+    const credentials = async () => ({ username: CHAOS_USER, apiKey: CHAOS_KEY, baseUrl: hq.sandbox.url });
     const deps: ExportSliceDeps = {
       credentials,
       refreshCredentials: credentials,
@@ -217,7 +209,7 @@ describe('an endless page stream on Lambda', () => {
     const job: ExportJob = {
       exportName: 'endless',
       project: PROJECT,
-      credential: { name: 'hq', provider: 'commcare', baseUrl: sandbox.url, username: CHAOS_USER },
+      credential: { name: 'hq', provider: 'commcare', baseUrl: hq.sandbox.url, username: CHAOS_USER },
       queryFile: query,
       output: { type: 's3', format: 'csv', prefix: 'endless/' },
       mode: 'incremental',

@@ -5,40 +5,35 @@
  * export's or match them. Tables ccexport made, and tables handed over with a `ccexport` comment, are
  * written into as before.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { openEmbeddedDatabase } from '../../functions/sinks';
 import { CHAOS_KEY, CHAOS_USER, createDatabase, dropDatabase } from '../chaos/support';
 import { writeFormsQuery } from '../support/query-workbook';
-import { runInProcess, sandboxExportArgs } from '../support/sandbox-export';
+import { runInProcess, sandboxAndFolder, sandboxExportArgs } from '../support/sandbox-export';
 
 const PROJECT = 'owners';
-let sandbox: RunningSandbox;
-let work: string;
+const hq = sandboxAndFolder(
+  {
+    seed: 8,
+    projects: [{ name: PROJECT, forms: 40, cases: 5 }],
+    credentials: [{ username: CHAOS_USER, apiKey: CHAOS_KEY }],
+  },
+  'ccexport-owners-',
+);
 let query: string;
 const databases: string[] = [];
 
 beforeAll(async () => {
-  sandbox = await startSandbox({
-    seed: 8,
-    projects: [{ name: PROJECT, forms: 40, cases: 5 }],
-    credentials: [{ username: CHAOS_USER, apiKey: CHAOS_KEY }],
-  });
-  work = mkdtempSync(join(tmpdir(), 'ccexport-owners-'));
-  query = await writeFormsQuery(join(work, 'forms.xlsx'), [
+  query = await writeFormsQuery(join(hq.work, 'forms.xlsx'), [
     ['id', 'id'],
     ['received', 'received_on'],
   ]);
 });
 
 afterAll(async () => {
-  await sandbox.close();
   for (const name of databases) await dropDatabase(inject('pgUrl'), name).catch(() => undefined);
-  rmSync(work, { recursive: true, force: true });
 });
 
 async function freshDatabase(): Promise<string> {
@@ -62,7 +57,7 @@ async function runCli(output: string, ...extra: string[]) {
 }
 
 async function command(before: string[], output: string, ...extra: string[]) {
-  const source = { url: sandbox.url, project: PROJECT, username: CHAOS_USER, query };
+  const source = { url: hq.sandbox.url, project: PROJECT, username: CHAOS_USER, query };
   return await runInProcess([...before, ...sandboxExportArgs(source, 'sql', output, ...extra)], {
     CCEXPORT_API_KEY: CHAOS_KEY,
   });
@@ -99,7 +94,7 @@ describe('an existing table that ccexport did not create', () => {
       const url = await freshDatabase();
       await sql(url, user.ddl);
       const before = await sql(url, SNAPSHOT);
-      const requestsBefore = sandbox.requestLog.length;
+      const requestsBefore = hq.sandbox.requestLog.length;
 
       const run = await runCli(url);
 
@@ -110,7 +105,7 @@ describe('an existing table that ccexport did not create', () => {
       expect(await sql(url, SNAPSHOT)).toEqual(before);
       expect(before[0]).toMatchObject({ bookkeeping: false });
       // Nothing was requested from HQ either: the refusal comes before the first page.
-      const requests = sandbox.requestLog.slice(requestsBefore);
+      const requests = hq.sandbox.requestLog.slice(requestsBefore);
       expect(requests.filter((r) => r.path.includes(`/a/${PROJECT}/api/`))).toHaveLength(0);
     });
   }
@@ -144,7 +139,7 @@ describe('an existing table that ccexport did not create', () => {
   });
 
   it('refuses it in the embedded database as well', async () => {
-    const folder = join(work, 'warehouse');
+    const folder = join(hq.work, 'warehouse');
     const db = await openEmbeddedDatabase(folder);
     try {
       await db.query(`CREATE TABLE "Forms" (id text PRIMARY KEY, received text)`);
@@ -171,7 +166,7 @@ describe('an existing table that ccexport did not create', () => {
     expect((await runCli(url)).code).toBe(0);
     const count = 'SELECT count(*) AS n FROM "Forms"';
     const [exported] = await sql<{ n: string }>(url, count);
-    expect(Number(exported?.n)).toBeGreaterThan(sandbox.dataset.count(PROJECT, 'form') * 0.9);
+    expect(Number(exported?.n)).toBeGreaterThan(hq.sandbox.dataset.count(PROJECT, 'form') * 0.9);
     const comment = `SELECT obj_description('"Forms"'::regclass, 'pg_class') AS c`;
     expect((await sql<{ c: string }>(url, comment))[0]?.c).toMatch(/^ccexport/);
 

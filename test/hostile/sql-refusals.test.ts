@@ -4,38 +4,34 @@
  * files, each run both ways, the same message expected from both. (A table that already exists in the
  * database and was not made by ccexport is the one refusal only a run can see: existing-tables.test.ts.)
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { main } from '../../functions/cli/main';
-import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { CHAOS_KEY, CHAOS_USER, createDatabase, dropDatabase } from '../chaos/support';
 import { captureIO } from '../cli/capture';
 import { formSheet, type SheetRows, workbook } from '../support/query-workbook';
-import { sandboxExportArgs } from '../support/sandbox-export';
+import { sandboxAndFolder, sandboxExportArgs } from '../support/sandbox-export';
 
 const PROJECT = 'refusals';
-let sandbox: RunningSandbox;
-let work: string;
+const hq = sandboxAndFolder(
+  {
+    seed: 4,
+    projects: [{ name: PROJECT, forms: 10, cases: 2 }],
+    credentials: [{ username: CHAOS_USER, apiKey: CHAOS_KEY }],
+  },
+  'ccexport-refusals-',
+);
 let databaseUrl: string;
 const DATABASE = `refusals_${process.pid}`;
 
 beforeAll(async () => {
-  sandbox = await startSandbox({
-    seed: 4,
-    projects: [{ name: PROJECT, forms: 10, cases: 2 }],
-    credentials: [{ username: CHAOS_USER, apiKey: CHAOS_KEY }],
-  });
-  work = mkdtempSync(join(tmpdir(), 'ccexport-refusals-'));
   databaseUrl = await createDatabase(inject('pgUrl'), DATABASE);
 });
 
 afterAll(async () => {
-  await sandbox.close();
   await dropDatabase(inject('pgUrl'), DATABASE).catch(() => undefined);
-  rmSync(work, { recursive: true, force: true });
 });
 
 const plain = formSheet([
@@ -175,11 +171,11 @@ async function cli(args: string[]) {
 describe('validate-query --output-format sql reports what a SQL run refuses', () => {
   for (const [n, c] of CASES.entries()) {
     it(`${c.refusal}: the run refuses before any request, and validate-query says the same`, async () => {
-      const file = join(work, `case-${n}.${c.json ? 'json' : 'xlsx'}`);
+      const file = join(hq.work, `case-${n}.${c.json ? 'json' : 'xlsx'}`);
       writeFileSync(file, c.json ?? (await workbook(c.sheets ?? [])));
-      const requestsBefore = sandbox.requestLog.length;
+      const requestsBefore = hq.sandbox.requestLog.length;
 
-      const source = { url: sandbox.url, project: PROJECT, username: CHAOS_USER, query: file };
+      const source = { url: hq.sandbox.url, project: PROJECT, username: CHAOS_USER, query: file };
       const run = await cli(sandboxExportArgs(source, 'sql', databaseUrl, ...(c.flags ?? [])));
       const validate = await cli(['validate-query', file, '--output-format', 'sql', ...(c.flags ?? [])]);
 
@@ -187,7 +183,7 @@ describe('validate-query --output-format sql reports what a SQL run refuses', ()
       expect(run.out).toContain(c.says);
       expect(validate.code).toBe(1);
       expect(validate.out).toContain(c.says);
-      expect(sandbox.requestLog.length).toBe(requestsBefore);
+      expect(hq.sandbox.requestLog.length).toBe(requestsBefore);
     });
   }
 
@@ -203,7 +199,7 @@ describe('validate-query --output-format sql reports what a SQL run refuses', ()
   });
 
   it('passes a query file the run accepts', async () => {
-    const file = join(work, 'fine.xlsx');
+    const file = join(hq.work, 'fine.xlsx');
     writeFileSync(file, await workbook([{ name: 'visits', rows: plain }]));
 
     const validate = await cli(['validate-query', file, '--output-format', 'sql', '--deletions', 'mark']);
