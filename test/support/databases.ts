@@ -2,12 +2,11 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { inject } from 'vitest';
+import { createDatabase as createNamedDatabase } from '../chaos/support';
 
 /** Creates a new, empty database named `<prefix>_<random>` and returns its URL. */
 export async function createDatabase(prefix: string): Promise<string> {
-  const name = `${prefix}_${randomBytes(4).toString('hex')}`;
-  await withDb(inject('pgUrl'), (admin) => admin.query(`create database ${name}`));
-  return inject('pgUrl').replace(/\/postgres$/, `/${name}`);
+  return await createNamedDatabase(inject('pgUrl'), `${prefix}_${randomBytes(4).toString('hex')}`);
 }
 
 /** Runs `f` with a client connected to `url`, closing the connection after. */
