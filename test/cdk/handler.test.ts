@@ -79,7 +79,8 @@ describe('export handler', () => {
 
     const result = await handler({ job, continuation: null, runId: 'r1' }, context);
 
-    expect(result).toEqual({ done: false, continuation: { slice: 1 }, rows: 10, pages: 1 });
+    // A query file has no HQ config: the state machine's result selector still reads the field.
+    expect(result).toEqual({ done: false, continuation: { slice: 1 }, rows: 10, pages: 1, hqConfig: null });
     expect(seen).toEqual({ queryFile: '/var/task/query/forms.xlsx', apiKey: 'key-1', remaining: 540_000 });
   });
 
