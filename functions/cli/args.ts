@@ -106,6 +106,25 @@ export function integerFlag(flags: ParsedFlags, name: string, min: number, max: 
   return value;
 }
 
+/**
+ * The flags of a command that takes no positional argument, or null once `--help` has printed the
+ * command's help to `out` (the command then exits 0).
+ */
+export function commandFlags(
+  argv: readonly string[],
+  specs: readonly FlagSpec[],
+  title: string,
+  out: { write(text: string): unknown },
+): ParsedFlags | null {
+  const { flags, positionals } = parseArgs(argv, specs);
+  if (booleanFlag(flags, 'help')) {
+    out.write(formatHelp(title, specs));
+    return null;
+  }
+  if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
+  return flags;
+}
+
 export function formatHelp(title: string, specs: readonly FlagSpec[]): string {
   const width = Math.max(...specs.map((s) => s.name.length + (s.kind === 'boolean' ? 0 : 6))) + 4;
   const lines = specs.map((s) => {

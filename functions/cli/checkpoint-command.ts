@@ -27,11 +27,10 @@ import type {
 } from '../checkpoints/admin';
 import {
   booleanFlag,
+  commandFlags,
   type FlagSpec,
-  formatHelp,
   integerFlag,
   type ParsedFlags,
-  parseArgs,
   stringFlag,
   UsageError,
 } from './args';
@@ -229,17 +228,13 @@ function filterOf(flags: ParsedFlags, checkpointKey: string | undefined): Histor
 }
 
 export async function runHistoryCommand(argv: string[], io: CommandIO): Promise<number> {
-  const { flags, positionals } = parseArgs(argv, HISTORY_FLAGS);
-  if (booleanFlag(flags, 'help')) {
-    io.stdout.write(
-      formatHelp(
-        "ccexport history: the checkpoints (ours and DET's) and runs of an output (PostgreSQL, folder or S3)",
-        HISTORY_FLAGS,
-      ),
-    );
-    return 0;
-  }
-  if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
+  const flags = commandFlags(
+    argv,
+    HISTORY_FLAGS,
+    "ccexport history: the checkpoints (ours and DET's) and runs of an output (PostgreSQL, folder or S3)",
+    io.stdout,
+  );
+  if (flags === null) return 0;
   const limit = integerFlag(flags, 'limit', 1, 1_000_000) ?? Number.POSITIVE_INFINITY;
   const filter = filterOf(flags, await checkpointKeyOf(flags));
   const admin = await openAdmin(flags, io);
@@ -267,17 +262,13 @@ export async function runHistoryCommand(argv: string[], io: CommandIO): Promise<
 }
 
 export async function runCheckpointCommand(argv: string[], io: CommandIO): Promise<number> {
-  const { flags, positionals } = parseArgs(argv, CHECKPOINT_FLAGS);
-  if (booleanFlag(flags, 'help')) {
-    io.stdout.write(
-      formatHelp(
-        "ccexport checkpoint: move the checkpoints of a key (ours and DET's) to a new key, or reset them",
-        CHECKPOINT_FLAGS,
-      ),
-    );
-    return 0;
-  }
-  if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
+  const flags = commandFlags(
+    argv,
+    CHECKPOINT_FLAGS,
+    "ccexport checkpoint: move the checkpoints of a key (ours and DET's) to a new key, or reset them",
+    io.stdout,
+  );
+  if (flags === null) return 0;
   const key = await checkpointKeyOf(flags);
   if (key === undefined) throw new UsageError('checkpoint needs --query FILE or --checkpoint-key KEY');
   const project = stringFlag(flags, 'project');

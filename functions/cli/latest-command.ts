@@ -4,7 +4,7 @@
  * table" without reassembling runs. The rule (newest version per id, deleted rows left out) is the
  * one the Athena `<table>_latest` views apply; see functions/sinks/latest.ts.
  */
-import { booleanFlag, type FlagSpec, formatHelp, parseArgs, stringFlag, UsageError } from './args';
+import { commandFlags, type FlagSpec, stringFlag, UsageError } from './args';
 import type { CommandIO } from './io';
 
 const FORMATS = ['csv', 'xlsx', 'json', 'markdown', 'parquet'] as const;
@@ -28,12 +28,13 @@ const FLAGS: readonly FlagSpec[] = [
 ];
 
 export async function runLatestCommand(argv: string[], io: CommandIO): Promise<number> {
-  const { flags, positionals } = parseArgs(argv, FLAGS);
-  if (booleanFlag(flags, 'help')) {
-    io.stdout.write(formatHelp('ccexport latest: one consolidated file per table of an export', FLAGS));
-    return 0;
-  }
-  if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
+  const flags = commandFlags(
+    argv,
+    FLAGS,
+    'ccexport latest: one consolidated file per table of an export',
+    io.stdout,
+  );
+  if (flags === null) return 0;
   const output = stringFlag(flags, 'output');
   if (!output) throw new UsageError('latest needs --output: the folder or s3:// prefix the runs wrote to');
   const formatName = stringFlag(flags, 'output-format');
