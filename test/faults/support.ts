@@ -10,6 +10,7 @@ import { compileQueryFile } from '../../functions/query';
 import type { CompiledQuery } from '../../functions/query/types';
 import type { RunningSandbox } from '../../functions/sandbox';
 import { createSink } from '../../functions/sinks';
+import type { ExportSink } from '../../functions/sinks/types';
 import {
   CHAOS_KEY,
   CHAOS_USER,
@@ -27,6 +28,8 @@ export interface InProcessRun {
   readonly client?: Partial<CommCareClientOptions>;
   readonly progress?: ProgressListener;
   readonly pageSize?: number;
+  /** Wraps the real sink, e.g. to hold a write until a fault has been injected. */
+  readonly wrapSink?: (sink: ExportSink) => ExportSink;
 }
 
 export interface RunResult {
@@ -54,7 +57,8 @@ export async function exportToPostgres(run: InProcessRun): Promise<RunResult> {
     },
     ...run.client,
   });
-  const sink = await createSink({ format: 'sql', output: run.dbUrl });
+  const created = await createSink({ format: 'sql', output: run.dbUrl });
+  const sink = run.wrapSink ? run.wrapSink(created) : created;
   try {
     const summary = await runExport(
       { source: client, sink, runId: newRunId(), ...(run.progress ? { progress: run.progress } : {}) },

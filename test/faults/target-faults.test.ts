@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { TableSpec } from '../../functions/query/types';
 import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { createSink } from '../../functions/sinks';
+import type { ExportSink } from '../../functions/sinks/types';
 import { CHAOS_KEY, CHAOS_USER, createDatabase, dropDatabase } from '../chaos/support';
 import { createBucket } from '../chaos/trial';
 import { motoS3 } from '../support/aws';
@@ -34,19 +35,26 @@ describe('the PostgreSQL connection dropped in the middle of an export', () => {
     await admin.connect();
     try {
       let terminated = 0;
+      // The progress listener cannot hold the run, so the next page's rows wait for the termination:
+      // without that, a fast run could finish before the terminating query returns.
+      let termination: Promise<void> | undefined;
       const failed = await exportToPostgres({
         sandbox,
         project: PROJECT,
         dbUrl,
+        wrapSink: (sink) => holdWrites(sink, () => termination),
         progress: {
           // Page 7: after one commit (every 5 pages), in the middle of the next batch.
-          async pageWritten(p) {
+          pageWritten(p) {
             if (p.pages !== 7) return;
-            const { rows } = await admin.query<{ t: boolean }>(
-              'SELECT pg_terminate_backend(pid) AS t FROM pg_stat_activity WHERE datname = $1',
-              [name],
-            );
-            terminated = rows.filter((r) => r.t).length;
+            termination = admin
+              .query<{ t: boolean }>(
+                'SELECT pg_terminate_backend(pid) AS t FROM pg_stat_activity WHERE datname = $1',
+                [name],
+              )
+              .then(({ rows }) => {
+                terminated = rows.filter((r) => r.t).length;
+              });
           },
         },
       });
@@ -64,6 +72,22 @@ describe('the PostgreSQL connection dropped in the middle of an export', () => {
     }
   });
 });
+
+/** The sink, with each `writeRows` first waiting for what `pending` returns at that moment. */
+function holdWrites(sink: ExportSink, pending: () => Promise<void> | undefined): ExportSink {
+  return new Proxy(sink, {
+    get(target, prop) {
+      if (prop === 'writeRows') {
+        return async (table: string, rows: Parameters<ExportSink['writeRows']>[1]) => {
+          await pending();
+          await target.writeRows(table, rows);
+        };
+      }
+      const value: unknown = Reflect.get(target, prop, target);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
 
 /** A loopback proxy in front of moto that answers 500 to requests the predicate picks. */
 async function faultyProxy(target: string, fail: (req: IncomingMessage) => boolean) {
