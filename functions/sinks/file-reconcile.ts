@@ -17,10 +17,13 @@
  * Only the runs of the reconciled project are compared (several projects may share one prefix). The
  * `mark` mode reads the same: a file output keeps every row anyway, and the deletion records are its marks.
  *
- * What a kill leaves: nothing is written before every table of every source has been compared and has
- * passed the guard; then each table's deletions object is completed (S3: a multipart upload completes
- * at once; folder: a rename) and the manifest written. A reconcile killed between two completions leaves
- * the earlier tables reconciled and the others as they were; the next reconcile finishes them.
+ * What a kill leaves: all tables or none (`commitFileReconcile`). Nothing is written before every table
+ * of every source has been compared and has passed the guard; then each table's deletions object is
+ * completed, unlisted (every reader applies only the deletions objects a manifest lists:
+ * `listedDeletions`), and ONE write, the reconcile's manifest, lists them all: that write is the commit.
+ * Killed before it, the output reads as it was (the next reconcile, taking over the killed one's lease,
+ * removes its unlisted objects and records the same deletions under its own run id); killed after it,
+ * every table is reconciled.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -34,6 +37,7 @@ import {
   DEFAULT_LEASE_SECONDS,
   DELETIONS_HEADER,
   deletionsObjectKey,
+  listedDeletions,
   type ManifestObject,
   manifestKey,
   type RunManifest,
@@ -86,11 +90,99 @@ interface Version {
   marked: boolean;
 }
 
+/** What `commitFileReconcile` records: the reconcile and its completed, still unlisted, deletions objects. */
+export interface FileReconcileCommit {
+  readonly runId: string;
+  readonly checkpointKey: string;
+  readonly project: string;
+  /** When the reconcile started (ISO 8601): the manifest's `startedAt`. */
+  readonly startedAt: string;
+  /** The format of the runs reconciled (the newest manifest's). */
+  readonly outputFormat: FileFormat['name'];
+  readonly deletionMode: Exclude<DeletionMode, 'ignore'>;
+  /** Every table's deletions object, completed (stored whole) and listed by no manifest yet. */
+  readonly deletions: readonly ManifestObject[];
+}
+
+/**
+ * Commits a reconcile of a folder or S3 output: one write, `manifests/<run-id>.json` (`"task":
+ * "reconcile"`), lists the deletions objects of every table at once. Before this write no reader
+ * applies any of them (`listedDeletions`); after it, all of them. Call it last, once every deletions
+ * object is completed (a sliced reconcile: at its last slice, with the objects its slices completed);
+ * a caller killed before it leaves the output as it was, and the objects it completed are orphans that
+ * `removeUncommittedDeletions` removes on the next reconcile.
+ *
+ * Why one write is enough: a single S3 PutObject is atomic (a reader gets the old object or the whole
+ * new one, never a part; S3 "Data consistency model": "Updates to a single key are atomic") and S3 has
+ * strong read-after-write consistency for PUTs, DELETEs and LISTs since December 2020, so a reader
+ * that lists `manifests/` after the PUT returned sees the manifest and every object it names (each
+ * completed before). There are no atomic writes across keys, hence one key. A folder gets the same
+ * from `rename(2)` of the fully written temporary file (`LocalObjectStore.put`).
+ */
+export async function commitFileReconcile(
+  store: ObjectStore,
+  commit: FileReconcileCommit,
+): Promise<RunManifest> {
+  const manifest: RunManifest = {
+    format: 'ccexport-manifest/1',
+    runId: commit.runId,
+    checkpointKey: commit.checkpointKey,
+    project: commit.project,
+    snapshot: false,
+    outputFormat: commit.outputFormat,
+    startedAt: commit.startedAt,
+    updatedAt: new Date().toISOString(),
+    complete: true,
+    task: 'reconcile',
+    tables: [],
+    objects: [],
+    deletions: commit.deletions,
+    deletionMode: commit.deletionMode,
+  };
+  await store.put(manifestKey(commit.runId), `${JSON.stringify(manifest, null, 2)}\n`, 'application/json');
+  return manifest;
+}
+
+/**
+ * Removes the deletions objects of `tables` that a run or reconcile of `runIds` left unlisted (killed
+ * after completing them, before its manifest listed them). Readers ignore such objects anyway; this
+ * only tidies. Call it holding the export's lease, with run ids of that export only (its manifests'
+ * runs, and the run whose lease was taken over): no live run can then still be about to list one. A
+ * deletions object of another export sharing the prefix is never touched. Returns the keys removed.
+ */
+export async function removeUncommittedDeletions(
+  store: ObjectStore,
+  manifests: readonly RunManifest[],
+  tables: readonly string[],
+  runIds: ReadonlySet<string>,
+): Promise<string[]> {
+  if (runIds.size === 0) return [];
+  const listed = new Set(manifests.flatMap((m) => (m.deletions ?? []).map((d) => d.key)));
+  const removed: string[] = [];
+  for (const table of new Set(tables)) {
+    for (const key of await store.list(`${tableFolder(table)}/deletions/`)) {
+      if (listed.has(key)) continue;
+      const part = /-(\d{4})\.csv$/.exec(key);
+      const parts = part ? [1, Number(part[1])] : [1];
+      const orphan = [...runIds].some((runId) =>
+        parts.some((n) => deletionsObjectKey(table, runId, n) === key),
+      );
+      if (!orphan) continue;
+      await store.delete(key);
+      removed.push(key);
+    }
+  }
+  return removed;
+}
+
 export class FileReconcileTarget implements ReconcileTarget {
   private lease: ExportLease | undefined;
   private run: { runId: string; checkpointKey: string; project: string } | undefined;
   private startedAt = '';
+  /** The runs of the reconciled project, compared with HQ. */
   private manifests: RunManifest[] = [];
+  /** Every manifest under the output: their `deletions` are the deletion records that count. */
+  private allManifests: RunManifest[] = [];
   private folder: string | undefined;
   private live: SortedLines | undefined;
   private sorts = 0;
@@ -107,8 +199,14 @@ export class FileReconcileTarget implements ReconcileTarget {
     return this.run;
   }
 
-  async begin(run: { runId: string; checkpointKey: string; project: string }): Promise<void> {
+  async begin(run: {
+    runId: string;
+    checkpointKey: string;
+    project: string;
+    tables?: readonly string[];
+  }): Promise<void> {
     const all = await readManifests(this.store);
+    this.allManifests = all;
     this.manifests = all.filter((m) => m.project === run.project);
     if (this.manifests.length === 0)
       throw new SinkConfigError(
@@ -128,7 +226,14 @@ export class FileReconcileTarget implements ReconcileTarget {
     );
     await this.lease.acquire();
     this.lease.startHeartbeat();
-    this.run = run;
+    // Holding the export: what its killed runs and reconciles completed but never listed can go.
+    const ownRuns = new Set(
+      this.manifests.filter((m) => m.checkpointKey === run.checkpointKey).map((m) => m.runId),
+    );
+    const previous = this.lease.takeover?.previous.runId;
+    if (previous) ownRuns.add(previous);
+    await removeUncommittedDeletions(this.store, all, run.tables ?? [], ownRuns);
+    this.run = { runId: run.runId, checkpointKey: run.checkpointKey, project: run.project };
     this.startedAt = new Date().toISOString();
     this.folder = await mkdtemp(join(this.options.tmpDir ?? tmpdir(), 'ccexport-reconcile-'));
   }
@@ -238,10 +343,7 @@ export class FileReconcileTarget implements ReconcileTarget {
 
   /** The table's versions and deletion records, as sort lines keyed by record id. */
   private async addTable(sort: SortedLines, t: number, table: string): Promise<void> {
-    const deletionKeys = (await this.store.list(`${tableFolder(table)}/deletions/`)).filter((k) =>
-      k.endsWith('.csv'),
-    );
-    for (const key of deletionKeys) {
+    for (const { key } of listedDeletions(this.allManifests, table)) {
       const { headings, rows } = await readObjectRows(this.store, key, 'csv');
       const idAt = headings.indexOf('id');
       const timeAt = headings.indexOf('deleted_at');
@@ -292,6 +394,10 @@ export class FileReconcileTarget implements ReconcileTarget {
     }
   }
 
+  /**
+   * Completes each table's deletions object (none listed yet, so no reader applies it), then commits
+   * them all at once with `commitFileReconcile`; then `--keep-latest`, and the lease goes.
+   */
   async commit(): Promise<void> {
     const run = this.requireOpen();
     this.lease!.throwIfLost();
@@ -308,28 +414,15 @@ export class FileReconcileTarget implements ReconcileTarget {
       });
     }
     this.pending = [];
+    this.lease!.throwIfLost();
     const newest = this.manifests.at(-1)!;
-    const manifest: RunManifest = {
-      format: 'ccexport-manifest/1',
-      runId: run.runId,
-      checkpointKey: run.checkpointKey,
-      project: run.project,
-      snapshot: false,
-      outputFormat: newest.outputFormat,
+    await commitFileReconcile(this.store, {
+      ...run,
       startedAt: this.startedAt,
-      updatedAt: new Date().toISOString(),
-      complete: true,
-      task: 'reconcile',
-      tables: [],
-      objects: [],
-      deletions,
+      outputFormat: newest.outputFormat,
       deletionMode: newest.deletionMode === 'mark' ? 'mark' : 'remove',
-    };
-    await this.store.put(
-      manifestKey(run.runId),
-      `${JSON.stringify(manifest, null, 2)}\n`,
-      'application/json',
-    );
+      deletions,
+    });
     try {
       if (this.options.keepLatest && this.options.loadFormat) {
         const { writeLatest } = await import('./latest');

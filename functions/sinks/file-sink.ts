@@ -159,6 +159,24 @@ export function deletionLines(table: string, deletions: readonly RecordDeletion[
   return out;
 }
 
+/**
+ * The deletion objects of a table that count: those a manifest lists (`deletions`), oldest run first.
+ * A manifest is the commit point of what it lists (one object, written whole), so a deletions object
+ * that no manifest lists (a run or reconcile killed before it wrote its manifest) is ignored by every
+ * reader, as an unlisted data object is.
+ */
+export function listedDeletions(manifests: readonly RunManifest[], table: string): ManifestObject[] {
+  const seen = new Set<string>();
+  const out: ManifestObject[] = [];
+  for (const manifest of manifests)
+    for (const object of manifest.deletions ?? [])
+      if (object.table === table && !seen.has(object.key)) {
+        seen.add(object.key);
+        out.push(object);
+      }
+  return out;
+}
+
 export function manifestKey(runId: string): string {
   return `manifests/${safeKeySegment(runId)}.json`;
 }

@@ -10,13 +10,20 @@
  * - a deletion record (`<table>/deletions/<run-id>.csv`: id, deleted_at, reason) hides a version of
  *   that id, or of a child row whose id starts with `<id>.`, written by a run that started at or
  *   before `deleted_at`; a version written later (the record came back: a form unarchived) is live.
+ *   Only deletions objects a manifest lists count (`listedDeletions`): the manifest is their commit.
  *
  * Memory: two passes over the objects. The first keeps one number per id (which version is the
  * latest), the second writes the rows whose version that is; no row is held, only the ids.
  */
 import type { Cell, DataType, TableSpec } from '../query/types';
 import { SinkConfigError } from './errors';
-import { type ManifestObject, type RunManifest, readManifests, tableFolder } from './file-sink';
+import {
+  listedDeletions,
+  type ManifestObject,
+  type RunManifest,
+  readManifests,
+  tableFolder,
+} from './file-sink';
 import type { FileFormat } from './formats/types';
 import { READABLE_FORMATS, readObjectRows } from './read-back';
 import type { ObjectStore } from './store/types';
@@ -84,10 +91,14 @@ function isMarkedDeleted(cell: Cell | undefined): boolean {
   return cell === true || cell === 'True' || cell === 'true' || cell === 1 || cell === '1';
 }
 
-async function readDeletions(store: ObjectStore, table: string): Promise<Deletion[]> {
-  const keys = (await store.list(`${tableFolder(table)}/deletions/`)).filter((k) => k.endsWith('.csv'));
+/** The deletion records of the table that the manifests list (an unlisted deletions object is not committed). */
+async function readDeletions(
+  store: ObjectStore,
+  manifests: readonly RunManifest[],
+  table: string,
+): Promise<Deletion[]> {
   const out: Deletion[] = [];
-  for (const key of keys) {
+  for (const { key } of listedDeletions(manifests, table)) {
     const { headings, rows } = await readObjectRows(store, key, 'csv');
     const idAt = headings.indexOf('id');
     const timeAt = headings.indexOf('deleted_at');
@@ -186,7 +197,7 @@ export async function writeLatest(options: LatestOptions): Promise<LatestTable[]
     }
     let deleted = [...latest.values()].filter((v) => v < 0).length;
     const deletions = new Map<string, number>();
-    for (const d of await readDeletions(source, table)) {
+    for (const d of await readDeletions(source, manifests, table)) {
       deletions.set(d.id, Math.max(d.deletedAt, deletions.get(d.id) ?? Number.NEGATIVE_INFINITY));
     }
     if (deletions.size > 0) {

@@ -5,10 +5,11 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import type { Cell, TableSpec } from '../../functions/query/types';
+import { commitFileReconcile } from '../../functions/sinks/file-reconcile';
 import { latestStateSql } from '../../functions/sinks/formats/parquet/latest-sql';
 import { duckdb, duckdbAvailable, sqlString } from '../support/duckdb';
 import { parseCsv, run } from './helpers';
-import { createSink } from './local-helpers';
+import { createSink, LocalObjectStoreFor } from './local-helpers';
 
 const hasDuckdb = duckdbAvailable();
 const exec = promisify(execFile);
@@ -47,11 +48,35 @@ async function oneRun(
   await pause(5);
 }
 
-/** A deletion record as the deletions output writes it: `<table>/deletions/<run-id>.csv`. */
-function recordDeletion(dir: string, table: string, runId: string, ids: string[], at: Date): void {
+/** A deletions object as the deletions output writes it: `<table>/deletions/<run-id>.csv`, not listed yet. */
+function writeDeletionsObject(dir: string, table: string, runId: string, ids: string[], at: Date) {
   mkdirSync(join(dir, table, 'deletions'), { recursive: true });
   const lines = ['id,deleted_at,reason', ...ids.map((id) => `${id},${at.toISOString()},deleted`)];
-  writeFileSync(join(dir, table, 'deletions', `${runId}.csv`), `${lines.join('\r\n')}\r\n`);
+  const body = `${lines.join('\r\n')}\r\n`;
+  const key = `${table}/deletions/${runId}.csv`;
+  writeFileSync(join(dir, key), body);
+  return { table, key, uri: join(dir, key), part: 1, rows: ids.length, bytes: Buffer.byteLength(body) };
+}
+
+/** A deletion record committed as a reconcile commits it: the object, then a manifest listing it. */
+async function recordDeletion(
+  dir: string,
+  format: 'csv' | 'xlsx' | 'json' | 'parquet',
+  table: string,
+  runId: string,
+  ids: string[],
+  at: Date,
+): Promise<void> {
+  const object = writeDeletionsObject(dir, table, runId, ids, at);
+  await commitFileReconcile(LocalObjectStoreFor(dir), {
+    runId,
+    checkpointKey: 'latest-test',
+    project: 'demo',
+    startedAt: at.toISOString(),
+    outputFormat: format,
+    deletionMode: 'remove',
+    deletions: [object],
+  });
 }
 
 /**
@@ -74,7 +99,7 @@ async function history(dir: string, format: 'csv' | 'xlsx' | 'json' | 'parquet')
       ['h2', 'Bob', false, null],
     ],
   });
-  recordDeletion(dir, 'cases', 'run-1b', ['c3', 'c5'], new Date());
+  await recordDeletion(dir, format, 'cases', 'run-1b', ['c3', 'c5'], new Date());
   await pause(5);
   await oneRun(dir, format, 'run-2', {
     cases: [
@@ -108,6 +133,18 @@ describe('ccexport latest', () => {
     expect(read.slice(1).sort((a, b) => a[0]!.localeCompare(b[0]!))).toEqual(expectedCases);
     const households = parseCsv(readFileSync(join(dir, 'latest', 'households.csv'), 'utf8'));
     expect(households.slice(1)).toEqual([['h2', 'Bob', 'False', '']]);
+  });
+
+  it('ignores a deletions object no manifest lists (a reconcile killed before its commit)', async () => {
+    const dir = tempDir();
+    await history(dir, 'csv');
+    writeDeletionsObject(dir, 'cases', 'killed-reconcile', ['c1', 'c2'], new Date(Date.now() + 60_000));
+
+    const { stdout } = await exec(process.execPath, [CLI, 'latest', '--output', dir]);
+
+    expect(stdout).toContain('cases: 4 rows (of 9 versions; 2 deleted)');
+    const read = parseCsv(readFileSync(join(dir, 'latest', 'cases.csv'), 'utf8'));
+    expect(read.slice(1).sort((a, b) => a[0]!.localeCompare(b[0]!))).toEqual(expectedCases);
   });
 
   it('reads xlsx runs back and writes the consolidated table in another format (--output-format json --to)', async () => {
