@@ -42,9 +42,18 @@ const INJECTED_500 =
   '<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>' +
   '<Message>We encountered an internal error. Please try again. (injected)</Message></Error>';
 
+export interface S3FaultProxyHooks {
+  /**
+   * Called once moto has answered a passed request, before the answer goes back; `drop` closes the
+   * connection instead (what a client killed at that moment sees: its write took effect, no answer).
+   */
+  readonly answered?: (req: ProxiedRequest, status: number) => Promise<'answer' | 'drop'>;
+}
+
 export async function startS3FaultProxy(
   target: string,
   decide: (req: ProxiedRequest) => FaultAction,
+  hooks: S3FaultProxyHooks = {},
 ): Promise<S3FaultProxy> {
   const upstream = new URL(target);
   const injected: S3FaultProxy['injected'] = [];
@@ -96,8 +105,18 @@ export async function startS3FaultProxy(
               return;
             }
             seen.push({ method, key, status: up.statusCode ?? 502 });
-            res.writeHead(up.statusCode ?? 502, up.headers);
-            res.end(Buffer.concat(upChunks));
+            const answer = () => {
+              res.writeHead(up.statusCode ?? 502, up.headers);
+              res.end(Buffer.concat(upChunks));
+            };
+            if (!hooks.answered) {
+              answer();
+              return;
+            }
+            hooks
+              .answered({ method, url, key, headers: req.headers, body }, up.statusCode ?? 502)
+              .then((what) => (what === 'drop' || res.destroyed ? res.destroy() : answer()))
+              .catch(() => res.destroy());
           });
         },
       );
