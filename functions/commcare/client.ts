@@ -11,7 +11,7 @@ import { CommCareConfigError, CommCareRequestError } from './errors';
 import { CommCareHttp, type CommCareLogger, type CommCareStats, type RequestHooks } from './http';
 import {
   cursorPages,
-  fetchEnvelope,
+  fetchTailPage,
   keysetPages,
   offsetPages,
   type PagingContext,
@@ -439,12 +439,14 @@ export class CommCareClient {
 
   /**
    * Cuts the pull into `indexed_on` windows and runs them within the project's request budget. The first
-   * request is the sequential pull's own first page (DET's first request), sent together with a
-   * one-record probe sorted the other way for the range's upper end (unless `until` gives it). That page
-   * gives where the range starts and `total_count`, so the rest of the range is split into windows at
-   * once, sized to about a page each, and fetched in parallel from the second round trip on. When the
-   * first page is the last, nothing more is sent; anything that cannot be planned (no total, a server
-   * ignoring `-indexed_on`, a range too narrow to cut) continues as the sequential pull.
+   * round trip is the sequential pull's own first page (DET's first request) and, unless `until` gives
+   * the range's end, the pull's last page, read newest first (see `fetchTailPage`). The two pages give
+   * where the range starts and ends and `total_count`, so the records between them are split into windows
+   * at once, sized to about a page each, and fetched in parallel from the second round trip on; the last
+   * page is emitted after them. When the first page is the last, nothing more is sent; anything that
+   * cannot be planned (no total, a server ignoring `-indexed_on`, a range too narrow to cut) continues as
+   * the sequential pull, and a last page reaching back into the first (a pull of about two pages) only
+   * gives the range's end: the last window is then left open.
    */
   private async *parallelKeyset(
     ctx: PagingContext,
@@ -457,39 +459,35 @@ export class CommCareClient {
     const wctx: PagingContext = { ...ctx, hooks: { ...this.adaptiveHooks(budget, true), ...ctx.hooks } };
     const sequential = keysetPages(wctx, { params, start, endParam: until, stopBefore: null, pageSize });
 
-    const probeLast = async (): Promise<Micros | null> => {
-      const bounds: Record<string, readonly string[]> = {};
-      if (start?.indexedOn) bounds.indexed_on_start = [start.indexedOn];
-      const envelope = await fetchEnvelope(
-        wctx,
-        withQuery(ctx.url, { ...params, ...bounds, order_by: ['-indexed_on'], limit: ['1'] }),
-      );
-      const value = envelope.records[0]?.indexed_on;
-      return typeof value === 'string' ? requireTimestamp(value, 'indexed_on in a probe') : null;
-    };
-    const [firstStep, probed] = await Promise.all([
+    const [firstStep, tail] = await Promise.all([
       budget.run(() => sequential.next()),
-      until === null ? budget.run(probeLast) : Promise.resolve(requireTimestamp(until, 'until')),
+      until === null ? budget.run(() => fetchTailPage(wctx, { params, start, pageSize })) : null,
     ]);
     if (firstStep.done) return;
     const first = firstStep.value;
     const lo = first.position?.indexedOn ? requireTimestamp(first.position.indexedOn, 'indexed_on') : null;
-    const hi = probed;
+    const hi = until === null ? (tail?.newest ?? null) : requireTimestamp(until, 'until');
     if (first.last || lo === null || hi === null || !(hi > lo)) {
       yield first;
       if (!first.last) yield* withinBudget({ [Symbol.asyncIterator]: () => sequential }, budget);
       return;
     }
+    // The last page is used when it is whole (a short one would reach back into the first page) and
+    // starts after the first page ends; its records at its oldest indexed_on belong to the last window.
+    const last = tail !== null && tail.size >= pageSize && tail.owned > 0 && tail.oldest > lo ? tail : null;
     // Windows aim a little under their pages' worth, so one a bit fuller than the average still ends in
     // `pagesPerWindow` requests instead of needing one more for its last few records.
-    const remaining = first.totalCount === null ? null : Math.max(0, first.totalCount - first.records.length);
+    const remaining =
+      first.totalCount === null
+        ? null
+        : Math.max(0, first.totalCount - first.records.length - (last?.owned ?? 0));
     let count =
       remaining === null
         ? this.maxConcurrency * 4
         : Math.ceil(remaining / (pageSize * this.pagesPerWindow * WINDOW_FILL));
     count = Math.min(MAX_WINDOWS, Math.max(1, count));
-    const cuts = splitRange(lo, hi, count);
-    if (cuts.length === 0) {
+    const cuts = splitRange(lo, last ? last.oldest : hi, count);
+    if (cuts.length === 0 && last === null) {
       this.http.log('info', 'pulling sequentially: the range is too narrow or small to cut', {
         resource: ctx.spec.name,
         total: first.totalCount,
@@ -506,15 +504,23 @@ export class CommCareClient {
       concurrency: this.concurrency,
       maxConcurrency: this.maxConcurrency,
     });
+    // The windows end where the last page's records start (1 µs after its oldest indexed_on), else at
+    // the caller's `until` or nowhere.
+    const endOfWindows = last ? last.oldest + 1 : null;
     const windows = function* (): Generator<() => AsyncIterable<RawPage>> {
       for (let i = 0; i <= cuts.length; i += 1) {
-        const last = i === cuts.length;
-        const stopBefore = last ? null : cuts[i]!;
+        const final = i === cuts.length;
+        const stopBefore = final ? endOfWindows : cuts[i]!;
         // The first window goes on from where the first page ended (its boundary ids included).
         const windowStart: PullPosition | null =
           i === 0 ? first.position : { indexedOn: formatNaiveUtc(cuts[i - 1]!), boundaryIds: [] };
-        const endParam = last ? until : formatNaiveUtc(stopBefore!);
+        const endParam = stopBefore === null ? until : formatNaiveUtc(stopBefore);
         yield () => keysetPages(wctx, { params, start: windowStart, endParam, stopBefore, pageSize });
+      }
+      if (last) {
+        yield async function* () {
+          yield last.read();
+        };
       }
     };
     const merged = orderedMerge(windows(), { budget, queuePages: this.windowQueuePages });

@@ -47,10 +47,12 @@ export interface RawPage {
 }
 
 export async function fetchEnvelope(ctx: PagingContext, url: string): Promise<Envelope> {
-  const listKey = listKeyOf(ctx.spec);
-  const body = await ctx.http.get(url, ctx.project, ctx.hooks ?? {}, (bytes) =>
-    parseListBody(bytes, listKey, ctx.keepRaw ?? false),
-  );
+  return await ctx.http.get(url, ctx.project, ctx.hooks ?? {}, (bytes) => readEnvelope(ctx, url, bytes));
+}
+
+/** The envelope of a list body that `url` answered. */
+export function readEnvelope(ctx: PagingContext, url: string, bytes: Buffer): Envelope {
+  const body = parseListBody(bytes, listKeyOf(ctx.spec), ctx.keepRaw ?? false);
   return parseEnvelope(ctx.spec, body, new URL(url).pathname);
 }
 
@@ -345,4 +347,65 @@ export async function* cursorPages(ctx: PagingContext, options: CursorOptions): 
     if (last || envelope.next === null) return;
     url = resolveNext(ctx.baseUrl, envelope.next);
   }
+}
+
+/**
+ * The newest page of a keyset pull, read newest first (`order_by=-indexed_on`, from the pull's start):
+ * where the range ends, and the pull's last records, fetched in the first round trip of a parallel
+ * pull instead of a one-record probe for the range's end.
+ *
+ * The page owns the records indexed after its oldest one: all of them are on it, as it holds the newest
+ * records. Records at exactly its oldest `indexed_on` may go on below the page, so they are left to the
+ * windows before it. The page is kept as the body's bytes while the windows run (a page of 1,000 forms
+ * is a few MB as bytes, several times that once read), and read again when its turn comes.
+ */
+export interface TailPage {
+  /** `indexed_on` of the newest record. */
+  readonly newest: Micros;
+  /** `indexed_on` of the oldest record on the page. */
+  readonly oldest: Micros;
+  /** Records on the page. */
+  readonly size: number;
+  /** Records the page owns: those indexed after `oldest`. */
+  readonly owned: number;
+  /** The owned records, oldest first, with the position after them; the pull's last page. */
+  read(): RawPage;
+}
+
+/**
+ * Fetches the tail page; null when the pull has no records, or when the server does not sort by
+ * `-indexed_on` (the page is not newest first), so that its end cannot be known this way.
+ */
+export async function fetchTailPage(
+  ctx: PagingContext,
+  options: { readonly params: QueryParams; readonly start: PullPosition | null; readonly pageSize: number },
+): Promise<TailPage | null> {
+  const { spec } = ctx;
+  const params: Record<string, readonly string[]> = {
+    ...options.params,
+    order_by: [`-${KEY_FIELD}`],
+    limit: [String(options.pageSize)],
+  };
+  if (options.start?.indexedOn) params.indexed_on_start = [options.start.indexedOn];
+  const url = withQuery(ctx.url, params);
+  const { bytes, keys } = await ctx.http.get(url, ctx.project, ctx.hooks ?? {}, (body) => ({
+    bytes: body,
+    keys: readEnvelope(ctx, url, body).records.map((r) => recordKey(r, KEY_FIELD, spec)),
+  }));
+  if (keys.length === 0 || keys.some((key, i) => i > 0 && key > keys[i - 1]!)) return null;
+  const newest = keys[0]!;
+  const oldest = keys[keys.length - 1]!;
+  return {
+    newest,
+    oldest,
+    size: keys.length,
+    owned: keys.filter((key) => key > oldest).length,
+    read(): RawPage {
+      const envelope = readEnvelope(ctx, url, bytes);
+      const records = envelope.records.filter((r) => recordKey(r, KEY_FIELD, spec) > oldest).reverse();
+      const position = new PositionTracker(null);
+      for (const record of records) position.add(recordKey(record, KEY_FIELD, spec), recordId(record, spec));
+      return { records, position: position.snapshot(), totalCount: envelope.totalCount, last: true };
+    },
+  };
 }

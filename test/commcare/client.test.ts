@@ -310,24 +310,30 @@ describe('parallel windows', () => {
     }
   });
 
-  it("starts with DET's first page and splits the rest of the range from its answer, with no probe for the start", async () => {
+  it("starts with DET's first page and the last page read newest first, and splits the range between them", async () => {
     const data = makeForms(100);
     hq = await startFakeHq({ forms: data });
     const { c } = client(hq.url, { concurrency: 4 });
     const pages = await collect(c.pages(forms({ pageSize: 10 })));
 
     expect(ids(pages)).toEqual(data.map((f) => f.id));
-    // The first round trip: the sequential pull's first request and the probe for the range's end.
+    // The first round trip: the sequential pull's first request and its last page, newest first.
     expect(hq.requests.slice(0, 2).sort()).toEqual([
-      '/a/demo/api/form/v1/?order_by=-indexed_on&limit=1',
+      '/a/demo/api/form/v1/?order_by=-indexed_on&limit=10',
       '/a/demo/api/form/v1/?order_by=indexed_on&limit=10',
     ]);
-    // Every later request is a window, never another probe; the first window goes on from the first page.
+    // Every later request is a window ending where the last page begins; the first window goes on from
+    // the first page. 81 records lie between the pages (the last page owns 9 of its 10): 9 windows.
     const rest = hq.requests.slice(2);
-    expect(rest.every((r) => r.includes('order_by=indexed_on&limit=10&indexed_on_start='))).toBe(true);
+    expect(rest).toHaveLength(9);
+    expect(
+      rest.every((r) => /order_by=indexed_on&limit=10&indexed_on_start=.*&indexed_on_end=/.test(r)),
+    ).toBe(true);
     expect(rest.some((r) => r.includes('indexed_on_start=2024-01-01T00%3A09%3A00.123456'))).toBe(true);
-    // The first page is the first page a sequential pull gives.
+    expect(rest.some((r) => r.includes('indexed_on_end=2024-01-01T01%3A30%3A00.123457'))).toBe(true);
+    // The first page is the first page a sequential pull gives; the last, the last ten records.
     expect(pages[0]!.records.map((r) => r.id)).toEqual(data.slice(0, 10).map((f) => f.id));
+    expect(pages.at(-1)!.records.map((r) => r.id)).toEqual(data.slice(91).map((f) => f.id));
   });
 
   it('sends nothing more when the first page is the last, windows or not', async () => {

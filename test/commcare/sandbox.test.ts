@@ -113,6 +113,37 @@ describe('against the sandbox', () => {
     }
   });
 
+  it('leaves the tie group where the last page begins to the last window: nothing lost, nothing twice', async () => {
+    // Prepare: a page size whose last page, read newest first, begins inside a tie group, so records
+    // at its oldest indexed_on go on below it and only the windows before it may emit them.
+    const keys = [...sandbox.dataset.timeline('demo', 'form')].map((r) => String(r.indexed_on));
+    const n = keys.length;
+    let pageSize = 0;
+    for (let p = 20; p < n / 4 && pageSize === 0; p += 1)
+      if (keys[n - p] === keys[n - p - 1] && keys[n - p] !== keys[n - 1]) pageSize = p;
+    expect(pageSize).toBeGreaterThan(0);
+    const request: PullRequest = { project: 'demo', resource: 'form', pageSize, params: ALL_FORMS };
+    const paths: string[] = [];
+    const logger = (e: CommCareLogEvent) => {
+      if (e.message === 'GET') paths.push(String(e.path));
+    };
+
+    // Act
+    const one = await pull(client(sandbox), request);
+    const four = await pull(client(sandbox, { concurrency: 4, logger }), request);
+
+    // Assert
+    expect(four.map((r) => r.id)).toEqual(one.map((r) => r.id));
+    expectExactly(sandbox, 'form', four);
+    // The last page came in the first round trip and ended the windows: none was left open.
+    expect(paths.filter((p) => p.includes('order_by=-indexed_on'))).toEqual([
+      expect.stringContaining(`limit=${pageSize}`),
+    ]);
+    const windows = paths.filter((p) => p.includes('indexed_on_start='));
+    expect(windows.length).toBeGreaterThan(2);
+    expect(windows.every((p) => p.includes('indexed_on_end='))).toBe(true);
+  });
+
   it('recovers from each fault the sandbox can inject', async () => {
     const faults = [
       { throttleEvery: 3, retryAfterSeconds: null },
