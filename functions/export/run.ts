@@ -5,6 +5,7 @@
  * Pure core: everything it touches comes in as arguments, so the CLI, the Lambda slice handler and the
  * tests run the same code.
  */
+import { setImmediate } from 'node:timers/promises';
 import type { Page, PullPosition, PullRequest, QueryParams } from '../commcare/types';
 import type { JsonObject } from '../common/json';
 import type { Cell, SourcePlan, TablePlan, TableSpec } from '../query/types';
@@ -103,6 +104,9 @@ export interface ExportSummary {
   /** The query compared with the last committed run of the same checkpoint key (also told through `notice`). */
   readonly changes: QueryChanges;
 }
+
+/** Records written between two turns of the event loop (see `writePage`). */
+const YIELD_EVERY_RECORDS = 100;
 
 /** Resources that page on `indexed_on` and so can resume from a checkpoint. */
 const INCREMENTAL_RESOURCES = new Set(['form', 'case', 'case-v2']);
@@ -337,7 +341,11 @@ async function writePage(
   const { progress, source } = pull;
   const tables = source.tables;
   const mode = plan.deletions ?? 'ignore';
+  let done = 0;
   for (const record of page.records) {
+    // Let requests and answers of the pulls move between records: a page of rows can keep this thread
+    // busy for a good part of an HQ round trip, and the next request waits for the thread.
+    if (++done % YIELD_EVERY_RECORDS === 0) await setImmediate();
     const archived = pull.tracking && isArchived(record);
     const deletedAt = archived ? now() : null;
     const rowIds: Record<string, string[]> = {};
