@@ -459,17 +459,26 @@ export class CommCareClient {
     const wctx: PagingContext = { ...ctx, hooks: { ...this.adaptiveHooks(budget, true), ...ctx.hooks } };
     const sequential = keysetPages(wctx, { params, start, endParam: until, stopBefore: null, pageSize });
 
-    const [firstStep, tail] = await Promise.all([
-      budget.run(() => sequential.next()),
+    // The first page is held by a mutable field and let go once yielded: a suspended generator keeps its
+    // locals (V8 keeps every register of the frame, used or not), so a `const` page here would stay in
+    // memory to the end of the pull, ~5 MB for a 5000-case page.
+    const opening: { first: RawPage | null } = { first: null };
+    const tail = await Promise.all([
+      budget
+        .run(() => sequential.next())
+        .then((step) => {
+          if (!step.done) opening.first = step.value;
+        }),
       until === null ? budget.run(() => fetchTailPage(wctx, { params, start, pageSize })) : null,
-    ]);
-    if (firstStep.done) return;
-    const first = firstStep.value;
-    const lo = first.position?.indexedOn ? requireTimestamp(first.position.indexedOn, 'indexed_on') : null;
+    ]).then(([, tailPage]) => tailPage);
+    if (opening.first === null) return;
+    const { position: firstPosition, last: firstIsLast, totalCount } = opening.first;
+    const lo = firstPosition?.indexedOn ? requireTimestamp(firstPosition.indexedOn, 'indexed_on') : null;
     const hi = until === null ? (tail?.newest ?? null) : requireTimestamp(until, 'until');
-    if (first.last || lo === null || hi === null || !(hi > lo)) {
-      yield first;
-      if (!first.last) yield* withinBudget({ [Symbol.asyncIterator]: () => sequential }, budget);
+    if (firstIsLast || lo === null || hi === null || !(hi > lo)) {
+      yield opening.first;
+      opening.first = null;
+      if (!firstIsLast) yield* withinBudget({ [Symbol.asyncIterator]: () => sequential }, budget);
       return;
     }
     // The last page is used when it is whole (a short one would reach back into the first page) and
@@ -478,9 +487,9 @@ export class CommCareClient {
     // Windows aim a little under their pages' worth, so one a bit fuller than the average still ends in
     // `pagesPerWindow` requests instead of needing one more for its last few records.
     const remaining =
-      first.totalCount === null
+      totalCount === null
         ? null
-        : Math.max(0, first.totalCount - first.records.length - (last?.owned ?? 0));
+        : Math.max(0, totalCount - opening.first.records.length - (last?.owned ?? 0));
     let count =
       remaining === null
         ? this.maxConcurrency * 4
@@ -490,9 +499,10 @@ export class CommCareClient {
     if (cuts.length === 0 && last === null) {
       this.http.log('info', 'pulling sequentially: the range is too narrow or small to cut', {
         resource: ctx.spec.name,
-        total: first.totalCount,
+        total: totalCount,
       });
-      yield first;
+      yield opening.first;
+      opening.first = null;
       yield* withinBudget({ [Symbol.asyncIterator]: () => sequential }, budget);
       return;
     }
@@ -500,7 +510,7 @@ export class CommCareClient {
     this.http.log('info', 'pulling in parallel indexed_on windows', {
       resource: ctx.spec.name,
       windows: cuts.length + 1,
-      total: first.totalCount,
+      total: totalCount,
       concurrency: this.concurrency,
       maxConcurrency: this.maxConcurrency,
     });
@@ -513,7 +523,7 @@ export class CommCareClient {
         const stopBefore = final ? endOfWindows : cuts[i]!;
         // The first window goes on from where the first page ended (its boundary ids included).
         const windowStart: PullPosition | null =
-          i === 0 ? first.position : { indexedOn: formatNaiveUtc(cuts[i - 1]!), boundaryIds: [] };
+          i === 0 ? firstPosition : { indexedOn: formatNaiveUtc(cuts[i - 1]!), boundaryIds: [] };
         const endParam = stopBefore === null ? until : formatNaiveUtc(stopBefore);
         yield () => keysetPages(wctx, { params, start: windowStart, endParam, stopBefore, pageSize });
       }
@@ -524,12 +534,20 @@ export class CommCareClient {
       }
     };
     const merged = orderedMerge(windows(), { budget, queuePages: this.windowQueuePages });
-    // The windows start fetching now, while the caller works on the first page.
-    const next = merged.next();
-    next.catch(() => undefined);
+    // The windows start fetching now, while the caller works on the first page. Every step is awaited at
+    // one place in the loop below, so the register V8 keeps for an awaited promise (and, through it, the
+    // page it settled with) is overwritten by the next one.
+    let ahead: Promise<IteratorResult<RawPage>> | null = merged.next();
+    ahead.catch(() => undefined);
     try {
-      yield first;
-      for (let step = await next; !step.done; step = await merged.next()) yield step.value;
+      yield opening.first;
+      opening.first = null;
+      for (;;) {
+        const step: IteratorResult<RawPage> = await (ahead ?? merged.next());
+        ahead = null;
+        if (step.done) return;
+        yield step.value;
+      }
     } finally {
       await merged.return(undefined);
     }
