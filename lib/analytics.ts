@@ -18,6 +18,7 @@ import { athenaName } from '../functions/sinks/formats/parquet/columns';
 import {
   type GlueTableInput,
   glueLogicalName,
+  glueManifestsTable,
   glueTableSets,
 } from '../functions/sinks/formats/parquet/glue-tables';
 
@@ -168,6 +169,7 @@ export class ExportAnalytics extends Construct {
     });
 
     const tables = new Map<string, glue.CfnTable>();
+    let manifests: glue.CfnTable | undefined;
     const sets = glueTableSets(props.tables, {
       database: db,
       bucketName: bucket.bucketName,
@@ -193,6 +195,16 @@ export class ExportAnalytics extends Construct {
       });
       deletions.addDependency(this.database);
 
+      // The views apply only the deletions objects a manifest lists: one table over manifests/.
+      if (!manifests) {
+        manifests = new glue.CfnTable(this, 'Manifests', {
+          catalogId: Aws.ACCOUNT_ID,
+          databaseName: db,
+          tableInput: cfnTableInput(glueManifestsTable({ bucketName: bucket.bucketName, prefix })),
+        });
+        manifests.addDependency(this.database);
+      }
+
       const view = new glue.CfnTable(this, `Latest-${logical}`, {
         catalogId: Aws.ACCOUNT_ID,
         databaseName: db,
@@ -200,6 +212,7 @@ export class ExportAnalytics extends Construct {
       });
       view.addDependency(data);
       view.addDependency(deletions);
+      view.addDependency(manifests);
 
       const name = set.data.name;
       const named = new athena.CfnNamedQuery(this, `LatestQuery-${logical}`, {

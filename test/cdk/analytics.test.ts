@@ -134,6 +134,13 @@ describe('analytics for a Parquet export, from the query file at synth', () => {
       (t) => (t.Properties.TableInput as { Name: string }).Name,
     );
     expect(names).not.toContain('all_forms_latest');
+    // The views read which deletions objects count from the manifests (pretty JSON: the Ion SerDe).
+    const manifests = glueTable('ccexport_manifests').StorageDescriptor as {
+      SerdeInfo: { SerializationLibrary: string };
+      Location: unknown;
+    };
+    expect(manifests.SerdeInfo.SerializationLibrary).toBe('com.amazon.ionhiveserde.IonHiveSerDe');
+    expect(JSON.stringify(manifests.Location)).toContain('/forms/manifests/');
     const view = viewSql('children_latest');
     expect(view.schema).toBe('commcareexports_forms_daily');
     expect(view.columns).toEqual([
@@ -276,7 +283,9 @@ describe.skipIf(!hasDuckdb)('the synthesized view SQL', () => {
     const result = duckdb(
       `CREATE SCHEMA ${db}`,
       `CREATE VIEW ${db}."children" AS SELECT * FROM read_parquet(${sqlString(join(dir, 'Children', '*', '*.parquet'))}, union_by_name = true)`,
-      `CREATE VIEW ${db}."children_deletions" AS SELECT * FROM (VALUES ('k2', '${deletedAt}', 'deleted')) d(id, deleted_at, reason)`,
+      // k2's record is in an object a manifest lists, k1's in one no manifest lists (never committed).
+      `CREATE VIEW ${db}."children_deletions" AS SELECT * FROM (VALUES ('k2', '${deletedAt}', 'deleted', 's3://bucket/exports/Children/deletions/reconcile-1.csv'), ('k1', '${new Date(Date.now() + 60_000).toISOString()}', 'deleted', 's3://bucket/exports/Children/deletions/killed.csv')) d(id, deleted_at, reason, "$path")`,
+      `CREATE VIEW ${db}."ccexport_manifests" AS SELECT * FROM (VALUES (['Children/deletions/reconcile-1.csv'])) m(deletions)`,
       `SELECT * FROM (${view.originalSql}) ORDER BY id`,
     );
 

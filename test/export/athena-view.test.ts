@@ -16,9 +16,16 @@ import { DEMO_QUERY } from '../../functions/cli/demo-command';
 import type { JsonObject } from '../../functions/common/json';
 import { objectStoreFor, readManifests } from '../../functions/sinks';
 import { tableFolder } from '../../functions/sinks/file-sink';
+import { MANIFESTS_TABLE } from '../../functions/sinks/formats/parquet/glue-tables';
 import { ExportAnalytics, queryFileTables } from '../../lib/analytics';
 import { parseCsv } from '../sinks/helpers';
-import { duckdb, duckdbAvailable, sqlString } from '../support/duckdb';
+import {
+  duckdb,
+  duckdbAvailable,
+  duckdbDeletionRecords,
+  duckdbManifests,
+  sqlString,
+} from '../support/duckdb';
 import { ccexportInProcess, sandboxAndFolder, sandboxExportArgs } from '../support/sandbox-export';
 
 const hasDuckdb = duckdbAvailable();
@@ -87,9 +94,10 @@ function synthesizedViews(deletionColumns: boolean): Map<string, { schema: strin
 }
 
 /**
- * Runs a view on DuckDB, with the Glue tables it reads (`<table>`, `<table>_deletions`) made DuckDB
- * views of the same files Athena reads: the Parquet objects under `run_date=` folders, the csv
- * deletion records with their header skipped and every column as text.
+ * Runs a view on DuckDB, with the Glue tables it reads (`<table>`, `<table>_deletions`,
+ * `ccexport_manifests`) made DuckDB views of the same files Athena reads: the Parquet objects under
+ * `run_date=` folders, the csv deletion records with their header skipped, every column as text and
+ * Athena's `"$path"`, and the manifests' deletions keys.
  */
 function runView(output: string, table: string, view: { schema: string; sql: string }) {
   const folder = join(output, tableFolder(table));
@@ -97,7 +105,8 @@ function runView(output: string, table: string, view: { schema: string; sql: str
   return duckdb(
     `CREATE SCHEMA ${db}`,
     `CREATE VIEW ${db}."${table}" AS SELECT * FROM read_parquet(${sqlString(join(folder, '*', '*.parquet'))}, union_by_name = true, hive_partitioning = true)`,
-    `CREATE VIEW ${db}."${table}_deletions" AS SELECT * FROM read_csv(${sqlString(join(folder, 'deletions', '*.csv'))}, header = true, all_varchar = true, columns = {'id': 'VARCHAR', 'deleted_at': 'VARCHAR', 'reason': 'VARCHAR'})`,
+    `CREATE VIEW ${db}."${table}_deletions" AS SELECT * FROM ${duckdbDeletionRecords(folder)}`,
+    `CREATE VIEW ${db}."${MANIFESTS_TABLE}" AS SELECT * FROM ${duckdbManifests(output)}`,
     `SELECT * FROM (${view.sql}) ORDER BY id`,
   );
 }

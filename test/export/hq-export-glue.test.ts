@@ -19,7 +19,7 @@ import type { ExportJob, ExportSliceEvent, ExportSliceResult } from '../../funct
 import { makeHandler } from '../../functions/export/handler';
 import { runExportSlice } from '../../functions/export/slice';
 import { type RunningSandbox, type SandboxDetExport, startSandbox } from '../../functions/sandbox';
-import { glueTableSets } from '../../functions/sinks/formats/parquet/glue-tables';
+import { glueTableSets, MANIFESTS_TABLE } from '../../functions/sinks/formats/parquet/glue-tables';
 import { recordingMetrics } from '../stepfunctions/harness';
 import { motoGlue, motoS3 } from '../support/aws';
 import { REGISTRATION_COLUMNS, registrationExport } from '../support/hq-exports';
@@ -122,13 +122,14 @@ describe('the Glue tables of a Parquet export defined in HQ', () => {
   it('are created by the first run, follow a column added in HQ, and keep a removed one', async () => {
     sandbox.setDetExports(PROJECT, [registrations([id, householdName])]);
     await run(job());
-    // One query table (the export's sheet, "Registrations"): its data table, deletions table and view.
+    // One query table (the export's sheet, "Registrations"): its data table, deletions table and view,
+    // and the export's manifests table the view reads.
     const names = ((await glue.send(new GetTablesCommand({ DatabaseName: database }))).TableList ?? [])
       .map((t) => t.Name as string)
       .sort();
-    expect(names).toHaveLength(3);
-    const tableName = names[0]!;
-    expect(names).toEqual([tableName, `${tableName}_deletions`, `${tableName}_latest`]);
+    expect(names).toHaveLength(4);
+    const tableName = names.find((n) => n !== MANIFESTS_TABLE)!;
+    expect(names).toEqual([MANIFESTS_TABLE, tableName, `${tableName}_deletions`, `${tableName}_latest`]);
     // The data table, the deletions table and the view, as the CDK app builds them for the same table.
     const expected = glueTableSets(
       [{ name: 'Registrations', headings: ['id', 'household_name'], dataTypes: [null, null] }],

@@ -17,10 +17,16 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { JsonObject } from '../../functions/common/json';
 import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import type { RunManifest } from '../../functions/sinks';
-import { latestStateSql } from '../../functions/sinks/formats/parquet/latest-sql';
+import { committedDeletionKeys, latestStateSql } from '../../functions/sinks/formats/parquet/latest-sql';
 import { runCli } from '../chaos/support';
 import { motoS3 } from '../support/aws';
-import { duckdb, duckdbAvailable, sqlString } from '../support/duckdb';
+import {
+  duckdb,
+  duckdbAvailable,
+  duckdbDeletionRecords,
+  duckdbManifests,
+  sqlString,
+} from '../support/duckdb';
 import { liveRegistrationIds, registrationsWithMembers } from '../support/registrations';
 import { sandboxExportArgs } from '../support/sandbox-export';
 
@@ -201,7 +207,10 @@ describe.skipIf(!hasDuckdb)('ccexport reconcile, S3 Parquet output', () => {
       };
       const sql = latestStateSql(columns, {
         source: `read_parquet(${sqlString(join(copy, table, '*', '*.parquet'))}, union_by_name = true)`,
-        deletions: `read_csv(${sqlString(join(copy, table, 'deletions', '*.csv'))}, header = true, all_varchar = true)`,
+        deletions: {
+          records: duckdbDeletionRecords(join(copy, table)),
+          committed: committedDeletionKeys(duckdbManifests(copy)),
+        },
       });
       const ids = duckdb(`SELECT id FROM (${sql}) ORDER BY id`).rows.map((r) => String(r[0]));
       if (table === 'households') expect(ids).toEqual(liveRegistrations('f3'));

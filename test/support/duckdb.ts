@@ -62,3 +62,28 @@ export function duckdb(...statements: string[]): DuckResult {
 export function sqlString(text: string): string {
   return `'${text.replaceAll("'", "''")}'`;
 }
+
+/**
+ * The deletion records of a table folder as Athena reads them through the Glue deletions table: text
+ * columns, the header skipped, and the object each record was read from as `"$path"` (Athena's hidden
+ * column; DuckDB's `filename`).
+ */
+export function duckdbDeletionRecords(tableFolder: string): string {
+  return (
+    `(SELECT *, filename AS "$path" FROM read_csv(${sqlString(`${tableFolder}/deletions/*.csv`)}, header = true, ` +
+    `all_varchar = true, filename = true, columns = {'id': 'VARCHAR', 'deleted_at': 'VARCHAR', 'reason': 'VARCHAR'}))`
+  );
+}
+
+/**
+ * The export's manifests as the views read them through the Glue table `ccexport_manifests`. Athena's
+ * UNNEST of an array of structs gives a column per struct field, DuckDB's gives one struct column; so
+ * here `deletions` is the list of the keys alone, and the views' `UNNEST(deletions) AS u(key)` reads the
+ * same in both.
+ */
+export function duckdbManifests(output: string): string {
+  return (
+    `(SELECT list_transform(deletions, x -> x."key") AS deletions FROM read_json(${sqlString(`${output}/manifests/*.json`)}, ` +
+    `columns = {'deletions': 'STRUCT("key" VARCHAR)[]'}))`
+  );
+}

@@ -3,7 +3,7 @@
  * in HQ (`query: { hqExport }`): its config is downloaded by each run, so the CDK app cannot create its
  * tables at synth. The entries are the ones the CDK app creates for a query file (`glueTableSets`).
  *
- * - A missing table, deletions table or view is created.
+ * - A missing table, deletions table, manifests table (`ccexport_manifests`) or view is created.
  * - A data table keeps every column it has, in its order, and gets the query's new columns appended:
  *   a column removed in HQ stays (files written after the edit read it as null), as the PostgreSQL
  *   output keeps a removed column. A column's type is never changed (files already written keep it).
@@ -23,6 +23,7 @@ import type { TableSpec } from '../../../query/types';
 import {
   type GlueTableInput,
   type GlueTablesOptions,
+  glueManifestsTable,
   glueTableSets,
   toGlueSdkTableInput,
 } from './glue-tables';
@@ -101,7 +102,7 @@ async function ensureTable(
 
 /**
  * Creates or updates the catalog entries of `tables` (see the module comment) and says what changed.
- * Data tables first, then deletions tables, then views, as CloudFormation orders them.
+ * Data tables first, then deletions tables and the manifests table, then views, as CloudFormation orders them.
  */
 export async function syncGlueTables(
   client: GlueClient,
@@ -118,6 +119,9 @@ export async function syncGlueTables(
   for (const set of sets) record(await ensureTable(client, options.database, set.data, false));
   for (const set of sets)
     if (set.deletions) record(await ensureTable(client, options.database, set.deletions, true));
+  // The views apply only the deletions objects the manifests list (glueManifestsTable).
+  if (sets.some((set) => set.latest))
+    record(await ensureTable(client, options.database, glueManifestsTable(options), true));
   for (const set of sets)
     if (set.latest) record(await ensureTable(client, options.database, set.latest, false));
   return changes;

@@ -1,6 +1,7 @@
 /**
  * The Glue catalog entries of a Parquet export, per query table: the data table (typed columns,
- * partition projection on `run_date`), the deletion records table and the `<table>_latest` view. One
+ * partition projection on `run_date`), the deletion records table and the `<table>_latest` view; and
+ * one per export, the manifests table the views read (`glueManifestsTable`). One
  * implementation for both places that create them: the CDK app (lib/analytics.ts, at synth, for an
  * export whose query file it reads) and the export function (./glue-catalog.ts, at run time, for an
  * export defined in HQ, whose config only exists at run time). Pure: plain objects in the CDK's
@@ -18,7 +19,7 @@ import {
   PARTITION_COLUMN,
   parquetColumns,
 } from './columns';
-import { latestColumns, latestStateSql, quoteIdentifier } from './latest-sql';
+import { committedDeletionKeys, latestColumns, latestStateSql, quoteIdentifier } from './latest-sql';
 
 /** First `run_date` partition projection enumerates; Athena stops at today (`NOW`). */
 export const PROJECTION_START = '2020-01-01';
@@ -74,6 +75,37 @@ export interface GlueTablesOptions {
   readonly exportName: string;
 }
 
+/** The Glue table over the export's `manifests/`, which the `<table>_latest` views read. */
+export const MANIFESTS_TABLE = 'ccexport_manifests';
+
+/**
+ * The export's run and reconcile manifests (`<prefix>/manifests/<run-id>.json`) as a table, for the
+ * one thing the views need of them: the keys of the deletions objects each lists (`deletions`, an array
+ * of structs of which only `key` is declared). A deletions object counts only once a manifest lists it
+ * (a reconcile commits every table's deletion records with its one manifest write), so the views
+ * apply only those. The manifests are pretty-printed JSON: Athena's JSON SerDes want one record per
+ * line, the Amazon Ion SerDe does not (Ion is a superset of JSON), hence Ion. Field names are matched
+ * without case, as the Ion SerDe does by default.
+ */
+export function glueManifestsTable(
+  options: Pick<GlueTablesOptions, 'bucketName' | 'prefix'>,
+): GlueTableInput {
+  return {
+    name: MANIFESTS_TABLE,
+    description:
+      'Run and reconcile manifests of the export: the deletions objects each one lists (only those count)',
+    tableType: 'EXTERNAL_TABLE',
+    parameters: { classification: 'ion', EXTERNAL: 'TRUE' },
+    storageDescriptor: {
+      location: `s3://${options.bucketName}/${options.prefix}manifests/`,
+      inputFormat: 'com.amazon.ionhiveserde.formats.IonInputFormat',
+      outputFormat: 'com.amazon.ionhiveserde.formats.IonOutputFormat',
+      serdeInfo: { serializationLibrary: 'com.amazon.ionhiveserde.IonHiveSerDe' },
+      columns: [{ name: 'deletions', type: 'array<struct<key:string>>' }],
+    },
+  };
+}
+
 /** A table as the `mark` deletion mode writes it (functions/export/run.ts `withDeletionColumns`). */
 export function withDeletionColumns(table: TableSpec): TableSpec {
   if (table.headings.includes(DELETED_COLUMN)) return table;
@@ -100,7 +132,7 @@ export function prestoView(
  * name in Athena (or one's name is another's `_latest` or `_deletions`).
  */
 export function glueTableSets(tables: readonly TableSpec[], options: GlueTablesOptions): GlueTableSet[] {
-  const names = new Map<string, string>();
+  const names = new Map<string, string>([[MANIFESTS_TABLE, `the export's manifests (${MANIFESTS_TABLE})`]]);
   const specs = tables.map((t) => (options.deletionColumns ? withDeletionColumns(t) : t));
   const db = options.database;
   return specs.map((table): GlueTableSet => {
@@ -148,7 +180,10 @@ export function glueTableSets(tables: readonly TableSpec[], options: GlueTablesO
 
     const sql = latestStateSql(table, {
       source: `${quoteIdentifier(db)}.${quoteIdentifier(name)}`,
-      deletions: `${quoteIdentifier(db)}.${quoteIdentifier(`${name}_deletions`)}`,
+      deletions: {
+        records: `${quoteIdentifier(db)}.${quoteIdentifier(`${name}_deletions`)}`,
+        committed: committedDeletionKeys(`${quoteIdentifier(db)}.${quoteIdentifier(MANIFESTS_TABLE)}`),
+      },
     });
     if (sql === null) return { table: table.name, data, deletions: null, latest: null, latestSql: null };
 

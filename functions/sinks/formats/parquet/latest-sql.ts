@@ -8,7 +8,11 @@
  *   then `_seq` (the row's position in its run);
  * - `_deleted` true (deletions marked) hides the id;
  * - a deletion record (`<table>/deletions/<run-id>.csv`: id, deleted_at, reason) hides a version of
- *   that id, or of a child row whose id starts with `<id>.`, exported at or before `deleted_at`.
+ *   that id, or of a child row whose id starts with `<id>.`, exported at or before `deleted_at`;
+ * - only records of deletions objects a manifest lists count (the manifest is their commit: a
+ *   reconcile killed before its manifest leaves objects no reader applies). The record's object is
+ *   its `"$path"` (Athena's hidden column: `s3://bucket/<prefix>/<key>`), matched on the `key` the
+ *   manifest gives, relative to the export's prefix.
  */
 import type { TableSpec } from '../../../query/types';
 import {
@@ -23,11 +27,25 @@ import {
 export interface LatestSqlOptions {
   /** The table's rows: `"db"."forms"` in Athena, `read_parquet('…', union_by_name = true)` in DuckDB. */
   readonly source: string;
-  /**
-   * The deletion records (columns `id`, `deleted_at` as text): a Glue table over
-   * `<table>/deletions/`, or `read_csv(…, all_varchar = true)`. @default - deletion records are not applied
-   */
-  readonly deletions?: string;
+  /** The deletion records and the deletions objects that count. @default - deletion records are not applied */
+  readonly deletions?: {
+    /**
+     * The records: `id`, `deleted_at` (text) and `"$path"`, the object each was read from. Athena: the
+     * Glue table over `<table>/deletions/`, whose hidden `"$path"` column is that; DuckDB: `read_csv(…,
+     * all_varchar = true, filename = true)` with `filename` renamed.
+     */
+    readonly records: string;
+    /**
+     * The keys (relative to the export's prefix) of the deletions objects the manifests list, as a
+     * column `key`: Athena, `deletions` of the manifests table unnested (`committedDeletionKeys`).
+     */
+    readonly committed: string;
+  };
+}
+
+/** The keys of the deletions objects that the manifests (a Glue table over `manifests/`, see glue-tables.ts) list. */
+export function committedDeletionKeys(manifests: string): string {
+  return `(SELECT u.${quoteIdentifier('key')} FROM ${manifests} m CROSS JOIN UNNEST(m.${quoteIdentifier('deletions')}) AS u(${quoteIdentifier('key')}))`;
 }
 
 /** A double-quoted SQL identifier. */
@@ -58,8 +76,12 @@ export function latestStateSql(
   }
   if (options.deletions) {
     // deleted_at is text (ISO 8601 with T and Z, or with a space): both engines cast the space form.
+    // "$path" ends with "/<key>" for a listed object: compare its tail (no ends_with in Trino).
+    const path = `d.${q('$path')}`;
+    const key = `c.${q('key')}`;
     conditions.push(
-      `NOT EXISTS (SELECT 1 FROM ${options.deletions} d WHERE ` +
+      `NOT EXISTS (SELECT 1 FROM ${options.deletions.records} d JOIN ${options.deletions.committed} c ` +
+        `ON substr(${path}, greatest(1, length(${path}) - length(${key}))) = '/' || ${key} WHERE ` +
         `(d.${q('id')} = v.${q(id.name)} OR starts_with(v.${q(id.name)}, d.${q('id')} || '.')) AND ` +
         `CAST(replace(replace(d.${q('deleted_at')}, 'T', ' '), 'Z', '') AS timestamp) >= v.${q(EXPORTED_AT_COLUMN)})`,
     );
