@@ -313,7 +313,7 @@ describe('a reconcile SIGKILLed while it finalises leaves the output unchanged o
       outcomes.slice(commit).every((o) => o.endsWith('complete')),
       outcomes.join('\n'),
     ).toBe(true);
-  }, 120_000);
+  });
 
   it('S3 output (moto): at every write', async () => {
     const base = `s3://${BUCKET}/base`;
@@ -363,5 +363,5 @@ describe('a reconcile SIGKILLed while it finalises leaves the output unchanged o
       outcomes.slice(commit).every((o) => o.endsWith('complete')),
       outcomes.join('\n'),
     ).toBe(true);
-  }, 120_000);
+  });
 });
