@@ -229,6 +229,12 @@ export interface StagedReconcileTarget extends ReconcileTarget {
   clearStaged(run: StagingRunId): Promise<void>;
   /** Stores ids of the `source`th data source durably, outside any transaction. */
   stageIds(run: StagingRunId, source: number, ids: readonly string[]): Promise<void>;
+  /**
+   * Makes every id staged so far durable before the slice hands back its cursor (a target that
+   * stages ids in batches writes its last one here); not called when the listing fails.
+   * @default - `stageIds` is durable by itself
+   */
+  flushStaged?(run: StagingRunId): Promise<void>;
   /** In the final transaction: the staged ids of a source join the ids compared at the next `settle`. */
   addStagedIds(run: StagingRunId, source: number): Promise<void>;
   /** In the final transaction: the staged ids go. */
@@ -314,6 +320,7 @@ export async function runReconcileSlice(
         // A page without records made no progress (a resumed listing's end): stopping there could
         // repeat it slice after slice.
         if (page.records.length > 0 && deps.shouldStop?.()) {
+          await target.flushStaged?.(run);
           // Without a resume point (offset paging) the source starts over; repeats do no harm.
           return {
             done: false,
@@ -324,6 +331,7 @@ export async function runReconcileSlice(
       }
       cursor = { source: cursor.source + 1, position: null, ends: [...cursor.ends, position], ids, pages };
     }
+    await target.flushStaged?.(run);
   } finally {
     await target.closeStaging();
   }

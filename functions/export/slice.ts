@@ -9,7 +9,7 @@ import { CommCareClient, findHqExport, LARGEST_PAGE } from '../commcare';
 import type { ExportSliceEvent, ExportSliceResult, HqConfigRecord } from '../config/job';
 import { compileQueryFile, compileWorkbook, QueryFileError } from '../query';
 import type { CompiledQuery } from '../query/types';
-import { createSink, openReconcileTarget, SinkConfigError } from '../sinks';
+import { createSink, openReconcileTarget, openStagedFileReconcileTarget, SinkConfigError } from '../sinks';
 import { syncGlueTables } from '../sinks/formats/parquet/glue-catalog';
 import type { ExportSink } from '../sinks/types';
 import { recordedColumnChanges } from './config-changes';
@@ -53,10 +53,12 @@ async function openJobSink(deps: ExportSliceDeps, input: ExportSliceEvent): Prom
 }
 
 /**
- * A reconcile job, in slices like an export: each slice lists ids until the deadline and stages them in
- * the database, the continuation says where the listing resumes, and the last slice compares and
- * removes (or marks) in one transaction (`runReconcileSlice`). A guard trip fails the slice (the run
- * fails and alarms) and also counts `ReconcileGuardTripped`.
+ * A reconcile job, in slices like an export: each slice lists ids until the deadline and stages them
+ * (PostgreSQL: in a table of the output's schema; S3: as sorted runs under the export's prefix,
+ * `file-reconcile-staging.ts`), the continuation says where the listing resumes, and the last slice
+ * compares and removes (or marks) in one transaction, or for S3 writes the deletion records and the
+ * reconcile manifest (`runReconcileSlice`). A guard trip fails the slice (the run fails and alarms) and
+ * also counts `ReconcileGuardTripped`.
  */
 async function reconcileSlice(
   deps: ExportSliceDeps,
@@ -70,18 +72,48 @@ async function reconcileSlice(
   slice: number,
 ): Promise<ExportSliceResult> {
   const mode = input.job.deletions ?? 'ignore';
-  if (input.job.output.type !== 'postgres' || mode === 'ignore')
-    throw new SinkConfigError('A reconcile job needs a PostgreSQL output and deletions "remove" or "mark"');
-  if (!deps.databaseSecret)
-    throw new SinkConfigError('The export function has no DATABASE_SECRET_ARN; PostgreSQL outputs need one');
-  const db = await deps.databaseSecret();
-  const target = (await openReconcileTarget({
-    format: 'sql',
-    output: '',
-    // Verified as the export's connection is (see openJobSink).
-    database: { ...db, sslmode: 'verify-full' },
-    schema: input.job.output.schema,
-  })) as StagedReconcileTarget;
+  const output = input.job.output;
+  if (mode === 'ignore')
+    throw new SinkConfigError('A reconcile job needs deletions "remove" or "mark"; this job ignores them');
+  let target: StagedReconcileTarget;
+  if (output.type === 's3') {
+    if (!deps.bucket)
+      throw new SinkConfigError('The export function has no EXPORT_BUCKET; S3 outputs need one');
+    const files = await openStagedFileReconcileTarget({
+      format: output.format,
+      // The prefix as the S3 sink writes under it (openJobSink).
+      output: `s3://${deps.bucket}/${output.prefix.replace(/^\/+|\/+$/g, '')}`,
+      s3Client: deps.s3Client,
+      ...(output.keepLatest ? { keepLatest: true } : {}),
+      resumesFrom: previous?.reconcile ?? null,
+      // The reconcile manifest and deletion records are this attempt's own, as an export slice's
+      // objects are: a retried final slice must not replace a manifest an earlier attempt committed.
+      objectRunId: sliceObjectRunId(runId, input.job.project, slice, randomUUID().slice(0, 8)),
+      onCleanupError: (error) =>
+        deps.logger.warn('Could not delete the staged ids of a finished reconcile; the bucket expires them', {
+          error: error instanceof Error ? error.message : String(error),
+        }),
+    });
+    // A reconcile scheduled before the export's first run has nothing to compare: done, not failed.
+    if (previous === null && !(await files.hasRuns())) {
+      deps.logger.info('Reconcile skipped: the export has written no run to this prefix yet');
+      return { done: true, continuation: null, rows: 0, pages: 0 };
+    }
+    target = files;
+  } else {
+    if (!deps.databaseSecret)
+      throw new SinkConfigError(
+        'The export function has no DATABASE_SECRET_ARN; PostgreSQL outputs need one',
+      );
+    const db = await deps.databaseSecret();
+    target = (await openReconcileTarget({
+      format: 'sql',
+      output: '',
+      // Verified as the export's connection is (see openJobSink).
+      database: { ...db, sslmode: 'verify-full' },
+      schema: output.schema,
+    })) as StagedReconcileTarget;
+  }
   try {
     const result = await runReconcileSlice(
       { source: client, target, runId, shouldStop: () => clock.remainingMs() < clock.safetyMarginMs },

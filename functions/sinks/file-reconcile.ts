@@ -73,6 +73,14 @@ function recordKey(id: string): string {
   return dot > 0 ? id.slice(0, dot) : id;
 }
 
+/**
+ * The sort line of an id HQ lists, as `addLiveIds` adds it: runs of these lines sorted elsewhere (the
+ * sliced reconcile's staged runs) join the comparison through `addSortedLiveRun`.
+ */
+export function liveIdLine(id: string): string {
+  return `${escapeField(recordKey(id))}\th\t${escapeField(id)}`;
+}
+
 function isMarked(cell: Cell | undefined): boolean {
   return cell === true || cell === 'True' || cell === 'true' || cell === 1 || cell === '1';
 }
@@ -246,7 +254,18 @@ export class FileReconcileTarget implements ReconcileTarget {
     this.requireOpen();
     this.lease!.throwIfLost();
     this.live ??= this.newSort();
-    await this.live.add(ids.map((id) => `${escapeField(recordKey(id))}\th\t${escapeField(id)}`));
+    await this.live.add(ids.map(liveIdLine));
+  }
+
+  /**
+   * Ids HQ listed, as a file of `liveIdLine` lines sorted as `SortedLines` sorts (gzip-compressed):
+   * they join the ids compared at the next `settle` without being sorted again. The file must stay
+   * until that `settle` returns.
+   */
+  addSortedLiveRun(path: string): void {
+    this.requireOpen();
+    this.live ??= this.newSort();
+    this.live.addSortedRun(path, { gzip: true });
   }
 
   async settle(

@@ -173,6 +173,30 @@ export async function openReconcileTarget(
 }
 
 /**
+ * The target of a reconcile in slices (the scheduled reconcile of an S3 export): the ids each slice lists
+ * are staged as sorted runs under `_reconcile/` in the output itself (`file-reconcile-staging.ts`), and
+ * the last slice compares them as `ccexport reconcile` does. csv, json, xlsx and parquet outputs.
+ */
+export async function openStagedFileReconcileTarget(
+  options: Pick<SinkOptions, 'format' | 'output' | 's3Client' | 'keepLatest'> &
+    Omit<import('./file-reconcile-staging').StagedFileReconcileOptions, 'keepLatest' | 'loadFormat'>,
+): Promise<import('./file-reconcile-staging').StagedFileReconcileTarget> {
+  if (options.format === 'markdown' || options.format === 'sql')
+    throw new SinkConfigError(
+      `reconcile in slices reads back csv, json, xlsx or parquet files; "${options.output}" is ${options.format}`,
+    );
+  const { format: _format, output, s3Client: _client, keepLatest, ...rest } = options;
+  const [store, { StagedFileReconcileTarget }] = await Promise.all([
+    objectStoreFor(output, options),
+    import('./file-reconcile-staging'),
+  ]);
+  return new StagedFileReconcileTarget(store, {
+    ...rest,
+    ...(keepLatest ? { keepLatest: true, loadFormat: fileFormat } : {}),
+  });
+}
+
+/**
  * Builds the sink for an output: files (csv, xlsx, json, markdown) in a folder or under
  * `s3://bucket/prefix`; `sql` to a PostgreSQL server (`postgresql://` URL or `database`) or, with a
  * folder path, to an embedded PostgreSQL (PGlite) in that folder.

@@ -11,6 +11,8 @@ import { createReadStream } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
+import { createGunzip } from 'node:zlib';
 
 /** Default bytes of lines held before a run is written (4 MiB of text; 16 MiB peaked ~75 MB higher at 100k ids). */
 export const DEFAULT_SORT_BUDGET = 4 * 1024 * 1024;
@@ -32,7 +34,7 @@ export function unescapeField(text: string): string {
 export class SortedLines {
   private buffer: string[] = [];
   private bytes = 0;
-  private readonly runs: string[] = [];
+  private readonly runs: { readonly path: string; readonly gzip: boolean }[] = [];
 
   constructor(
     private readonly folder: string,
@@ -49,7 +51,16 @@ export class SortedLines {
     if (this.bytes >= this.budgetBytes) await this.spill();
   }
 
-  /** Sorted run files written so far. */
+  /**
+   * Adds a run file sorted elsewhere (lines sorted as this class sorts them, `\n`-terminated), read in
+   * the merge like the runs this sort writes; `gzip`: the file is gzip-compressed. The caller keeps the
+   * file until the merge has been read.
+   */
+  addSortedRun(path: string, options: { readonly gzip?: boolean } = {}): void {
+    this.runs.push({ path, gzip: options.gzip ?? false });
+  }
+
+  /** Sorted run files so far (written by this sort or added). */
   get runCount(): number {
     return this.runs.length;
   }
@@ -61,7 +72,7 @@ export class SortedLines {
     this.bytes = 0;
     const path = join(this.folder, `${this.name}-${this.runs.length}.txt`);
     await writeFile(path, `${lines.join('\n')}\n`);
-    this.runs.push(path);
+    this.runs.push({ path, gzip: false });
   }
 
   /** Every line added, in order. Call once, after the last `add`. */
@@ -74,12 +85,13 @@ export class SortedLines {
       return;
     }
     await this.spill();
-    const readers = this.runs.map((path) =>
-      createInterface({
-        input: createReadStream(path, { encoding: 'utf8' }),
-        crlfDelay: Number.POSITIVE_INFINITY,
-      })[Symbol.asyncIterator](),
-    );
+    const readers = this.runs.map(({ path, gzip }) => {
+      const file = createReadStream(path);
+      const input: Readable = gzip ? file.pipe(createGunzip()) : file;
+      if (gzip) file.on('error', (error) => input.destroy(error));
+      input.setEncoding('utf8');
+      return createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY })[Symbol.asyncIterator]();
+    });
     // A binary min-heap of the current line of each run.
     const heap: { line: string; reader: number }[] = [];
     const less = (a: number, b: number) => heap[a]!.line < heap[b]!.line;
