@@ -52,6 +52,7 @@ export class ExportBucket extends Construct {
   public readonly accessLogs: s3.Bucket;
   /** The key that encrypts `bucket` (encryption `kms`); undefined with SSE-S3. */
   public readonly encryptionKey: kms.Key | undefined;
+  private readonly stagingPrefixes = new Set<string>();
 
   constructor(scope: Construct, id: string, props: ExportBucketProps = {}) {
     super(scope, id);
@@ -150,6 +151,28 @@ export class ExportBucket extends Construct {
         reason: `Object actions are limited to this export's own prefix ${prefix}; the wildcard covers the files of each run.`,
       });
     }
+  }
+
+  /**
+   * Expires what the sliced reconciles of the export under `prefix` stage in `<prefix>_reconcile/`
+   * (functions/sinks/file-reconcile-staging.ts): a reconcile deletes its own staging once it has
+   * committed; one that failed (a tripped guard, an HQ outage) leaves it, and this rule removes it after
+   * `days`, with the versions the bucket's versioning keeps a day later. A reconcile lists for hours,
+   * not days, so its own staging never expires under it.
+   *
+   * @param prefix the export's key prefix, ending in "/"
+   * @param days @default 7
+   */
+  public expireReconcileStaging(prefix: string, days = 7): void {
+    const stagingPrefix = `${prefix}_reconcile/`;
+    if (this.stagingPrefixes.has(stagingPrefix)) return;
+    this.stagingPrefixes.add(stagingPrefix);
+    this.bucket.addLifecycleRule({
+      id: `reconcile-staging-${this.stagingPrefixes.size}`,
+      prefix: stagingPrefix,
+      expiration: Duration.days(days),
+      noncurrentVersionExpiration: Duration.days(1),
+    });
   }
 
   /**

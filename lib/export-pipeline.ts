@@ -300,7 +300,12 @@ export class ExportPipeline extends Construct {
     });
 
     props.grantCredentialRead(this.function);
-    if (props.bucket && props.s3Prefix) props.bucket.grantExportAccess(this.function, props.s3Prefix);
+    if (props.bucket && props.s3Prefix) {
+      props.bucket.grantExportAccess(this.function, props.s3Prefix);
+      // Reconciles of an S3 output stage listed ids under the prefix; a failed one's staging expires.
+      if (props.reconcile && props.reconcile.jobs.length > 0)
+        props.bucket.expireReconcileStaging(props.s3Prefix);
+    }
     if (props.glueDatabase) this.grantGlueTables(props.glueDatabase);
     if (props.database) {
       props.database.grantRead(this.function);

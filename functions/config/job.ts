@@ -140,12 +140,18 @@ export function exportJobs(config: ExportsConfig, exportName: string): ExportJob
 }
 
 /**
- * The reconcile jobs of the named export: its export jobs with `task: 'reconcile'`, for PostgreSQL
- * outputs with deletions tracked and a reconcile schedule; none otherwise (files are not reconciled).
+ * The reconcile jobs of the named export: its export jobs with `task: 'reconcile'`, for an export with
+ * deletions tracked and a reconcile schedule whose output can be compared: PostgreSQL, or S3 files the
+ * reconcile reads back (csv, json, xlsx, parquet; not markdown). None otherwise.
  */
 export function reconcileJobs(config: ExportsConfig, exportName: string): ExportJob[] {
   const exp = config.exports.find((e) => e.name === exportName);
-  if (!exp || exp.reconcile === 'off' || exp.deletions === 'ignore' || exp.output.type !== 'postgres')
+  if (
+    !exp ||
+    exp.reconcile === 'off' ||
+    exp.deletions === 'ignore' ||
+    (exp.output.type === 's3' && exp.output.format === 'markdown')
+  )
     return [];
   const maxShare = exp.reconcile.maxShare;
   return exportJobs(config, exportName).map((job) => ({

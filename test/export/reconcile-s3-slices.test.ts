@@ -16,7 +16,6 @@ import {
   ListObjectsV2Command,
   type S3Client,
 } from '@aws-sdk/client-s3';
-import ExcelJS from 'exceljs';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { CommCareClient } from '../../functions/commcare';
 import type { JsonObject } from '../../functions/common/json';
@@ -34,12 +33,12 @@ import { StagedFileReconcileTarget } from '../../functions/sinks/file-reconcile-
 import { S3ObjectStore } from '../../functions/sinks/store/s3';
 import { parseCsv } from '../sinks/helpers';
 import { motoS3 } from '../support/aws';
+import { householdCases, writeHouseholdsMembersCasesQuery } from '../support/reconcile-query';
 import { isRegistration } from '../support/registrations';
 import { ccexportInProcess, sandboxExportArgs } from '../support/sandbox-export';
 
 const KEY = 'reconcile-s3-slices-key-4d1a';
 const USER = 'exporter@example.org';
-const XMLNS = 'http://openrosa.org/formdesigner/5C1B5E2A-7F3D-4E11-9C2B-REGISTRATION';
 
 let sandbox: RunningSandbox;
 let s3: S3Client;
@@ -62,32 +61,7 @@ beforeAll(async () => {
   await s3.send(new CreateBucketCommand({ Bucket: bucket }));
   work = mkdtempSync(join(tmpdir(), 'ccexport-reconcile-s3-slices-'));
   query = join(work, 'households-members-cases.xlsx');
-  const book = new ExcelJS.Workbook();
-  const head = [
-    'Source Field',
-    'Field',
-    'Map Via',
-    'Data Source',
-    'Filter Name',
-    'Filter Value',
-    'Table Name',
-  ];
-  book
-    .addWorksheet('Households')
-    .addRows([
-      head,
-      ['id', 'id', null, 'form', 'xmlns.exact', XMLNS, 'households'],
-      ['form.household_name', 'household_name'],
-    ]);
-  book
-    .addWorksheet('Members')
-    .addRows([
-      head,
-      ['id', 'id', null, 'form.form.members[*]', 'xmlns.exact', XMLNS, 'household_members'],
-      ['$.id', 'form_id'],
-    ]);
-  book.addWorksheet('Cases').addRows([head, ['id', 'id', null, 'case', 'type', 'household', 'cases']]);
-  await book.xlsx.writeFile(query);
+  await writeHouseholdsMembersCasesQuery(query);
 });
 
 afterAll(async () => {
@@ -169,9 +143,7 @@ describe('the sliced reconcile of an S3 output', () => {
     const forms = [...sandbox.dataset.finalState('r1', 'form')].map(([, f]) => f).filter(isRegistration);
     const withMembers = forms.filter((f) => Array.isArray((f.form as JsonObject).members));
     const [deleted, archived] = withMembers;
-    const household = [...sandbox.dataset.finalState('r1', 'case')]
-      .map(([, c]) => c)
-      .find((c) => (c.properties as JsonObject).case_type === 'household')!;
+    const household = householdCases(sandbox.dataset, 'r1')[0]!;
     sandbox.apply(
       'r1',
       { kind: 'archive-form', id: String(deleted!.id), reindex: false },

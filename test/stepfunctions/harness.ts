@@ -56,6 +56,8 @@ export interface SynthesizedExport {
   readonly iterationsPerExecution: number;
   /** The input the export's EventBridge schedule starts the state machine with. */
   readonly scheduleInput: unknown;
+  /** The input its reconcile schedule starts the state machine with; null: the export has none. */
+  readonly reconcileScheduleInput: unknown | null;
 }
 
 export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
@@ -110,10 +112,14 @@ export function synthesizeExport(
   const schedules = Object.values(template.findResources('AWS::Scheduler::Schedule')) as {
     Properties: { Target: { Arn: unknown; Input: string } };
   }[];
-  const schedule = schedules.find(
-    (s) => JSON.stringify(s.Properties.Target.Arn) === JSON.stringify({ Ref: machineId }),
-  );
-  if (!schedule) throw new Error(`no schedule starts ${machineId}`);
+  // The export's schedule and its reconcile schedule both start the machine; reconcile jobs say so.
+  const starting = schedules
+    .filter((s) => JSON.stringify(s.Properties.Target.Arn) === JSON.stringify({ Ref: machineId }))
+    .map((s) => JSON.parse(s.Properties.Target.Input) as { slices: ExportSliceEvent[] });
+  const isReconcile = (input: { slices: ExportSliceEvent[] }) =>
+    input.slices.some((slice) => slice.job.task === 'reconcile');
+  const scheduleInput = starting.find((input) => !isReconcile(input));
+  if (!scheduleInput) throw new Error(`no schedule starts ${machineId}`);
 
   const code = template.toJSON().Resources[fnId] as { Properties: { Code: { S3Key: string } } };
   // The asset manifest says which staged folder becomes the object the function's code points to.
@@ -133,7 +139,8 @@ export function synthesizeExport(
     functionArn,
     codeRoot,
     iterationsPerExecution: pipeline.iterationsPerExecution,
-    scheduleInput: JSON.parse(schedule.Properties.Target.Input) as unknown,
+    scheduleInput,
+    reconcileScheduleInput: starting.find(isReconcile) ?? null,
   };
 }
 
@@ -459,4 +466,5 @@ export function pointJobsAt(synthesized: SynthesizedExport, baseUrl: string): vo
   };
   visit(synthesized.definition);
   visit(synthesized.scheduleInput);
+  visit(synthesized.reconcileScheduleInput);
 }
