@@ -227,9 +227,10 @@ export const exportSchema = z.strictObject({
     .transform((v) => (typeof v === 'number' ? v : (parseByteSize(v) as number)))
     .optional(),
   /**
-   * When `ccexport reconcile` runs for a PostgreSQL output (ids HQ no longer lists are removed or
-   * marked): weekly by default (Sunday 03:00 UTC), or `off`. `maxShare`: the reconcile fails, changing
-   * nothing, when a table would lose more than this share of its rows.
+   * When `ccexport reconcile` runs for the export (rows of ids HQ no longer lists are removed or marked
+   * in PostgreSQL, recorded as deletions in S3 csv, json, xlsx and parquet outputs): weekly by default
+   * (Sunday 03:00 UTC), or `off`. `maxShare`: the reconcile fails, changing nothing, when a table would
+   * lose more than this share of its rows. Ignored for markdown outputs and `deletions: ignore`.
    */
   reconcile: z
     .union([

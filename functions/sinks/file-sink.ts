@@ -96,10 +96,10 @@ interface OpenPart {
 
 /**
  * Top-level folders that hold the product's own objects (run manifests; checkpoints and leases; the `latest/`
- * consolidated tables).
+ * consolidated tables; the ids a sliced reconcile staged, which the exports bucket expires).
  * Compared without case: a folder on macOS or Windows does not tell `Manifests` from `manifests`.
  */
-export const BOOKKEEPING_FOLDERS = ['manifests', 'checkpoints', 'latest'] as const;
+export const BOOKKEEPING_FOLDERS = ['manifests', 'checkpoints', 'latest', '_reconcile'] as const;
 
 /**
  * The folder of a table's data objects. A table named like a bookkeeping folder (`manifests`,
