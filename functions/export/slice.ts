@@ -94,9 +94,9 @@ async function reconcileSlice(
           error: error instanceof Error ? error.message : String(error),
         }),
     });
-    // A reconcile scheduled before the export's first run has nothing to compare: done, not failed.
-    if (previous === null && !(await files.hasRuns())) {
-      deps.logger.info('Reconcile skipped: the export has written no run to this prefix yet');
+    // A reconcile scheduled before the project's first run has nothing to compare: done, not failed.
+    if (previous === null && !(await files.hasRuns(input.job.project))) {
+      deps.logger.info('Reconcile skipped: the export has written no run of this project yet');
       return { done: true, continuation: null, rows: 0, pages: 0 };
     }
     target = files;

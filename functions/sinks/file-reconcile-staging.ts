@@ -33,6 +33,7 @@ import type {
 } from '../export/reconcile';
 import { safeKeySegment } from './cells';
 import { type FileReconcileOptions, FileReconcileTarget, liveIdLine } from './file-reconcile';
+import { readManifests } from './file-sink';
 import type { ObjectStore } from './store/types';
 import type { DeletionMode } from './types';
 
@@ -101,9 +102,13 @@ export class StagedFileReconcileTarget implements StagedReconcileTarget {
     this.budget = options.stageBudgetBytes ?? DEFAULT_STAGE_BUDGET;
   }
 
-  /** Whether any run has written a manifest to the output (none: there is nothing to reconcile yet). */
-  async hasRuns(): Promise<boolean> {
-    return (await this.store.list('manifests/')).some((key) => key.endsWith('.json'));
+  /**
+   * Whether a run of `project` has written a manifest to the output (none: nothing to reconcile yet,
+   * say a project added to the export since its last run).
+   */
+  async hasRuns(project: string): Promise<boolean> {
+    if (!(await this.store.list('manifests/')).some((key) => key.endsWith('.json'))) return false;
+    return (await readManifests(this.store)).some((m) => m.project === project);
   }
 
   // --- Listing: staged runs ------------------------------------------------------------------------

@@ -333,6 +333,18 @@ describe('the scheduled reconcile of an S3 export, bundled function in the state
     expect(await stagedLines('parquet/')).toEqual([]);
   }, 600_000);
 
+  it('ends at once, with nothing recorded, for a project the export has not written yet', async () => {
+    const output = { type: 's3' as const, format: 'csv' as const, prefix: 'households/' };
+
+    const reconciled = await run('reconcile-unexported', input([jobFor('west', output, 'reconcile')]), {
+      otherwise: 0,
+    });
+
+    expect(reconciled.slices.map((s) => s.result)).toEqual([
+      expect.objectContaining({ done: true, rows: 0, pages: 0 }),
+    ]);
+  }, 600_000);
+
   it('fails at the 20% guard in its last slice and records nothing', async () => {
     const output = { type: 's3' as const, format: 'csv' as const, prefix: 'guarded/' };
     await run('export-west', input([jobFor('west', output)]), { otherwise: 1_000_000 });
