@@ -3,6 +3,7 @@
  * process's peak RSS (memory must stay flat in the number of ids).
  *
  *   node --import tsx bench/reconcile.ts [--sizes 10000,100000,1000000] [--output sql|csv] [postgresql://superuser-url]
+ *   node --import tsx bench/reconcile.ts --sliced [--pages-per-slice 250] [--sizes ...]
  *
  * The sandbox runs in its own process (`ccexport sandbox --forms N`); the target table `forms` (one
  * row per form id, plus 1% ids HQ does not list, which the reconcile removes) is loaded beforehand:
@@ -10,6 +11,11 @@
  * (`--output csv`: the reconcile then records the 1% as deletion records, through its external sort).
  * The reconcile runs in a child process that reports its own `maxRSS`. Without a URL a throwaway
  * PostgreSQL is started. Prints one JSON line per size.
+ *
+ * `--sliced`: the csv folder reconciled as an S3 export's scheduled reconcile is, in slices
+ * (`bench/reconcile-slice.ts`), each a process of its own (as a Lambda invocation) listing at most
+ * `--pages-per-slice` pages and staging them as sorted gzip runs in the output's `_reconcile/`; the
+ * last one merges them with the table's ids. Reports each slice's peak RSS.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -166,11 +172,56 @@ async function reconcile(
   return { seconds, out, rss: (JSON.parse(last) as { maxRss: number }).maxRss };
 }
 
+interface SliceRun {
+  readonly result: { done: boolean; cursor?: { ids: number }; summary?: { ids: number; gone: number } };
+  readonly staged: number;
+  readonly stagedBytes: number;
+  readonly maxRss: number;
+}
+
+/** The reconcile in slices, each a child process; the slices' figures. */
+async function slicedReconcile(
+  sandboxUrl: string,
+  folder: string,
+  queryFile: string,
+  pagesPerSlice: number,
+): Promise<{ seconds: number; slices: SliceRun[] }> {
+  const started = Date.now();
+  const slices: SliceRun[] = [];
+  let cursor: unknown = null;
+  for (;;) {
+    const args = [sandboxUrl, folder, queryFile, String(pagesPerSlice)];
+    if (cursor) args.push(JSON.stringify(cursor));
+    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/reconcile-slice.ts', ...args], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (c: Buffer) => {
+      out += c.toString();
+    });
+    child.stderr.on('data', (c: Buffer) => {
+      err += c.toString();
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    if (code !== 0) throw new Error(`slice ${slices.length + 1} exited with ${code}: ${err.slice(-2000)}`);
+    const slice = JSON.parse(out.trim().split('\n').pop()!) as SliceRun;
+    slices.push(slice);
+    if (slice.result.done) break;
+    cursor = slice.result.cursor;
+  }
+  return { seconds: (Date.now() - started) / 1000, slices };
+}
+
 async function main(argv: readonly string[]): Promise<void> {
   const at = argv.indexOf('--sizes');
   const sizes = (at >= 0 ? argv[at + 1]! : '10000,100000,1000000').split(',').map(Number);
   const outputAt = argv.indexOf('--output');
-  const output = outputAt >= 0 && argv[outputAt + 1] === 'csv' ? 'csv' : 'sql';
+  const sliced = argv.includes('--sliced');
+  const output = sliced || (outputAt >= 0 && argv[outputAt + 1] === 'csv') ? 'csv' : 'sql';
+  const pagesAt = argv.indexOf('--pages-per-slice');
+  const pagesPerSlice = pagesAt >= 0 ? Number(argv[pagesAt + 1]) : 250;
   let url = argv.find((a) => a.startsWith('postgres'));
   let stop = () => {};
   if (!url) {
@@ -192,6 +243,30 @@ async function main(argv: readonly string[]): Promise<void> {
         output === 'csv' ? await loadFolder(folder, forms, checkpointKey) : await loadTarget(url, forms);
       const sandbox = await startSandboxProcess(['--forms', String(forms)]);
       try {
+        if (sliced) {
+          const run = await slicedReconcile(sandbox.url, folder, queryFile, pagesPerSlice);
+          const last = run.slices.at(-1)!.result.summary!;
+          if (last.gone !== removed) throw new Error(`recorded ${last.gone}, expected ${removed}`);
+          const listing = run.slices.slice(0, -1);
+          const mb = (kib: number) => round(kib / 1024, 1);
+          process.stdout.write(
+            `${JSON.stringify({
+              output: 'csv, sliced',
+              forms,
+              ids: last.ids,
+              removed: last.gone,
+              slices: run.slices.length,
+              pagesPerSlice,
+              seconds: round(run.seconds, 1),
+              idsPerSecond: Math.round(last.ids / run.seconds),
+              stagedRuns: Math.max(0, ...listing.map((s) => s.staged)),
+              stagedMb: round(Math.max(0, ...listing.map((s) => s.stagedBytes)) / 1024 / 1024, 2),
+              listingSlicePeakRssMb: mb(Math.max(0, ...listing.map((s) => s.maxRss))),
+              lastSlicePeakRssMb: mb(run.slices.at(-1)!.maxRss),
+            })}\n`,
+          );
+          continue;
+        }
         const run = await reconcile(sandbox.url, output === 'csv' ? folder : url, queryFile, output);
         const ids = Number(/([\d,]+) ids listed/.exec(run.out)?.[1]?.replaceAll(',', '') ?? 0);
         const result: Result = {

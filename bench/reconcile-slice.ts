@@ -1,0 +1,48 @@
+/**
+ * One slice of the sliced file reconcile (what the export function runs for an S3 export's scheduled
+ * reconcile), in a process of its own as a Lambda invocation is: lists at most `pages` pages, stages
+ * them as sorted runs in the output's `_reconcile/`, or (once every source is listed) compares and
+ * commits. Used by `bench/reconcile.ts --sliced`.
+ *
+ *   node --import tsx bench/reconcile-slice.ts <sandbox url> <output folder> <query file> <pages> [cursor json]
+ *
+ * Prints one JSON line: the slice's result (cursor or summary), its staged runs so far, and its own
+ * peak RSS (`maxRSS`, KiB).
+ */
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CommCareClient } from '../functions/commcare';
+import { type ReconcileCursor, runReconcileSlice } from '../functions/export/reconcile';
+import { compileQueryFile } from '../functions/query';
+import { StagedFileReconcileTarget } from '../functions/sinks/file-reconcile-staging';
+import { LocalObjectStore } from '../functions/sinks/store/local';
+
+const [url, folder, queryFile, pagesText, cursorText] = process.argv.slice(2);
+const pages = Number(pagesText);
+const cursor = cursorText ? (JSON.parse(cursorText) as ReconcileCursor) : null;
+const compiled = await compileQueryFile(queryFile!, { baseUrl: url!, forSql: false });
+const store = new LocalObjectStore(folder!);
+let seen = 0;
+const result = await runReconcileSlice(
+  {
+    source: new CommCareClient({ baseUrl: url!, username: 'demo@example.org', apiKey: 'sandbox-demo-key' }),
+    target: new StagedFileReconcileTarget(store, { resumesFrom: cursor }),
+    runId: 'bench-sliced',
+    shouldStop: () => ++seen >= pages,
+  },
+  {
+    project: 'demo',
+    sources: compiled.sources,
+    checkpointKey: compiled.queryFileMd5,
+    pageSize: 10_000,
+    mode: 'remove',
+    maxShare: 0.5,
+  },
+  cursor,
+);
+const keys = await store.list('_reconcile/');
+let stagedBytes = 0;
+for (const key of keys) stagedBytes += (await stat(join(folder!, key))).size;
+process.stdout.write(
+  `${JSON.stringify({ result, staged: keys.length, stagedBytes, maxRss: process.resourceUsage().maxRSS })}\n`,
+);
