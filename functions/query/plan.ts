@@ -87,6 +87,7 @@ export function makeTablePlan(d: TableDraft): TablePlan {
     headings: d.headings,
     dataTypes: d.dataTypes,
     ...(d.valueKinds?.some((k) => k !== null) ? { valueKinds: d.valueKinds } : {}),
+    ...(missingValue !== null ? { missingValue } : {}),
     rowsFor(record) {
       try {
         return rowsFor(record);

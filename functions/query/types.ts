@@ -21,6 +21,12 @@ export interface TableSpec {
    * @default - null for every heading
    */
   readonly valueKinds?: readonly (ValueKind | null)[];
+  /**
+   * The text the query writes for an absent value (DET's `missing_value`, `--missing-value`). Typed
+   * outputs write it as null in a typed column rather than refuse it.
+   * @default - none: an absent value is null
+   */
+  readonly missingValue?: string | null;
 }
 
 /** One table fed by a source: turns one HQ record into zero or more rows (child tables give many). */

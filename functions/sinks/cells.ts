@@ -126,3 +126,14 @@ export function truncateUtf8(text: string, maxBytes: number): string {
   }
   return out;
 }
+
+/**
+ * A value as an error message names it: its kind and its first 40 characters (`the string "n/a"`),
+ * enough to find the form without copying a long answer into logs.
+ */
+export function describeValue(cell: Exclude<Cell, null>): string {
+  if (cell instanceof Date) return `the date ${cell.toISOString()}`;
+  if (typeof cell === 'object') return 'a JSON value';
+  const text = String(cell);
+  return `the ${typeof cell} "${text.length > 40 ? `${text.slice(0, 40)}…` : text}"`;
+}

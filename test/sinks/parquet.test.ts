@@ -9,7 +9,7 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
-import type { TableSpec } from '../../functions/query/types';
+import type { Cell, TableSpec } from '../../functions/query/types';
 import { safeKeySegment } from '../../functions/sinks/cells';
 import { parquetColumns } from '../../functions/sinks/formats/parquet/columns';
 import { LocalObjectStore } from '../../functions/sinks/store/local';
@@ -88,7 +88,7 @@ describe.skipIf(!hasDuckdb)('parquet output, read back by DuckDB', () => {
     expect(child.rows).toEqual([['c1', 'form-00001', 'a|b', 'run-1']]);
   });
 
-  it("types columns by the query's Data Types and writes unconvertible values as null", async () => {
+  it("types columns by the query's Data Types, reading text as the type and blank text as null", async () => {
     const dir = tempDir();
     const sink = await createSink({ format: 'parquet', output: dir });
     await sink.begin([typedTable], run('run-1'));
@@ -98,12 +98,12 @@ describe.skipIf(!hasDuckdb)('parquet output, read back by DuckDB', () => {
         'v2',
         new Date(Date.UTC(2024, 2, 2)),
         new Date(Date.UTC(2024, 2, 2, 5, 6, 7)),
-        2 ** 53 + 2,
+        2 ** 53 - 1,
         false,
         null,
         null,
       ],
-      ['v3', 'not a date', '2024-03-03 04:05:06', 'n/a', 'maybe', '', 'text'],
+      ['v3', '', '2024-03-03 04:05:06', ' ', 'Yes', '', 'text'],
       ['v4', null, null, null, null, null, null],
     ]);
     await sink.finish();
@@ -123,12 +123,40 @@ describe.skipIf(!hasDuckdb)('parquet output, read back by DuckDB', () => {
     expect(read.types).toEqual(['VARCHAR', 'DATE', 'TIMESTAMP', 'BIGINT', 'BOOLEAN', 'VARCHAR', 'VARCHAR']);
     expect(read.rows).toEqual([
       ['v1', '2024-03-01', '2024-03-01 10:11:12.345', 3, true, 'नमस्ते 🌍', '{"a":[1,2]}'],
-      // Beyond 2^53 a JavaScript number is not exact: null rather than a wrong count.
-      ['v2', '2024-03-02', '2024-03-02 05:06:07.000', null, false, null, null],
-      ['v3', null, '2024-03-03 04:05:06.000', null, null, '', '"text"'],
+      ['v2', '2024-03-02', '2024-03-02 05:06:07.000', 2 ** 53 - 1, false, null, null],
+      ['v3', null, '2024-03-03 04:05:06.000', null, true, '', '"text"'],
       ['v4', null, null, null, null, null, null],
     ]);
   });
+
+  it.each<[heading: string, value: Cell, index: number, message: string]>([
+    ['visited_at', 'not a date', 2, 'the string "not a date" cannot be read as timestamp'],
+    ['children', 'n/a', 3, 'the string "n/a" cannot be read as bigint'],
+    // Beyond 2^53 a JavaScript number is not exact: refused rather than written as a wrong count.
+    ['children', 2 ** 53 + 2, 3, 'the number "9007199254740994" cannot be read as bigint'],
+    ['consented', 'maybe', 4, 'the string "maybe" cannot be read as boolean'],
+  ])(
+    'fails naming table, column, row id and value when %s cannot take %j',
+    async (heading, value, index, message) => {
+      // prepare
+      const dir = tempDir();
+      const sink = await createSink({ format: 'parquet', output: dir });
+      await sink.begin([typedTable], run('run-1'));
+      const row: Cell[] = ['v7', null, null, null, null, null, null];
+      row[index] = value;
+
+      // act
+      const written = sink.writeRows('visits', [['v6', null, null, '1', null, null, null], row]);
+
+      // assert
+      await expect(written).rejects.toMatchObject({
+        name: 'DeclaredTypeError',
+        message: expect.stringContaining(`Table "visits", column "${heading}" (`),
+      });
+      await expect(written).rejects.toThrow(`row id "v7": ${message}`);
+      await sink.abort(new Error('stopped'));
+    },
+  );
 
   it('streams a large table as several row groups, and continues _seq across parts after a commit', async () => {
     const dir = tempDir();
@@ -193,6 +221,7 @@ describe.skipIf(!hasDuckdb)('parquet output, read back by DuckDB', () => {
       headings: ['id', 'weight', 'referred', 'seen_on', 'symptoms', 'note'],
       dataTypes: [null, null, null, null, null, null],
       valueKinds: [null, 'number', 'boolean', 'datetime', 'integer', null],
+      missingValue: '---',
     };
     const dir = tempDir();
     const sink = await createSink({ format: 'parquet', output: dir });

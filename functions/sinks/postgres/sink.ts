@@ -8,6 +8,7 @@ import {
   writePgCheckpoints,
 } from '../../checkpoints/postgres';
 import type { Cell, TableSpec } from '../../query/types';
+import { describeValue } from '../cells';
 import {
   ConcurrentRunError,
   DeclaredTypeError,
@@ -821,13 +822,6 @@ export class PostgresSink implements ExportSink {
 /** A string literal for SQL where parameters cannot go (COMMENT ON). */
 function quoteLiteral(text: string): string {
   return `'${text.replaceAll("'", "''")}'`;
-}
-
-function describeValue(cell: Exclude<Cell, null>): string {
-  if (cell instanceof Date) return `the date ${cell.toISOString()}`;
-  if (typeof cell === 'object') return 'a JSON value';
-  const text = String(cell);
-  return `the ${typeof cell} "${text.length > 40 ? `${text.slice(0, 40)}…` : text}"`;
 }
 
 /** Validates declared tables and maps their names to PostgreSQL identifiers. */

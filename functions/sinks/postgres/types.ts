@@ -102,7 +102,7 @@ export function fits(cell: Exclude<Cell, null>, column: PgType | 'other'): boole
 }
 
 /** Strings PostgreSQL's boolean input accepts (after trimming, any case), and what they mean. */
-const PG_BOOLEAN_WORDS: Readonly<Record<string, boolean>> = {
+export const PG_BOOLEAN_WORDS: Readonly<Record<string, boolean>> = {
   t: true,
   true: true,
   y: true,

@@ -7,7 +7,9 @@
 import type { SchemaElement } from 'hyparquet-writer';
 import { ByteWriter, ParquetWriter } from 'hyparquet-writer';
 import type { Cell, TableSpec } from '../../../query/types';
-import { cellToJson, cellToText } from '../../cells';
+import { cellToJson, cellToText, describeValue } from '../../cells';
+import { DeclaredTypeError } from '../../errors';
+import { PG_BOOLEAN_WORDS } from '../../postgres/types';
 import type { ObjectUpload } from '../../store/types';
 import type { FileFormat, FileFormatOptions, TableEncoder } from '../types';
 import { type ParquetColumn, type ParquetColumnType, parquetColumns } from './columns';
@@ -53,12 +55,20 @@ function epochMillis(cell: Cell): number | null {
 type Stored = string | boolean | bigint | number | null;
 
 /**
- * A cell as the value of a typed column. A value that does not read as the column's declared type
- * (text "n/a" in an `integer` column) is written as null: a Parquet column has one type in every file
- * (the Glue table declares it), so it cannot be widened as the PostgreSQL output widens a column.
+ * A cell as the value of a typed column, or `undefined` when it does not read as the column's type
+ * (text "n/a" in a `bigint` column): the encoder then stops the run (see `ParquetTableEncoder`). Blank
+ * text is null in a typed column (HQ sends an unanswered question as ""), and so is the query's
+ * missing-value text (`missingValue`): both stand for no value, so nothing is lost.
  */
-export function storedValue(cell: Cell, type: ParquetColumnType): Stored {
+export function storedValue(
+  cell: Cell,
+  type: ParquetColumnType,
+  missingValue: string | null = null,
+): Stored | undefined {
   if (cell === null) return null;
+  if (typeof cell === 'string' && type !== 'string' && type !== 'json') {
+    if (cell === missingValue || cell.trim() === '') return null;
+  }
   switch (type) {
     case 'json':
       return cellToJson(cell);
@@ -70,34 +80,37 @@ export function storedValue(cell: Cell, type: ParquetColumnType): Stored {
           : cellToText(cell);
     case 'boolean':
       if (typeof cell === 'boolean') return cell;
-      if (typeof cell === 'string') {
-        const t = cell.trim().toLowerCase();
-        if (t === 'true' || t === '1') return true;
-        if (t === 'false' || t === '0') return false;
-      }
+      // The words PostgreSQL's boolean input accepts, so both typed outputs take the same values.
+      if (typeof cell === 'string') return PG_BOOLEAN_WORDS[cell.trim().toLowerCase()];
       if (typeof cell === 'number' && (cell === 0 || cell === 1)) return cell === 1;
-      return null;
+      return undefined;
     case 'bigint':
-      if (typeof cell === 'number') return Number.isSafeInteger(cell) ? BigInt(cell) : null;
+      // Beyond 2^53 a JavaScript number is not exact: refused rather than written as a wrong count.
+      if (typeof cell === 'number') return Number.isSafeInteger(cell) ? BigInt(cell) : undefined;
       if (typeof cell === 'string' && INTEGER_TEXT.test(cell.trim())) {
         const value = BigInt(cell.trim());
-        return value >= -(2n ** 63n) && value < 2n ** 63n ? value : null;
+        return value >= -(2n ** 63n) && value < 2n ** 63n ? value : undefined;
       }
       if (typeof cell === 'boolean') return cell ? 1n : 0n;
-      return null;
+      return undefined;
     case 'double':
       if (typeof cell === 'number') return cell;
       if (typeof cell === 'string' && NUMBER_TEXT.test(cell.trim())) return Number(cell.trim());
-      return null;
+      return undefined;
     case 'date': {
       const ms = epochMillis(cell);
-      return ms === null ? null : Math.floor(ms / DAY_MS);
+      return ms === null ? undefined : Math.floor(ms / DAY_MS);
     }
     case 'timestamp': {
       const ms = epochMillis(cell);
-      return ms === null ? null : BigInt(ms);
+      return ms === null ? undefined : BigInt(ms);
     }
   }
+}
+
+/** The Parquet type as an error message names it (the Athena type the Glue table declares). */
+function typeName(type: ParquetColumnType): string {
+  return type === 'json' ? 'json text' : type;
 }
 
 /** A ByteWriter that hands each finished row group to the object stream and starts over. */
@@ -129,6 +142,9 @@ class ParquetTableEncoder implements TableEncoder {
   private readonly runId: string;
   private readonly exportedAt: bigint;
   private readonly queryColumns: number;
+  private readonly tableName: string;
+  private readonly idIndex: number;
+  private readonly missingValue: string | null;
 
   constructor(
     table: TableSpec,
@@ -138,6 +154,9 @@ class ParquetTableEncoder implements TableEncoder {
   ) {
     this.columns = parquetColumns(table);
     this.queryColumns = table.headings.length;
+    this.tableName = table.name;
+    this.idIndex = table.headings.indexOf('id');
+    this.missingValue = table.missingValue ?? null;
     this.buffers = this.columns.map(() => []);
     this.runId = run.runId;
     this.exportedAt = BigInt(run.exportedAt.getTime());
@@ -160,7 +179,8 @@ class ParquetTableEncoder implements TableEncoder {
     for (const row of rows) {
       for (let c = 0; c < n; c++) {
         const cell = row[c] ?? null;
-        const value = storedValue(cell, (this.columns[c] as ParquetColumn).type);
+        const value = storedValue(cell, (this.columns[c] as ParquetColumn).type, this.missingValue);
+        if (value === undefined) throw this.refusal(row, c);
         if (typeof value === 'string') this.chars += value.length;
         (this.buffers[c] as Stored[]).push(value);
       }
@@ -170,6 +190,24 @@ class ParquetTableEncoder implements TableEncoder {
       this.rows++;
       if (this.rows >= this.rowGroupRows || this.chars >= ROW_GROUP_CHARS) await this.writeRowGroup();
     }
+  }
+
+  /**
+   * The error for a value its column cannot take. The run stops, as the PostgreSQL output stops for a
+   * value that does not fit a declared Data Type: a null would be read as an unanswered question, and
+   * the column cannot be widened (its type is the Glue table's). The open parts are aborted, so the
+   * checkpoint stays where the last commit left it.
+   */
+  private refusal(row: readonly Cell[], c: number): DeclaredTypeError {
+    const column = this.columns[c] as ParquetColumn;
+    const id = this.idIndex >= 0 ? row[this.idIndex] : null;
+    const where =
+      id === null || id === undefined ? `row ${this.sequence} of the run` : `row id "${cellToText(id)}"`;
+    return new DeclaredTypeError(
+      `Table "${this.tableName}", column "${column.heading}" (${typeName(column.type)}), ${where}: ` +
+        `${describeValue(row[c] as Exclude<Cell, null>)} cannot be read as ${typeName(column.type)}; ` +
+        "correct the value in CommCare, or the column's Data Type or Map Via (a Parquet column keeps one type in every file)",
+    );
   }
 
   private async writeRowGroup(): Promise<void> {
