@@ -12,11 +12,14 @@
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CommCareClient } from '../functions/commcare';
+import { limitHeapGrowth } from '../functions/export/heap';
 import { type ReconcileCursor, runReconcileSlice } from '../functions/export/reconcile';
 import { compileQueryFile } from '../functions/query';
 import { StagedFileReconcileTarget } from '../functions/sinks/file-reconcile-staging';
 import { LocalObjectStore } from '../functions/sinks/store/local';
 
+// As the export function does at its cold start (functions/export/handler.ts).
+limitHeapGrowth();
 const [url, folder, queryFile, pagesText, cursorText] = process.argv.slice(2);
 const pages = Number(pagesText);
 const cursor = cursorText ? (JSON.parse(cursorText) as ReconcileCursor) : null;
