@@ -15,7 +15,7 @@ import {
 import { checkTransport, LARGEST_PAGE } from '../commcare/resources';
 import type { ResourceName } from '../commcare/types';
 import type { QueryChanges } from '../export/config-changes';
-import { keepYoungGenerationSmall, limitHeapGrowth } from '../export/heap';
+import { CLI_HEAP_GROWING_PERCENT, keepYoungGenerationSmall, limitHeapGrowth } from '../export/heap';
 import { jsonLinesProgress, ttyProgress } from '../export/progress';
 import { JsonLinesSink, rawRecordsPlan } from '../export/raw-records';
 import { type ExportSummary, type ProgressListener, runExport } from '../export/run';
@@ -367,7 +367,7 @@ export async function runRunCommand(
   io: CommandIO,
   action: 'run' | 'reconcile' = 'run',
 ): Promise<number> {
-  limitHeapGrowth();
+  limitHeapGrowth(CLI_HEAP_GROWING_PERCENT);
   keepYoungGenerationSmall();
   const { flags, positionals } = parseArgs(argv, RUN_FLAGS);
   if (booleanFlag(flags, 'help')) {
