@@ -184,7 +184,7 @@ export class ExportAnalytics extends Construct {
         databaseName: db,
         tableInput: cfnTableInput(set.data),
       });
-      data.addDependency(this.database);
+      data.addResourceDependency(this.database);
       tables.set(set.table, data);
       if (set.deletions === null || set.latest === null || set.latestSql === null) continue;
 
@@ -193,7 +193,7 @@ export class ExportAnalytics extends Construct {
         databaseName: db,
         tableInput: cfnTableInput(set.deletions),
       });
-      deletions.addDependency(this.database);
+      deletions.addResourceDependency(this.database);
 
       // The views apply only the deletions objects a manifest lists: one table over manifests/.
       if (!manifests) {
@@ -202,7 +202,7 @@ export class ExportAnalytics extends Construct {
           databaseName: db,
           tableInput: cfnTableInput(glueManifestsTable({ bucketName: bucket.bucketName, prefix })),
         });
-        manifests.addDependency(this.database);
+        manifests.addResourceDependency(this.database);
       }
 
       const view = new glue.CfnTable(this, `Latest-${logical}`, {
@@ -210,9 +210,9 @@ export class ExportAnalytics extends Construct {
         databaseName: db,
         tableInput: cfnTableInput(set.latest),
       });
-      view.addDependency(data);
-      view.addDependency(deletions);
-      view.addDependency(manifests);
+      view.addResourceDependency(data);
+      view.addResourceDependency(deletions);
+      view.addResourceDependency(manifests);
 
       const name = set.data.name;
       const named = new athena.CfnNamedQuery(this, `LatestQuery-${logical}`, {
@@ -222,8 +222,8 @@ export class ExportAnalytics extends Construct {
         workGroup: this.workGroupName,
         queryString: set.latestSql,
       });
-      named.addDependency(this.workGroup);
-      named.addDependency(this.database);
+      named.addResourceDependency(this.workGroup);
+      named.addResourceDependency(this.database);
     }
     this.tables = tables;
 
