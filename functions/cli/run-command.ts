@@ -16,6 +16,7 @@ import { checkTransport, LARGEST_PAGE } from '../commcare/resources';
 import type { ResourceName } from '../commcare/types';
 import type { QueryChanges } from '../export/config-changes';
 import { CLI_HEAP_GROWING_PERCENT, keepYoungGenerationSmall, limitHeapGrowth } from '../export/heap';
+import { limitInlining } from '../export/jit';
 import { jsonLinesProgress, ttyProgress } from '../export/progress';
 import { JsonLinesSink, rawRecordsPlan } from '../export/raw-records';
 import { type ExportSummary, type ProgressListener, runExport } from '../export/run';
@@ -369,6 +370,7 @@ export async function runRunCommand(
 ): Promise<number> {
   limitHeapGrowth(CLI_HEAP_GROWING_PERCENT);
   keepYoungGenerationSmall();
+  limitInlining();
   const { flags, positionals } = parseArgs(argv, RUN_FLAGS);
   if (booleanFlag(flags, 'help')) {
     io.stdout.write(
