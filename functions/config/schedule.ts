@@ -6,6 +6,8 @@
  * of day-of-month and day-of-week must be `?` (EventBridge "Cron expressions reference").
  */
 
+import { utcOffsetMinutes } from '../common/time-zone';
+
 const FIELD_NAMES = ['minutes', 'hours', 'day-of-month', 'month', 'day-of-week', 'year'] as const;
 const FIELD_PATTERNS: readonly RegExp[] = [
   /^(\*|[0-5]?\d(-[0-5]?\d)?)(\/\d+)?(,(\*|[0-5]?\d(-[0-5]?\d)?)(\/\d+)?)*$/,
@@ -163,25 +165,7 @@ export function monthlyRotationRules(
   return rules;
 }
 
-const offsetFormats = new Map<string, Intl.DateTimeFormat>();
-
 /** Hours `timeZone` is ahead of UTC at `instant` (negative west of Greenwich; may be fractional). */
 function utcOffsetHours(instant: Date, timeZone: string): number {
-  let format = offsetFormats.get(timeZone);
-  if (!format) {
-    format = new Intl.DateTimeFormat('en-US', {
-      timeZone,
-      hourCycle: 'h23',
-      year: 'numeric',
-      month: 'numeric',
-      day: 'numeric',
-      hour: 'numeric',
-      minute: 'numeric',
-    });
-    offsetFormats.set(timeZone, format);
-  }
-  const parts = format.formatToParts(instant);
-  const part = (type: string) => Number(parts.find((p) => p.type === type)?.value);
-  const local = Date.UTC(part('year'), part('month') - 1, part('day'), part('hour'), part('minute'));
-  return (local - Math.floor(instant.getTime() / 60_000) * 60_000) / 3_600_000;
+  return utcOffsetMinutes(instant, timeZone) / 60;
 }

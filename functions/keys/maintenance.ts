@@ -26,6 +26,7 @@ import {
   formatMonth,
   keyExpiry,
   keyNameFor,
+  localDateTime,
   monthOf,
   monthOfKeyName,
   monthStart,
@@ -257,8 +258,7 @@ export function commcareDueMonth(current: CredentialSecret, now: Date): YearMont
   const served = current.key ? monthOfKeyName(namePrefix, current.keyName) : undefined;
   if (!served || compareMonths(served, here) < 0) return here;
   if (compareMonths(served, next) >= 0) return undefined;
-  const day = Number(new Intl.DateTimeFormat('en-US', { timeZone, day: 'numeric' }).format(now));
-  return day >= rotationDay(reminderDays) ? next : undefined;
+  return localDateTime(now, timeZone).day >= rotationDay(reminderDays) ? next : undefined;
 }
 
 async function remind(

@@ -6,6 +6,7 @@
  * exactly `leadDays` days before the 1st after a 28-day February and a little more before longer months
  * (a fixed day of month is what a monthly cron can express).
  */
+import { utcOffsetMinutes, wallClock, zoneFormat } from '../common/time-zone';
 import { KeyError } from './errors';
 
 export interface YearMonth {
@@ -22,35 +23,21 @@ export interface LocalDateTime extends YearMonth {
 
 export class TimeZoneError extends KeyError {}
 
-const formatters = new Map<string, Intl.DateTimeFormat>();
-
-function formatter(timeZone: string): Intl.DateTimeFormat {
-  let f = formatters.get(timeZone);
-  if (!f) {
-    try {
-      f = new Intl.DateTimeFormat('en-US', {
-        timeZone,
-        hourCycle: 'h23',
-        year: 'numeric',
-        month: 'numeric',
-        day: 'numeric',
-        hour: 'numeric',
-        minute: 'numeric',
-        second: 'numeric',
-      });
-    } catch (cause) {
-      throw new TimeZoneError(`time zone "${timeZone}" is not an IANA time zone (e.g. "Africa/Nairobi")`, {
-        cause,
-      });
-    }
-    formatters.set(timeZone, f);
+/** Runs `read` with a time zone, turning ICU's RangeError for an unknown zone into a `TimeZoneError`. */
+function inZone<T>(timeZone: string, read: () => T): T {
+  try {
+    return read();
+  } catch (cause) {
+    if (!(cause instanceof RangeError)) throw cause;
+    throw new TimeZoneError(`time zone "${timeZone}" is not an IANA time zone (e.g. "Africa/Nairobi")`, {
+      cause,
+    });
   }
-  return f;
 }
 
 export function isTimeZone(timeZone: string): boolean {
   try {
-    formatter(timeZone);
+    zoneFormat(timeZone);
     return true;
   } catch {
     return false;
@@ -59,25 +46,13 @@ export function isTimeZone(timeZone: string): boolean {
 
 /** Wall-clock date and time of an instant in a time zone. */
 export function localDateTime(instant: Date, timeZone: string): LocalDateTime {
-  const parts: Record<string, number> = {};
-  for (const p of formatter(timeZone).formatToParts(instant)) {
-    if (p.type !== 'literal') parts[p.type] = Number(p.value);
-  }
-  return {
-    year: parts.year ?? 0,
-    month: parts.month ?? 0,
-    day: parts.day ?? 0,
-    hour: parts.hour ?? 0,
-    minute: parts.minute ?? 0,
-  };
+  const { year, month, day, hour, minute } = inZone(timeZone, () => wallClock(instant, timeZone));
+  return { year, month, day, hour, minute };
 }
 
 /** Offset of the zone from UTC at an instant, in minutes (east positive). */
 export function offsetMinutes(instant: Date, timeZone: string): number {
-  const l = localDateTime(instant, timeZone);
-  const asUtc = Date.UTC(l.year, l.month - 1, l.day, l.hour, l.minute);
-  const truncated = Math.floor(instant.getTime() / 60_000) * 60_000;
-  return Math.round((asUtc - truncated) / 60_000);
+  return inZone(timeZone, () => utcOffsetMinutes(instant, timeZone));
 }
 
 /** The instant at which the wall clock in `timeZone` shows the given date and time. */
