@@ -114,6 +114,10 @@ export const PERMANENT_ERRORS = [
   'SinkConfigError',
   // A reconcile that would remove too much of a table (a wrong key or filter, not real deletions).
   'ReconcileGuardError',
+  // A value that cannot be read as its column's type (PostgreSQL, Parquet): the same record comes back
+  // at every retry until someone corrects it in HQ or changes the query's Data Type or Map Via.
+  'TypeConflictError',
+  'DeclaredTypeError',
 ];
 
 export interface ExportPipelineProps {

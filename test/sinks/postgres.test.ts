@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { TableSpec } from '../../functions/query/types';
 import { ConcurrentRunError, createSink, DeclaredTypeError, TypeConflictError } from '../../functions/sinks';
 import { pgName } from '../../functions/sinks/postgres/naming';
+import { PERMANENT_ERRORS } from '../../lib/export-pipeline';
 import { checkpoint, run } from './helpers';
 
 let admin: pg.Client;
@@ -171,6 +172,8 @@ describe('PostgreSQL output', () => {
     })();
 
     await expect(failed).rejects.toThrow(DeclaredTypeError);
+    // On AWS the state machine fails the run at once instead of retrying the same record.
+    expect(PERMANENT_ERRORS).toContain(((await failed.catch((e: unknown) => e)) as Error).name);
     await expect(failed).rejects.toThrow(
       `Table "${name}", column "age" (integer), row id "case-77": the string "twelve" cannot be converted to integer`,
     );
@@ -191,7 +194,9 @@ describe('PostgreSQL output', () => {
     await sink.writeRows(name, [['a', 1]]);
     await sink.commit([]);
     await sink.writeRows(name, [['b', 'x']]);
-    await expect(sink.commit([])).rejects.toThrow(TypeConflictError);
+    const refused = sink.commit([]);
+    await expect(refused).rejects.toThrow(TypeConflictError);
+    expect(PERMANENT_ERRORS).toContain(((await refused.catch((e: unknown) => e)) as Error).name);
     await sink.abort(new Error('stop'));
     expect(await query(`SELECT id, n FROM "${name}"`)).toEqual([{ id: 'a', n: 1 }]);
   });
