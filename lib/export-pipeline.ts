@@ -6,7 +6,7 @@
  * credential secret and touches its own S3 prefix only. Functions cost nothing while idle.
  */
 import { basename } from 'node:path';
-import { Duration, RemovalPolicy, Stack, TimeZone, Validations } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Size, Stack, TimeZone, Validations } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -23,6 +23,9 @@ import { stateMachineName } from '../functions/config/naming';
 import type { ExportBucket } from './export-bucket';
 import type { ExportDatabase } from './export-database';
 import { ServiceFunction } from './function-defaults';
+
+/** /tmp of the function of an S3 export with a reconcile schedule (see ExportPipeline). */
+export const RECONCILE_EPHEMERAL_STORAGE = Size.gibibytes(4);
 
 /** The Lambda Node.js runtime's CA bundle, which includes the Amazon RDS certificate authorities. */
 export const RUNTIME_CA_CERTS = '/var/runtime/ca-cert.pem';
@@ -255,11 +258,17 @@ export class ExportPipeline extends Construct {
 
     const queryFilePath = props.queryFilePath;
     const sliceTimeout = Duration.minutes(15);
+    // The last slice of an S3 reconcile sorts every row id of the project's runs and the ids HQ listed
+    // in /tmp (sort runs, ~60 bytes per line: 115 MB for 970,000 rows and as many ids, bench/REPORT.md);
+    // Lambda's default 512 MB would stop it near 8 million lines, so S3 exports with a reconcile get
+    // room for ~70 million. Ephemeral storage past 512 MB costs ~$0.0001 per 15-minute invocation.
+    const reconcilesFiles = !!props.bucket && (props.reconcile?.jobs.length ?? 0) > 0;
     this.function = new ServiceFunction(this, 'Function', {
       entry: props.handlerEntry,
       description: `CommCare export ${props.exportName}: one slice of one project`,
       timeout: sliceTimeout,
       memorySize: props.memorySize ?? 512,
+      ...(reconcilesFiles ? { ephemeralStorageSize: RECONCILE_EPHEMERAL_STORAGE } : {}),
       ...(props.vpc && this.securityGroup
         ? {
             vpc: props.vpc,

@@ -145,6 +145,15 @@ describe('the reconcile schedule of an S3 export', () => {
     }
   });
 
+  it('gives the function of an S3 export with a reconcile 4 GiB of /tmp for the last slice’s sort', () => {
+    const functions = Object.values(s3Template.findResources('AWS::Lambda::Function')).filter((f) =>
+      /CommCare export (forms-files|cases-parquet):/.test(f.Properties.Description),
+    );
+
+    expect(functions).toHaveLength(2);
+    expect(functions.map((f) => f.Properties.EphemeralStorage)).toEqual([{ Size: 4096 }, { Size: 4096 }]);
+  });
+
   it('expires the staging of failed reconciles under each export prefix after 7 days', () => {
     const rules = lifecycleRules(s3Template).filter((r) => r.Prefix?.endsWith('_reconcile/'));
 
@@ -157,6 +166,10 @@ describe('the reconcile schedule of an S3 export', () => {
       const t = Template.fromStack(buildStack(config).stack);
 
       expect(scheduleInputs(t, 'formsfiles').map((s) => s.input.slices[0]?.job.task)).toEqual([undefined]);
+      const fn = Object.values(t.findResources('AWS::Lambda::Function')).find((f) =>
+        /CommCare export forms-files:/.test(f.Properties.Description),
+      );
+      expect(fn?.Properties.EphemeralStorage).toBeUndefined();
       expect(lifecycleRules(t).map((r) => r.Prefix)).not.toContain('forms/_reconcile/');
     }
   });
