@@ -174,8 +174,10 @@ async function reconcile(
 
 interface SliceRun {
   readonly result: { done: boolean; cursor?: { ids: number }; summary?: { ids: number; gone: number } };
+  readonly seconds: number;
   readonly staged: number;
   readonly stagedBytes: number;
+  readonly scratchPeak: number;
   readonly maxRss: number;
 }
 
@@ -263,6 +265,8 @@ async function main(argv: readonly string[]): Promise<void> {
               stagedMb: round(Math.max(0, ...listing.map((s) => s.stagedBytes)) / 1024 / 1024, 2),
               listingSlicePeakRssMb: mb(Math.max(0, ...listing.map((s) => s.maxRss))),
               lastSlicePeakRssMb: mb(run.slices.at(-1)!.maxRss),
+              lastSliceSeconds: round(run.slices.at(-1)!.seconds, 1),
+              lastSliceTmpMb: round(run.slices.at(-1)!.scratchPeak / 1024 / 1024, 1),
             })}\n`,
           );
           continue;
