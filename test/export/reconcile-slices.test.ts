@@ -134,4 +134,55 @@ describe('runReconcileSlice', () => {
     expect(slices).toBeGreaterThanOrEqual(3);
     expect(await households(url)).toContain(id);
   }, 300_000);
+
+  it('keeps the ids another reconcile of the export has staged: two reconciles listing at once both remove nothing', async () => {
+    // prepare: an exported database, and a reconcile (A) that has listed its first page
+    const name = `slices_both_${randomBytes(4).toString('hex')}`;
+    await admin.query(`create database ${name}`);
+    const url = inject('pgUrl').replace(/\/postgres$/, `/${name}`);
+    await exportRun(url);
+    const before = (await households(url)).sort();
+    const compiled = await compileQueryFile(query, { baseUrl: sandbox.url, forSql: true });
+    const plan = {
+      project: 'q1',
+      sources: compiled.sources,
+      checkpointKey: compiled.queryFileMd5,
+      pageSize: 200,
+      mode: 'remove' as const,
+    };
+    const client = new CommCareClient({ baseUrl: sandbox.url, username: USER, apiKey: KEY });
+    const slice = (runId: string, cursor: ReconcileCursor | null, stop: boolean) =>
+      runReconcileSlice(
+        {
+          source: client,
+          target: new PostgresReconcileTarget(() => connectPostgres(url)),
+          runId,
+          shouldStop: () => stop,
+        },
+        plan,
+        cursor,
+      );
+    const first = await slice('reconcile-a', null, true);
+    expect(first.done).toBe(false);
+
+    // act: a second reconcile (B, say started by hand) runs from start to end, then A goes on
+    const other = await slice('reconcile-b', null, false);
+    const rest = await slice('reconcile-a', first.done ? null : first.cursor, false);
+
+    // assert: nothing is gone in HQ, so neither removes a row
+    expect(other.done && other.summary.gone).toBe(0);
+    expect(rest.done && rest.summary.gone).toBe(0);
+    expect((await households(url)).sort()).toEqual(before);
+    // and each took away its own staged ids when it committed
+    const db = new pg.Client({ connectionString: url });
+    await db.connect();
+    try {
+      const { rows } = await db.query<{ n: string }>(
+        'select count(*) as n from commcare_export_reconcile_ids',
+      );
+      expect(rows[0]?.n).toBe('0');
+    } finally {
+      await db.end();
+    }
+  }, 300_000);
 });

@@ -23,6 +23,9 @@ const LIVE = 'pg_temp.ccexport_live_ids';
  */
 export const STAGING_TABLE = RECONCILE_IDS_TABLE;
 
+/** Staged ids older than this belong to an abandoned reconcile; the next reconcile deletes them. */
+const STALE_STAGING_DAYS = 7;
+
 /** Identifies one sliced reconcile. */
 export interface StagingRun {
   readonly runId: string;
@@ -108,13 +111,28 @@ export class PostgresReconcileTarget implements StagedReconcileTarget {
     return qualified(this.schema, STAGING_TABLE);
   }
 
+  private get createStagingTable(): string {
+    return (
+      `CREATE TABLE IF NOT EXISTS ${this.stagingTable} (checkpoint_key text NOT NULL, project text NOT NULL, ` +
+      'run_id text NOT NULL, source integer NOT NULL, id text NOT NULL, staged_at timestamptz NOT NULL DEFAULT now())'
+    );
+  }
+
   private async stagingConnection(): Promise<SqlConnection> {
     if (!this.staging) {
       const db = await this.connect();
-      await db.query(
-        `CREATE TABLE IF NOT EXISTS ${this.stagingTable} (checkpoint_key text NOT NULL, project text NOT NULL, ` +
-          'run_id text NOT NULL, source integer NOT NULL, id text NOT NULL)',
+      await db.query(this.createStagingTable);
+      // A table made by a version without `staged_at` gets it (its rows count as staged now). Looked up
+      // first: ALTER TABLE waits for every transaction that uses the table, even when it changes nothing.
+      const { rows } = await db.query<{ found: boolean }>(
+        'SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 ' +
+          "AND column_name = 'staged_at') AS found",
+        [this.schema, STAGING_TABLE],
       );
+      if (!rows[0]?.found)
+        await db.query(
+          `ALTER TABLE ${this.stagingTable} ADD COLUMN IF NOT EXISTS staged_at timestamptz NOT NULL DEFAULT now()`,
+        );
       await db.query(
         `CREATE INDEX IF NOT EXISTS ${quoteIdent(`${STAGING_TABLE}_run`)} ON ${this.stagingTable} (run_id, source)`,
       );
@@ -123,13 +141,20 @@ export class PostgresReconcileTarget implements StagedReconcileTarget {
     return this.staging;
   }
 
-  /** Forgets what earlier (abandoned) reconciles of this export staged: the first slice of a new one. */
+  /**
+   * The first slice of a reconcile: forgets what a failed earlier attempt of this reconcile staged, and
+   * what abandoned reconciles of the export staged more than a week ago. Ids another reconcile of the
+   * export staged lately stay: it may still be listing (a reconcile started by hand while the scheduled
+   * one runs), and its comparison reads only its own ids. A week is far longer than any reconcile runs
+   * and matches the S3 staging's expiry.
+   */
   async clearStaged(run: StagingRun): Promise<void> {
     const db = await this.stagingConnection();
-    await db.query(`DELETE FROM ${this.stagingTable} WHERE checkpoint_key = $1 AND project = $2`, [
-      run.checkpointKey,
-      run.project,
-    ]);
+    await db.query(
+      `DELETE FROM ${this.stagingTable} WHERE checkpoint_key = $1 AND project = $2 ` +
+        `AND (run_id = $3 OR staged_at < now() - interval '${STALE_STAGING_DAYS} days')`,
+      [run.checkpointKey, run.project, run.runId],
+    );
   }
 
   /** Stores ids of the `source`th data source, committed at once: they outlive this invocation. */
@@ -147,21 +172,18 @@ export class PostgresReconcileTarget implements StagedReconcileTarget {
   /** In the open transaction: the staged ids of the `source`th data source join the ids compared next. */
   async addStagedIds(run: StagingRun, source: number): Promise<void> {
     const db = this.requireOpen();
-    await db.query(
-      `CREATE TABLE IF NOT EXISTS ${this.stagingTable} (checkpoint_key text NOT NULL, project text NOT NULL, ` +
-        'run_id text NOT NULL, source integer NOT NULL, id text NOT NULL)',
-    );
+    await db.query(this.createStagingTable);
     await db.query(
       `INSERT INTO ${LIVE} (id) SELECT id FROM ${this.stagingTable} WHERE run_id = $1 AND source = $2`,
       [run.runId, source],
     );
   }
 
-  /** In the open transaction: the run's staged ids go, with the comparison they served. */
+  /** In the open transaction: the run's staged ids go, with the comparison they served (only its own). */
   async dropStagedIds(run: StagingRun): Promise<void> {
     await this.requireOpen().query(
-      `DELETE FROM ${this.stagingTable} WHERE checkpoint_key = $1 AND project = $2`,
-      [run.checkpointKey, run.project],
+      `DELETE FROM ${this.stagingTable} WHERE checkpoint_key = $1 AND project = $2 AND run_id = $3`,
+      [run.checkpointKey, run.project, run.runId],
     );
   }
 
