@@ -8,7 +8,6 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import ExcelJS from 'exceljs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { main } from '../../functions/cli/main';
@@ -20,6 +19,7 @@ import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { connectPostgres } from '../../functions/sinks/postgres/connection';
 import { PostgresReconcileTarget } from '../../functions/sinks/postgres/reconcile';
 import { captureIO } from '../cli/capture';
+import { writeHouseholdsMembersCasesQuery } from '../support/reconcile-query';
 
 const KEY = 'reconcile-slices-core-key-77e1';
 const USER = 'exporter@example.org';
@@ -27,9 +27,8 @@ const USER = 'exporter@example.org';
 let sandbox: RunningSandbox;
 let admin: pg.Client;
 let work: string;
-/** Two data sources: registration forms, then household cases. */
+/** Two data sources: registration forms (with their members as child rows), then household cases. */
 let query: string;
-const XMLNS = 'http://openrosa.org/formdesigner/5C1B5E2A-7F3D-4E11-9C2B-REGISTRATION';
 
 beforeAll(async () => {
   sandbox = await startSandbox({
@@ -40,22 +39,8 @@ beforeAll(async () => {
   admin = new pg.Client({ connectionString: inject('pgUrl') });
   await admin.connect();
   work = mkdtempSync(join(tmpdir(), 'ccexport-reconcile-slices-'));
-  query = join(work, 'households-and-cases.xlsx');
-  const book = new ExcelJS.Workbook();
-  const head = [
-    'Source Field',
-    'Field',
-    'Map Via',
-    'Data Source',
-    'Filter Name',
-    'Filter Value',
-    'Table Name',
-  ];
-  book
-    .addWorksheet('Households')
-    .addRows([head, ['id', 'id', null, 'form', 'xmlns.exact', XMLNS, 'households']]);
-  book.addWorksheet('Cases').addRows([head, ['id', 'id', null, 'case', 'type', 'household', 'cases']]);
-  await book.xlsx.writeFile(query);
+  query = join(work, 'households-members-cases.xlsx');
+  await writeHouseholdsMembersCasesQuery(query);
 });
 
 afterAll(async () => {
@@ -70,22 +55,59 @@ async function exportRun(url: string): Promise<void> {
   expect(await main([...args, '--output-format', 'sql', '--output', url], io), io.err()).toBe(0);
 }
 
-async function households(url: string): Promise<string[]> {
+/** The rows a query returns from the database at `url`. */
+async function rowsOf<R extends pg.QueryResultRow>(url: string, sql: string): Promise<R[]> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
-    return (await client.query<{ id: string }>('select id from households')).rows.map((r) => r.id);
+    return (await client.query<R>(sql)).rows;
   } finally {
     await client.end();
   }
 }
 
+async function households(url: string): Promise<string[]> {
+  return (await rowsOf<{ id: string }>(url, 'select id from households')).map((r) => r.id);
+}
+
+/** A new database with one export run in it. */
+async function exportedDatabase(prefix: string): Promise<string> {
+  const name = `${prefix}_${randomBytes(4).toString('hex')}`;
+  await admin.query(`create database ${name}`);
+  const url = inject('pgUrl').replace(/\/postgres$/, `/${name}`);
+  await exportRun(url);
+  return url;
+}
+
+/** Runs one slice of the reconcile `runId` of the query's export into `url`. */
+async function reconcileSlice(
+  url: string,
+  runId: string,
+  cursor: ReconcileCursor | null,
+  stop: () => boolean,
+) {
+  const compiled = await compileQueryFile(query, { baseUrl: sandbox.url, forSql: true });
+  return await runReconcileSlice(
+    {
+      source: new CommCareClient({ baseUrl: sandbox.url, username: USER, apiKey: KEY }),
+      target: new PostgresReconcileTarget(() => connectPostgres(url)),
+      runId,
+      shouldStop: stop,
+    },
+    {
+      project: 'q1',
+      sources: compiled.sources,
+      checkpointKey: compiled.queryFileMd5,
+      pageSize: 200,
+      mode: 'remove',
+    },
+    cursor,
+  );
+}
+
 describe('runReconcileSlice', () => {
   it('keeps the rows an export run adds between slices for records the listing has passed', async () => {
-    const name = `slices_${randomBytes(4).toString('hex')}`;
-    await admin.query(`create database ${name}`);
-    const url = inject('pgUrl').replace(/\/postgres$/, `/${name}`);
-    await exportRun(url);
+    const url = await exportedDatabase('slices');
     const registration = [...sandbox.dataset.finalState('q1', 'form')]
       .map(([, f]) => f)
       .find((f) => String((f.form as JsonObject)['@xmlns']).endsWith('REGISTRATION') && f.archived !== true)!;
@@ -94,31 +116,12 @@ describe('runReconcileSlice', () => {
     sandbox.apply('q1', { kind: 'archive-form', id });
     await exportRun(url);
     expect(await households(url)).not.toContain(id);
-    const compiled = await compileQueryFile(query, { baseUrl: sandbox.url, forSql: true });
-    const plan = {
-      project: 'q1',
-      sources: compiled.sources,
-      checkpointKey: compiled.queryFileMd5,
-      pageSize: 200,
-      mode: 'remove' as const,
-    };
-    const client = new CommCareClient({ baseUrl: sandbox.url, username: USER, apiKey: KEY });
-
     let listing = true;
     let cursor: ReconcileCursor | null = null;
     let slices = 0;
     for (;;) {
       slices += 1;
-      const result = await runReconcileSlice(
-        {
-          source: client,
-          target: new PostgresReconcileTarget(() => connectPostgres(url)),
-          runId: 'sliced-1',
-          shouldStop: () => listing,
-        },
-        plan,
-        cursor,
-      );
+      const result = await reconcileSlice(url, 'sliced-1', cursor, () => listing);
       if (result.done) break;
       cursor = result.cursor;
       if (cursor.source === 1 && listing) {
@@ -137,52 +140,20 @@ describe('runReconcileSlice', () => {
 
   it('keeps the ids another reconcile of the export has staged: two reconciles listing at once both remove nothing', async () => {
     // prepare: an exported database, and a reconcile (A) that has listed its first page
-    const name = `slices_both_${randomBytes(4).toString('hex')}`;
-    await admin.query(`create database ${name}`);
-    const url = inject('pgUrl').replace(/\/postgres$/, `/${name}`);
-    await exportRun(url);
+    const url = await exportedDatabase('slices_both');
     const before = (await households(url)).sort();
-    const compiled = await compileQueryFile(query, { baseUrl: sandbox.url, forSql: true });
-    const plan = {
-      project: 'q1',
-      sources: compiled.sources,
-      checkpointKey: compiled.queryFileMd5,
-      pageSize: 200,
-      mode: 'remove' as const,
-    };
-    const client = new CommCareClient({ baseUrl: sandbox.url, username: USER, apiKey: KEY });
-    const slice = (runId: string, cursor: ReconcileCursor | null, stop: boolean) =>
-      runReconcileSlice(
-        {
-          source: client,
-          target: new PostgresReconcileTarget(() => connectPostgres(url)),
-          runId,
-          shouldStop: () => stop,
-        },
-        plan,
-        cursor,
-      );
-    const first = await slice('reconcile-a', null, true);
+    const first = await reconcileSlice(url, 'reconcile-a', null, () => true);
     expect(first.done).toBe(false);
 
     // act: a second reconcile (B, say started by hand) runs from start to end, then A goes on
-    const other = await slice('reconcile-b', null, false);
-    const rest = await slice('reconcile-a', first.done ? null : first.cursor, false);
+    const other = await reconcileSlice(url, 'reconcile-b', null, () => false);
+    const rest = await reconcileSlice(url, 'reconcile-a', first.done ? null : first.cursor, () => false);
 
     // assert: nothing is gone in HQ, so neither removes a row
     expect(other.done && other.summary.gone).toBe(0);
     expect(rest.done && rest.summary.gone).toBe(0);
     expect((await households(url)).sort()).toEqual(before);
     // and each took away its own staged ids when it committed
-    const db = new pg.Client({ connectionString: url });
-    await db.connect();
-    try {
-      const { rows } = await db.query<{ n: string }>(
-        'select count(*) as n from commcare_export_reconcile_ids',
-      );
-      expect(rows[0]?.n).toBe('0');
-    } finally {
-      await db.end();
-    }
+    expect(await rowsOf(url, 'select id from commcare_export_reconcile_ids')).toEqual([]);
   }, 300_000);
 });
