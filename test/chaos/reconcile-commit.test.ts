@@ -201,6 +201,33 @@ async function recorded(output: string): Promise<{ rows: Record<string, number>;
   return { rows, unlisted };
 }
 
+/** What a killed reconcile left, compared with the state before it and after an unkilled one. */
+function outcomeOf(
+  state: Record<string, string[]>,
+  before: Record<string, string[]>,
+  complete: Record<string, string[]>,
+): 'unchanged' | 'complete' | 'partial' {
+  const same = JSON.stringify(state);
+  if (same === JSON.stringify(before)) return 'unchanged';
+  return same === JSON.stringify(complete) ? 'complete' : 'partial';
+}
+
+/**
+ * The outcomes (`<write> -> <outcome>`, in write order) flip from unchanged to complete at the first
+ * write of the manifest (`manifestWrite` in its name) and never go back.
+ */
+function expectCommitAt(outcomes: readonly string[], manifestWrite: string): void {
+  const commit = outcomes.findIndex((o) => o.includes(manifestWrite) && o.endsWith('complete'));
+  expect(
+    outcomes.slice(0, commit).every((o) => o.endsWith('unchanged')),
+    outcomes.join('\n'),
+  ).toBe(true);
+  expect(
+    outcomes.slice(commit).every((o) => o.endsWith('complete')),
+    outcomes.join('\n'),
+  ).toBe(true);
+}
+
 async function copyPrefix(from: string, to: string): Promise<void> {
   const listed = await s3.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: `${from}/` }));
   for (const object of listed.Contents ?? [])
@@ -286,13 +313,7 @@ describe('a reconcile SIGKILLed while it finalises leaves the output unchanged o
       const killed = await reconcileFolder(output, n, join(work, `folder-kill-${n}.log`));
       expect(killed.signal, `kill after write ${n}: ${writes[n - 1]}`).toBe('SIGKILL');
       const state = await readState(output);
-      const same = JSON.stringify(state);
-      const outcome =
-        same === JSON.stringify(before)
-          ? 'unchanged'
-          : same === JSON.stringify(complete)
-            ? 'complete'
-            : 'partial';
+      const outcome = outcomeOf(state, before, complete);
       outcomes.push(`${writes[n - 1]} -> ${outcome}`);
       expect(outcome, `after write ${n} (${writes[n - 1]}) the output reads ${outcome}`).not.toBe('partial');
 
@@ -304,15 +325,7 @@ describe('a reconcile SIGKILLed while it finalises leaves the output unchanged o
     // Both sides of the commit point were reached: the manifest write is the one that flips the output.
     expect(outcomes.some((o) => o.endsWith('unchanged'))).toBe(true);
     expect(outcomes.some((o) => o.endsWith('complete'))).toBe(true);
-    const commit = outcomes.findIndex((o) => o.includes('manifests/') && o.endsWith('complete'));
-    expect(
-      outcomes.slice(0, commit).every((o) => o.endsWith('unchanged')),
-      outcomes.join('\n'),
-    ).toBe(true);
-    expect(
-      outcomes.slice(commit).every((o) => o.endsWith('complete')),
-      outcomes.join('\n'),
-    ).toBe(true);
+    expectCommitAt(outcomes, 'manifests/');
   });
 
   it('S3 output (moto): at every write', async () => {
@@ -337,13 +350,7 @@ describe('a reconcile SIGKILLed while it finalises leaves the output unchanged o
       const killed = await reconcileS3(output, n);
       expect(killed.exit.signal, `kill after write ${n}: ${writes[n - 1]}`).toBe('SIGKILL');
       const state = await readState(output);
-      const same = JSON.stringify(state);
-      const outcome =
-        same === JSON.stringify(before)
-          ? 'unchanged'
-          : same === JSON.stringify(complete)
-            ? 'complete'
-            : 'partial';
+      const outcome = outcomeOf(state, before, complete);
       outcomes.push(`${writes[n - 1]} -> ${outcome}`);
       expect(outcome, `after write ${n} (${writes[n - 1]}) the output reads ${outcome}`).not.toBe('partial');
 
@@ -354,14 +361,6 @@ describe('a reconcile SIGKILLed while it finalises leaves the output unchanged o
     }
     expect(outcomes.some((o) => o.endsWith('unchanged'))).toBe(true);
     expect(outcomes.some((o) => o.endsWith('complete'))).toBe(true);
-    const commit = outcomes.findIndex((o) => o.includes('/manifests/') && o.endsWith('complete'));
-    expect(
-      outcomes.slice(0, commit).every((o) => o.endsWith('unchanged')),
-      outcomes.join('\n'),
-    ).toBe(true);
-    expect(
-      outcomes.slice(commit).every((o) => o.endsWith('complete')),
-      outcomes.join('\n'),
-    ).toBe(true);
+    expectCommitAt(outcomes, '/manifests/');
   });
 });
