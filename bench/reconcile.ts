@@ -23,7 +23,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { createDataset } from '../functions/sandbox';
-import { ROOT, round, startSandboxProcess } from './harness';
+import { ROOT, round, runNodeScript, startSandboxProcess } from './harness';
 
 const QUERY = {
   Bind: {
@@ -194,21 +194,10 @@ async function slicedReconcile(
   for (;;) {
     const args = [sandboxUrl, folder, queryFile, String(pagesPerSlice)];
     if (cursor) args.push(JSON.stringify(cursor));
-    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/reconcile-slice.ts', ...args], {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
+    // The slice's stderr goes to the bench's own; a failure names the slice.
+    const slice = await runNodeScript<SliceRun>('bench/reconcile-slice.ts', args).catch((error: Error) => {
+      throw new Error(`slice ${slices.length + 1}: ${error.message}`);
     });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (c: Buffer) => {
-      out += c.toString();
-    });
-    child.stderr.on('data', (c: Buffer) => {
-      err += c.toString();
-    });
-    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
-    if (code !== 0) throw new Error(`slice ${slices.length + 1} exited with ${code}: ${err.slice(-2000)}`);
-    const slice = JSON.parse(out.trim().split('\n').pop()!) as SliceRun;
     slices.push(slice);
     if (slice.result.done) break;
     cursor = slice.result.cursor;
