@@ -10,6 +10,7 @@ import {
   makeHandler,
   type SecretReader,
 } from '../../functions/export/handler';
+import { commcareSecretString } from '../support/aws';
 
 const job: ExportJob = {
   exportName: 'forms-daily',
@@ -21,12 +22,10 @@ const job: ExportJob = {
 };
 
 function secret(key: string): string {
-  return JSON.stringify({
-    provider: 'commcare',
+  return commcareSecretString({
     baseUrl: 'https://hq.example',
     username: 'u@example.org',
     key,
-    keyName: 'det-2026-11',
     createdAt: '2026-11-01T00:00:00.000Z',
   });
 }

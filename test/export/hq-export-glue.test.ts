@@ -21,7 +21,7 @@ import { runExportSlice } from '../../functions/export/slice';
 import { type RunningSandbox, type SandboxDetExport, startSandbox } from '../../functions/sandbox';
 import { glueTableSets, MANIFESTS_TABLE } from '../../functions/sinks/formats/parquet/glue-tables';
 import { recordingMetrics } from '../stepfunctions/harness';
-import { motoGlue, motoS3 } from '../support/aws';
+import { commcareSecretString, motoGlue, motoS3 } from '../support/aws';
 import { REGISTRATION_COLUMNS, registrationExport } from '../support/hq-exports';
 
 const USER = 'exporter@example.org';
@@ -83,12 +83,10 @@ async function run(exportJob: ExportJob): Promise<void> {
     s3Client: s3,
     glueClient: glue,
     readSecret: async () =>
-      JSON.stringify({
-        provider: 'commcare',
+      commcareSecretString({
         baseUrl: sandbox.url,
         username: USER,
         key: KEY,
-        keyName: 'det-2026-11',
         createdAt: '2026-11-01T00:00:00.000Z',
       }),
   });

@@ -17,7 +17,7 @@ import { readManifests } from '../../functions/sinks';
 import { S3ObjectStore } from '../../functions/sinks/store/s3';
 import { parseCsv } from '../sinks/helpers';
 import { recordingMetrics } from '../stepfunctions/harness';
-import { motoS3 } from '../support/aws';
+import { commcareSecretString, motoS3 } from '../support/aws';
 import { REGISTRATION_COLUMNS, registrationExport } from '../support/hq-exports';
 
 const USER = 'exporter@example.org';
@@ -72,12 +72,10 @@ function buildHandler() {
     metrics: recordingMetrics().metrics,
     s3Client: s3,
     readSecret: async () =>
-      JSON.stringify({
-        provider: 'commcare',
+      commcareSecretString({
         baseUrl: sandbox.url,
         username: USER,
         key: KEY,
-        keyName: 'det-2026-11',
         createdAt: '2026-11-01T00:00:00.000Z',
       }),
   });

@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { runRunsCommand } from '../../functions/cli/aws';
 import type { ExportJob, ExportSliceEvent } from '../../functions/config/job';
 import { type RunningSandbox, type SandboxDetExport, startSandbox } from '../../functions/sandbox';
-import { exportFunctionEnv, motoS3, motoSecretsManager } from '../support/aws';
+import { commcareSecretString, exportFunctionEnv, motoS3, motoSecretsManager } from '../support/aws';
 import { REGISTRATION_COLUMNS, registrationExport } from '../support/hq-exports';
 import {
   exportHandlerEntry,
@@ -49,13 +49,11 @@ let bucket: string;
 let endpoint: string;
 let scratch: string;
 
-function secretDocument(overrides: Record<string, unknown> = {}): string {
-  return JSON.stringify({
-    provider: 'commcare',
+function secretDocument(overrides: { key?: string } = {}): string {
+  return commcareSecretString({
     baseUrl: sandbox.url,
     username: USER,
     key: KEY,
-    keyName: 'det-2026-11',
     createdAt: new Date().toISOString(),
     projects: PROJECTS.map((p) => p.name),
     ...overrides,

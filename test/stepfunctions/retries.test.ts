@@ -18,7 +18,7 @@ import { runExportSlice } from '../../functions/export/slice';
 import { compileQueryFile } from '../../functions/query';
 import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { createSink } from '../../functions/sinks';
-import { motoS3, motoSecretsManager } from '../support/aws';
+import { commcareSecretString, motoS3, motoSecretsManager } from '../support/aws';
 import { type S3FaultProxy, startS3FaultProxy } from '../support/s3-fault-proxy';
 import {
   findState,
@@ -59,12 +59,10 @@ beforeAll(async () => {
   const created = await motoSecretsManager(endpoint).send(
     new CreateSecretCommand({
       Name: `sfn-retry-${randomUUID().slice(0, 8)}`,
-      SecretString: JSON.stringify({
-        provider: 'commcare',
+      SecretString: commcareSecretString({
         baseUrl: sandbox.url,
         username: USER,
         key: KEY,
-        keyName: 'det-2026-11',
         createdAt: new Date().toISOString(),
       }),
     }),

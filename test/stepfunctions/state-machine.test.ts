@@ -28,7 +28,7 @@ import { runExportSlice } from '../../functions/export/slice';
 import { compileQueryFile } from '../../functions/query';
 import { type RunningSandbox, type SandboxCredential, startSandbox } from '../../functions/sandbox';
 import { createSink } from '../../functions/sinks';
-import { motoS3, motoSecretsManager } from '../support/aws';
+import { commcareSecretString, motoS3, motoSecretsManager } from '../support/aws';
 import {
   findState,
   fixtureConfig,
@@ -71,12 +71,10 @@ let truth: Reassembled;
 const secretReads: boolean[] = [];
 
 function secretDocument(key: string, createdAt: string): string {
-  return JSON.stringify({
-    provider: 'commcare',
+  return commcareSecretString({
     baseUrl: sandbox.url,
     username: USER,
     key,
-    keyName: 'det-2026-11',
     createdAt,
     projects: PROJECTS.map((p) => p.name),
   });

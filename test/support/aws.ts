@@ -40,6 +40,20 @@ export function exportFunctionEnv(targets: ExportFunctionTargets): Record<string
   };
 }
 
+/**
+ * A CommCare HQ credential secret's JSON as the rotation stores it (functions/keys/secret.ts), under the
+ * key name `det-2026-11`.
+ */
+export function commcareSecretString(secret: {
+  readonly baseUrl: string;
+  readonly username: string;
+  readonly key: string;
+  readonly createdAt: string;
+  readonly projects?: readonly string[];
+}): string {
+  return JSON.stringify({ provider: 'commcare', keyName: 'det-2026-11', ...secret });
+}
+
 export function motoGlue(endpoint: string): GlueClient {
   return new GlueClient({ endpoint, region: 'us-east-1', credentials: motoCredentials });
 }
