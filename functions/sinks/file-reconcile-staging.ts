@@ -75,9 +75,14 @@ function sliceName(from: ReconcileCursor | null): string {
     : `s${String(from.source).padStart(4, '0')}-p${String(from.pages).padStart(10, '0')}`;
 }
 
+/** `<source>-`: how the names of the `source`th data source's runs begin. */
+function sourcePrefix(source: number): string {
+  return `${String(source).padStart(4, '0')}-`;
+}
+
 /** `<source>-<n>.txt.gz`, the `n`th run of the `source`th data source in a slice. */
 function runName(source: number, n: number): string {
-  return `${String(source).padStart(4, '0')}-${String(n).padStart(6, '0')}.txt.gz`;
+  return `${sourcePrefix(source)}${String(n).padStart(6, '0')}.txt.gz`;
 }
 
 export class StagedFileReconcileTarget implements StagedReconcileTarget {
@@ -107,7 +112,6 @@ export class StagedFileReconcileTarget implements StagedReconcileTarget {
    * say a project added to the export since its last run).
    */
   async hasRuns(project: string): Promise<boolean> {
-    if (!(await this.store.list('manifests/')).some((key) => key.endsWith('.json'))) return false;
     return (await readManifests(this.store)).some((m) => m.project === project);
   }
 
@@ -181,10 +185,10 @@ export class StagedFileReconcileTarget implements StagedReconcileTarget {
   async addStagedIds(run: StagingRunId, source: number): Promise<void> {
     const folder = this.downloads;
     if (folder === undefined) throw new Error('addStagedIds before begin');
-    const ownRuns = new RegExp(`/${String(source).padStart(4, '0')}-\\d+\\.txt\\.gz$`);
+    const ownRuns = new RegExp(`/${sourcePrefix(source)}\\d+\\.txt\\.gz$`);
     const keys = (await this.store.list(`${stagingFolder(run)}/`)).filter((key) => ownRuns.test(key));
     for (const [n, key] of keys.entries()) {
-      const path = join(folder, `${String(source).padStart(4, '0')}-${n}.txt.gz`);
+      const path = join(folder, `${sourcePrefix(source)}${n}.txt.gz`);
       await pipeline(await this.store.openRead(key), createWriteStream(path));
       this.target.addSortedLiveRun(path);
     }
