@@ -6,12 +6,12 @@
  */
 import { randomUUID } from 'node:crypto';
 import { CommCareClient, findHqExport, LARGEST_PAGE } from '../commcare';
-import type { ExportSliceEvent, ExportSliceResult, HqConfigRecord } from '../config/job';
+import type { ExportJobOutput, ExportSliceEvent, ExportSliceResult, HqConfigRecord } from '../config/job';
 import { compileQueryFile, compileWorkbook, QueryFileError } from '../query';
 import type { CompiledQuery } from '../query/types';
 import { createSink, openReconcileTarget, openStagedFileReconcileTarget, SinkConfigError } from '../sinks';
 import { syncGlueTables } from '../sinks/formats/parquet/glue-catalog';
-import type { ExportSink } from '../sinks/types';
+import type { ExportSink, SinkOptions } from '../sinks/types';
 import { recordedColumnChanges } from './config-changes';
 import {
   ExportEventError,
@@ -27,29 +27,31 @@ import { runExport } from './run';
 
 export type { SliceContinuation } from './event';
 
-async function openJobSink(deps: ExportSliceDeps, input: ExportSliceEvent): Promise<ExportSink> {
-  const output = input.job.output;
+/**
+ * Where the job writes, as sink options: its prefix in the exports bucket, or the export database with
+ * the server verified (its certificate must chain to a trusted CA and name the host; on Lambda the stack
+ * sets NODE_EXTRA_CA_CERTS to the runtime's CA file, which holds the RDS certificate authorities). A run
+ * and a reconcile of the job open the same output.
+ */
+async function jobOutputOptions(deps: ExportSliceDeps, output: ExportJobOutput): Promise<SinkOptions> {
   if (output.type === 's3') {
     if (!deps.bucket)
       throw new SinkConfigError('The export function has no EXPORT_BUCKET; S3 outputs need one');
-    return await createSink({
+    return {
       format: output.format,
       output: `s3://${deps.bucket}/${output.prefix.replace(/^\/+|\/+$/g, '')}`,
       s3Client: deps.s3Client,
       ...(output.keepLatest ? { keepLatest: true } : {}),
-    });
+    };
   }
   if (!deps.databaseSecret)
     throw new SinkConfigError('The export function has no DATABASE_SECRET_ARN; PostgreSQL outputs need one');
   const db = await deps.databaseSecret();
-  return await createSink({
-    format: 'sql',
-    output: '',
-    // Verify the server: its certificate must chain to a trusted CA and name the host. On Lambda the
-    // stack sets NODE_EXTRA_CA_CERTS to the runtime's CA file, which holds the RDS certificate authorities.
-    database: { ...db, sslmode: 'verify-full' },
-    schema: output.schema,
-  });
+  return { format: 'sql', output: '', database: { ...db, sslmode: 'verify-full' }, schema: output.schema };
+}
+
+async function openJobSink(deps: ExportSliceDeps, input: ExportSliceEvent): Promise<ExportSink> {
+  return await createSink(await jobOutputOptions(deps, input.job.output));
 }
 
 /**
@@ -75,16 +77,11 @@ async function reconcileSlice(
   const output = input.job.output;
   if (mode === 'ignore')
     throw new SinkConfigError('A reconcile job needs deletions "remove" or "mark"; this job ignores them');
+  const options = await jobOutputOptions(deps, output);
   let target: StagedReconcileTarget;
   if (output.type === 's3') {
-    if (!deps.bucket)
-      throw new SinkConfigError('The export function has no EXPORT_BUCKET; S3 outputs need one');
     const files = await openStagedFileReconcileTarget({
-      format: output.format,
-      // The prefix as the S3 sink writes under it (openJobSink).
-      output: `s3://${deps.bucket}/${output.prefix.replace(/^\/+|\/+$/g, '')}`,
-      s3Client: deps.s3Client,
-      ...(output.keepLatest ? { keepLatest: true } : {}),
+      ...options,
       resumesFrom: previous?.reconcile ?? null,
       // The reconcile manifest and deletion records are this attempt's own, as an export slice's
       // objects are: a retried final slice must not replace a manifest an earlier attempt committed.
@@ -101,18 +98,7 @@ async function reconcileSlice(
     }
     target = files;
   } else {
-    if (!deps.databaseSecret)
-      throw new SinkConfigError(
-        'The export function has no DATABASE_SECRET_ARN; PostgreSQL outputs need one',
-      );
-    const db = await deps.databaseSecret();
-    target = (await openReconcileTarget({
-      format: 'sql',
-      output: '',
-      // Verified as the export's connection is (see openJobSink).
-      database: { ...db, sslmode: 'verify-full' },
-      schema: output.schema,
-    })) as StagedReconcileTarget;
+    target = (await openReconcileTarget(options)) as StagedReconcileTarget;
   }
   try {
     const result = await runReconcileSlice(
