@@ -13,7 +13,7 @@
  * falls back to parsing the whole body, so odd but valid bodies read exactly as JSON.parse reads them and
  * broken ones fail the same way.
  */
-import type { JsonObject } from '../common/json';
+import type { JsonObject, JsonValue } from '../common/json';
 
 /** Byte ranges found by `scanList`. */
 export interface ListLayout {
@@ -25,7 +25,20 @@ export interface ListLayout {
   readonly items: number[];
   /** Whether a line break appears inside some item (a pretty-printed body). */
   readonly lineBreaks: boolean;
+  /**
+   * Where the string value of each asked-for top-level field of each item is: for item k and field f,
+   * [start, end) of the string's bytes between its quotes at `2 * (k * fields + f)`. `start` is
+   * `FIELD_ABSENT` when the item has no such key, `FIELD_NOT_PLAIN` when its value is not a string
+   * without escapes (read it from the parsed record instead). The last occurrence of a repeated key wins,
+   * as in JSON.parse.
+   */
+  readonly fields: Int32Array;
 }
+
+/** See `ListLayout.fields`. */
+export const FIELD_ABSENT = -1;
+/** See `ListLayout.fields`. */
+export const FIELD_NOT_PLAIN = -2;
 
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
@@ -45,10 +58,23 @@ function isSpace(c: number): boolean {
  * items. Null when the body is not laid out as `{ ..., "<key>": [ {..}, {..} ], ... }` with every item an
  * object and the key present once (the caller then parses the whole body).
  */
-export function scanList(bytes: Uint8Array, key: string): ListLayout | null {
+export function scanList(
+  bytes: Uint8Array,
+  key: string,
+  fieldNames: readonly string[] = [],
+): ListLayout | null {
   const keyBytes = Buffer.from(key, 'utf8');
+  const fieldKeys = fieldNames.map((name) => Buffer.from(name, 'utf8'));
+  const nFields = fieldKeys.length;
   const n = bytes.length;
   const items: number[] = [];
+  const fieldSpans: number[] = [];
+  // Inside an item (depth 3): whether the next string is one of its keys, which asked-for field that key
+  // was (-1: none), and whether its value comes next.
+  let itemExpectKey = false;
+  let itemField = -1;
+  let itemAfterColon = false;
+  let itemBase = 0;
   let depth = 0;
   let open = -1;
   let close = -1;
@@ -81,6 +107,17 @@ export function scanList(bytes: Uint8Array, key: string): ListLayout | null {
         expectKey = false;
       } else if (depth === 1) {
         keyMatched = false;
+      } else if (depth === 3) {
+        if (itemExpectKey) {
+          itemField = fieldIndex(bytes, start, j, fieldKeys);
+          itemExpectKey = false;
+        } else if (itemAfterColon && itemField >= 0) {
+          const at = itemBase + 2 * itemField;
+          const plain = bytes.subarray(start, j).indexOf(BACKSLASH) === -1;
+          fieldSpans[at] = plain ? start : FIELD_NOT_PLAIN;
+          fieldSpans[at + 1] = j;
+        }
+        itemAfterColon = false;
       }
       i = j + 1;
       continue;
@@ -106,6 +143,11 @@ export function scanList(bytes: Uint8Array, key: string): ListLayout | null {
         itemStart = i;
         wantItem = false;
         depth = 3;
+        itemExpectKey = true;
+        itemField = -1;
+        itemAfterColon = false;
+        itemBase = fieldSpans.length;
+        for (let f = 0; f < nFields; f += 1) fieldSpans.push(FIELD_ABSENT, FIELD_ABSENT);
         i += 1;
         continue;
       }
@@ -113,6 +155,11 @@ export function scanList(bytes: Uint8Array, key: string): ListLayout | null {
       wantItem = true;
       i += 1;
       continue;
+    }
+    if (depth === 3 && itemAfterColon) {
+      // An asked-for field whose value is not a string: read it from the parsed record.
+      if (itemField >= 0) fieldSpans[itemBase + 2 * itemField] = FIELD_NOT_PLAIN;
+      itemAfterColon = false;
     }
     if (c === OPEN_BRACE || c === OPEN_BRACKET) {
       if (depth === 0) {
@@ -137,7 +184,15 @@ export function scanList(bytes: Uint8Array, key: string): ListLayout | null {
       if (depth === 0) {
         // Only whitespace may follow the top-level object.
         for (let k = i + 1; k < n; k += 1) if (!isSpace(bytes[k]!)) return null;
-        return open === -1 || close === -1 ? null : { open, close, items, lineBreaks };
+        if (open === -1 || close === -1) return null;
+        return { open, close, items, lineBreaks, fields: Int32Array.from(fieldSpans) };
+      }
+    } else if (depth === 3) {
+      if (c === COMMA) {
+        itemExpectKey = true;
+        itemField = -1;
+      } else if (c === COLON) {
+        itemAfterColon = true;
       }
     } else if (depth === 1) {
       if (c === COMMA) {
@@ -155,6 +210,14 @@ export function scanList(bytes: Uint8Array, key: string): ListLayout | null {
     i += 1;
   }
   return null;
+}
+
+function fieldIndex(bytes: Uint8Array, start: number, end: number, keys: readonly Uint8Array[]): number {
+  for (let f = 0; f < keys.length; f += 1) {
+    const key = keys[f]!;
+    if (end - start === key.length && equalAt(bytes, start, key)) return f;
+  }
+  return -1;
 }
 
 function equalAt(bytes: Uint8Array, at: number, key: Uint8Array): boolean {
@@ -185,40 +248,141 @@ export class BodyNotJsonError extends Error {
 }
 
 /**
- * Parses a list response: the root object with its list holding the records. With `keepRaw`, items keep
- * their bytes (`rawJsonOf`) when the scanner could lay the body out; otherwise the whole body is parsed.
+ * The records of a list body, each parsed when it is read, so that a page is held as its bytes (about a
+ * fifth of its parsed size) and a parsed record lives only while it is turned into rows: V8 then frees it
+ * in the young generation instead of promoting a whole page of objects. A few top-level string fields
+ * (`indexed_on`, the id) are read straight from the bytes, for paging without parsing.
+ *
+ * A body the scanner cannot lay out is parsed whole; its records are then held parsed, as before.
  */
-export function parseListBody(bytes: Buffer, listKey: string, keepRaw = true): unknown {
-  const layout = scanList(bytes, listKey);
-  if (layout === null) return parseWhole(bytes);
-  let root: unknown;
-  try {
-    const envelope = bytes.toString('utf8', 0, layout.open + 1) + bytes.toString('utf8', layout.close);
-    root = JSON.parse(envelope);
-  } catch {
-    return parseWhole(bytes);
+export class ListItems {
+  readonly length: number;
+
+  private constructor(
+    private readonly bytes: Buffer | null,
+    private readonly layout: ListLayout | null,
+    private readonly parsed: readonly JsonObject[] | null,
+    private readonly fieldNames: readonly string[],
+    private readonly keepRaw: boolean,
+    private readonly listKey: string,
+  ) {
+    this.length = parsed === null ? layout!.items.length / 2 : parsed.length;
   }
-  const list = (root as Record<string, unknown>)[listKey];
-  if (!Array.isArray(list) || list.length !== 0) return parseWhole(bytes);
-  const { items, lineBreaks } = layout;
-  for (let k = 0; k < items.length; k += 2) {
-    const start = items[k]!;
-    const end = items[k + 1]!;
+
+  static ofBytes(
+    bytes: Buffer,
+    layout: ListLayout,
+    fieldNames: readonly string[],
+    keepRaw: boolean,
+    listKey: string,
+  ) {
+    return new ListItems(bytes, layout, null, fieldNames, keepRaw, listKey);
+  }
+
+  static ofRecords(records: readonly JsonObject[], fieldNames: readonly string[] = []): ListItems {
+    return new ListItems(null, null, records, fieldNames, false, '');
+  }
+
+  /**
+   * Item `k`'s top-level `field` (one of the names it was read with), as JSON.parse would give it:
+   * straight from the bytes when it is a string without escapes, else from the parsed item.
+   */
+  field(k: number, field: string): JsonValue | undefined {
+    const f = this.fieldNames.indexOf(field);
+    if (f === -1) throw new Error(`field "${field}" was not asked for when the body was read`);
+    if (this.parsed !== null) return this.parsed[k]![field];
+    const spans = this.layout!.fields;
+    const at = 2 * (k * this.fieldNames.length + f);
+    const start = spans[at]!;
+    if (start === FIELD_ABSENT) return undefined;
+    if (start === FIELD_NOT_PLAIN) return this.record(k)[field];
+    return this.bytes!.toString('utf8', start, spans[at + 1]!);
+  }
+
+  /** Item `k`, parsed (a new object at each call for a body held as bytes). */
+  record(k: number): JsonObject {
+    if (this.parsed !== null) return this.parsed[k]!;
+    const bytes = this.bytes!;
+    const { items, lineBreaks } = this.layout!;
+    const start = items[2 * k]!;
+    const end = items[2 * k + 1]!;
     const text = bytes.toString('utf8', start, end);
     let record: JsonObject;
     try {
       record = JSON.parse(text) as JsonObject;
     } catch (error) {
-      throw new BodyNotJsonError(`item ${k / 2} of "${listKey}" is not valid JSON`, { cause: error });
+      throw new BodyNotJsonError(`item ${k} of "${this.listKey}" is not valid JSON`, { cause: error });
     }
-    list.push(record);
-    if (!keepRaw) continue;
     // U+FFFD may stand for bytes that were not UTF-8; a line break means a pretty-printed item, which
     // would break a JSON-lines file. Such items are written re-serialised instead.
-    if (text.indexOf('\uFFFD') === -1 && !(lineBreaks && hasLineBreak(bytes, start, end))) {
+    if (this.keepRaw && text.indexOf('\uFFFD') === -1 && !(lineBreaks && hasLineBreak(bytes, start, end))) {
       RAW.set(record, bytes.subarray(start, end));
     }
+    return record;
   }
+
+  /** The items at `indexes` (ascending or not), in that order, each parsed as it is iterated. */
+  select(indexes: readonly number[]): LazyRecords {
+    return new LazyRecords(this, indexes);
+  }
+
+  /** Every item, in order. */
+  all(): LazyRecords {
+    return new LazyRecords(
+      this,
+      Array.from({ length: this.length }, (_, k) => k),
+    );
+  }
+}
+
+/** Records a page hands out: iterable, with a length, each record parsed when the iteration reaches it. */
+export class LazyRecords implements Iterable<JsonObject> {
+  readonly length: number;
+  constructor(
+    private readonly items: ListItems,
+    private readonly indexes: readonly number[],
+  ) {
+    this.length = indexes.length;
+  }
+
+  *[Symbol.iterator](): Iterator<JsonObject> {
+    for (const k of this.indexes) yield this.items.record(k);
+  }
+}
+
+/**
+ * Reads a list response: the root object (its list emptied when the items stay bytes) and the items.
+ * `fields` are top-level string fields of the items to be read without parsing them (`ListItems.field`).
+ */
+export function readListBody(
+  bytes: Buffer,
+  listKey: string,
+  options: { readonly fields?: readonly string[]; readonly keepRaw?: boolean } = {},
+): { readonly root: unknown; readonly items: ListItems | null } {
+  const fields = options.fields ?? [];
+  const layout = scanList(bytes, listKey, fields);
+  if (layout === null) return { root: parseWhole(bytes), items: null };
+  let root: unknown;
+  try {
+    const envelope = bytes.toString('utf8', 0, layout.open + 1) + bytes.toString('utf8', layout.close);
+    root = JSON.parse(envelope);
+  } catch {
+    return { root: parseWhole(bytes), items: null };
+  }
+  const list = (root as Record<string, unknown>)[listKey];
+  if (!Array.isArray(list) || list.length !== 0) return { root: parseWhole(bytes), items: null };
+  return { root, items: ListItems.ofBytes(bytes, layout, fields, options.keepRaw ?? false, listKey) };
+}
+
+/**
+ * Parses a list response: the root object with its list holding the records. With `keepRaw`, items keep
+ * their bytes (`rawJsonOf`) when the scanner could lay the body out; otherwise the whole body is parsed.
+ */
+export function parseListBody(bytes: Buffer, listKey: string, keepRaw = true): unknown {
+  const { root, items } = readListBody(bytes, listKey, { keepRaw });
+  if (items === null) return root;
+  const list = (root as Record<string, JsonObject[]>)[listKey]!;
+  for (let k = 0; k < items.length; k += 1) list.push(items.record(k));
   return root;
 }
 

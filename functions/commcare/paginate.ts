@@ -14,7 +14,7 @@ import type { JsonObject, JsonValue } from '../common/json';
 import { formatNaiveUtc, type Micros, parseTimestamp, requireTimestamp } from './dates';
 import { CommCareResponseError, CommCareStuckError } from './errors';
 import type { CommCareHttp, RequestHooks } from './http';
-import { parseListBody } from './page-body';
+import { ListItems, parseListBody, readListBody } from './page-body';
 import {
   type Envelope,
   listKeyOf,
@@ -23,7 +23,7 @@ import {
   resolveNext,
   withQuery,
 } from './resources';
-import type { PullPosition, QueryParams } from './types';
+import type { PageRecords, PullPosition, QueryParams } from './types';
 
 export interface PagingContext {
   readonly http: CommCareHttp;
@@ -39,7 +39,7 @@ export interface PagingContext {
 
 /** A page before numbering. */
 export interface RawPage {
-  readonly records: JsonObject[];
+  readonly records: PageRecords;
   readonly position: PullPosition | null;
   readonly totalCount: number | null;
   /** Set by the keyset pager: true when this page ends the pull (no request follows it). */
@@ -56,14 +56,50 @@ export function readEnvelope(ctx: PagingContext, url: string, bytes: Buffer): En
   return parseEnvelope(ctx.spec, body, new URL(url).pathname);
 }
 
-/** True when this response is the last page. */
-function isLastPage(envelope: Envelope, requestedLimit: number): boolean {
-  if (envelope.records.length === 0 || envelope.next === null) return true;
-  return envelope.records.length < (envelope.limit ?? requestedLimit);
+/**
+ * A keyset response: the envelope (its `records` empty when the items stay bytes) and the items, whose
+ * `indexed_on` and ids are read without parsing them.
+ */
+interface KeyedResponse {
+  readonly envelope: Envelope;
+  readonly items: ListItems;
+}
+
+function keyFieldsOf(spec: ResourceSpec): string[] {
+  return spec.idField === 'id' ? [KEY_FIELD, 'id'] : [KEY_FIELD, spec.idField, 'id'];
+}
+
+/** The keyset response `url` answered, read by `readKeyed`. */
+async function fetchKeyed(ctx: PagingContext, url: string): Promise<KeyedResponse> {
+  return await ctx.http.get(url, ctx.project, ctx.hooks ?? {}, (bytes) => readKeyed(ctx, url, bytes));
+}
+
+function readKeyed(ctx: PagingContext, url: string, bytes: Buffer): KeyedResponse {
+  const fields = keyFieldsOf(ctx.spec);
+  const { root, items } = readListBody(bytes, listKeyOf(ctx.spec), { fields, keepRaw: ctx.keepRaw ?? false });
+  const envelope = parseEnvelope(ctx.spec, root, new URL(url).pathname);
+  return { envelope, items: items ?? ListItems.ofRecords(envelope.records, fields) };
+}
+
+/** True when a response of `count` records is the last page. */
+function isLastPage(envelope: Envelope, requestedLimit: number, count = envelope.records.length): boolean {
+  if (count === 0 || envelope.next === null) return true;
+  return count < (envelope.limit ?? requestedLimit);
+}
+
+function itemKey(items: ListItems, k: number, field: string, spec: ResourceSpec): Micros {
+  return keyOf(items.field(k, field), field, spec);
+}
+
+function itemId(items: ListItems, k: number, spec: ResourceSpec): string {
+  return idOf(items.field(k, spec.idField) ?? items.field(k, 'id'), spec);
 }
 
 function recordId(record: JsonObject, spec: ResourceSpec): string {
-  const value: JsonValue | undefined = record[spec.idField] ?? record.id;
+  return idOf(record[spec.idField] ?? record.id, spec);
+}
+
+function idOf(value: JsonValue | undefined, spec: ResourceSpec): string {
   if (typeof value !== 'string' && typeof value !== 'number') {
     throw new CommCareResponseError(
       `a ${spec.name} record has no "${spec.idField}" (string or number) to identify it; received ${JSON.stringify(value ?? null)}`,
@@ -73,7 +109,10 @@ function recordId(record: JsonObject, spec: ResourceSpec): string {
 }
 
 function recordKey(record: JsonObject, field: string, spec: ResourceSpec): Micros {
-  const value = record[field];
+  return keyOf(record[field], field, spec);
+}
+
+function keyOf(value: JsonValue | undefined, field: string, spec: ResourceSpec): Micros {
   const key = typeof value === 'string' ? parseTimestamp(value) : null;
   if (key === null) {
     throw new CommCareResponseError(
@@ -153,13 +192,13 @@ export async function* keysetPages(ctx: PagingContext, options: KeysetOptions): 
     };
     if (startKey !== null) params.indexed_on_start = [formatNaiveUtc(startKey)];
     if (options.endParam !== null) params.indexed_on_end = [options.endParam];
-    const envelope = await fetchEnvelope(ctx, withQuery(ctx.url, params));
+    const { envelope, items } = await fetchKeyed(ctx, withQuery(ctx.url, params));
 
-    const records: JsonObject[] = [];
+    const kept: number[] = [];
     let reachedStop = false;
     let lastKey: Micros | null = null;
-    for (const record of envelope.records) {
-      const key = recordKey(record, KEY_FIELD, spec);
+    for (let k = 0; k < items.length; k += 1) {
+      const key = itemKey(items, k, KEY_FIELD, spec);
       if (lastKey !== null && key < lastKey) {
         throw new CommCareStuckError(
           `paging ${spec.name} on project "${ctx.project}" cannot go on: HQ answered order_by=indexed_on with ` +
@@ -179,12 +218,13 @@ export async function* keysetPages(ctx: PagingContext, options: KeysetOptions): 
         break;
       }
       lastKey = key;
-      const id = recordId(record, spec);
+      const id = itemId(items, k, spec);
       if (startKey !== null && (key < startKey || (key === startKey && boundary.has(id)))) continue;
-      records.push(record);
+      kept.push(k);
       position.add(key, id);
     }
-    const last = reachedStop || isLastPage(envelope, limit) || lastKey === null;
+    const last = reachedStop || isLastPage(envelope, limit, items.length) || lastKey === null;
+    const records = items.select(kept);
     yield { records, position: position.snapshot(), totalCount: envelope.totalCount, last };
 
     if (last || lastKey === null) return;
@@ -357,7 +397,7 @@ export async function* cursorPages(ctx: PagingContext, options: CursorOptions): 
  * The page owns the records indexed after its oldest one: all of them are on it, as it holds the newest
  * records. Records at exactly its oldest `indexed_on` may go on below the page, so they are left to the
  * windows before it. The page is kept as the body's bytes while the windows run (a page of 1,000 forms
- * is a few MB as bytes, several times that once read), and read again when its turn comes.
+ * is a few MB as bytes, several times that once read); its records are parsed when they are read.
  */
 export interface TailPage {
   /** `indexed_on` of the newest record. */
@@ -388,24 +428,28 @@ export async function fetchTailPage(
   };
   if (options.start?.indexedOn) params.indexed_on_start = [options.start.indexedOn];
   const url = withQuery(ctx.url, params);
-  const { bytes, keys } = await ctx.http.get(url, ctx.project, ctx.hooks ?? {}, (body) => ({
-    bytes: body,
-    keys: readEnvelope(ctx, url, body).records.map((r) => recordKey(r, KEY_FIELD, spec)),
-  }));
+  const { envelope, items } = await fetchKeyed(ctx, url);
+  const keys = Array.from({ length: items.length }, (_, k) => itemKey(items, k, KEY_FIELD, spec));
   if (keys.length === 0 || keys.some((key, i) => i > 0 && key > keys[i - 1]!)) return null;
   const newest = keys[0]!;
   const oldest = keys[keys.length - 1]!;
+  // Owned records, oldest first: the page is newest first.
+  const owned: number[] = [];
+  for (let k = keys.length - 1; k >= 0; k -= 1) if (keys[k]! > oldest) owned.push(k);
   return {
     newest,
     oldest,
     size: keys.length,
-    owned: keys.filter((key) => key > oldest).length,
+    owned: owned.length,
     read(): RawPage {
-      const envelope = readEnvelope(ctx, url, bytes);
-      const records = envelope.records.filter((r) => recordKey(r, KEY_FIELD, spec) > oldest).reverse();
       const position = new PositionTracker(null);
-      for (const record of records) position.add(recordKey(record, KEY_FIELD, spec), recordId(record, spec));
-      return { records, position: position.snapshot(), totalCount: envelope.totalCount, last: true };
+      for (const k of owned) position.add(keys[k]!, itemId(items, k, spec));
+      return {
+        records: items.select(owned),
+        position: position.snapshot(),
+        totalCount: envelope.totalCount,
+        last: true,
+      };
     },
   };
 }

@@ -54,9 +54,16 @@ export interface PullRequest {
   readonly signal?: AbortSignal;
 }
 
+/**
+ * A page's records, in order. A keyset page (forms, cases) holds them as HQ's bytes and parses each one
+ * as the iteration reaches it, a new object at each pass: read them once, and keep what you need from a
+ * record rather than the page.
+ */
+export type PageRecords = Iterable<JsonObject> & { readonly length: number };
+
 /** One page of records, in order, with the position to resume from after it. */
 export interface Page {
-  readonly records: readonly JsonObject[];
+  readonly records: PageRecords;
   /** Position after the last record of this page (null for resources without incremental paging). */
   readonly position: PullPosition | null;
   /** HQ's `total_count` / `matching_records` where it gives one. */

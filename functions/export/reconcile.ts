@@ -381,7 +381,7 @@ export async function runReconcileSlice(
   };
 }
 
-function liveIds(records: readonly JsonObject[]): string[] {
+function liveIds(records: Iterable<JsonObject>): string[] {
   const out: string[] = [];
   for (const record of records) {
     const id = liveId(record);

@@ -48,7 +48,7 @@ async function collect(pages: AsyncIterable<Page>): Promise<Page[]> {
   return out;
 }
 
-const ids = (pages: Page[]) => pages.flatMap((p) => p.records.map((r) => String(r.id)));
+const ids = (pages: Page[]) => pages.flatMap((p) => [...p.records].map((r) => String(r.id)));
 const forms = (extra: Partial<PullRequest> = {}): PullRequest => ({
   project: 'demo',
   resource: 'form',
@@ -109,7 +109,7 @@ describe('requests', () => {
     const seen: string[] = [];
     let position = null;
     for await (const page of first.pages(forms({ pageSize: 7 }))) {
-      seen.push(...page.records.map((r) => String(r.id)));
+      seen.push(...[...page.records].map((r) => String(r.id)));
       position = page.position;
       if (page.pageNumber === 2) break;
     }
@@ -157,7 +157,13 @@ describe('requests', () => {
     const userPages = await collect(c.pages({ project: 'demo', resource: 'user', pageSize: 2 }));
     expect(ids(userPages)).toEqual(['u0', 'u1', 'u2', 'u3', 'u4']);
     const casePages = await collect(c.pages({ project: 'demo', resource: 'case-v2', pageSize: 2 }));
-    expect(casePages.flatMap((p) => p.records.map((r) => r.case_id))).toEqual(['c0', 'c1', 'c2', 'c3', 'c4']);
+    expect(casePages.flatMap((p) => [...p.records].map((r) => r.case_id))).toEqual([
+      'c0',
+      'c1',
+      'c2',
+      'c3',
+      'c4',
+    ]);
     expect(casePages[0]?.position?.cursor).toBeTruthy();
     expect(casePages[2]?.position).toEqual({
       indexedOn: '2024-01-05T00:00:00',
@@ -332,8 +338,8 @@ describe('parallel windows', () => {
     expect(rest.some((r) => r.includes('indexed_on_start=2024-01-01T00%3A09%3A00.123456'))).toBe(true);
     expect(rest.some((r) => r.includes('indexed_on_end=2024-01-01T01%3A30%3A00.123457'))).toBe(true);
     // The first page is the first page a sequential pull gives; the last, the last ten records.
-    expect(pages[0]!.records.map((r) => r.id)).toEqual(data.slice(0, 10).map((f) => f.id));
-    expect(pages.at(-1)!.records.map((r) => r.id)).toEqual(data.slice(91).map((f) => f.id));
+    expect([...pages[0]!.records].map((r) => r.id)).toEqual(data.slice(0, 10).map((f) => f.id));
+    expect([...pages.at(-1)!.records].map((r) => r.id)).toEqual(data.slice(91).map((f) => f.id));
   });
 
   it('sends nothing more when the first page is the last, windows or not', async () => {

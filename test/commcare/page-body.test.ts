@@ -2,7 +2,13 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { BodyNotJsonError, parseListBody, rawJsonOf, scanList } from '../../functions/commcare/page-body';
+import {
+  BodyNotJsonError,
+  parseListBody,
+  rawJsonOf,
+  readListBody,
+  scanList,
+} from '../../functions/commcare/page-body';
 import { JsonLinesSink, rawRecordsPlan } from '../../functions/export/raw-records';
 
 const bytes = (text: string) => Buffer.from(text, 'utf8');
@@ -79,6 +85,41 @@ describe('reading a list body from its bytes', () => {
     const broken = Buffer.concat([bytes('{"objects":[{"id":"'), Buffer.from([0xff, 0xfe]), bytes('"}]}')]);
     const root = parseListBody(broken, 'objects');
     expect(rawJsonOf(records(root)[0]!)).toBeUndefined();
+  });
+});
+
+describe('reading fields of items held as bytes', () => {
+  const fields = ['indexed_on', 'case_id', 'id'];
+  const items = [
+    '{"id":"a","indexed_on":"2024-01-02T03:04:05.123456Z"}',
+    '{"indexed_on": "2024-01-02T03:04:05Z", "form": {"id": "nested", "indexed_on": 5}, "id": "b"}',
+    '{"id":"c\\"quoted\\"","indexed_on":"x\\u0041"}',
+    '{"id":7,"indexed_on":null}',
+    '{"id":{"x":"y"},"case_id":["z"]}',
+    '{"id":"first","id":"second","indexed_on":"1","indexed_on":2}',
+    '{"n":1,"id":true,"name":"é😀","case_id":"ü"}',
+    '{}',
+  ];
+  const text = `{"meta":{"next":null},"objects":[${items.join(',')}]}`;
+
+  it('gives each asked-for field as JSON.parse does, whatever the value', () => {
+    const { items: list } = readListBody(bytes(text), 'objects', { fields });
+    const parsed = JSON.parse(text).objects as Record<string, unknown>[];
+    expect(list!.length).toBe(parsed.length);
+    for (const [k, record] of parsed.entries()) {
+      for (const field of fields)
+        expect(list!.field(k, field), `${items[k]} ${field}`).toEqual(record[field]);
+      expect(list!.record(k)).toEqual(record);
+    }
+    expect([...list!.select([2, 0])]).toEqual([parsed[2], parsed[0]]);
+  });
+
+  it('parses an item only when it is read: a broken one fails then, with its place', () => {
+    const broken = '{"meta":{},"objects":[{"id":"a","indexed_on":"1"},{"id":"b","indexed_on":"2","v":tru}]}';
+    const { items: list } = readListBody(bytes(broken), 'objects', { fields });
+    expect(list!.field(1, 'id')).toBe('b');
+    expect(list!.record(0)).toEqual({ id: 'a', indexed_on: '1' });
+    expect(() => list!.record(1)).toThrow(/item 1 of "objects" is not valid JSON/);
   });
 });
 
