@@ -10,6 +10,7 @@
 //
 //   node scripts/build-cli.mjs [OUTDIR]     default dist/cli
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -43,6 +44,67 @@ const EXTERNAL = [
   'constructs',
   'cdk-nag',
 ];
+// What the bundle leaves out of axios. The CLI's one HTTP client (functions/commcare/http.ts) sends GETs
+// through axios's Node `http` adapter, with no request body and no HTTP/2, yet importing axios loaded at
+// every start three things only other uses need (~60 ms of CPU, an eighth of a 100-form export's):
+// - its fetch adapter, and its FormData check, read Node's global `fetch`, `Request`, `Response` and
+//   `FormData`, whose first access loads and compiles Node's bundled undici (~30 ms). The adapter becomes
+//   "not supported here" (axios then keeps to `http`, its first choice in Node anyway); `isFormData`
+//   keeps its duck-typed test, which still recognises Node's FormData by its tag.
+// - the `form-data` package (multipart bodies), which loads mime-types and evaluates the whole mime-db
+//   table (~20 ms); in the bundle, making a multipart body throws.
+// - Node's `http2` module (~9 ms to load), imported for the `httpVersion: 2` option that nothing here
+//   sets: axios's import of it becomes a stand-in that loads it on first use.
+// A patch whose text is no longer found (a newer axios) is skipped with a warning: the command works as
+// before, only slower, and test/cli/bundle.test.ts, which checks that a run loads no undici, fails.
+const AXIOS_TRIMS = [
+  {
+    path: /[\\/]node_modules[\\/]axios[\\/]lib[\\/]adapters[\\/]fetch\.js$/,
+    contents:
+      '// Left out of the ccexport bundle (scripts/build-cli.mjs).\nexport const getFetch = () => false;\nexport default false;\n',
+  },
+  {
+    path: /[\\/]node_modules[\\/]axios[\\/]lib[\\/]utils\.js$/,
+    replace: ["typeof G.FormData !== 'undefined' ? G.FormData : undefined", 'undefined'],
+  },
+  {
+    path: /[\\/]node_modules[\\/]form-data[\\/]lib[\\/]form_data\.js$/,
+    contents:
+      "// Left out of the ccexport bundle (scripts/build-cli.mjs).\nmodule.exports = class FormData {\n  constructor() {\n    throw new Error('multipart request bodies (form-data) are not part of the ccexport command');\n  }\n};\n",
+  },
+];
+
+const trimAxios = {
+  name: 'trim-axios',
+  setup(build) {
+    build.onResolve({ filter: /^(node:)?http2$/ }, ({ importer }) =>
+      /[\\/]node_modules[\\/]axios[\\/]/.test(importer)
+        ? { path: 'http2', namespace: 'on-first-use' }
+        : undefined,
+    );
+    build.onLoad({ filter: /^http2$/, namespace: 'on-first-use' }, () => ({
+      contents:
+        "let http2;\nexport default new Proxy({}, { get: (_, name) => (http2 ??= require('node:http2'))[name] });\n",
+      loader: 'js',
+    }));
+    for (const trim of AXIOS_TRIMS) {
+      build.onLoad({ filter: trim.path }, async ({ path }) => {
+        if (trim.contents !== undefined) return { contents: trim.contents, loader: 'js' };
+        const source = await readFile(path, 'utf8');
+        const [from, to] = trim.replace;
+        if (!source.includes(from)) {
+          return {
+            contents: source,
+            loader: 'js',
+            warnings: [{ text: `"${from}" not found: left as it is` }],
+          };
+        }
+        return { contents: source.replace(from, to), loader: 'js' };
+      });
+    }
+  },
+};
+
 rmSync(outdir, { recursive: true, force: true });
 mkdirSync(outdir, { recursive: true });
 const result = await esbuild.build({
@@ -60,11 +122,13 @@ const result = await esbuild.build({
     js: "import { createRequire as __cliRequire } from 'node:module'; const require = __cliRequire(import.meta.url);",
   },
   sourcemap: 'linked',
+  plugins: [trimAxios],
   metafile: true,
   logLevel: 'warning',
 });
 const inputs = Object.keys(result.metafile.inputs)
-  .filter((path) => !path.includes('node_modules'))
+  // Packages, and modules the plugin makes up (`on-first-use:http2`), are not sources to watch.
+  .filter((path) => !path.includes('node_modules') && !/^[\w-]+:/.test(path))
   .map((path) => relative(root, resolve(root, path)));
 writeFileSync(join(outdir, 'inputs.json'), `${JSON.stringify(inputs, null, 1)}\n`);
 console.log(`build-cli: ${relative(root, outdir)} from ${inputs.length} source files`);

@@ -8,6 +8,7 @@ import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startSandbox } from '../sandbox';
 import { parseArgs, stringFlag } from './args';
+import { formatCount } from './count';
 import type { CommandIO } from './io';
 import { runRunCommand } from './run-command';
 
@@ -76,9 +77,7 @@ export async function runDemoCommand(argv: string[], io: CommandIO): Promise<num
     }
     io.stdout.write(`\nWrote ${relative(io.cwd, output) || output}:\n`);
     for (const file of listFiles(join(output, 'xlsx'))) {
-      io.stdout.write(
-        `  ${relative(io.cwd, file)}  (${statSync(file).size.toLocaleString('en-US')} bytes)\n`,
-      );
+      io.stdout.write(`  ${relative(io.cwd, file)}  (${formatCount(statSync(file).size)} bytes)\n`);
     }
     io.stdout.write(`  ${relative(io.cwd, join(output, 'database'))}/  (embedded PostgreSQL)\n`);
     await printDemoQuery(join(output, 'database'), io);

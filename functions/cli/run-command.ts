@@ -32,6 +32,7 @@ import {
   stringFlag,
   UsageError,
 } from './args';
+import { formatCount } from './count';
 import { credentialsFromFlags, hqBaseUrl } from './credentials';
 import type { CommandIO } from './io';
 import { RUN_FLAGS } from './run-flags';
@@ -484,9 +485,9 @@ export async function runRunCommand(
   // With the tables on standard output, the summary goes to stderr so stdout stays one document.
   const summaryOut = settings.output === '-' ? io.stderr : io.stdout;
   summaryOut.write(
-    `${summary.done ? 'Export finished' : 'Export interrupted (run again to resume)'}: ${summary.records.toLocaleString('en-US')} records, ` +
-      `${summary.rows.toLocaleString('en-US')} rows, ${summary.pages} pages, ${stats.retries} retries, ${stats.throttled} throttled` +
-      `${summary.archived > 0 ? `, ${summary.archived.toLocaleString('en-US')} archived record${summary.archived === 1 ? '' : 's'} ${settings.deletions === 'mark' ? 'marked' : 'removed'}` : ''}\n`,
+    `${summary.done ? 'Export finished' : 'Export interrupted (run again to resume)'}: ${formatCount(summary.records)} records, ` +
+      `${formatCount(summary.rows)} rows, ${summary.pages} pages, ${stats.retries} retries, ${stats.throttled} throttled` +
+      `${summary.archived > 0 ? `, ${formatCount(summary.archived)} archived record${summary.archived === 1 ? '' : 's'} ${settings.deletions === 'mark' ? 'marked' : 'removed'}` : ''}\n`,
   );
   if (fromHq) summaryOut.write(`${configChangeLine(fromHq.fingerprint, summary.changes)}\n`);
   if (sink instanceof JsonLinesSink) for (const file of sink.written) io.stdout.write(`wrote ${file}\n`);
@@ -556,9 +557,9 @@ async function reconcileOutput(
   const verb =
     settings.format !== 'sql' ? 'recorded as deleted' : settings.deletions === 'mark' ? 'marked' : 'removed';
   io.stdout.write(
-    `Reconcile finished: ${summary.ids.toLocaleString('en-US')} ids listed in ${summary.pages} pages, ` +
-      `${summary.gone.toLocaleString('en-US')} rows ${verb}` +
-      `${summary.tables.map((t) => `\n  ${t.table}: ${t.gone.toLocaleString('en-US')} of ${t.rows.toLocaleString('en-US')} rows ${verb}`).join('')}\n`,
+    `Reconcile finished: ${formatCount(summary.ids)} ids listed in ${summary.pages} pages, ` +
+      `${formatCount(summary.gone)} rows ${verb}` +
+      `${summary.tables.map((t) => `\n  ${t.table}: ${formatCount(t.gone)} of ${formatCount(t.rows)} rows ${verb}`).join('')}\n`,
   );
   return 0;
 }

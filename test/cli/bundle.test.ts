@@ -1,8 +1,9 @@
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
 import { CreateBucketCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -66,6 +67,34 @@ describe('the built command (what `npm ci` prepares for bin/ccexport.js)', () =>
     expect(code).toBe(0);
     expect(io.out()).toContain('Export finished');
     expect(readFileSync(join(output, 'form.jsonl'), 'utf8').trim().split('\n').length).toBeGreaterThan(100);
+  });
+
+  it('runs a csv export without loading the parts of axios it never uses (undici, http2, form-data)', async () => {
+    // A process of its own: the test runner has loaded much of Node already.
+    const script = [
+      `const { main } = await import(${JSON.stringify(pathToFileURL(join(out, 'main.js')).href)});`,
+      'process.exitCode = await main(process.argv.slice(1));',
+      "process.stderr.write('modules: ' + JSON.stringify(process.moduleLoadList) + '\\n');",
+    ].join('\n');
+    const { stdout, stderr } = await promisify(execFile)(
+      process.execPath,
+      [
+        ...['--input-type=module', '-e', script, '--'],
+        ...['run', '--project', 'clinic', '--commcare-hq', sandbox.url, '--username', USER],
+        ...['--query', join(ROOT, 'examples', 'household-registration.xlsx'), '--output-format', 'csv'],
+        ...['--output', join(out, 'csv-export'), '--progress', 'none'],
+      ],
+      { env: { ...process.env, CCEXPORT_API_KEY: KEY } },
+    );
+    const modules = JSON.parse(/^modules: (.*)$/m.exec(stderr)?.[1] ?? '[]') as string[];
+    expect(modules).toContain('NativeModule http');
+    expect(modules.filter((name) => /undici|http2/.test(name))).toEqual([]);
+    expect(stdout).toMatch(/Export finished: [1-9][\d,]* records, [1-9][\d,]* rows/);
+    // form-data's stand-in keeps mime-types and its table out of the bundle.
+    const chunks = readdirSync(out).filter((name) => name.endsWith('.js'));
+    expect(
+      chunks.filter((name) => readFileSync(join(out, name), 'utf8').includes('node_modules/mime-db/')),
+    ).toEqual([]);
   });
 
   it('exports to PostgreSQL through COPY (a CommonJS package loaded on demand inside the bundle)', async () => {
