@@ -14,10 +14,10 @@ import {
   DELETED_COLUMN,
   type DeletionMode,
   type ExportSink,
-  type RecordDeletion,
   type SourceCheckpoint,
 } from '../sinks/types';
 import { describeColumnChange, type QueryChanges, queryChanges, tableColumns } from './config-changes';
+import { DeletionLog } from './deletion-log';
 import { sourceLabel } from './progress';
 
 /** What the loop needs from the HQ client. */
@@ -172,8 +172,8 @@ export async function runExport(deps: ExportDeps, plan: ExportPlan): Promise<Exp
   });
   let result: { done: boolean; progress: SourceProgress[] };
   let changes: QueryChanges;
+  const pulls: SourcePull[] = [];
   try {
-    const pulls: SourcePull[] = [];
     for (const source of plan.sources) pulls.push(await openPull(deps, plan, source, checkpointsEnabled));
     changes = queryChanges(pulls);
     for (const change of changes.columnChanges) deps.notice?.(describeColumnChange(change));
@@ -185,6 +185,8 @@ export async function runExport(deps: ExportDeps, plan: ExportPlan): Promise<Exp
   } catch (error) {
     await deps.sink.abort(error);
     throw error;
+  } finally {
+    for (const pull of pulls) pull.archived.close();
   }
   const progress = result.progress;
   return {
@@ -208,8 +210,11 @@ interface SourcePull {
   position: PullPosition | null;
   /** Whether archived records are removed or marked (a form source, mode `remove` or `mark`). */
   readonly tracking: boolean;
-  /** Archived records since the last commit, by id; a later live version of one cancels it. */
-  readonly archived: Map<string, RecordDeletion>;
+  /**
+   * Archived records since the last commit, by id; a later live version of one cancels it. Kept out
+   * of memory beyond a fixed amount (a file output commits only at the end of the run).
+   */
+  readonly archived: DeletionLog;
   /**
    * The last committed checkpoint of this source, read even when the run starts over: its recorded
    * columns are what this run's tables are compared with. Null for DET's checkpoints (they record none).
@@ -264,7 +269,7 @@ async function openPull(
     progress,
     position: stored?.position ?? null,
     tracking: (plan.deletions ?? 'ignore') !== 'ignore' && source.resource === 'form',
-    archived: new Map(),
+    archived: new DeletionLog(),
     previous: found?.takenOver ? null : found,
   };
 }
@@ -278,8 +283,9 @@ async function commitPulls(
 ): Promise<void> {
   for (const pull of pulls) {
     if (pull.archived.size === 0) continue;
-    await deps.sink.recordDeletions?.(pull.progress.tables, [...pull.archived.values()]);
-    pull.archived.clear();
+    if (!deps.sink.recordDeletions) pull.archived.clear();
+    else
+      for (const batch of pull.archived.drain()) await deps.sink.recordDeletions(pull.progress.tables, batch);
   }
   const checkpoints: SourceCheckpoint[] = [];
   for (const pull of pulls) {
