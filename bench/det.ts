@@ -13,9 +13,10 @@ import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import ExcelJS from 'exceljs';
 import { DEFAULT_API_KEY, DEFAULT_PROJECT, DEFAULT_USERNAME } from '../functions/sandbox';
-import { startCountingProxy } from '../test/support/counting-proxy';
+import { type ProxiedRequest, startCountingProxy } from '../test/support/counting-proxy';
 import { median, ROOT, round, startSandboxProcess } from './harness';
 import { freshDatabase } from './scenarios';
 
@@ -104,10 +105,74 @@ export interface TimedRun {
   /** Requests the HQ stand-in served to this run, and the most of one project in flight at once. */
   readonly requests: number;
   readonly maxInFlight: number;
+  /** Where the run's time went, read from the requests' times at the HQ stand-in (data requests only). */
+  readonly path?: CriticalPath;
+}
+
+/**
+ * One run's critical path as the HQ stand-in saw it. A request's time runs from its arrival at the
+ * proxy to its answer's last byte: the latency, the stand-in's serving, the transfer. *Round trips* is
+ * the span from the first arrival to the last answer divided by the mean request time: with `n`
+ * requests kept in flight it would be requests ÷ n, and every wait between an answer and the next
+ * request (parsing, writing, a busy thread) adds to it.
+ */
+export interface CriticalPath {
+  /** From the process's start to the first data request's arrival. */
+  readonly firstRequestSeconds: number;
+  /** From the first arrival to the last answer. */
+  readonly spanSeconds: number;
+  readonly meanRequestSeconds: number;
+  /** Of a request's time, the stand-in's: from being passed on (after the latency) to the last byte. */
+  readonly meanServingSeconds: number;
+  readonly roundTrips: number;
+  /** From the last answer to the process's exit (the last pages written, outputs closed). */
+  readonly afterLastAnswerSeconds: number;
+}
+
+function criticalPath(
+  requests: readonly ProxiedRequest[],
+  startedAt: number,
+  exitedAt: number,
+): CriticalPath | undefined {
+  const done = requests.filter((r) => r.endedAt !== null && r.forwardedAt !== null);
+  if (done.length === 0) return undefined;
+  const first = Math.min(...done.map((r) => r.arrivedAt));
+  const last = Math.max(...done.map((r) => r.endedAt!));
+  const mean = done.reduce((sum, r) => sum + (r.endedAt! - r.arrivedAt), 0) / done.length;
+  const serving = done.reduce((sum, r) => sum + (r.endedAt! - r.forwardedAt!), 0) / done.length;
+  return {
+    firstRequestSeconds: round((first - startedAt) / 1000, 3),
+    spanSeconds: round((last - first) / 1000, 3),
+    meanRequestSeconds: round(mean / 1000, 3),
+    meanServingSeconds: round(serving / 1000, 3),
+    roundTrips: round((last - first) / mean, 2),
+    afterLastAnswerSeconds: round((exitedAt - last) / 1000, 3),
+  };
+}
+
+/** GNU time's figures of a `timed` run, without the clock readings. */
+function untimed(run: { seconds: number; cpuSeconds: number; peakRssMb: number }) {
+  return { seconds: run.seconds, cpuSeconds: run.cpuSeconds, peakRssMb: run.peakRssMb };
+}
+
+/** The median of each figure over the runs that have one. */
+function medianPath(paths: readonly (CriticalPath | undefined)[]): CriticalPath | undefined {
+  const known = paths.filter((p): p is CriticalPath => p !== undefined);
+  if (known.length === 0) return undefined;
+  const m = (pick: (p: CriticalPath) => number, digits: number) => round(median(known.map(pick)), digits);
+  return {
+    firstRequestSeconds: m((p) => p.firstRequestSeconds, 3),
+    spanSeconds: m((p) => p.spanSeconds, 3),
+    meanRequestSeconds: m((p) => p.meanRequestSeconds, 3),
+    meanServingSeconds: m((p) => p.meanServingSeconds, 3),
+    roundTrips: m((p) => p.roundTrips, 2),
+    afterLastAnswerSeconds: m((p) => p.afterLastAnswerSeconds, 3),
+  };
 }
 
 async function timed(command: string, args: readonly string[], cwd: string, env: NodeJS.ProcessEnv) {
   const report = join(cwd, `time-${process.hrtime.bigint()}.txt`);
+  const startedAt = performance.now();
   const child = spawn('/usr/bin/time', ['-f', '%e %U %S %M', '-o', report, command, ...args], {
     cwd,
     env,
@@ -118,12 +183,13 @@ async function timed(command: string, args: readonly string[], cwd: string, env:
     stderr = (stderr + chunk.toString()).slice(-4000);
   });
   const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+  const exitedAt = performance.now();
   const text = existsSync(report) ? (readFileSync(report, 'utf8').trim().split('\n').pop() ?? '') : '';
   rmSync(report, { force: true });
   if (code !== 0)
     throw new Error(`${command} ${args.slice(0, 3).join(' ')} … exited with ${code}: ${stderr}`);
   const [wall, user, system, rssKb] = text.split(' ').map(Number);
-  return { seconds: wall!, cpuSeconds: user! + system!, peakRssMb: rssKb! / 1024 };
+  return { seconds: wall!, cpuSeconds: user! + system!, peakRssMb: rssKb! / 1024, startedAt, exitedAt };
 }
 
 export interface DetOptions {
@@ -169,6 +235,8 @@ export interface TimedSummary {
   readonly peakRssMb: number;
   readonly requests: number;
   readonly maxInFlight: number;
+  /** Medians of the runs' critical paths (scenarios with requests). */
+  readonly path?: CriticalPath;
   readonly samples: readonly TimedRun[];
 }
 
@@ -181,6 +249,7 @@ function summarise(samples: readonly TimedRun[]): TimedSummary {
     peakRssMb: round(Math.max(...samples.map((s) => s.peakRssMb))),
     requests: Math.max(...samples.map((s) => s.requests)),
     maxInFlight: Math.max(...samples.map((s) => s.maxInFlight)),
+    ...(samples.some((s) => s.path) ? { path: medianPath(samples.map((s) => s.path)) } : {}),
     samples,
   };
 }
@@ -289,7 +358,13 @@ async function compare(options: DetOptions, scenario: Exclude<DetScenario, 'help
                   dir,
                   { ...process.env, CCEXPORT_API_KEY: DEFAULT_API_KEY },
                 );
-          const sample = { ...result, requests: proxy.requests().length, maxInFlight: proxy.maxInFlight() };
+          const path = criticalPath(proxy.timeline(), result.startedAt, result.exitedAt);
+          const sample: TimedRun = {
+            ...untimed(result),
+            requests: proxy.requests().length,
+            maxInFlight: proxy.maxInFlight(),
+            ...(path ? { path } : {}),
+          };
           (tool === 'det' ? det : ours).push(sample);
           if (run === 0 && scenario !== 'sql') {
             if (tool === 'det') detRows = detCsvRows(join(dir, 'det.zip'));
@@ -342,9 +417,9 @@ async function compareHelp(options: DetOptions): Promise<DetComparison> {
         ...process.env,
         PYTHONPATH: `${options.detHome}/det:${options.detHome}/jsonpath-ng`,
       });
-      det.push({ ...d, requests: 0, maxInFlight: 0 });
+      det.push({ ...untimed(d), requests: 0, maxInFlight: 0 });
       const c = await timed(process.execPath, [join(ROOT, 'bin/ccexport.js'), '--help'], work, process.env);
-      ours.push({ ...c, requests: 0, maxInFlight: 0 });
+      ours.push({ ...untimed(c), requests: 0, maxInFlight: 0 });
     }
   } finally {
     rmSync(work, { recursive: true, force: true });

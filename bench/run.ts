@@ -30,6 +30,7 @@ import { benchClient, type ClientBenchResult } from './client';
 import {
   benchDet,
   benchMemory,
+  type CriticalPath,
   DET_SCENARIOS,
   type DetComparison,
   type DetScenario,
@@ -255,6 +256,14 @@ export const DET_GOALS = {
   helpSeconds: 0.3,
 } as const;
 
+function describePath(p: CriticalPath): string {
+  return (
+    `first request after ${p.firstRequestSeconds} s, ${p.roundTrips} round trips in ${p.spanSeconds} s ` +
+    `(a request ${p.meanRequestSeconds} s, ${p.meanServingSeconds} s of it the stand-in serving after the latency), ` +
+    `${p.afterLastAnswerSeconds} s from the last answer to exit`
+  );
+}
+
 export function detVerdicts(results: readonly DetComparison[]): string[] {
   const g = DET_GOALS;
   const out: string[] = [];
@@ -265,6 +274,12 @@ export function detVerdicts(results: readonly DetComparison[]): string[] {
         `latency: ${r.wallRatio}x faster than DET (goal >= ${g.latencyWallRatio}x: ${verdict(r.wallRatio >= g.latencyWallRatio)}); ` +
           `at most ${r.ccexport.maxInFlight} requests in flight at the HQ stand-in (goal <= ${g.latencyMaxInFlight}: ${verdict(r.ccexport.maxInFlight <= g.latencyMaxInFlight)})`,
       );
+      const ours = r.ccexport.path;
+      if (ours)
+        out.push(
+          `latency, critical path at the HQ stand-in (medians): ccexport ${describePath(ours)}` +
+            (r.det.path ? `; DET ${describePath(r.det.path)}` : ''),
+        );
     } else if (r.scenario === 'cpu') {
       out.push(
         `no latency: CPU ${r.cpuRatio}x less than DET (goal >= ${g.cpuPerRecordRatio}x: ${verdict(r.cpuRatio >= g.cpuPerRecordRatio)}); ` +
