@@ -131,14 +131,21 @@ export class DeletionLog {
     this.lastSeen.clear();
   }
 
-  /** Closes (and removes) the temporary file. The log can still be used; a new file opens if needed. */
+  /**
+   * Closes (and removes) the temporary file; best effort, so that a run's own outcome (or error) is
+   * what its caller sees. The log can still be used; a new file opens if needed.
+   */
   close(): void {
     const file = this.file;
     this.file = null;
     this.clear();
     if (!file) return;
-    closeSync(file.fd);
-    if (file.path !== null) unlinkSync(file.path);
+    try {
+      closeSync(file.fd);
+      if (file.path !== null) unlinkSync(file.path);
+    } catch {
+      // Nothing to do: the descriptor goes with the process, and a kept file is in the temporary folder.
+    }
   }
 
   private *lines(): Generator<string> {
