@@ -265,6 +265,7 @@ export class ListItems {
     private readonly fieldNames: readonly string[],
     private readonly keepRaw: boolean,
     private readonly listKey: string,
+    private readonly origin: string | null,
   ) {
     this.length = parsed === null ? layout!.items.length / 2 : parsed.length;
   }
@@ -275,12 +276,13 @@ export class ListItems {
     fieldNames: readonly string[],
     keepRaw: boolean,
     listKey: string,
+    origin: string | null = null,
   ) {
-    return new ListItems(bytes, layout, null, fieldNames, keepRaw, listKey);
+    return new ListItems(bytes, layout, null, fieldNames, keepRaw, listKey, origin);
   }
 
   static ofRecords(records: readonly JsonObject[], fieldNames: readonly string[] = []): ListItems {
-    return new ListItems(null, null, records, fieldNames, false, '');
+    return new ListItems(null, null, records, fieldNames, false, '', null);
   }
 
   /**
@@ -311,7 +313,10 @@ export class ListItems {
     try {
       record = JSON.parse(text) as JsonObject;
     } catch (error) {
-      throw new BodyNotJsonError(`item ${k} of "${this.listKey}" is not valid JSON`, { cause: error });
+      const where = this.origin === null ? '' : ` in the answer to ${this.origin}`;
+      throw new BodyNotJsonError(`item ${k} of "${this.listKey}"${where} is not valid JSON`, {
+        cause: error,
+      });
     }
     // U+FFFD may stand for bytes that were not UTF-8; a line break means a pretty-printed item, which
     // would break a JSON-lines file. Such items are written re-serialised instead.
@@ -357,7 +362,12 @@ export class LazyRecords implements Iterable<JsonObject> {
 export function readListBody(
   bytes: Buffer,
   listKey: string,
-  options: { readonly fields?: readonly string[]; readonly keepRaw?: boolean } = {},
+  options: {
+    readonly fields?: readonly string[];
+    readonly keepRaw?: boolean;
+    /** Where the body came from (a URL path), for the error an item that is not JSON raises when read. */
+    readonly origin?: string;
+  } = {},
 ): { readonly root: unknown; readonly items: ListItems | null } {
   const fields = options.fields ?? [];
   const layout = scanList(bytes, listKey, fields);
@@ -371,7 +381,15 @@ export function readListBody(
   }
   const list = (root as Record<string, unknown>)[listKey];
   if (!Array.isArray(list) || list.length !== 0) return { root: parseWhole(bytes), items: null };
-  return { root, items: ListItems.ofBytes(bytes, layout, fields, options.keepRaw ?? false, listKey) };
+  const items = ListItems.ofBytes(
+    bytes,
+    layout,
+    fields,
+    options.keepRaw ?? false,
+    listKey,
+    options.origin ?? null,
+  );
+  return { root, items };
 }
 
 /**

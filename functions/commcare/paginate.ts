@@ -76,8 +76,10 @@ async function fetchKeyed(ctx: PagingContext, url: string): Promise<KeyedRespons
 
 function readKeyed(ctx: PagingContext, url: string, bytes: Buffer): KeyedResponse {
   const fields = keyFieldsOf(ctx.spec);
-  const { root, items } = readListBody(bytes, listKeyOf(ctx.spec), { fields, keepRaw: ctx.keepRaw ?? false });
-  const envelope = parseEnvelope(ctx.spec, root, new URL(url).pathname);
+  const origin = new URL(url).pathname;
+  const keepRaw = ctx.keepRaw ?? false;
+  const { root, items } = readListBody(bytes, listKeyOf(ctx.spec), { fields, keepRaw, origin });
+  const envelope = parseEnvelope(ctx.spec, root, origin);
   return { envelope, items: items ?? ListItems.ofRecords(envelope.records, fields) };
 }
 

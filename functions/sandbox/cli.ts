@@ -48,6 +48,7 @@ export const SANDBOX_USAGE = `Usage: ccexport sandbox [options]
   --server-error-burst <n>      consecutive 5xx per burst (default 1)
   --reset-every <n>             destroy the socket mid-body every nth data request
   --truncate-every <n>          send half the JSON every nth data request
+  --broken-item-every <n>       every nth data request's last record is not JSON (a letter missing)
   --hang-every <n>              never answer every nth data request
   --workers <n>                 serve from n processes on one port (default 1; fault counters per worker)
 The default user and its API key are documented in functions/sandbox/README.md.
@@ -135,6 +136,9 @@ export function parseSandboxArgs(argv: readonly string[]): SandboxCommandOptions
         break;
       case '--truncate-every':
         faults.truncateEvery = intArg(flag, value, 1);
+        break;
+      case '--broken-item-every':
+        faults.brokenItemEvery = intArg(flag, value, 1);
         break;
       case '--hang-every':
         faults.hangEvery = intArg(flag, value, 1);

@@ -56,6 +56,11 @@ export interface SandboxFaults extends SandboxQuirks {
   resetEvery?: number;
   /** Send valid headers and half the JSON, then end cleanly, every Nth data request. */
   truncateEvery?: number;
+  /**
+   * Every Nth data request answers 200 with its whole body, well nested, but the last `true`, `false` or
+   * `null` in it (in the last record) spelled without its last letter: JSON that only a parser rejects.
+   */
+  brokenItemEvery?: number;
   /** Never answer every Nth data request (until the client gives up or the server closes). */
   hangEvery?: number;
   /**
@@ -482,6 +487,19 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Runnin
       entry.status = 200;
       res.writeHead(200, { 'Content-Type': 'application/json' });
       res.end(bytes.subarray(0, Math.floor(bytes.length / 2)));
+      return;
+    }
+    if (every(n, f.brokenItemEvery)) {
+      const at = Math.max(body.lastIndexOf(':true'), body.lastIndexOf(':false'), body.lastIndexOf(':null'));
+      const literal = at === -1 ? '' : /^:(?:true|false|null)/.exec(body.slice(at))![0];
+      const broken =
+        at === -1
+          ? bytes
+          : Buffer.from(body.slice(0, at + literal.length - 1) + body.slice(at + literal.length), 'utf8');
+      entry.status = 200;
+      entry.bytes = broken.length;
+      res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': broken.length });
+      res.end(broken);
       return;
     }
     entry.status = 200;

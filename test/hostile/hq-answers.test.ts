@@ -1,10 +1,11 @@
 /**
  * Hostile HQ answers and an insecure HQ address: a gzip bomb, an error text echoing the key across the
- * excerpt's cut, a fatal error while another request hangs, plain http to a host off this machine.
+ * excerpt's cut, a fatal error while another request hangs, a well-nested page with a record that is not
+ * JSON, plain http to a host off this machine.
  * Each probe runs the CLI as a user types it against the sandbox with the matching fault flag.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -91,6 +92,36 @@ describe('a gzip bomb', () => {
     const first = await pages.next();
     expect(first.done).toBe(false);
     await expect(pages.next()).rejects.toThrow(/larger than 1 MiB once decompressed/);
+  });
+});
+
+describe('a page whose last record is not JSON, though the page is well nested', () => {
+  it('fails naming the answer, commits nothing, and the next run exports every form once', async () => {
+    // Records are parsed only when their rows are made (functions/commcare/page-body.ts), so the
+    // page's earlier records became rows before the broken one was reached: none may be committed.
+    const broken = await ccexport({ brokenItemEvery: 2 }, ['--batch-size', '100', '--max-concurrency', '1']);
+    expect(broken.code).toBe(1);
+    expect(broken.err).toMatch(
+      /item 99 of "objects" in the answer to \/a\/demo\/api\/[^ ]*form[^ ]* is not valid JSON/,
+    );
+    expect(filesUnder(broken.output).filter((f) => f.endsWith('.csv'))).toEqual([]);
+
+    sandbox.setFaults({});
+    const io = captureIO({ CCEXPORT_API_KEY: KEY });
+    const sequential = ['--batch-size', '100', '--max-concurrency', '1'];
+    const again = await main(args(sandbox.url, broken.output, sequential), io);
+    expect(again, io.err()).toBe(0);
+    const clean = await ccexport({}, sequential);
+    expect(clean.code, clean.err).toBe(0);
+    const ids = (output: string) =>
+      filesUnder(output)
+        .filter((f) => f.endsWith('.csv') && !f.includes('deletions'))
+        .flatMap((f) => readFileSync(f, 'utf8').trim().split('\n').slice(1))
+        .sort();
+    const resumed = ids(broken.output);
+    expect(new Set(resumed).size).toBe(resumed.length);
+    expect(resumed.length).toBeGreaterThan(200);
+    expect(resumed).toEqual(ids(clean.output));
   });
 });
 
