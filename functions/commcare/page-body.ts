@@ -285,6 +285,11 @@ export class ListItems {
     return new ListItems(null, null, records, fieldNames, false, '', null);
   }
 
+  /** True when `field` was asked for when the body was read, so `field(k, field)` may be called. */
+  reads(field: string): boolean {
+    return this.fieldNames.includes(field);
+  }
+
   /**
    * Item `k`'s top-level `field` (one of the names it was read with), as JSON.parse would give it:
    * straight from the bytes when it is a string without escapes, else from the parsed item.
@@ -352,6 +357,21 @@ export class LazyRecords implements Iterable<JsonObject> {
 
   *[Symbol.iterator](): Iterator<JsonObject> {
     for (const k of this.indexes) yield this.items.record(k);
+  }
+
+  /** True when `value` can read `field` of every record without parsing the ones that hold it plainly. */
+  reads(field: string): boolean {
+    return this.items.reads(field);
+  }
+
+  /** Record `i`'s top-level `field` (one that `reads`), as JSON.parse would give it. */
+  value(i: number, field: string): JsonValue | undefined {
+    return this.items.field(this.indexes[i]!, field);
+  }
+
+  /** Record `i`, parsed. */
+  at(i: number): JsonObject {
+    return this.items.record(this.indexes[i]!);
   }
 }
 

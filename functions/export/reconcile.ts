@@ -9,7 +9,8 @@
  * the target as it was, and one that ends has changed every table.
  */
 
-import type { PullPosition } from '../commcare/types';
+import { LazyRecords } from '../commcare/page-body';
+import type { PageRecords, PullPosition } from '../commcare/types';
 import type { JsonObject } from '../common/json';
 import type { SourcePlan } from '../query/types';
 import type { DeletionMode } from '../sinks/types';
@@ -193,12 +194,7 @@ export async function runReconcile(deps: ReconcileDeps, plan: ReconcilePlan): Pr
         ...idListing(source),
         pageSize: plan.pageSize,
       })) {
-        const batch: string[] = [];
-        for (const record of page.records) {
-          const id = liveId(record);
-          if (id !== null) batch.push(id);
-        }
-        await deps.target.addLiveIds(batch);
+        await deps.target.addLiveIds(liveIds(page.records));
         progress.records += page.records.length;
         if (deps.shouldStop?.()) throw new ReconcileStoppedError(ids + progress.records);
         progress.pages += 1;
@@ -381,8 +377,21 @@ export async function runReconcileSlice(
   };
 }
 
-function liveIds(records: Iterable<JsonObject>): string[] {
+/**
+ * The `liveId` of each record. A form or case page held as HQ's bytes gives each record's `id` without
+ * parsing the record (functions/commcare/page-body.ts); a record whose `id` is not a plain string or
+ * number there is parsed and read by `liveId`, so the ids are the same either way.
+ */
+export function liveIds(records: PageRecords): string[] {
   const out: string[] = [];
+  if (records instanceof LazyRecords && records.reads('id')) {
+    for (let i = 0; i < records.length; i += 1) {
+      const id = records.value(i, 'id');
+      const live = typeof id === 'string' || typeof id === 'number' ? String(id) : liveId(records.at(i));
+      if (live !== null) out.push(live);
+    }
+    return out;
+  }
   for (const record of records) {
     const id = liveId(record);
     if (id !== null) out.push(id);
