@@ -240,6 +240,14 @@ function clientIp(req: IncomingMessage): string {
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/** `body` with its last `true`, `false` or `null` value missing its last letter (`brokenItemEvery`). */
+function withLastLiteralMisspelt(body: string): string {
+  const at = Math.max(body.lastIndexOf(':true'), body.lastIndexOf(':false'), body.lastIndexOf(':null'));
+  if (at === -1) return body;
+  const end = at + /^:(?:true|false|null)/.exec(body.slice(at))![0].length;
+  return body.slice(0, end - 1) + body.slice(end);
+}
+
 function every(n: number, k: number | undefined): boolean {
   return k !== undefined && k > 0 && n % k === 0;
 }
@@ -475,7 +483,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Runnin
         return send(404, { 'Content-Type': 'application/json' }, JSON.stringify({ error: error.message }));
       throw error;
     }
-    const bytes = Buffer.from(body, 'utf8');
+    const bytes = Buffer.from(every(n, f.brokenItemEvery) ? withLastLiteralMisspelt(body) : body, 'utf8');
     if (every(n, f.resetEvery)) {
       entry.status = 200;
       res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': bytes.length });
@@ -487,19 +495,6 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Runnin
       entry.status = 200;
       res.writeHead(200, { 'Content-Type': 'application/json' });
       res.end(bytes.subarray(0, Math.floor(bytes.length / 2)));
-      return;
-    }
-    if (every(n, f.brokenItemEvery)) {
-      const at = Math.max(body.lastIndexOf(':true'), body.lastIndexOf(':false'), body.lastIndexOf(':null'));
-      const literal = at === -1 ? '' : /^:(?:true|false|null)/.exec(body.slice(at))![0];
-      const broken =
-        at === -1
-          ? bytes
-          : Buffer.from(body.slice(0, at + literal.length - 1) + body.slice(at + literal.length), 'utf8');
-      entry.status = 200;
-      entry.bytes = broken.length;
-      res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': broken.length });
-      res.end(broken);
       return;
     }
     entry.status = 200;
