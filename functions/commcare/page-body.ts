@@ -335,14 +335,6 @@ export class ListItems {
   select(indexes: readonly number[]): LazyRecords {
     return new LazyRecords(this, indexes);
   }
-
-  /** Every item, in order. */
-  all(): LazyRecords {
-    return new LazyRecords(
-      this,
-      Array.from({ length: this.length }, (_, k) => k),
-    );
-  }
 }
 
 /** Records a page hands out: iterable, with a length, each record parsed when the iteration reaches it. */

@@ -18,7 +18,7 @@ describe('the ids a reconcile lists', () => {
 
   it('are the same read from the bytes as from each parsed record, in order', () => {
     const { items: list } = readListBody(body, 'objects', { fields: ['indexed_on', 'id'] });
-    const records = list!.all();
+    const records = list!.select(parsed.map((_, k) => k));
     const expected = parsed.map((r) => liveId(r)).filter((id) => id !== null);
     expect(expected).toEqual(['f-1', '42', 'c-9', 'c-10', 'a"b', 'loc-1', 'last']);
     expect(liveIds(records)).toEqual(expected);
