@@ -11,7 +11,7 @@
 
 import { LazyRecords } from '../commcare/page-body';
 import type { PageRecords, PullPosition } from '../commcare/types';
-import type { JsonObject } from '../common/json';
+import type { JsonObject, JsonValue } from '../common/json';
 import type { SourcePlan } from '../query/types';
 import type { DeletionMode } from '../sinks/types';
 import { dataSourceId, type PageSource, type ProgressListener, type SourceProgress } from './run';
@@ -111,7 +111,11 @@ export interface ReconcileSummary {
 
 /** HQ's id of a listed record: `id` (forms, case v1, users, ...), `case_id` (case v2), `location_id` (location v2). */
 export function liveId(record: JsonObject): string | null {
-  const id = record.id ?? record.case_id ?? record.location_id;
+  return idText(record.id ?? record.case_id ?? record.location_id);
+}
+
+/** An id as the targets key it (text), or null for a value that is not a string or number. */
+function idText(id: JsonValue | undefined): string | null {
   return typeof id === 'string' || typeof id === 'number' ? String(id) : null;
 }
 
@@ -386,8 +390,7 @@ export function liveIds(records: PageRecords): string[] {
   const out: string[] = [];
   if (records instanceof LazyRecords && records.reads('id')) {
     for (let i = 0; i < records.length; i += 1) {
-      const id = records.value(i, 'id');
-      const live = typeof id === 'string' || typeof id === 'number' ? String(id) : liveId(records.at(i));
+      const live = idText(records.value(i, 'id')) ?? liveId(records.at(i));
       if (live !== null) out.push(live);
     }
     return out;
