@@ -17,6 +17,7 @@ import { performance } from 'node:perf_hooks';
 import ExcelJS from 'exceljs';
 import { DEFAULT_API_KEY, DEFAULT_PROJECT, DEFAULT_USERNAME } from '../functions/sandbox';
 import { type ProxiedRequest, startCountingProxy } from '../test/support/counting-proxy';
+import { HQ_LAYOUT_HEADINGS } from '../test/support/query-workbook';
 import { median, ROOT, round, startSandboxProcess } from './harness';
 import { freshDatabase } from './scenarios';
 
@@ -25,15 +26,6 @@ export type DetScenario = (typeof DET_SCENARIOS)[number];
 
 const REGISTRATION = 'http://openrosa.org/formdesigner/5C1B5E2A-7F3D-4E11-9C2B-REGISTRATION';
 const FOLLOWUP = 'http://openrosa.org/formdesigner/9A4E0B77-1D2C-4F5A-8B3E-FOLLOWUP';
-const HEADERS = [
-  'Source Field',
-  'Field',
-  'Map Via',
-  'Data Source',
-  'Filter Name',
-  'Filter Value',
-  'Table Name',
-];
 type Column = [source: string, field: string, mapVia?: string];
 
 /**
@@ -51,7 +43,7 @@ export async function writeDetWorkbook(path: string): Promise<void> {
     columns: Column[],
   ) => {
     const ws = workbook.addWorksheet(title);
-    ws.addRow(HEADERS);
+    ws.addRow(HQ_LAYOUT_HEADINGS);
     columns.forEach(([sourceField, field, mapVia], index) => {
       const first = index === 0;
       ws.addRow([

@@ -28,7 +28,7 @@ import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { objectStoreFor, readManifests, writeLatestTables } from '../../functions/sinks';
 import { LocalObjectStore } from '../../functions/sinks/store/local';
 import { motoS3 } from '../support/aws';
-import { workbook } from '../support/query-workbook';
+import { HQ_LAYOUT_HEADINGS, workbook } from '../support/query-workbook';
 import { registrationsWithMembers } from '../support/registrations';
 import { type S3FaultProxy, startS3FaultProxy } from '../support/s3-fault-proxy';
 import { sandboxExportArgs } from '../support/sandbox-export';
@@ -58,15 +58,7 @@ const s3Kill: { after: number; count: number; child: ChildProcess | null; log: s
 
 /** A query in HQ's layout: households (forms), their members (a repeat group), household cases. */
 async function writeQuery(path: string): Promise<void> {
-  const headings = [
-    'Source Field',
-    'Field',
-    'Map Via',
-    'Data Source',
-    'Filter Name',
-    'Filter Value',
-    'Table Name',
-  ];
+  const headings = HQ_LAYOUT_HEADINGS;
   const sheet = (source: string, filter: [string, string], table: string, columns: [string, string][]) => [
     headings,
     ...columns.map(([from, field], i) =>

@@ -13,6 +13,17 @@ export const FORM_HEADINGS = [
   'Map Via',
 ];
 
+/** The headings of a sheet in the layout HQ's Export Data screens generate: Source Field first, then Field. */
+export const HQ_LAYOUT_HEADINGS = [
+  'Source Field',
+  'Field',
+  'Map Via',
+  'Data Source',
+  'Filter Name',
+  'Filter Value',
+  'Table Name',
+];
+
 /** The headings of a sheet that names its table and uses DET's other columns (Format Via, Data Type, ...). */
 export const TABLE_SHEET_HEADINGS = [
   'Data Source',

@@ -6,21 +6,14 @@
 import ExcelJS from 'exceljs';
 import type { JsonObject } from '../../functions/common/json';
 import type { SandboxDataset } from '../../functions/sandbox';
+import { HQ_LAYOUT_HEADINGS } from './query-workbook';
 
 const XMLNS = 'http://openrosa.org/formdesigner/5C1B5E2A-7F3D-4E11-9C2B-REGISTRATION';
 
 /** Writes the query workbook to `path`. */
 export async function writeHouseholdsMembersCasesQuery(path: string): Promise<void> {
   const book = new ExcelJS.Workbook();
-  const head = [
-    'Source Field',
-    'Field',
-    'Map Via',
-    'Data Source',
-    'Filter Name',
-    'Filter Value',
-    'Table Name',
-  ];
+  const head = HQ_LAYOUT_HEADINGS;
   book
     .addWorksheet('Households')
     .addRows([
