@@ -26,15 +26,18 @@ export interface TableReconcile {
 }
 
 /** Where a reconcile compares and removes. */
+/** The reconcile run a target begins. */
+export interface ReconcileRun {
+  readonly runId: string;
+  readonly checkpointKey: string;
+  readonly project: string;
+  /** Every table the reconcile may change (a PostgreSQL target refuses tables ccexport did not create). */
+  readonly tables?: readonly string[];
+}
+
 export interface ReconcileTarget {
   /** Takes the export's lock and opens the transaction. */
-  begin(run: {
-    readonly runId: string;
-    readonly checkpointKey: string;
-    readonly project: string;
-    /** Every table the reconcile may change (a PostgreSQL target refuses tables ccexport did not create). */
-    readonly tables?: readonly string[];
-  }): Promise<void>;
+  begin(run: ReconcileRun): Promise<void>;
   /** Ids HQ lists for the data source being compared (any order; repeats allowed). */
   addLiveIds(ids: readonly string[]): Promise<void>;
   /**

@@ -27,6 +27,7 @@ import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
 import type {
   ReconcileCursor,
+  ReconcileRun,
   StagedReconcileTarget,
   StagingRunId,
   TableReconcile,
@@ -177,7 +178,7 @@ export class StagedFileReconcileTarget implements StagedReconcileTarget {
 
   // --- The final slice: compare, record, commit -----------------------------------------------------
 
-  async begin(run: Parameters<FileReconcileTarget['begin']>[0]): Promise<void> {
+  async begin(run: ReconcileRun): Promise<void> {
     await this.target.begin({ ...run, runId: this.options.objectRunId ?? run.runId });
     this.downloads = await mkdtemp(join(this.options.tmpDir ?? tmpdir(), 'ccexport-staged-'));
   }

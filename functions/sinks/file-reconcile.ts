@@ -29,7 +29,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ExportLease } from '../checkpoints/object-store';
-import type { ReconcileTarget, TableReconcile } from '../export/reconcile';
+import type { ReconcileRun, ReconcileTarget, TableReconcile } from '../export/reconcile';
 import { ReconcileGuardError } from '../export/reconcile';
 import type { Cell } from '../query/types';
 import { SinkConfigError, SinkStateError } from './errors';
@@ -207,12 +207,7 @@ export class FileReconcileTarget implements ReconcileTarget {
     return this.run;
   }
 
-  async begin(run: {
-    runId: string;
-    checkpointKey: string;
-    project: string;
-    tables?: readonly string[];
-  }): Promise<void> {
+  async begin(run: ReconcileRun): Promise<void> {
     const all = await readManifests(this.store);
     this.allManifests = all;
     this.manifests = all.filter((m) => m.project === run.project);

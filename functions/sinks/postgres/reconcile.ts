@@ -4,7 +4,7 @@
  * exporter holds one page of ids at a time. One transaction from the first id to the last table: a
  * reconcile killed at any moment leaves every table as it was.
  */
-import type { StagedReconcileTarget, TableReconcile } from '../../export/reconcile';
+import type { ReconcileRun, StagedReconcileTarget, TableReconcile } from '../../export/reconcile';
 import { ReconcileGuardError } from '../../export/reconcile';
 import { ConcurrentRunError, SinkStateError } from '../errors';
 import { DELETED_AT_COLUMN, DELETED_COLUMN, type DeletionMode } from '../types';
@@ -57,12 +57,7 @@ export class PostgresReconcileTarget implements StagedReconcileTarget {
   }
 
   /** `tables`: every table the reconcile may change; one that ccexport did not create is refused (ownership.ts). */
-  async begin(run: {
-    runId: string;
-    checkpointKey: string;
-    project: string;
-    tables?: readonly string[];
-  }): Promise<void> {
+  async begin(run: ReconcileRun): Promise<void> {
     const db = await this.connect();
     this.db = db;
     const lockId = exportLockId(run.checkpointKey, run.project);
