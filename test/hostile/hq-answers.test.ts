@@ -105,6 +105,7 @@ describe('a page whose last record is not JSON, though the page is well nested',
       /item 99 of "objects" in the answer to \/a\/demo\/api\/[^ ]*form[^ ]* is not valid JSON/,
     );
     expect(filesUnder(broken.output).filter((f) => f.endsWith('.csv'))).toEqual([]);
+    expect(broken.err).not.toContain(KEY);
 
     sandbox.setFaults({});
     const io = captureIO({ CCEXPORT_API_KEY: KEY });
