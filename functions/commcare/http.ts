@@ -18,12 +18,17 @@
  *   at once, not retried: a small compressed body can inflate a thousandfold (a "gzip bomb"), and the
  *   same answer would come again.
  *
- * axios is asked never to throw on a status (`validateStatus`) and to hand over the raw bytes, so every
- * error we raise is built here from status, path and a redacted body, never from an axios error (whose
- * `config.headers` holds the key). The bytes go to the caller's `decode` once (list pages are read
- * record by record without a whole-body string, see page-body.ts); a body that is not JSON is a retry.
+ * axios is asked never to throw on a status (`validateStatus`) and to hand over the body as a stream, so
+ * every error we raise is built here from status, path and a redacted body, never from an axios error
+ * (whose `config.headers` holds the key). The body is read into one buffer (`readBody`): of the answer's
+ * `Content-Length` when it is not compressed, so a 2 MB page is not first held as a list of 64 KiB
+ * chunks and then copied into a second 2 MB buffer (axios' own buffering); that halves the memory an
+ * answer in flight takes and the malloc heap's growth with it. The bytes go to the caller's `decode`
+ * once (list pages are read record by record without a whole-body string, see page-body.ts); a body
+ * that is not JSON is a retry.
  */
 
+import type { Readable } from 'node:stream';
 import axios, { type AxiosInstance } from 'axios';
 import type { RunBudget } from './budget';
 import {
@@ -131,10 +136,11 @@ export class CommCareHttp {
     this.axios = axios.create({
       timeout: options.timeoutMs,
       maxRedirects: 0,
-      // axios counts the bytes after decompression and stops reading past this.
-      maxContentLength: options.maxResponseBytes,
+      // The body is read and limited by `readBody` (after decompression); axios' own limit on a stream
+      // would re-wrap it in an async generator.
+      maxContentLength: -1,
       // Keep the raw bytes: we decode them once ourselves, and a truncated body is a retry, not a crash.
-      responseType: 'arraybuffer',
+      responseType: 'stream',
       transformResponse: [(data: unknown) => data],
       validateStatus: () => true,
       headers: {
@@ -290,22 +296,17 @@ export class CommCareHttp {
     let bytes: Buffer;
     let headers: Record<string, unknown>;
     try {
-      const response = await this.axios.get<unknown>(url, {
-        // An answer that never ends stops where the run's byte budget does, if that comes first.
-        maxContentLength: this.maxBodyBytes(),
-        // axios' `timeout` is a socket idle timeout in Node; the signal bounds the whole exchange.
+      const response = await this.axios.get<Readable>(url, {
+        // axios' `timeout` is a socket idle timeout in Node; the signal bounds the whole exchange, body
+        // included (aborting destroys the body stream).
         signal: cancel
           ? AbortSignal.any([AbortSignal.timeout(this.options.timeoutMs), cancel])
           : AbortSignal.timeout(this.options.timeoutMs),
       });
       status = response.status;
-      const data = response.data;
-      bytes = Buffer.isBuffer(data)
-        ? data
-        : data instanceof ArrayBuffer
-          ? Buffer.from(data)
-          : Buffer.from(typeof data === 'string' ? data : String(data ?? ''), 'utf8');
       headers = response.headers as Record<string, unknown>;
+      // An answer that never ends stops where the run's byte budget does, if that comes first.
+      bytes = await readBody(response.data, this.maxBodyBytes(), identitySize(response));
     } catch (error) {
       if (isOverLength(error)) {
         const budget = this.options.budget;
@@ -397,12 +398,63 @@ export function parseRetryAfter(value: unknown, now: number): number | null {
   return Number.isNaN(date) ? null : Math.max(0, date - now);
 }
 
-/** axios' error for a body past `maxContentLength` (it has no code of its own). */
+/** `readBody`'s refusal of a body past its limit. */
+class BodyOverLimitError extends Error {
+  constructor(limit: number) {
+    super(`the body is larger than ${limit} bytes`);
+    this.name = 'BodyOverLimitError';
+  }
+}
+
 function isOverLength(error: unknown): boolean {
-  const e = error as { code?: unknown; message?: unknown };
-  return (
-    e?.code === 'ERR_BAD_RESPONSE' && typeof e.message === 'string' && e.message.includes('maxContentLength')
-  );
+  return error instanceof BodyOverLimitError;
+}
+
+/**
+ * The body's size when it arrives as sent, with a `Content-Length` (HQ's answers carry one unless they
+ * are compressed or chunked); null otherwise. axios decompresses through a stream of its own, so an
+ * answer whose data is not the response message itself was compressed and its length says nothing of the
+ * body's.
+ */
+function identitySize(response: { data: unknown; request?: unknown; headers: unknown }): number | null {
+  const message = (response.request as { res?: unknown } | undefined)?.res;
+  if (message === undefined || response.data !== message) return null;
+  const length = Number((response.headers as Record<string, unknown>)['content-length']);
+  return Number.isSafeInteger(length) && length > 0 ? length : null;
+}
+
+/**
+ * Reads a body stream into one buffer, refusing (and closing the connection) once it passes `limit`
+ * bytes. With `size`, the buffer is allocated once at that size and the chunks are copied in as they
+ * come, so none of them is kept; a body that turns out longer is carried on in chunks. A body that ends
+ * early (the connection dropped) rejects like any network error, and is retried.
+ */
+export async function readBody(body: Readable, limit: number, size: number | null): Promise<Buffer> {
+  let whole = size !== null && size <= limit ? Buffer.allocUnsafe(size) : null;
+  let filled = 0;
+  const chunks: Buffer[] = [];
+  let total = 0;
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      total += chunk.length;
+      if (total > limit) throw new BodyOverLimitError(limit);
+      if (whole !== null && filled + chunk.length <= whole.length) {
+        chunk.copy(whole, filled);
+        filled += chunk.length;
+        continue;
+      }
+      if (whole !== null) {
+        chunks.push(whole.subarray(0, filled));
+        whole = null;
+      }
+      chunks.push(chunk);
+    }
+  } catch (error) {
+    body.destroy();
+    throw error;
+  }
+  if (whole !== null) return filled === whole.length ? whole : whole.subarray(0, filled);
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total);
 }
 
 function formatBytes(bytes: number): string {

@@ -71,6 +71,11 @@ export interface SandboxFaults extends SandboxQuirks {
   /** @default 1 GiB */
   gzipBombBytes?: number;
   /**
+   * Every Nth data request that accepts gzip is answered gzip-compressed (`Content-Encoding: gzip`, the
+   * compressed length as `Content-Length`), as HQ's web server compresses its JSON answers.
+   */
+  gzipEvery?: number;
+  /**
    * Every data request answers 400 with an error text that repeats the request's Authorization header
    * (`ApiKey user:key`) starting at this character, as a careless proxy or debug page might.
    */
@@ -114,6 +119,8 @@ export interface RequestLogEntry {
   username: string | null;
   /** Bytes of the JSON body of a data page answered 200 (before any transfer encoding). */
   bytes?: number;
+  /** Set when that body was sent compressed (`gzipEvery`). */
+  contentEncoding?: 'gzip';
 }
 
 export interface RunningSandbox {
@@ -499,6 +506,17 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Runnin
     }
     entry.status = 200;
     entry.bytes = bytes.length;
+    if (every(n, f.gzipEvery) && /\bgzip\b/.test(String(req.headers['accept-encoding'] ?? ''))) {
+      const packed = gzipSync(bytes);
+      entry.contentEncoding = 'gzip';
+      res.writeHead(200, {
+        'Content-Type': 'application/json',
+        'Content-Encoding': 'gzip',
+        'Content-Length': packed.length,
+      });
+      res.end(packed);
+      return;
+    }
     res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': bytes.length });
     res.end(bytes);
   }
