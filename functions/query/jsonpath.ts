@@ -368,6 +368,28 @@ export type Seg =
 
 const THIS_SEG: Seg = { t: 'this' };
 const ROOT_SEG: Seg = { t: 'root' };
+const ID_SEG: Seg = { t: 'field', name: 'id' };
+
+/**
+ * Segments are immutable, so the ones a query's paths name are made once: a lookup makes a datum per
+ * match per record, and each would otherwise carry a fresh segment. Names met by `*` come from the
+ * records and are not kept past a bound.
+ */
+const FIELD_SEGS = new Map<string, Seg>();
+const INDEX_SEGS: Seg[] = Array.from({ length: 64 }, (_, i) => ({ t: 'index', i }));
+
+function fieldSeg(name: string): Seg {
+  let seg = FIELD_SEGS.get(name);
+  if (seg === undefined) {
+    seg = { t: 'field', name };
+    if (FIELD_SEGS.size < 10_000) FIELD_SEGS.set(name, seg);
+  }
+  return seg;
+}
+
+function indexSeg(i: number): Seg {
+  return i >= 0 && i < INDEX_SEGS.length ? INDEX_SEGS[i]! : { t: 'index', i };
+}
 
 /** A value with where it came from (jsonpath-ng `DatumInContext`, plus `AutoIdForDatum` via `autoIdOf`). */
 export class Datum {
@@ -420,14 +442,14 @@ export function formatPyDatetime(d: Date): string {
   return `${p(d.getUTCFullYear(), 4)}-${p(d.getUTCMonth() + 1)}-${p(d.getUTCDate())} ${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())}`;
 }
 
-/** Renders jsonpath-ng's `id_pseudopath` (ids stuck in where a dict has one) as `str()` would. */
+/**
+ * Renders jsonpath-ng's `id_pseudopath` (ids stuck in where a dict has one) as `str()` would: each datum
+ * from the top down contributes its own part (`ownText`), folded with `JSONPath.child`'s
+ * canonicalisation (`childOf`). Written as text directly, without building the path's nodes: it runs
+ * for every `id` cell of every row.
+ */
 export function idPseudopath(d: Datum): string {
-  const parts: PathNode[] = [];
-  for (let cur: Datum | null = d; cur; cur = cur.parent) parts.push(ownPseudo(cur));
-  // Fold from the root down with `JSONPath.child` canonicalisation.
-  let acc: PathNode = parts[parts.length - 1]!;
-  for (let i = parts.length - 2; i >= 0; i--) acc = childOf(acc, parts[i]!);
-  return pathToString(acc);
+  return pseudoText(d, true);
 }
 
 /**
@@ -442,7 +464,7 @@ const INJECTED = new WeakMap<object, string | Datum>();
 function injectedGet(dict: object): string | undefined {
   const v = INJECTED.get(dict);
   if (v === undefined || typeof v === 'string') return v;
-  const s = rawPseudo(v);
+  const s = pseudoText(v, false);
   INJECTED.set(dict, s);
   return s;
 }
@@ -459,37 +481,73 @@ export function injectIds(matches: readonly Datum[]): void {
   }
 }
 
-function ownPseudo(d: Datum): PathNode {
+/** What the last part rendered by `ownText`/`segText` (or folded by `pseudoText`) is, for `childOf`'s rules. */
+const PART_PATH = 0;
+const PART_THIS = 1;
+const PART_ROOT = 2;
+let partKind = PART_PATH;
+
+/**
+ * `str()` of `d`'s id pseudopath (`own` true: jsonpath-ng's `id_pseudopath`, each datum's own id where it
+ * has one) or of its path to its parent's pseudopath (`own` false: the `AutoIdForDatum` of an injected id).
+ * Sets `partKind` to the kind of the result.
+ */
+function pseudoText(d: Datum, own: boolean): string {
+  const right = own ? ownText(d) : segText(d.seg);
+  if (d.parent === null) return right;
+  const rightKind = partKind;
+  const left = pseudoText(d.parent, true);
+  const leftKind = partKind;
+  // `childOf(left, right)`, then `str()` of the child: `left.right`.
+  if (leftKind !== PART_PATH) {
+    partKind = rightKind;
+    return right;
+  }
+  if (rightKind === PART_THIS) {
+    partKind = leftKind;
+    return left;
+  }
+  if (rightKind === PART_ROOT) {
+    partKind = PART_ROOT;
+    return right;
+  }
+  partKind = PART_PATH;
+  return `${left}.${right}`;
+}
+
+/** `str()` of `ownPseudo(d)`: the dict's id (its own, else the injected one) as a field, else its segment. */
+function ownText(d: Datum): string {
   const v = d.value;
   if (isDict(v)) {
-    if (Object.hasOwn(v, 'id')) return { t: 'fields', names: [pyStr(v.id)] };
+    if (Object.hasOwn(v, 'id')) {
+      const text = quoteField(pyStr(v.id));
+      partKind = PART_PATH;
+      return text;
+    }
     const injected = injectedGet(v);
-    if (injected !== undefined) return { t: 'fields', names: [injected] };
+    if (injected !== undefined) {
+      partKind = PART_PATH;
+      return quoteField(injected);
+    }
   }
-  return segNode(d.seg);
+  return segText(d.seg);
 }
 
-function rawPseudo(d: Datum): string {
-  const parent = d.parent ? idPseudopathNode(d.parent) : null;
-  const own = segNode(d.seg);
-  return pathToString(parent ? childOf(parent, own) : own);
-}
-
-function idPseudopathNode(d: Datum): PathNode {
-  const own = ownPseudo(d);
-  return d.parent ? childOf(idPseudopathNode(d.parent), own) : own;
-}
-
-function segNode(s: Seg): PathNode {
+/** `str()` of a segment as a path node. */
+function segText(s: Seg): string {
   switch (s.t) {
     case 'this':
-      return { t: 'this' };
+      partKind = PART_THIS;
+      return '`this`';
     case 'root':
-      return { t: 'root' };
+      partKind = PART_ROOT;
+      return '$';
     case 'field':
-      return { t: 'fields', names: [s.name] };
+      partKind = PART_PATH;
+      return quoteField(s.name);
     case 'index':
-      return { t: 'index', i: s.i };
+      partKind = PART_PATH;
+      return `[${s.i}]`;
   }
 }
 
@@ -553,10 +611,10 @@ export function find(node: PathNode, d: Datum): Datum[] {
       const out: Datum[] = [];
       for (const name of names) {
         if (name === 'id') {
-          out.push(new Datum(null, { t: 'field', name: 'id' }, d, d));
+          out.push(new Datum(null, ID_SEG, d, d));
           continue;
         }
-        if (isDict(v) && Object.hasOwn(v, name)) out.push(new Datum(v[name], { t: 'field', name }, d));
+        if (isDict(v) && Object.hasOwn(v, name)) out.push(new Datum(v[name], fieldSeg(name), d));
       }
       return out;
     }
@@ -567,7 +625,7 @@ export function find(node: PathNode, d: Datum): Datum[] {
         const len = v.length;
         const i = node.i < 0 ? len + node.i : node.i;
         if (i < 0 || i >= len) return [];
-        return [new Datum(v[i], { t: 'index', i: node.i }, d)];
+        return [new Datum(v[i], indexSeg(node.i), d)];
       }
       return [];
     }
@@ -583,7 +641,7 @@ export function find(node: PathNode, d: Datum): Datum[] {
       }
       const arr = v as unknown[];
       const idx = pySliceIndices(arr.length, node.start, node.end, node.step);
-      return idx.map((i) => new Datum(arr[i], { t: 'index', i }, holder));
+      return idx.map((i) => new Datum(arr[i], indexSeg(i), holder));
     }
     case 'child': {
       const out: Datum[] = [];
@@ -598,8 +656,8 @@ export function find(node: PathNode, d: Datum): Datum[] {
       const rec = (x: Datum) => {
         for (const r of find(node.right, x)) out.push(r);
         const v = x.value;
-        if (Array.isArray(v)) for (let i = 0; i < v.length; i++) rec(new Datum(v[i], { t: 'index', i }, x));
-        else if (isDict(v)) for (const k of Object.keys(v)) rec(new Datum(v[k], { t: 'field', name: k }, x));
+        if (Array.isArray(v)) for (let i = 0; i < v.length; i++) rec(new Datum(v[i], indexSeg(i), x));
+        else if (isDict(v)) for (const k of Object.keys(v)) rec(new Datum(v[k], fieldSeg(k), x));
       };
       for (const l of find(node.left, d)) rec(l);
       return out;

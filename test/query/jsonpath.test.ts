@@ -2,10 +2,18 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { JsonPathSyntaxError } from '../../functions/query/errors';
 import {
+  childOf,
   compilePath,
   type Datum,
   datumValue,
+  idPseudopath,
+  injectedIdOf,
+  isDict,
+  type PathNode,
   parsePath,
+  pathToString,
+  pyStr,
+  type Seg,
   safeSourceField,
 } from '../../functions/query/jsonpath';
 
@@ -123,5 +131,68 @@ describe('path properties', () => {
       }),
       { numRuns: 1000 },
     );
+  });
+});
+
+describe('auto ids', () => {
+  // jsonpath-ng's `id_pseudopath` built as path nodes and printed with `str()` (`pathToString`), the way
+  // the ids were rendered before they were written as text directly: each datum's own id where it has
+  // one (or the id a lookup injected), else its path segment, folded with `JSONPath.child`.
+  const segNode = (s: Seg): PathNode =>
+    s.t === 'field'
+      ? { t: 'fields', names: [s.name] }
+      : s.t === 'index'
+        ? { t: 'index', i: s.i }
+        : { t: s.t };
+  const ownNode = (d: Datum): PathNode => {
+    const v = d.value;
+    if (isDict(v)) {
+      if (Object.hasOwn(v, 'id')) return { t: 'fields', names: [pyStr(v.id)] };
+      const injected = injectedIdOf(v);
+      if (injected !== undefined) return { t: 'fields', names: [injected] };
+    }
+    return segNode(d.seg);
+  };
+  const pseudoNode = (d: Datum): PathNode =>
+    d.parent ? childOf(pseudoNode(d.parent), ownNode(d)) : ownNode(d);
+  const injectedNode = (d: Datum): PathNode =>
+    d.parent ? childOf(pseudoNode(d.parent), segNode(d.seg)) : segNode(d.seg);
+
+  it('renders id pseudopaths and injected ids as str() of the path nodes, quoting included', () => {
+    const key = fc.constantFrom('a', 'b', 'x.y', '$', 'id');
+    const id = fc.oneof(fc.constantFrom('p', 'q.r', 'a[0]', '$', "it's"), fc.integer({ min: 0, max: 9 }));
+    const json = fc.letrec((tie) => ({
+      v: fc.oneof(
+        { depthSize: 'small' },
+        fc.constant('s'),
+        fc.array(tie('v'), { maxLength: 3 }),
+        fc.dictionary(key, tie('v'), { maxKeys: 3 }),
+        fc.record({ id, a: tie('v') }),
+      ),
+    })).v;
+    const step = fc.constantFrom('a', 'b', "'x.y'", '[*]', '[0]', '[-1]');
+    fc.assert(
+      fc.property(fc.array(step, { minLength: 1, maxLength: 4 }), json, (steps, data) => {
+        const path = steps.map((s, i) => (s.startsWith('[') || i === 0 ? s : `.${s}`)).join('');
+        for (const prefix of ['', '$.', '`this`.']) {
+          const matches = compilePath(prefix + path).find(data);
+          for (const m of matches) {
+            expect(idPseudopath(m), `${prefix}${path}`).toBe(pathToString(pseudoNode(m)));
+            const v = m.value;
+            if (isDict(v) && !Object.hasOwn(v, 'id') && injectedIdOf(v) !== undefined) {
+              expect(injectedIdOf(v)).toBe(pathToString(injectedNode(m)));
+            }
+          }
+        }
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it('gives the path from the form id down, as jsonpath-ng 1.6 prints it', () => {
+    const form = { id: 'F.1', form: { members: [{ name: 'a' }, { name: 'b', id: 'M' }] } };
+    expect(values('form.members[*].id', form)).toEqual(["'F.1'.form.members.[0]", "'F.1'.form.members.M"]);
+    expect(values('$.id', form.form)).toEqual(['$']);
+    expect(values('id', form)).toEqual(["'F.1'"]);
   });
 });
