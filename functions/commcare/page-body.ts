@@ -63,9 +63,8 @@ export function scanList(
   key: string,
   fieldNames: readonly string[] = [],
 ): ListLayout | null {
-  const keyBytes = Buffer.from(key, 'utf8');
-  const fieldKeys = fieldNames.map((name) => Buffer.from(name, 'utf8'));
-  const nFields = fieldKeys.length;
+  const keys = keyTable(key, fieldNames);
+  const nFields = keys.ends.length - 2;
   const n = bytes.length;
   const items: number[] = [];
   const fieldSpans: number[] = [];
@@ -103,13 +102,13 @@ export function scanList(
         j = bytes.indexOf(QUOTE, j + 1);
       }
       if (depth === 1 && expectKey) {
-        keyMatched = j - start === keyBytes.length && equalAt(bytes, start, keyBytes);
+        keyMatched = equalKey(bytes, start, j, keys, 0);
         expectKey = false;
       } else if (depth === 1) {
         keyMatched = false;
       } else if (depth === 3) {
         if (itemExpectKey) {
-          itemField = fieldIndex(bytes, start, j, fieldKeys);
+          itemField = fieldIndex(bytes, start, j, keys);
           itemExpectKey = false;
         } else if (itemAfterColon && itemField >= 0) {
           const at = itemBase + 2 * itemField;
@@ -212,16 +211,46 @@ export function scanList(
   return null;
 }
 
-function fieldIndex(bytes: Uint8Array, start: number, end: number, keys: readonly Uint8Array[]): number {
-  for (let f = 0; f < keys.length; f += 1) {
-    const key = keys[f]!;
-    if (end - start === key.length && equalAt(bytes, start, key)) return f;
+/**
+ * The list's key and the asked-for field names as UTF-8, in one byte array: key k is
+ * `bytes[ends[k]..ends[k + 1])`, the list's key first. Typed arrays, so the scanner always sees the
+ * same object shapes whatever fields a caller asks for (arrays of a different length or element kind
+ * made V8 throw its optimized scanner away and compile it again).
+ */
+interface KeyTable {
+  readonly bytes: Uint8Array;
+  readonly ends: Int32Array;
+}
+
+const KEY_TABLES = new Map<string, KeyTable>();
+
+function keyTable(listKey: string, fieldNames: readonly string[]): KeyTable {
+  const id = `${listKey}\u0000${fieldNames.join('\u0000')}`;
+  let table = KEY_TABLES.get(id);
+  if (table === undefined) {
+    const parts = [listKey, ...fieldNames].map((name) => Buffer.from(name, 'utf8'));
+    const ends = new Int32Array(parts.length + 1);
+    for (let k = 0; k < parts.length; k += 1) ends[k + 1] = ends[k]! + parts[k]!.length;
+    table = { bytes: new Uint8Array(Buffer.concat(parts)), ends };
+    if (KEY_TABLES.size < 100) KEY_TABLES.set(id, table);
   }
+  return table;
+}
+
+/** Index of the asked-for field whose name is `bytes[start..end)`, or -1. */
+function fieldIndex(bytes: Uint8Array, start: number, end: number, keys: KeyTable): number {
+  const n = keys.ends.length - 1;
+  for (let k = 1; k < n; k += 1) if (equalKey(bytes, start, end, keys, k)) return k - 1;
   return -1;
 }
 
-function equalAt(bytes: Uint8Array, at: number, key: Uint8Array): boolean {
-  for (let k = 0; k < key.length; k += 1) if (bytes[at + k] !== key[k]) return false;
+/** True when `bytes[start..end)` is key `k` of `keys`. */
+function equalKey(bytes: Uint8Array, start: number, end: number, keys: KeyTable, k: number): boolean {
+  const from = keys.ends[k]!;
+  const length = keys.ends[k + 1]! - from;
+  if (end - start !== length) return false;
+  const name = keys.bytes;
+  for (let i = 0; i < length; i += 1) if (bytes[start + i] !== name[from + i]) return false;
   return true;
 }
 

@@ -114,6 +114,28 @@ describe('reading fields of items held as bytes', () => {
     expect([...list!.select([2, 0])]).toEqual([parsed[2], parsed[0]]);
   });
 
+  it('gives the same fields whichever fields, in whichever order, and list key a body is read with', () => {
+    const parsed = JSON.parse(text).objects as Record<string, unknown>[];
+    const lists = [
+      [],
+      ['id'],
+      ['case_id', 'indexed_on'],
+      ['name', 'id', 'n', 'indexed_on'],
+      fields,
+      ['i', 'idx'],
+    ];
+    for (const listKey of ['objects', 'cases']) {
+      const body = bytes(listKey === 'objects' ? text : text.replace('"objects"', '"cases"'));
+      for (const names of [...lists, ...lists.map((l) => [...l].reverse())]) {
+        const { items: list } = readListBody(body, listKey, { fields: names });
+        expect(list!.length).toBe(parsed.length);
+        for (const [k, record] of parsed.entries())
+          for (const field of names)
+            expect(list!.field(k, field), `${names} ${field}`).toEqual(record[field]);
+      }
+    }
+  });
+
   it('parses an item only when it is read: a broken one fails then, with its place', () => {
     const broken = '{"meta":{},"objects":[{"id":"a","indexed_on":"1"},{"id":"b","indexed_on":"2","v":tru}]}';
     const { items: list } = readListBody(bytes(broken), 'objects', { fields });
