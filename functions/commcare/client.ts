@@ -352,7 +352,9 @@ export class CommCareClient {
         totalCount: page.totalCount,
         indexedOn: page.position?.indexedOn ?? null,
       });
-      yield { ...page, pageNumber };
+      // One object shape for every page, whichever pager made it (the export loop's code is optimized
+      // for the shape it sees; a page of another shape makes V8 discard and recompile it).
+      yield { records: page.records, position: page.position, totalCount: page.totalCount, pageNumber };
       pageNumber += 1;
     }
   }
