@@ -162,6 +162,21 @@ function medianPath(paths: readonly (CriticalPath | undefined)[]): CriticalPath 
   };
 }
 
+/**
+ * The environment each tool runs with: a user's plain shell (PATH, HOME, the locale) and the tool's own
+ * settings, nothing inherited from the shell that started the bench. Settings such as NODE_OPTIONS,
+ * NODE_EXTRA_CA_CERTS (node reads and parses the file at every start, ~50 ms of CPU) or PYTHON* variables
+ * change what one tool does at start-up and not the other's, and would be measured as the tool's cost.
+ */
+function toolEnv(own: Record<string, string>): NodeJS.ProcessEnv {
+  const plain: Record<string, string> = { LANG: 'C.UTF-8' };
+  for (const name of ['PATH', 'HOME', 'TMPDIR'] as const) {
+    const value = process.env[name];
+    if (value !== undefined) plain[name] = value;
+  }
+  return { ...plain, ...own };
+}
+
 async function timed(command: string, args: readonly string[], cwd: string, env: NodeJS.ProcessEnv) {
   const report = join(cwd, `time-${process.hrtime.bigint()}.txt`);
   const startedAt = performance.now();
@@ -332,10 +347,7 @@ async function compare(options: DetOptions, scenario: Exclude<DetScenario, 'help
                   '/usr/bin/python3',
                   ['-m', 'commcare_export.cli', ...common('det'), ...output],
                   dir,
-                  {
-                    ...process.env,
-                    PYTHONPATH: `${options.detHome}/det:${options.detHome}/jsonpath-ng`,
-                  },
+                  toolEnv({ PYTHONPATH: `${options.detHome}/det:${options.detHome}/jsonpath-ng` }),
                 )
               : await timed(
                   process.execPath,
@@ -348,7 +360,7 @@ async function compare(options: DetOptions, scenario: Exclude<DetScenario, 'help
                     'none',
                   ],
                   dir,
-                  { ...process.env, CCEXPORT_API_KEY: DEFAULT_API_KEY },
+                  toolEnv({ CCEXPORT_API_KEY: DEFAULT_API_KEY }),
                 );
           const path = criticalPath(proxy.timeline(), result.startedAt, result.exitedAt);
           const sample: TimedRun = {
@@ -405,12 +417,14 @@ async function compareHelp(options: DetOptions): Promise<DetComparison> {
   const runs = Math.max(5, options.runs);
   try {
     for (let run = 0; run < runs; run++) {
-      const d = await timed('/usr/bin/python3', ['-m', 'commcare_export.cli', '--help'], work, {
-        ...process.env,
-        PYTHONPATH: `${options.detHome}/det:${options.detHome}/jsonpath-ng`,
-      });
+      const d = await timed(
+        '/usr/bin/python3',
+        ['-m', 'commcare_export.cli', '--help'],
+        work,
+        toolEnv({ PYTHONPATH: `${options.detHome}/det:${options.detHome}/jsonpath-ng` }),
+      );
       det.push({ ...untimed(d), requests: 0, maxInFlight: 0 });
-      const c = await timed(process.execPath, [join(ROOT, 'bin/ccexport.js'), '--help'], work, process.env);
+      const c = await timed(process.execPath, [join(ROOT, 'bin/ccexport.js'), '--help'], work, toolEnv({}));
       ours.push({ ...untimed(c), requests: 0, maxInFlight: 0 });
     }
   } finally {
@@ -489,7 +503,7 @@ export async function benchMemory(options: DetOptions): Promise<MemoryRun> {
         ...['--output', join(work, 'out'), '--progress', 'none'],
       ],
       work,
-      { ...process.env, CCEXPORT_API_KEY: DEFAULT_API_KEY },
+      toolEnv({ CCEXPORT_API_KEY: DEFAULT_API_KEY }),
     );
     return {
       forms,
