@@ -80,7 +80,8 @@ export interface CommCareClientOptions {
   /**
    * Pages one window may hold unread; windows ahead of the head also share a budget of up to
    * (2 × maxConcurrency − 1) × this, counted before a page is fetched (see windows.ts). Each page in
-   * flight or held costs ~20 MB for 1,000 forms. @default 1
+   * flight or held costs about its body's bytes (pages are held as HQ's bytes, see page-body.ts): ~2 MB
+   * for 1,000 forms, ~3 MB for 5,000 cases. @default 1
    */
   readonly windowQueuePages?: number;
   /**
