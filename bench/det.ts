@@ -464,19 +464,25 @@ export async function benchDet(options: DetOptions): Promise<DetComparison[]> {
   return out;
 }
 
-/** The `memory` scenario: one ccexport run of the same workbook to csv, at each resource's default page. */
+/**
+ * The `memory` scenario: ccexport runs of the same workbook to csv, at each resource's default page;
+ * medians, with the range of the peaks (a peak moves by several MB from run to run with what else the
+ * machine runs while the pages arrive).
+ */
 export interface MemoryRun {
   readonly forms: number;
+  readonly runs: number;
   readonly seconds: number;
   readonly cpuSeconds: number;
   readonly peakRssMb: number;
+  readonly peakRssMbRange: readonly [number, number];
   readonly load: readonly [number, number];
 }
 
 /**
- * Peak memory on a large project (issue 15: "flat in project size"): ccexport alone, once, as a user
- * runs it (no `--batch-size`), against a sandbox of `memoryForms` forms. DET is left out: at its speed
- * here a million forms would take most of an hour.
+ * Peak memory on a large project (issue 15: "flat in project size"): ccexport alone, `runs` times, as a
+ * user runs it (no `--batch-size`), against a sandbox of `memoryForms` forms. DET is left out: at its
+ * speed here a million forms would take most of an hour.
  */
 export async function benchMemory(options: DetOptions): Promise<MemoryRun> {
   const forms = options.memoryForms;
@@ -487,33 +493,37 @@ export async function benchMemory(options: DetOptions): Promise<MemoryRun> {
     ...['--seed', '1', '--forms', String(forms), '--cases', String(Math.round(forms / 4)), '--workers', '2'],
   ]);
   const load0 = loadavg()[0] ?? 0;
+  const runs: { seconds: number; cpuSeconds: number; peakRssMb: number }[] = [];
   try {
-    const run = await timed(
-      process.execPath,
-      [
-        ...[
-          join(ROOT, 'bin/ccexport.js'),
-          'run',
-          '--commcare-hq',
-          sandbox.url,
-          '--project',
-          DEFAULT_PROJECT.name,
-        ],
-        ...['--username', DEFAULT_USERNAME, '--query', workbook, '--output-format', 'csv'],
-        ...['--output', join(work, 'out'), '--progress', 'none'],
-      ],
-      work,
-      toolEnv({ CCEXPORT_API_KEY: DEFAULT_API_KEY }),
-    );
+    for (let run = 0; run < options.runs; run++) {
+      rmSync(join(work, 'out'), { recursive: true, force: true });
+      runs.push(await memoryRun(work, workbook, sandbox.url));
+    }
+    const peaks = runs.map((r) => r.peakRssMb);
     return {
       forms,
-      seconds: round(run.seconds, 2),
-      cpuSeconds: round(run.cpuSeconds, 2),
-      peakRssMb: round(run.peakRssMb),
+      runs: runs.length,
+      seconds: round(median(runs.map((r) => r.seconds)), 2),
+      cpuSeconds: round(median(runs.map((r) => r.cpuSeconds)), 2),
+      peakRssMb: round(median(peaks)),
+      peakRssMbRange: [round(Math.min(...peaks)), round(Math.max(...peaks))],
       load: [round(load0, 2), round(loadavg()[0] ?? 0, 2)],
     };
   } finally {
     await sandbox.stop();
     rmSync(work, { recursive: true, force: true });
   }
+}
+
+async function memoryRun(work: string, workbook: string, hq: string) {
+  return await timed(
+    process.execPath,
+    [
+      ...[join(ROOT, 'bin/ccexport.js'), 'run', '--commcare-hq', hq, '--project', DEFAULT_PROJECT.name],
+      ...['--username', DEFAULT_USERNAME, '--query', workbook, '--output-format', 'csv'],
+      ...['--output', join(work, 'out'), '--progress', 'none'],
+    ],
+    work,
+    toolEnv({ CCEXPORT_API_KEY: DEFAULT_API_KEY }),
+  );
 }

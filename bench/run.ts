@@ -302,7 +302,8 @@ export function detVerdicts(results: readonly DetComparison[]): string[] {
 export function memoryVerdict(m: MemoryRun): string {
   const met = m.peakRssMb <= DET_GOALS.csvPeakRssMb ? 'met' : 'not met';
   return (
-    `memory: ${m.forms.toLocaleString('en-US')} forms to csv, peak RSS ${m.peakRssMb} MB (goal <= ${DET_GOALS.csvPeakRssMb}: ${met}); ` +
+    `memory: ${m.forms.toLocaleString('en-US')} forms to csv, peak RSS ${m.peakRssMb} MB, median of ${m.runs} ` +
+    `(${m.peakRssMbRange.join('–')}; goal <= ${DET_GOALS.csvPeakRssMb}: ${met}); ` +
     `${m.seconds} s, ${m.cpuSeconds} s CPU, load ${m.load.join('→')}`
   );
 }
