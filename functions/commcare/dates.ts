@@ -18,6 +18,8 @@ const TIMESTAMP =
  * Returns null when the text is not such a timestamp.
  */
 export function parseTimestamp(text: string): Micros | null {
+  const fast = parseCanonical(text);
+  if (fast !== null) return fast;
   const m = TIMESTAMP.exec(text.trim());
   if (!m) return null;
   const [, y, mo, d, h, mi, s, frac, zone] = m;
@@ -34,6 +36,72 @@ export function parseTimestamp(text: string): Micros | null {
     micros -= sign * offsetMinutes * 60_000_000;
   }
   return micros;
+}
+
+const ZERO = 0x30;
+
+/** The digit at `at`, or -1. */
+function digitAt(text: string, at: number): number {
+  const d = text.charCodeAt(at) - ZERO;
+  return d >= 0 && d <= 9 ? d : -1;
+}
+
+/** The number the `count` digits at `at` make, or -1 when one of them is not a digit. */
+function digitsAt(text: string, at: number, count: number): number {
+  let value = 0;
+  for (let k = 0; k < count; k += 1) {
+    const d = digitAt(text, at + k);
+    if (d < 0) return -1;
+    value = value * 10 + d;
+  }
+  return value;
+}
+
+function daysInMonth(year: number, month: number): number {
+  if (month === 2) return year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0) ? 29 : 28;
+  return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
+}
+
+/**
+ * The shape HQ writes every `indexed_on` in, `YYYY-MM-DDTHH:MM:SS[.f{1,9}][Z]`, read without a regular
+ * expression or a Date (the pull reads one per record). Null for anything else, including values the
+ * general path reads in its own way (years before 1000, which `Date.UTC` takes as 19xx; fields that
+ * roll over, such as hour 24), so that both paths always agree.
+ */
+function parseCanonical(text: string): Micros | null {
+  const n = text.length;
+  if (n < 19 || text.charCodeAt(4) !== 0x2d || text.charCodeAt(7) !== 0x2d) return null;
+  const t = text.charCodeAt(10);
+  if (t !== 0x54 && t !== 0x74 && t !== 0x20) return null; // T, t or a space
+  if (text.charCodeAt(13) !== 0x3a || text.charCodeAt(16) !== 0x3a) return null;
+  const year = digitsAt(text, 0, 4);
+  const month = digitsAt(text, 5, 2);
+  const day = digitsAt(text, 8, 2);
+  const hour = digitsAt(text, 11, 2);
+  const minute = digitsAt(text, 14, 2);
+  const second = digitsAt(text, 17, 2);
+  if (year < 1000 || month < 1 || month > 12 || day < 1 || hour < 0 || hour > 23) return null;
+  if (minute < 0 || minute > 59 || second < 0 || second > 59 || day > daysInMonth(year, month)) return null;
+  let at = 19;
+  let micros = 0;
+  const sep = text.charCodeAt(at);
+  if (sep === 0x2e || sep === 0x2c) {
+    // Up to nine digits; the first six are the microseconds.
+    at += 1;
+    let digits = 0;
+    while (at < n && digits < 9) {
+      const d = digitAt(text, at);
+      if (d < 0) break;
+      if (digits < 6) micros = micros * 10 + d;
+      digits += 1;
+      at += 1;
+    }
+    if (digits === 0) return null;
+    for (let k = digits; k < 6; k += 1) micros *= 10;
+  }
+  if (at < n && (text.charCodeAt(at) === 0x5a || text.charCodeAt(at) === 0x7a)) at += 1; // Z or z
+  if (at !== n) return null;
+  return Date.UTC(year, month - 1, day, hour, minute, second) * 1000 + micros;
 }
 
 /** Like `parseTimestamp`, but a bad value is the caller's mistake. */

@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { formatNaiveUtc, parseTimestamp, toNaiveUtc } from '../../functions/commcare/dates';
 import { CommCareConfigError, redact } from '../../functions/commcare/errors';
@@ -34,6 +35,42 @@ describe('naive UTC dates', () => {
     const b = parseTimestamp('2024-01-01T00:00:00.000002')!;
     expect(b - a).toBe(1);
     expect(formatNaiveUtc(a)).toBe('2024-01-01T00:00:00.000001');
+  });
+
+  it("reads HQ's usual shape without its regular expression, to the same instant or null", () => {
+    // A trailing space always takes the general path (which trims it), so both paths meet here.
+    const general = (text: string) => parseTimestamp(`${text} `);
+    const pad = (n: number, width: number) => String(n).padStart(width, '0');
+    const usual = fc
+      .record({
+        year: fc.integer({ min: 0, max: 9999 }),
+        month: fc.integer({ min: 0, max: 13 }),
+        day: fc.integer({ min: 0, max: 32 }),
+        hour: fc.integer({ min: 0, max: 25 }),
+        minute: fc.integer({ min: 0, max: 61 }),
+        second: fc.integer({ min: 0, max: 61 }),
+        fraction: fc.stringMatching(/^([.,][0-9]{0,11})?$/),
+        sep: fc.constantFrom('T', 't', ' ', 'x'),
+        zone: fc.constantFrom('', 'Z', 'z', '+01:00', ' Z', 'ZZ'),
+      })
+      .map(
+        (v) =>
+          `${pad(v.year, 4)}-${pad(v.month, 2)}-${pad(v.day, 2)}${v.sep}${pad(v.hour, 2)}:` +
+          `${pad(v.minute, 2)}:${pad(v.second, 2)}${v.fraction}${v.zone}`,
+      );
+    const edited = fc
+      .tuple(usual, fc.nat(30), fc.constantFrom('', '-', '9', 'a', ':', '.'))
+      .map(([text, at, insert]) => text.slice(0, at) + insert + text.slice(at + 1));
+    fc.assert(
+      fc.property(fc.oneof(usual, edited), (text) => {
+        expect(parseTimestamp(text), text).toBe(general(text));
+      }),
+      { numRuns: 5000 },
+    );
+    expect(parseTimestamp('2025-06-23T23:31:01.304872Z')).toBe(
+      Date.UTC(2025, 5, 23, 23, 31, 1) * 1000 + 304872,
+    );
+    expect(parseTimestamp('2024-02-29T00:00:00.1234567891Z')).toBeNull();
   });
 
   it('fails on a value that is not a date, naming the value', () => {
