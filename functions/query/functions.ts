@@ -99,10 +99,16 @@ const MONTHS: Record<string, number> = {
   december: 12,
 };
 
+/** Days in `month` (1–12) of `year`, as `Date.UTC` counts them (it takes years 0–99 as 1900–1999). */
+function daysInMonth(year: number, month: number): number {
+  const y = year >= 0 && year < 100 ? year + 1900 : year;
+  if (month === 2) return y % 4 === 0 && (y % 100 !== 0 || y % 400 === 0) ? 29 : 28;
+  return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
+}
+
 function mkDate(y: number, mo: number, d: number, h = 0, mi = 0, s = 0, offsetMin = 0): Date | null {
   if (mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || s > 59) return null;
-  const dim = new Date(Date.UTC(y, mo, 0)).getUTCDate();
-  if (d > dim) return null;
+  if (d > daysInMonth(y, mo)) return null;
   const t = Date.UTC(y, mo - 1, d, h, mi, s) - offsetMin * 60_000;
   const out = new Date(t);
   if (y < 100) out.setUTCFullYear(y);
@@ -129,6 +135,8 @@ export function str2date(v: unknown): Date | null {
   if (!pyTruthy(v)) return null;
   if (v instanceof Date) return new Date(Math.floor(v.getTime() / 1000) * 1000);
   const s = toUnicode(v).trim();
+  const iso = isoDateTime(s);
+  if (iso !== undefined) return iso;
   let m =
     /^(\d{4})-?(\d{2})-?(\d{2})(?:[T ](\d{1,2}):?(\d{2})(?::?(\d{2})(?:[.,]\d+)?)?\s*(Z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)?)?$/i.exec(
       s,
@@ -154,6 +162,48 @@ export function str2date(v: unknown): Date | null {
   m = /^([A-Za-z]+)\.? (\d{1,2})(?:st|nd|rd|th)?,? (\d{4})$/.exec(s);
   if (m && MONTHS[m[1]!.toLowerCase()]) return mkDate(+m[3]!, MONTHS[m[1]!.toLowerCase()]!, +m[2]!);
   return null;
+}
+
+/** The digits of `text` from `at` to `end` as a number, or -1 when one of them is not a digit. */
+function digitsAt(text: string, at: number, end: number): number {
+  let value = 0;
+  for (let k = at; k < end; k += 1) {
+    const d = text.charCodeAt(k) - 0x30;
+    if (d < 0 || d > 9) return -1;
+    value = value * 10 + d;
+  }
+  return value;
+}
+
+/**
+ * `str2date` of the shape HQ writes its timestamps in, `YYYY-MM-DDTHH:MM:SS[.f+][Z]`, read without the
+ * regular expressions (a date column reads one per row); undefined for any other text, which the
+ * general rules read.
+ */
+function isoDateTime(s: string): Date | null | undefined {
+  const n = s.length;
+  if (n < 19 || s.charCodeAt(4) !== 0x2d || s.charCodeAt(7) !== 0x2d) return undefined;
+  const t = s.charCodeAt(10);
+  if ((t !== 0x54 && t !== 0x74 && t !== 0x20) || s.charCodeAt(13) !== 0x3a || s.charCodeAt(16) !== 0x3a)
+    return undefined;
+  let at = 19;
+  const sep = s.charCodeAt(at);
+  if (sep === 0x2e || sep === 0x2c) {
+    const from = at + 1;
+    at = from;
+    while (at < n && digitsAt(s, at, at + 1) >= 0) at += 1;
+    if (at === from) return undefined;
+  }
+  if (at < n && s.charCodeAt(at) === 0x5a) at += 1; // Z (a lower-case z is no zone to DET's rules)
+  if (at !== n) return undefined;
+  const year = digitsAt(s, 0, 4);
+  const month = digitsAt(s, 5, 7);
+  const day = digitsAt(s, 8, 10);
+  const hour = digitsAt(s, 11, 13);
+  const minute = digitsAt(s, 14, 16);
+  const second = digitsAt(s, 17, 19);
+  if (year < 0 || month < 0 || day < 0 || hour < 0 || minute < 0 || second < 0) return undefined;
+  return mkDate(year, month, day, hour, minute, second);
 }
 
 export function bool2int(v: unknown): number {

@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { compileMapFormatVia } from '../../functions/query/excel';
 import * as f from '../../functions/query/functions';
@@ -32,6 +33,47 @@ describe('Map Via functions', () => {
     expect(d('2015-01-01T18:32:57+02:00')).toBe('2015-01-01T16:32:57.000Z');
     expect(d('日')).toBeNull();
     expect(d('')).toBeNull();
+  });
+
+  it("reads HQ's timestamp shape without its regular expressions, as the general rules read it", () => {
+    // The same text with its zone after a space (` Z`; none is UTC) only the general rules read.
+    const general = (s: string) => {
+      const zone = /[Zz]$/.test(s) ? s.slice(-1) : 'Z';
+      return f.str2date(`${/[Zz]$/.test(s) ? s.slice(0, -1) : s} ${zone}`)?.getTime() ?? null;
+    };
+    const pad = (n: number, width: number) => String(n).padStart(width, '0');
+    const text = fc
+      .record({
+        year: fc.integer({ min: 0, max: 9999 }),
+        month: fc.integer({ min: 0, max: 13 }),
+        day: fc.integer({ min: 0, max: 32 }),
+        hour: fc.integer({ min: 0, max: 25 }),
+        minute: fc.integer({ min: 0, max: 61 }),
+        second: fc.integer({ min: 0, max: 61 }),
+        fraction: fc.stringMatching(/^([.,][0-9]{0,8})?$/),
+        sep: fc.constantFrom('T', 't', ' ', 'x'),
+        zone: fc.constantFrom('', 'Z', 'z'),
+      })
+      .map(
+        (v) =>
+          `${pad(v.year, 4)}-${pad(v.month, 2)}-${pad(v.day, 2)}${v.sep}${pad(v.hour, 2)}:` +
+          `${pad(v.minute, 2)}:${pad(v.second, 2)}${v.fraction}${v.zone}`,
+      );
+    fc.assert(
+      fc.property(text, (s) => {
+        expect(f.str2date(s)?.getTime() ?? null, s).toBe(general(s));
+      }),
+      { numRuns: 5000 },
+    );
+    // The last day of each month, counted the way Date.UTC counts it (years 0-99 as 1900-1999).
+    for (const year of [0, 4, 99, 100, 1900, 2000, 2023, 2024]) {
+      for (let month = 1; month <= 12; month += 1) {
+        const last = new Date(Date.UTC(year, month, 0)).getUTCDate();
+        const day = (d: number) => `${pad(year, 4)}-${pad(month, 2)}-${pad(d, 2)}T00:00:00`;
+        expect(f.str2date(day(last)), day(last)).not.toBeNull();
+        expect(f.str2date(day(last + 1)), day(last + 1)).toBeNull();
+      }
+    }
   });
 
   it('formats uuids and rejects short ones', () => {
