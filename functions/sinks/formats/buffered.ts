@@ -3,34 +3,57 @@ import type { ObjectUpload } from '../store/types';
 import type { FileFormat } from './types';
 
 /**
- * Text is handed to the object stream in pieces of about this many characters. A piece is one joined
- * string, and text with a character outside Latin-1 takes two bytes a character: at 32 Ki characters
- * (64 KiB) it stays a regular young object. From 128 KiB V8 puts a string in its large-object space,
- * which maps fresh pages for every piece; with 64 Ki-character pieces that made the csv output of
- * non-Latin-1 text spend more time joining pieces than encoding rows.
+ * Encoded text is handed to the object stream in pieces of about this many bytes (`FULL_BYTES` of a
+ * `PIECE_BYTES` buffer; the rest is room for the line that crosses the mark).
  */
-const WRITE_CHARS = 32 * 1024;
+const PIECE_BYTES = 64 * 1024;
+const FULL_BYTES = 48 * 1024;
 
 /**
- * Gathers encoded text and writes it in pieces (`WRITE_CHARS`): the export loop writes one record's
- * rows at a time, and a stream write (with its promise) per row costs more than encoding the row.
- * `append` is synchronous, so an encoder awaits only when a piece is due (`full`), not once per line.
+ * Gathers text and writes it in pieces: the export loop writes one record's rows at a time, and a stream
+ * write (with its promise) per row costs more than encoding the row. `append` is synchronous, so an
+ * encoder awaits only when a piece is due (`full`), not once per line.
+ *
+ * Each text is encoded to UTF-8 into the current piece's buffer as it is appended, so the string of a
+ * line dies young. Kept as strings until a piece was joined (32 Ki characters, ~200 csv lines of a
+ * table, while the records of the other tables went by), the lines outlived two scavenges and were
+ * promoted: most of what an export promoted to V8's old generation, collected by mark-compacts.
  */
 export class BufferedText {
-  private parts: string[] = [];
-  private chars = 0;
+  /** The piece being filled, and the bytes of it used. */
+  private piece: Buffer | null = null;
+  private used = 0;
+  /** Pieces complete or texts too large for one, in order, not yet written. */
+  private ready: Uint8Array[] = [];
 
   constructor(private readonly out: ObjectUpload) {}
 
   /** True once the text gathered is a piece's worth: time to `flush`. */
   get full(): boolean {
-    return this.chars >= WRITE_CHARS;
+    return this.used >= FULL_BYTES || this.ready.length > 0;
   }
 
   /** Adds `text` without writing anything; the caller flushes when `full`. */
   append(text: string): void {
-    this.parts.push(text);
-    this.chars += text.length;
+    if (text.length === 0) return;
+    let piece = this.piece;
+    // A UTF-16 unit takes at most 3 bytes; only a long text near the end of a piece needs its exact size.
+    if (piece !== null && text.length * 3 > piece.length - this.used) {
+      if (Buffer.byteLength(text, 'utf8') > piece.length - this.used) {
+        this.retire();
+        piece = null;
+      }
+    }
+    if (piece === null) {
+      if (text.length * 3 > PIECE_BYTES && Buffer.byteLength(text, 'utf8') > PIECE_BYTES) {
+        this.ready.push(Buffer.from(text, 'utf8'));
+        return;
+      }
+      piece = Buffer.allocUnsafe(PIECE_BYTES);
+      this.piece = piece;
+      this.used = 0;
+    }
+    this.used += piece.write(text, this.used, 'utf8');
   }
 
   async add(text: string): Promise<void> {
@@ -38,12 +61,20 @@ export class BufferedText {
     if (this.full) await this.flush();
   }
 
+  /** Writes everything gathered. */
   async flush(): Promise<void> {
-    if (this.parts.length === 0) return;
-    const text = this.parts.join('');
-    this.parts = [];
-    this.chars = 0;
-    await this.out.write(text);
+    this.retire();
+    const pieces = this.ready;
+    if (pieces.length === 0) return;
+    this.ready = [];
+    for (const piece of pieces) await this.out.write(piece);
+  }
+
+  /** Moves the piece being filled to `ready` (a new buffer is taken for the next text). */
+  private retire(): void {
+    if (this.piece !== null && this.used > 0) this.ready.push(this.piece.subarray(0, this.used));
+    this.piece = null;
+    this.used = 0;
   }
 }
 
