@@ -57,9 +57,18 @@ function digitsAt(text: string, at: number, count: number): number {
   return value;
 }
 
+const MONTH_DAYS = [0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+/** Multiplier turning the first (up to six) fraction digits into microseconds, by digit count. */
+const TO_MICROS = [0, 100_000, 10_000, 1000, 100, 10, 1, 1, 1, 1];
+
+/**
+ * Days in `month` of a Gregorian `year`. Every operation runs for every date: an operation that only
+ * some dates reach (a leap year, a 30-day month) would make V8 drop its optimized code of the caller
+ * the first time such a date came.
+ */
 function daysInMonth(year: number, month: number): number {
-  if (month === 2) return year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0) ? 29 : 28;
-  return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
+  const leap = (year % 4 === 0 ? 1 : 0) - (year % 100 === 0 ? 1 : 0) + (year % 400 === 0 ? 1 : 0);
+  return MONTH_DAYS[month]! + (month === 2 ? leap : 0);
 }
 
 /**
@@ -82,14 +91,16 @@ function parseCanonical(text: string): Micros | null {
   const second = digitsAt(text, 17, 2);
   if (year < 1000 || month < 1 || month > 12 || day < 1 || hour < 0 || hour > 23) return null;
   if (minute < 0 || minute > 59 || second < 0 || second > 59 || day > daysInMonth(year, month)) return null;
+  // Where the text ends before a Z or z (read at the last character, so that no read is out of bounds).
+  const end = (text.charCodeAt(n - 1) | 0x20) === 0x7a ? n - 1 : n;
   let at = 19;
   let micros = 0;
-  const sep = text.charCodeAt(at);
+  const sep = at < end ? text.charCodeAt(at) : 0;
   if (sep === 0x2e || sep === 0x2c) {
     // Up to nine digits; the first six are the microseconds.
     at += 1;
     let digits = 0;
-    while (at < n && digits < 9) {
+    while (at < end && digits < 9) {
       const d = digitAt(text, at);
       if (d < 0) break;
       if (digits < 6) micros = micros * 10 + d;
@@ -97,10 +108,9 @@ function parseCanonical(text: string): Micros | null {
       at += 1;
     }
     if (digits === 0) return null;
-    for (let k = digits; k < 6; k += 1) micros *= 10;
+    micros *= TO_MICROS[digits]!;
   }
-  if (at < n && (text.charCodeAt(at) === 0x5a || text.charCodeAt(at) === 0x7a)) at += 1; // Z or z
-  if (at !== n) return null;
+  if (at !== end) return null;
   return Date.UTC(year, month - 1, day, hour, minute, second) * 1000 + micros;
 }
 

@@ -102,9 +102,12 @@ const MONTHS: Record<string, number> = {
 /** Days in `month` (1–12) of `year`, as `Date.UTC` counts them (it takes years 0–99 as 1900–1999). */
 function daysInMonth(year: number, month: number): number {
   const y = year >= 0 && year < 100 ? year + 1900 : year;
-  if (month === 2) return y % 4 === 0 && (y % 100 !== 0 || y % 400 === 0) ? 29 : 28;
-  return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
+  // Every operation runs for every date (see commcare/dates.ts `daysInMonth`).
+  const leap = (y % 4 === 0 ? 1 : 0) - (y % 100 === 0 ? 1 : 0) + (y % 400 === 0 ? 1 : 0);
+  return MONTH_DAYS[month]! + (month === 2 ? leap : 0);
 }
+
+const MONTH_DAYS = [0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
 
 function mkDate(y: number, mo: number, d: number, h = 0, mi = 0, s = 0, offsetMin = 0): Date | null {
   if (mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || s > 59) return null;
@@ -186,16 +189,18 @@ function isoDateTime(s: string): Date | null | undefined {
   const t = s.charCodeAt(10);
   if ((t !== 0x54 && t !== 0x74 && t !== 0x20) || s.charCodeAt(13) !== 0x3a || s.charCodeAt(16) !== 0x3a)
     return undefined;
+  // Where the text ends before a Z (a lower-case z is no zone to DET's rules); read at the last
+  // character, so that no read is out of bounds.
+  const end = s.charCodeAt(n - 1) === 0x5a ? n - 1 : n;
   let at = 19;
-  const sep = s.charCodeAt(at);
+  const sep = at < end ? s.charCodeAt(at) : 0;
   if (sep === 0x2e || sep === 0x2c) {
     const from = at + 1;
     at = from;
-    while (at < n && digitsAt(s, at, at + 1) >= 0) at += 1;
+    while (at < end && digitsAt(s, at, at + 1) >= 0) at += 1;
     if (at === from) return undefined;
   }
-  if (at < n && s.charCodeAt(at) === 0x5a) at += 1; // Z (a lower-case z is no zone to DET's rules)
-  if (at !== n) return undefined;
+  if (at !== end) return undefined;
   const year = digitsAt(s, 0, 4);
   const month = digitsAt(s, 5, 7);
   const day = digitsAt(s, 8, 10);
