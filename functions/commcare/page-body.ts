@@ -49,6 +49,12 @@ const CLOSE_BRACKET = 0x5d;
 const COMMA = 0x2c;
 const COLON = 0x3a;
 
+/** True when `byte` occurs in `bytes[start..end)` (a field's value: a short range, no view needed). */
+function hasByte(bytes: Uint8Array, start: number, end: number, byte: number): boolean {
+  for (let k = start; k < end; k += 1) if (bytes[k] === byte) return true;
+  return false;
+}
+
 function isSpace(c: number): boolean {
   return c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
 }
@@ -112,7 +118,7 @@ export function scanList(
           itemExpectKey = false;
         } else if (itemAfterColon && itemField >= 0) {
           const at = itemBase + 2 * itemField;
-          const plain = bytes.subarray(start, j).indexOf(BACKSLASH) === -1;
+          const plain = !hasByte(bytes, start, j, BACKSLASH);
           fieldSpans[at] = plain ? start : FIELD_NOT_PLAIN;
           fieldSpans[at + 1] = j;
         }

@@ -354,12 +354,12 @@ async function writePage(
     if (++done % YIELD_EVERY_RECORDS === 0) await setImmediate();
     const archived = pull.tracking && isArchived(record);
     const deletedAt = archived ? now() : null;
-    const rowIds: Record<string, string[]> = {};
+    const rowIds: Record<string, string[]> | null = archived ? {} : null;
     for (const table of tables) {
       try {
         const rows = table.rowsFor(record);
         if (mode === 'mark') for (const row of rows) row.push(archived, deletedAt);
-        if (archived) rowIds[table.name] = idsOf(table, rows);
+        if (rowIds !== null) rowIds[table.name] = idsOf(table, rows);
         // `remove`: an archived form's rows are never written (removed at the commit if they exist).
         if (rows.length > 0 && !(archived && mode === 'remove')) {
           await deps.sink.writeRows(table.name, rows);
@@ -372,7 +372,7 @@ async function writePage(
     if (pull.tracking) {
       const id = recordId(record);
       if (archived && id !== null) {
-        pull.archived.set(id, { id, deletedAt: deletedAt!, reason: 'archived', rowIds });
+        pull.archived.set(id, { id, deletedAt: deletedAt!, reason: 'archived', rowIds: rowIds! });
         progress.archived += 1;
       } else if (id !== null) pull.archived.delete(id);
     }

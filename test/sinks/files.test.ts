@@ -2,11 +2,12 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ExcelJS from 'exceljs';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ExportLease } from '../../functions/checkpoints/object-store';
 import { cellToText, formatDetDateTime, safeKeySegment } from '../../functions/sinks/cells';
 import { FileSink } from '../../functions/sinks/file-sink';
-import { csvFormat, csvLine } from '../../functions/sinks/formats/csv';
+import { csvField, csvFormat, csvLine } from '../../functions/sinks/formats/csv';
 import { sheetName } from '../../functions/sinks/formats/xlsx';
 import { checkpoint, childTable, deadPid, formRow, formsTable, parseCsv, run } from './helpers';
 import { createSink, LocalObjectStoreFor, readManifests } from './local-helpers';
@@ -43,6 +44,24 @@ describe('file formats', () => {
     expect(csvLine([''])).toBe('""\r\n');
     expect(csvLine(['', ''])).toBe(',\r\n');
     expect(csvLine(['a'])).toBe('a\r\n');
+    expect(csvLine([])).toBe('\r\n');
+  });
+
+  it('writes each cell as its csv field, comma-separated, with CRLF after the last', () => {
+    const cell = fc.oneof(
+      fc.string({ maxLength: 12 }),
+      fc.constantFrom('a,b', 'say "hi"', 'two\r\nlines', 'nul\0', '日本,語'),
+      fc.integer(),
+      fc.double(),
+      fc.boolean(),
+      fc.constant(null),
+    );
+    fc.assert(
+      fc.property(fc.array(cell, { minLength: 2, maxLength: 12 }), (cells) => {
+        expect(csvLine(cells)).toBe(`${cells.map((c) => csvField(cellToText(c))).join(',')}\r\n`);
+      }),
+      { numRuns: 2000 },
+    );
   });
 
   it('writes csv that reads back cell by cell, one file per table', async () => {

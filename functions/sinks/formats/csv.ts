@@ -19,8 +19,15 @@ export function csvField(text: string): string {
  * it: an empty line would be dropped by every csv reader, losing the row.
  */
 export function csvLine(cells: readonly Cell[]): string {
-  const line = cells.map((c) => csvField(cellToText(c))).join(',');
-  return line === '' && cells.length === 1 ? '""\r\n' : `${line}\r\n`;
+  const n = cells.length;
+  if (n === 0) return '\r\n';
+  const fields: string[] = [];
+  for (let i = 0; i < n; i += 1) fields.push(csvField(cellToText(cells[i]!)));
+  if (n === 1 && fields[0] === '') return '""\r\n';
+  // The line end joined in with the last field: one flat string, which the output encodes without
+  // first copying it flat (as it must a line concatenated after the join).
+  fields[n - 1] += '\r\n';
+  return fields.join(',');
 }
 
 /** RFC 4180: CRLF line ends, header row, UTF-8 without BOM; cells rendered as DET's csv writer does. */
