@@ -28,6 +28,7 @@ import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { objectStoreFor, readManifests, writeLatestTables } from '../../functions/sinks';
 import { LocalObjectStore } from '../../functions/sinks/store/local';
 import { motoS3 } from '../support/aws';
+import { shellEnv } from '../support/cli-process';
 import { HQ_LAYOUT_HEADINGS, workbook } from '../support/query-workbook';
 import { registrationsWithMembers } from '../support/registrations';
 import { type S3FaultProxy, startS3FaultProxy } from '../support/s3-fault-proxy';
@@ -114,8 +115,7 @@ function ccexport(command: 'run' | 'reconcile', output: string, env: Record<stri
     {
       cwd: REPO_ROOT,
       env: {
-        PATH: process.env.PATH ?? '',
-        HOME: process.env.HOME ?? '/tmp',
+        ...shellEnv(),
         CCEXPORT_API_KEY: KEY,
         ...(output.startsWith('s3://') ? awsEnv() : {}),
         ...env,

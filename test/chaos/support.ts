@@ -18,6 +18,7 @@ import { readManifests } from '../../functions/sinks/file-sink';
 import { pgName } from '../../functions/sinks/postgres/naming';
 import type { ObjectStore } from '../../functions/sinks/store/types';
 import type { SourceCheckpoint } from '../../functions/sinks/types';
+import { shellEnv } from '../support/cli-process';
 
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CLI = join(REPO_ROOT, 'bin', 'ccexport.js');
@@ -429,7 +430,7 @@ export interface CliRun {
 export async function runCli(run: CliRun): Promise<CliResult> {
   const child = spawn(process.execPath, [CLI, ...run.args], {
     cwd: REPO_ROOT,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...run.env },
+    env: { ...shellEnv(), ...run.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';

@@ -19,6 +19,7 @@ import type { JsonObject } from '../../functions/common/json';
 import type { ExportJob, ExportSliceEvent } from '../../functions/config/job';
 import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { exportFunctionEnv, motoS3, motoSecretsManager } from '../support/aws';
+import { shellEnv } from '../support/cli-process';
 import { liveRegistrationIds, registrationsWithMembers } from '../support/registrations';
 import { ccexportInProcess, sandboxExportArgs } from '../support/sandbox-export';
 import { type RunningPostgres, startPostgres } from '../support/services';
@@ -126,8 +127,7 @@ async function runInChild(
     {
       cwd: repoRoot,
       env: {
-        PATH: process.env.PATH ?? '',
-        HOME: process.env.HOME ?? '/tmp',
+        ...shellEnv(),
         NODE_EXTRA_CA_CERTS: join(certs, 'ca.crt'),
       },
       stdio: ['pipe', 'pipe', 'pipe'],

@@ -5,6 +5,19 @@ import { fileURLToPath } from 'node:url';
 
 const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
+/**
+ * The environment of a user's shell for a command started with no other settings: PATH, HOME and, when
+ * set, TMPDIR (the test run's own temporary folder, see global-setup.ts), so what a killed command leaves
+ * behind in its temporary folder goes with the run.
+ */
+export function shellEnv(): Record<string, string> {
+  return {
+    PATH: process.env.PATH ?? '',
+    HOME: process.env.HOME ?? '/tmp',
+    ...(process.env.TMPDIR ? { TMPDIR: process.env.TMPDIR } : {}),
+  };
+}
+
 export interface CliResult {
   readonly code: number | null;
   readonly out: string;
