@@ -4,6 +4,7 @@
  * 400 to a real UTC offset in `indexed_on_start`/`_end`, and DET sends `isoformat()` of a naive datetime:
  * seconds always, microseconds only when non-zero (`2024-01-01T00:09:00`, `2017-09-02T20:05:35.459547`).
  */
+import { digitAt, digitsAt, hasDateTimeShape } from '../common/timestamp-text';
 import { CommCareConfigError } from './errors';
 
 /** Microseconds since 1970-01-01T00:00:00Z. Safe as a JS number until the year 2255. */
@@ -38,25 +39,6 @@ export function parseTimestamp(text: string): Micros | null {
   return micros;
 }
 
-const ZERO = 0x30;
-
-/** The digit at `at`, or -1. */
-function digitAt(text: string, at: number): number {
-  const d = text.charCodeAt(at) - ZERO;
-  return d >= 0 && d <= 9 ? d : -1;
-}
-
-/** The number the `count` digits at `at` make, or -1 when one of them is not a digit. */
-function digitsAt(text: string, at: number, count: number): number {
-  let value = 0;
-  for (let k = 0; k < count; k += 1) {
-    const d = digitAt(text, at + k);
-    if (d < 0) return -1;
-    value = value * 10 + d;
-  }
-  return value;
-}
-
 const MONTH_DAYS = [0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
 /** Multiplier turning the first (up to six) fraction digits into microseconds, by digit count. */
 const TO_MICROS = [0, 100_000, 10_000, 1000, 100, 10, 1, 1, 1, 1];
@@ -78,11 +60,8 @@ function daysInMonth(year: number, month: number): number {
  * roll over, such as hour 24), so that both paths always agree.
  */
 function parseCanonical(text: string): Micros | null {
+  if (!hasDateTimeShape(text)) return null;
   const n = text.length;
-  if (n < 19 || text.charCodeAt(4) !== 0x2d || text.charCodeAt(7) !== 0x2d) return null;
-  const t = text.charCodeAt(10);
-  if (t !== 0x54 && t !== 0x74 && t !== 0x20) return null; // T, t or a space
-  if (text.charCodeAt(13) !== 0x3a || text.charCodeAt(16) !== 0x3a) return null;
   const year = digitsAt(text, 0, 4);
   const month = digitsAt(text, 5, 2);
   const day = digitsAt(text, 8, 2);

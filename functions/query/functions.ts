@@ -4,6 +4,7 @@
  * `@unwrap('val')` unwrap their first argument the same way.
  */
 import { createHash } from 'node:crypto';
+import { digitAt, digitsAt, hasDateTimeShape } from '../common/timestamp-text';
 import { QueryRuntimeError } from './errors';
 import { Datum, formatPyDatetime, isDict, pyRepr, pyStr, pyTruthy } from './jsonpath';
 import { Matches, notVal, unwrapVal } from './values';
@@ -167,28 +168,14 @@ export function str2date(v: unknown): Date | null {
   return null;
 }
 
-/** The digits of `text` from `at` to `end` as a number, or -1 when one of them is not a digit. */
-function digitsAt(text: string, at: number, end: number): number {
-  let value = 0;
-  for (let k = at; k < end; k += 1) {
-    const d = text.charCodeAt(k) - 0x30;
-    if (d < 0 || d > 9) return -1;
-    value = value * 10 + d;
-  }
-  return value;
-}
-
 /**
  * `str2date` of the shape HQ writes its timestamps in, `YYYY-MM-DDTHH:MM:SS[.f+][Z]`, read without the
  * regular expressions (a date column reads one per row); undefined for any other text, which the
  * general rules read.
  */
 function isoDateTime(s: string): Date | null | undefined {
+  if (!hasDateTimeShape(s)) return undefined;
   const n = s.length;
-  if (n < 19 || s.charCodeAt(4) !== 0x2d || s.charCodeAt(7) !== 0x2d) return undefined;
-  const t = s.charCodeAt(10);
-  if ((t !== 0x54 && t !== 0x74 && t !== 0x20) || s.charCodeAt(13) !== 0x3a || s.charCodeAt(16) !== 0x3a)
-    return undefined;
   // Where the text ends before a Z (a lower-case z is no zone to DET's rules); read at the last
   // character, so that no read is out of bounds.
   const end = s.charCodeAt(n - 1) === 0x5a ? n - 1 : n;
@@ -197,16 +184,16 @@ function isoDateTime(s: string): Date | null | undefined {
   if (sep === 0x2e || sep === 0x2c) {
     const from = at + 1;
     at = from;
-    while (at < end && digitsAt(s, at, at + 1) >= 0) at += 1;
+    while (at < end && digitAt(s, at) >= 0) at += 1;
     if (at === from) return undefined;
   }
   if (at !== end) return undefined;
   const year = digitsAt(s, 0, 4);
-  const month = digitsAt(s, 5, 7);
-  const day = digitsAt(s, 8, 10);
-  const hour = digitsAt(s, 11, 13);
-  const minute = digitsAt(s, 14, 16);
-  const second = digitsAt(s, 17, 19);
+  const month = digitsAt(s, 5, 2);
+  const day = digitsAt(s, 8, 2);
+  const hour = digitsAt(s, 11, 2);
+  const minute = digitsAt(s, 14, 2);
+  const second = digitsAt(s, 17, 2);
   if (year < 0 || month < 0 || day < 0 || hour < 0 || minute < 0 || second < 0) return undefined;
   return mkDate(year, month, day, hour, minute, second);
 }
