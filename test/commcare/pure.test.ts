@@ -12,6 +12,7 @@ import {
   resourceUrl,
 } from '../../functions/commcare/resources';
 import { AimdLimiter, orderedMerge, RequestBudget, splitRange } from '../../functions/commcare/windows';
+import { timestampTexts } from '../support/timestamp-text';
 
 describe('naive UTC dates', () => {
   it('drops the Z and keeps microseconds only when they are not zero, like DET', () => {
@@ -40,24 +41,10 @@ describe('naive UTC dates', () => {
   it("reads HQ's usual shape without its regular expression, to the same instant or null", () => {
     // A trailing space always takes the general path (which trims it), so both paths meet here.
     const general = (text: string) => parseTimestamp(`${text} `);
-    const pad = (n: number, width: number) => String(n).padStart(width, '0');
-    const usual = fc
-      .record({
-        year: fc.integer({ min: 0, max: 9999 }),
-        month: fc.integer({ min: 0, max: 13 }),
-        day: fc.integer({ min: 0, max: 32 }),
-        hour: fc.integer({ min: 0, max: 25 }),
-        minute: fc.integer({ min: 0, max: 61 }),
-        second: fc.integer({ min: 0, max: 61 }),
-        fraction: fc.stringMatching(/^([.,][0-9]{0,11})?$/),
-        sep: fc.constantFrom('T', 't', ' ', 'x'),
-        zone: fc.constantFrom('', 'Z', 'z', '+01:00', ' Z', 'ZZ'),
-      })
-      .map(
-        (v) =>
-          `${pad(v.year, 4)}-${pad(v.month, 2)}-${pad(v.day, 2)}${v.sep}${pad(v.hour, 2)}:` +
-          `${pad(v.minute, 2)}:${pad(v.second, 2)}${v.fraction}${v.zone}`,
-      );
+    const usual = timestampTexts({
+      fraction: /^([.,][0-9]{0,11})?$/,
+      zones: ['', 'Z', 'z', '+01:00', ' Z', 'ZZ'],
+    });
     const edited = fc
       .tuple(usual, fc.nat(30), fc.constantFrom('', '-', '9', 'a', ':', '.'))
       .map(([text, at, insert]) => text.slice(0, at) + insert + text.slice(at + 1));

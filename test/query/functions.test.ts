@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { compileMapFormatVia } from '../../functions/query/excel';
 import * as f from '../../functions/query/functions';
 import { Ref } from '../../functions/query/minilinq';
+import { pad, timestampTexts } from '../support/timestamp-text';
 
 // Expected values are those of tests/test_minilinq.py::test_eval_collapsed_list / test_substr / test_template
 // unless a comment says otherwise.
@@ -41,24 +42,7 @@ describe('Map Via functions', () => {
       const zone = /[Zz]$/.test(s) ? s.slice(-1) : 'Z';
       return f.str2date(`${/[Zz]$/.test(s) ? s.slice(0, -1) : s} ${zone}`)?.getTime() ?? null;
     };
-    const pad = (n: number, width: number) => String(n).padStart(width, '0');
-    const text = fc
-      .record({
-        year: fc.integer({ min: 0, max: 9999 }),
-        month: fc.integer({ min: 0, max: 13 }),
-        day: fc.integer({ min: 0, max: 32 }),
-        hour: fc.integer({ min: 0, max: 25 }),
-        minute: fc.integer({ min: 0, max: 61 }),
-        second: fc.integer({ min: 0, max: 61 }),
-        fraction: fc.stringMatching(/^([.,][0-9]{0,8})?$/),
-        sep: fc.constantFrom('T', 't', ' ', 'x'),
-        zone: fc.constantFrom('', 'Z', 'z'),
-      })
-      .map(
-        (v) =>
-          `${pad(v.year, 4)}-${pad(v.month, 2)}-${pad(v.day, 2)}${v.sep}${pad(v.hour, 2)}:` +
-          `${pad(v.minute, 2)}:${pad(v.second, 2)}${v.fraction}${v.zone}`,
-      );
+    const text = timestampTexts({ fraction: /^([.,][0-9]{0,8})?$/, zones: ['', 'Z', 'z'] });
     fc.assert(
       fc.property(text, (s) => {
         expect(f.str2date(s)?.getTime() ?? null, s).toBe(general(s));
