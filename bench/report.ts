@@ -29,7 +29,7 @@ import { startPostgres } from '../test/support/services';
 import { chartRow, lineChart, type Series } from './chart';
 import { sandboxServeRate } from './client';
 import type { DetComparison, MemoryRun } from './det';
-import { ROOT, round } from './harness';
+import { buildCommand, ROOT, round } from './harness';
 import { machine, option, positiveInts } from './run';
 import {
   type ExportMeasure,
@@ -592,6 +592,7 @@ async function main(argv: readonly string[]): Promise<void> {
     for (const [path, text] of rewrittenFiles()) writeFileSync(join(bench, path), text);
     return;
   }
+  buildCommand();
   const started = Date.now();
   const sizes = positiveInts(option(argv, 'sizes', 'BENCH_SIZES', '10000,100000,1000000'), 'sizes');
   const outputs = option(argv, 'outputs', 'BENCH_OUTPUTS', OUTPUTS.join(','))

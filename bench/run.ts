@@ -37,7 +37,7 @@ import {
   detHasPostgres,
   type MemoryRun,
 } from './det';
-import { median, ROOT, round, runNodeScript } from './harness';
+import { buildCommand, median, ROOT, round, runNodeScript } from './harness';
 import type { SinkBenchResult } from './sinks';
 
 const BENCHES = ['client', 'query', 'sinks', 'det'] as const;
@@ -333,6 +333,7 @@ function printDet(results: readonly DetComparison[]): void {
 
 async function main(argv: readonly string[]): Promise<void> {
   const options = parseOptions(argv);
+  buildCommand();
   const started = Date.now();
   const results: Record<string, unknown> = { startedAt: new Date().toISOString(), machine: machine() };
 
