@@ -103,7 +103,7 @@ export interface TimedRun {
 
 /**
  * One run's critical path as the HQ stand-in saw it. A request's time runs from its arrival at the
- * proxy to its answer's last byte: the latency, the stand-in's serving, the transfer. *Round trips* is
+ * proxy to its answer's last byte: the latency (the stand-in's serving runs within it), the transfer. *Round trips* is
  * the span from the first arrival to the last answer divided by the mean request time: with `n`
  * requests kept in flight it would be requests ÷ n, and every wait between an answer and the next
  * request (parsing, writing, a busy thread) adds to it.
@@ -114,7 +114,10 @@ export interface CriticalPath {
   /** From the first arrival to the last answer. */
   readonly spanSeconds: number;
   readonly meanRequestSeconds: number;
-  /** Of a request's time, the stand-in's: from being passed on (after the latency) to the last byte. */
+  /**
+   * The stand-in's serving: from a request's being passed on (on arrival) to its answer's head coming
+   * back (the sandbox builds the whole body first). Within the latency unless it is longer.
+   */
   readonly meanServingSeconds: number;
   readonly roundTrips: number;
   /** From the last answer to the process's exit (the last pages written, outputs closed). */
@@ -126,12 +129,12 @@ function criticalPath(
   startedAt: number,
   exitedAt: number,
 ): CriticalPath | undefined {
-  const done = requests.filter((r) => r.endedAt !== null && r.forwardedAt !== null);
+  const done = requests.filter((r) => r.endedAt !== null && r.forwardedAt !== null && r.servedAt !== null);
   if (done.length === 0) return undefined;
   const first = Math.min(...done.map((r) => r.arrivedAt));
   const last = Math.max(...done.map((r) => r.endedAt!));
   const mean = done.reduce((sum, r) => sum + (r.endedAt! - r.arrivedAt), 0) / done.length;
-  const serving = done.reduce((sum, r) => sum + (r.endedAt! - r.forwardedAt!), 0) / done.length;
+  const serving = done.reduce((sum, r) => sum + (r.servedAt! - r.forwardedAt!), 0) / done.length;
   return {
     firstRequestSeconds: round((first - startedAt) / 1000, 3),
     spanSeconds: round((last - first) / 1000, 3),

@@ -259,7 +259,7 @@ export const DET_GOALS = {
 function describePath(p: CriticalPath): string {
   return (
     `first request after ${p.firstRequestSeconds} s, ${p.roundTrips} round trips in ${p.spanSeconds} s ` +
-    `(a request ${p.meanRequestSeconds} s, ${p.meanServingSeconds} s of it the stand-in serving after the latency), ` +
+    `(a request ${p.meanRequestSeconds} s; the stand-in serving ${p.meanServingSeconds} s, within the latency), ` +
     `${p.afterLastAnswerSeconds} s from the last answer to exit`
   );
 }
