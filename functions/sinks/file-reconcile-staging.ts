@@ -19,7 +19,7 @@
  * delete other runs' staging, since a reconcile of the same export started by hand may still be listing.
  */
 import { createWriteStream } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -35,6 +35,7 @@ import type {
 import { safeKeySegment } from './cells';
 import { type FileReconcileOptions, FileReconcileTarget, liveIdLine } from './file-reconcile';
 import { readManifests } from './file-sink';
+import { runScratchFolder } from './run-scratch';
 import type { ObjectStore } from './store/types';
 import type { DeletionMode } from './types';
 
@@ -179,8 +180,9 @@ export class StagedFileReconcileTarget implements StagedReconcileTarget {
   // --- The final slice: compare, record, commit -----------------------------------------------------
 
   async begin(run: ReconcileRun): Promise<void> {
-    await this.target.begin({ ...run, runId: this.options.objectRunId ?? run.runId });
-    this.downloads = await mkdtemp(join(this.options.tmpDir ?? tmpdir(), 'ccexport-staged-'));
+    const runId = this.options.objectRunId ?? run.runId;
+    await this.target.begin({ ...run, runId });
+    this.downloads = await runScratchFolder(this.options.tmpDir ?? tmpdir(), 'staged', runId);
   }
 
   async addStagedIds(run: StagingRunId, source: number): Promise<void> {

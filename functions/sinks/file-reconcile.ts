@@ -23,11 +23,11 @@
  * `listedDeletions`), and ONE write, the reconcile's manifest, lists them all: that write is the commit.
  * Killed before it, the output reads as it was (the next reconcile, taking over the killed one's lease,
  * removes its unlisted objects and records the same deletions under its own run id); killed after it,
- * every table is reconciled.
+ * every table is reconciled. Its sort runs, in `ccexport-reconcile-<run id>` under the temporary folder,
+ * are removed by the next reconcile on the same machine that takes over its lease (run-scratch.ts).
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { ExportLease } from '../checkpoints/object-store';
 import type { ReconcileRun, ReconcileTarget, TableReconcile } from '../export/reconcile';
 import { ReconcileGuardError } from '../export/reconcile';
@@ -48,6 +48,7 @@ import { csvField } from './formats/csv';
 import type { FileFormat } from './formats/types';
 import { deletionTime } from './latest';
 import { READABLE_FORMATS, readObjectRows } from './read-back';
+import { removeRunScratch, runScratchFolder } from './run-scratch';
 import { escapeField, SortedLines, unescapeField } from './sorted-lines';
 import type { ObjectStore, ObjectUpload } from './store/types';
 import { DELETED_COLUMN, type DeletionMode } from './types';
@@ -55,7 +56,10 @@ import { DELETED_COLUMN, type DeletionMode } from './types';
 export interface FileReconcileOptions {
   /** @default 120 (as a run's) */
   readonly leaseSeconds?: number;
-  /** Folder for the sort's run files. @default the system's temporary folder */
+  /**
+   * Folder under which the sort's run files go, in `ccexport-reconcile-<run id>` (run-scratch.ts).
+   * @default the system's temporary folder
+   */
   readonly tmpDir?: string;
   /** Bytes of lines sorted in memory before a run file is written. @default 4 MiB */
   readonly sortBudgetBytes?: number;
@@ -238,7 +242,10 @@ export class FileReconcileTarget implements ReconcileTarget {
     await removeUncommittedDeletions(this.store, all, run.tables ?? [], ownRuns);
     this.run = { runId: run.runId, checkpointKey: run.checkpointKey, project: run.project };
     this.startedAt = new Date().toISOString();
-    this.folder = await mkdtemp(join(this.options.tmpDir ?? tmpdir(), 'ccexport-reconcile-'));
+    // The killed holder's sort runs and downloads, when it ran on this machine (see run-scratch.ts).
+    const scratch = this.options.tmpDir ?? tmpdir();
+    if (previous && previous !== run.runId) await removeRunScratch(scratch, previous);
+    this.folder = await runScratchFolder(scratch, 'reconcile', run.runId);
   }
 
   private newSort(): SortedLines {

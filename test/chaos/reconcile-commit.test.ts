@@ -12,7 +12,7 @@
  * preloaded module (`test/support/kill-after-writes.mjs`) counts renames, links and removals in the
  * output folder and SIGKILLs the process after the Nth. */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -137,14 +137,28 @@ function ccexport(command: 'run' | 'reconcile', output: string, env: Record<stri
   return { child, exit };
 }
 
-/** A reconcile of a folder output, SIGKILLed after its `killAfter`th write there (0: not killed). */
-async function reconcileFolder(output: string, killAfter: number, log: string): Promise<Exit> {
+/**
+ * A reconcile of a folder output, SIGKILLed after its `killAfter`th write there (0: not killed), with
+ * `scratch` (when given) as its temporary folder.
+ */
+async function reconcileFolder(
+  output: string,
+  killAfter: number,
+  log: string,
+  scratch?: string,
+): Promise<Exit> {
   return ccexport('reconcile', output, {
     NODE_OPTIONS: `--import=${PRELOAD}`,
     KILL_WRITES_UNDER: output,
     KILL_AFTER_WRITES: String(killAfter),
     KILL_WRITES_LOG: log,
+    ...(scratch ? { TMPDIR: scratch } : {}),
   }).exit;
+}
+
+/** What ccexport left in a temporary folder. */
+function leftIn(scratch: string): string[] {
+  return readdirSync(scratch).filter((name) => name.startsWith('ccexport-'));
 }
 
 /** A reconcile of an S3 output, SIGKILLed once moto applied its `killAfter`th write (0: not killed). */
@@ -299,21 +313,32 @@ describe('a reconcile SIGKILLed while it finalises leaves the output unchanged o
     const first = writes.findIndex((w) => w.includes('/deletions/')) + 1;
     expect(first).toBeGreaterThan(1);
     const outcomes: string[] = [];
+    let leftBehind = 0;
     for (let n = first; n <= writes.length; n++) {
       const output = join(work, `folder-kill-${n}`);
       cpSync(base, output, { recursive: true });
-      const killed = await reconcileFolder(output, n, join(work, `folder-kill-${n}.log`));
+      const scratch = join(work, `folder-tmp-${n}`);
+      mkdirSync(scratch);
+      const killed = await reconcileFolder(output, n, join(work, `folder-kill-${n}.log`), scratch);
       expect(killed.signal, `kill after write ${n}: ${writes[n - 1]}`).toBe('SIGKILL');
+      // Killed before its lease's release, its sort runs are still there, in a folder named after its run.
+      const left = leftIn(scratch);
+      for (const name of left) expect(name).toMatch(/^ccexport-reconcile-\d{8}T\d{6}Z-[0-9a-f]+$/);
+      if (left.length > 0) leftBehind += 1;
       const state = await readState(output);
       const outcome = outcomeOf(state, before, complete);
       outcomes.push(`${writes[n - 1]} -> ${outcome}`);
       expect(outcome, `after write ${n} (${writes[n - 1]}) the output reads ${outcome}`).not.toBe('partial');
 
-      const next = await reconcileFolder(output, 0, join(work, `folder-next-${n}.log`));
+      const next = await reconcileFolder(output, 0, join(work, `folder-next-${n}.log`), scratch);
       expect(next.code, next.err).toBe(0);
+      // The reconcile that took over the killed one's lease removed what it left, and its own.
+      expect(leftIn(scratch)).toEqual([]);
       expect(await readState(output)).toEqual(complete);
       expect(await recorded(output)).toEqual(expected);
     }
+    // Every kill but the one after the lease's release (the last write) left its sort runs behind.
+    expect(leftBehind).toBe(writes.length - first);
     // Both sides of the commit point were reached: the manifest write is the one that flips the output.
     expect(outcomes.some((o) => o.endsWith('unchanged'))).toBe(true);
     expect(outcomes.some((o) => o.endsWith('complete'))).toBe(true);
