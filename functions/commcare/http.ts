@@ -40,7 +40,7 @@ import {
   CommCareUnavailableError,
   redact,
 } from './errors';
-import { BodyNotJsonError, parseWhole } from './page-body';
+import { BodyNotJsonError, ownBody, parseWhole } from './page-body';
 
 export type CommCareLogLevel = 'debug' | 'info' | 'warn' | 'error';
 
@@ -453,8 +453,8 @@ export async function readBody(body: Readable, limit: number, size: number | nul
     body.destroy();
     throw error;
   }
-  if (whole !== null) return filled === whole.length ? whole : whole.subarray(0, filled);
-  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total);
+  if (whole !== null) return filled === whole.length ? ownBody(whole) : whole.subarray(0, filled);
+  return chunks.length === 1 ? chunks[0]! : ownBody(Buffer.concat(chunks, total));
 }
 
 function formatBytes(bytes: number): string {

