@@ -5,7 +5,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import type { JsonObject } from '../common/json';
 import { DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, RunBudget, type RunBudgetUsed } from './budget';
-import { formatNaiveUtc, type Micros, requireTimestamp, toNaiveUtc } from './dates';
+import { formatNaiveUtc, requireTimestamp, toNaiveUtc } from './dates';
 import { type HqExport, parseHqExport, requireWorkbook } from './det-exports';
 import { CommCareConfigError, CommCareRequestError } from './errors';
 import { CommCareHttp, type CommCareLogger, type CommCareStats, type RequestHooks } from './http';

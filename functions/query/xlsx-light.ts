@@ -185,7 +185,7 @@ export function readPlainWorkbook(bytes: Uint8Array): LightSheet[] | null {
     const rid = /(?:^|\s)r:id\s*=\s*"([^"]*)"/.exec(attrs)?.[1];
     if (title === undefined || rid === undefined) return null;
     const rel = targets.get(rid);
-    if (!rel || !rel.type.endsWith('/worksheet')) return null;
+    if (!rel?.type.endsWith('/worksheet')) return null;
     const path = rel.target.startsWith('/') ? rel.target.slice(1) : `xl/${rel.target}`;
     const xml = part(path.replace(/\/\.\//g, '/'));
     if (!xml) return null;
