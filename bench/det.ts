@@ -103,10 +103,10 @@ export interface TimedRun {
 
 /**
  * One run's critical path as the HQ stand-in saw it. A request's time runs from its arrival at the
- * proxy to its answer's last byte: the latency (the stand-in's serving runs within it), the transfer. *Round trips* is
- * the span from the first arrival to the last answer divided by the mean request time: with `n`
- * requests kept in flight it would be requests ÷ n, and every wait between an answer and the next
- * request (parsing, writing, a busy thread) adds to it.
+ * proxy to its answer's last byte: the latency (the stand-in's serving runs within it), the transfer.
+ * *Round trips* is the span from the first arrival to the last answer divided by the mean request
+ * time: with `n` requests kept in flight it would be requests ÷ n, and every wait between an answer
+ * and the next request (parsing, writing, a busy thread) adds to it.
  */
 export interface CriticalPath {
   /** From the process's start to the first data request's arrival. */
