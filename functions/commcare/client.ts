@@ -300,6 +300,7 @@ export class CommCareClient {
       url: resourceUrl(this.baseUrl, request.project, spec, urlStyle),
       spec,
       keepRaw: this.keepRawRecords,
+      ...(request.recordKeys ? { recordKeys: request.recordKeys } : {}),
       hooks: { signal },
     };
     const params = request.params ?? {};

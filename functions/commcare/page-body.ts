@@ -12,6 +12,13 @@
  * scanner does not expect (items that are not objects, a repeated list key, a missing or truncated list)
  * falls back to parsing the whole body, so odd but valid bodies read exactly as JSON.parse reads them and
  * broken ones fail the same way.
+ *
+ * A caller that reads only some top-level keys of each item names them (`recordKeys`), and an item is
+ * then parsed from its members with those keys alone: a form's `metadata`, `attachments` and a dozen
+ * small fields are never decoded nor parsed. The scanner checks the literals of the members it leaves
+ * out (`true`, `false`, `null`, numbers), and a body with anything else where a token belongs is read
+ * whole, so a broken record still fails when it is read; what it cannot see in a member left out is a
+ * slip of grammar between well-formed tokens (a missing comma), which nothing reads either.
  */
 import type { JsonObject, JsonValue } from '../common/json';
 
@@ -33,6 +40,14 @@ export interface ListLayout {
    * as in JSON.parse.
    */
   readonly fields: Int32Array;
+  /**
+   * With kept keys (`scanList`'s `keep`), the byte ranges of each item's kept members, flattened: a
+   * member is `"key": value`, from its key's opening quote to the end of its value. Item k's members are
+   * `members[memberStarts[k]..memberStarts[k + 1])`, two numbers each, in the item's order. Null when
+   * every key is kept.
+   */
+  readonly members: Int32Array | null;
+  readonly memberStarts: Int32Array | null;
 }
 
 /** See `ListLayout.fields`. */
@@ -62,18 +77,27 @@ function isSpace(c: number): boolean {
 /**
  * Finds the array stored under `key` in the top-level object of `bytes` and the byte range of each of its
  * items. Null when the body is not laid out as `{ ..., "<key>": [ {..}, {..} ], ... }` with every item an
- * object and the key present once (the caller then parses the whole body).
+ * object and the key present once (the caller then parses the whole body). With `keep`, it also notes
+ * where each item's members with those keys (and the `fieldNames`) are (`ListLayout.members`); a key
+ * written with an escape is kept whatever it is, as its bytes cannot be compared with a name.
  */
 export function scanList(
   bytes: Uint8Array,
   key: string,
   fieldNames: readonly string[] = [],
+  keep: readonly string[] | null = null,
 ): ListLayout | null {
-  const keys = keyTable(key, fieldNames);
-  const nFields = keys.ends.length - 2;
+  const keys = keyTable(key, fieldNames, keep ?? []);
+  const nFields = fieldNames.length;
   const n = bytes.length;
   const items: number[] = [];
   const fieldSpans: number[] = [];
+  // Cleared for the rest of the body at the first byte outside strings that is no JSON token.
+  let projecting = keep !== null;
+  const members: number[] = [];
+  const memberStarts: number[] = [];
+  // Where the current item's kept member starts (its key's opening quote), -1 while none is open.
+  let memberStart = -1;
   // Inside an item (depth 3): whether the next string is one of its keys, which asked-for field that key
   // was (-1: none), and whether its value comes next.
   let itemExpectKey = false;
@@ -114,7 +138,9 @@ export function scanList(
         keyMatched = false;
       } else if (depth === 3) {
         if (itemExpectKey) {
-          itemField = fieldIndex(bytes, start, j, keys);
+          const named = fieldIndex(bytes, start, j, keys);
+          itemField = named < nFields ? named : -1;
+          if (projecting && (named >= 0 || hasByte(bytes, start, j, BACKSLASH))) memberStart = start - 1;
           itemExpectKey = false;
         } else if (itemAfterColon && itemField >= 0) {
           const at = itemBase + 2 * itemField;
@@ -146,6 +172,8 @@ export function scanList(
       if (wantItem) {
         if (c !== OPEN_BRACE) return null;
         itemStart = i;
+        memberStarts.push(members.length);
+        memberStart = -1;
         wantItem = false;
         depth = 3;
         itemExpectKey = true;
@@ -185,17 +213,36 @@ export function scanList(
     } else if (c === CLOSE_BRACE || c === CLOSE_BRACKET) {
       depth -= 1;
       if (depth < 0) return null;
-      if (inList && depth === 2) items.push(itemStart, i + 1);
+      if (inList && depth === 2) {
+        items.push(itemStart, i + 1);
+        if (memberStart >= 0) {
+          members.push(memberStart, i);
+          memberStart = -1;
+        }
+      }
       if (depth === 0) {
         // Only whitespace may follow the top-level object.
         for (let k = i + 1; k < n; k += 1) if (!isSpace(bytes[k]!)) return null;
         if (open === -1 || close === -1) return null;
-        return { open, close, items, lineBreaks, fields: Int32Array.from(fieldSpans) };
+        memberStarts.push(members.length);
+        return {
+          open,
+          close,
+          items,
+          lineBreaks,
+          fields: Int32Array.from(fieldSpans),
+          members: projecting ? Int32Array.from(members) : null,
+          memberStarts: projecting ? Int32Array.from(memberStarts) : null,
+        };
       }
     } else if (depth === 3) {
       if (c === COMMA) {
         itemExpectKey = true;
         itemField = -1;
+        if (memberStart >= 0) {
+          members.push(memberStart, i);
+          memberStart = -1;
+        }
       } else if (c === COLON) {
         itemAfterColon = true;
       }
@@ -212,14 +259,66 @@ export function scanList(
         if (keyMatched) return null; // `key` holds something other than a list: let JSON.parse say
       }
     }
+    if (projecting && c !== COMMA && c !== COLON && c !== OPEN_BRACE && c !== OPEN_BRACKET) {
+      if (c !== CLOSE_BRACE && c !== CLOSE_BRACKET) {
+        // A member left out is never parsed, so its literals are checked here: a body with anything
+        // else where a token belongs is read whole, and its broken record fails when it is read.
+        const end = literalEnd(bytes, i);
+        if (end === -1) projecting = false;
+        else {
+          i = end;
+          continue;
+        }
+      }
+    }
     i += 1;
   }
   return null;
 }
 
+const DIGIT_0 = 0x30;
+const DIGIT_9 = 0x39;
+
+function isDigit(c: number | undefined): boolean {
+  return c !== undefined && c >= DIGIT_0 && c <= DIGIT_9;
+}
+
+/** True when `bytes[at..]` starts with the ASCII `word`. */
+function startsWith(bytes: Uint8Array, at: number, word: string): boolean {
+  for (let k = 0; k < word.length; k += 1) if (bytes[at + k] !== word.charCodeAt(k)) return false;
+  return true;
+}
+
+/** The end of the JSON literal (`true`, `false`, `null` or a number) at `i`, or -1 when there is none. */
+function literalEnd(bytes: Uint8Array, i: number): number {
+  const c = bytes[i];
+  if (c === 0x74) return startsWith(bytes, i, 'true') ? i + 4 : -1;
+  if (c === 0x66) return startsWith(bytes, i, 'false') ? i + 5 : -1;
+  if (c === 0x6e) return startsWith(bytes, i, 'null') ? i + 4 : -1;
+  let k = i;
+  if (bytes[k] === 0x2d) k += 1; // -
+  if (bytes[k] === DIGIT_0) k += 1;
+  else if (isDigit(bytes[k])) while (isDigit(bytes[k])) k += 1;
+  else return -1;
+  if (bytes[k] === 0x2e) {
+    // .
+    k += 1;
+    if (!isDigit(bytes[k])) return -1;
+    while (isDigit(bytes[k])) k += 1;
+  }
+  if (bytes[k] === 0x65 || bytes[k] === 0x45) {
+    // e, E
+    k += 1;
+    if (bytes[k] === 0x2b || bytes[k] === 0x2d) k += 1;
+    if (!isDigit(bytes[k])) return -1;
+    while (isDigit(bytes[k])) k += 1;
+  }
+  return k;
+}
+
 /**
- * The list's key and the asked-for field names as UTF-8, in one byte array: key k is
- * `bytes[ends[k]..ends[k + 1])`, the list's key first. Typed arrays, so the scanner always sees the
+ * The list's key, the asked-for field names and the other kept keys as UTF-8, in one byte array: key k
+ * is `bytes[ends[k]..ends[k + 1])`, the list's key first. Typed arrays, so the scanner always sees the
  * same object shapes whatever fields a caller asks for (arrays of a different length or element kind
  * made V8 throw its optimized scanner away and compile it again).
  */
@@ -230,11 +329,12 @@ interface KeyTable {
 
 const KEY_TABLES = new Map<string, KeyTable>();
 
-function keyTable(listKey: string, fieldNames: readonly string[]): KeyTable {
-  const id = `${listKey}\u0000${fieldNames.join('\u0000')}`;
+function keyTable(listKey: string, fieldNames: readonly string[], keep: readonly string[]): KeyTable {
+  const kept = keep.filter((name) => !fieldNames.includes(name));
+  const id = `${listKey}\u0000${fieldNames.join('\u0000')}\u0001${kept.join('\u0000')}`;
   let table = KEY_TABLES.get(id);
   if (table === undefined) {
-    const parts = [listKey, ...fieldNames].map((name) => Buffer.from(name, 'utf8'));
+    const parts = [listKey, ...fieldNames, ...kept].map((name) => Buffer.from(name, 'utf8'));
     const ends = new Int32Array(parts.length + 1);
     for (let k = 0; k < parts.length; k += 1) ends[k + 1] = ends[k]! + parts[k]!.length;
     table = { bytes: new Uint8Array(Buffer.concat(parts)), ends };
@@ -243,7 +343,7 @@ function keyTable(listKey: string, fieldNames: readonly string[]): KeyTable {
   return table;
 }
 
-/** Index of the asked-for field whose name is `bytes[start..end)`, or -1. */
+/** Index of the asked-for field or kept key (after the fields) whose name is `bytes[start..end)`, or -1. */
 function fieldIndex(bytes: Uint8Array, start: number, end: number, keys: KeyTable): number {
   const n = keys.ends.length - 1;
   for (let k = 1; k < n; k += 1) if (equalKey(bytes, start, end, keys, k)) return k - 1;
@@ -353,14 +453,18 @@ export class ListItems {
     return this.heldBytes().toString('utf8', start, spans[at + 1]!);
   }
 
-  /** Item `k`, parsed (a new object at each call for a body held as bytes). */
+  /**
+   * Item `k`, parsed (a new object at each call for a body held as bytes): with kept keys, only its
+   * members with those keys (`ListLayout.members`), the others never decoded.
+   */
   record(k: number): JsonObject {
     if (this.parsed !== null) return this.parsed[k]!;
     const bytes = this.heldBytes();
-    const { items, lineBreaks } = this.layout!;
+    const { items, lineBreaks, members, memberStarts } = this.layout!;
     const start = items[2 * k]!;
     const end = items[2 * k + 1]!;
-    const text = bytes.toString('utf8', start, end);
+    const text =
+      members === null ? bytes.toString('utf8', start, end) : keptText(bytes, members, memberStarts!, k);
     let record: JsonObject;
     try {
       record = JSON.parse(text) as JsonObject;
@@ -413,6 +517,18 @@ export class ListItems {
   }
 }
 
+/** `{` item k's kept members `}` as text (see `ListLayout.members`). */
+function keptText(bytes: Buffer, members: Int32Array, memberStarts: Int32Array, k: number): string {
+  const from = memberStarts[k]!;
+  const to = memberStarts[k + 1]!;
+  let text = '{';
+  for (let m = from; m < to; m += 2) {
+    if (m > from) text += ',';
+    text += bytes.toString('utf8', members[m]!, members[m + 1]!);
+  }
+  return `${text}}`;
+}
+
 /** Records a page hands out: iterable, with a length, each record parsed when the iteration reaches it. */
 export class LazyRecords implements Iterable<JsonObject> {
   readonly length: number;
@@ -460,10 +576,16 @@ export function readListBody(
     readonly keepRaw?: boolean;
     /** Where the body came from (a URL path), for the error an item that is not JSON raises when read. */
     readonly origin?: string;
+    /**
+     * The only top-level keys of an item the caller reads (with `fields`): items are parsed without
+     * the others. Not with `keepRaw`, whose items keep all their bytes.
+     */
+    readonly recordKeys?: readonly string[] | undefined;
   } = {},
 ): { readonly root: unknown; readonly items: ListItems | null } {
   const fields = options.fields ?? [];
-  const layout = scanList(bytes, listKey, fields);
+  const keepRaw = options.keepRaw ?? false;
+  const layout = scanList(bytes, listKey, fields, keepRaw ? null : (options.recordKeys ?? null));
   if (layout === null) return { root: parseWhole(bytes), items: null };
   let root: unknown;
   try {
@@ -474,14 +596,7 @@ export function readListBody(
   }
   const list = (root as Record<string, unknown>)[listKey];
   if (!Array.isArray(list) || list.length !== 0) return { root: parseWhole(bytes), items: null };
-  const items = ListItems.ofBytes(
-    bytes,
-    layout,
-    fields,
-    options.keepRaw ?? false,
-    listKey,
-    options.origin ?? null,
-  );
+  const items = ListItems.ofBytes(bytes, layout, fields, keepRaw, listKey, options.origin ?? null);
   return { root, items };
 }
 

@@ -35,6 +35,8 @@ export interface PagingContext {
   readonly hooks?: RequestHooks;
   /** Keep each record's bytes (`rawJsonOf`); see `CommCareClientOptions.keepRawRecords`. */
   readonly keepRaw?: boolean;
+  /** The only top-level keys of a record the caller reads (`PullRequest.recordKeys`); unused with `keepRaw`. */
+  readonly recordKeys?: readonly string[];
 }
 
 /** A page before numbering. */
@@ -78,7 +80,8 @@ function readKeyed(ctx: PagingContext, url: string, bytes: Buffer): KeyedRespons
   const fields = keyFieldsOf(ctx.spec);
   const origin = new URL(url).pathname;
   const keepRaw = ctx.keepRaw ?? false;
-  const { root, items } = readListBody(bytes, listKeyOf(ctx.spec), { fields, keepRaw, origin });
+  const recordKeys = keepRaw ? undefined : ctx.recordKeys;
+  const { root, items } = readListBody(bytes, listKeyOf(ctx.spec), { fields, keepRaw, origin, recordKeys });
   const envelope = parseEnvelope(ctx.spec, root, origin);
   return { envelope, items: items ?? ListItems.ofRecords(envelope.records, fields) };
 }

@@ -48,6 +48,12 @@ export interface PullRequest {
   /** Page size; capped at the resource's maximum `limit`. */
   readonly pageSize?: number;
   /**
+   * The only top-level keys of a record the caller reads. Records of forms and cases may then lack the
+   * others (they are never decoded or parsed); every key is kept when the client keeps raw records.
+   * Absent: whole records.
+   */
+  readonly recordKeys?: readonly string[];
+  /**
    * Aborting it stops the pull: requests in flight and waits before retries end at once. The pull also
    * stops all of its own work when it fails or the caller stops reading.
    */

@@ -132,6 +132,7 @@ export function withDeletionColumns(source: SourcePlan): SourcePlan {
         headings: [...table.headings, DELETED_COLUMN, DELETED_AT_COLUMN],
         dataTypes: [...table.dataTypes, 'boolean', 'datetime'],
         ...(table.valueKinds ? { valueKinds: [...table.valueKinds, null, null] } : {}),
+        ...(table.recordKeys ? { recordKeys: table.recordKeys } : {}),
         rowsFor: (record) => table.rowsFor(record),
       }),
     ),
@@ -147,6 +148,22 @@ export function pullParams(source: Pick<SourcePlan, 'resource' | 'params'>, mode
   if (mode === 'ignore' || source.resource !== 'form' || 'include_archived' in source.params)
     return source.params;
   return { ...source.params, include_archived: ['true'] };
+}
+
+/** Keys of a record the export itself reads, whatever the query: the id and `archived` (`isArchived`). */
+const KEYS_READ_BY_EXPORT = ['archived', 'id'];
+
+/**
+ * The top-level keys of a record that the source's tables and the export read, so the client may leave
+ * the others out of each record (`PullRequest.recordKeys`); undefined when some table may read any key.
+ */
+export function sourceRecordKeys(source: Pick<SourcePlan, 'tables'>): string[] | undefined {
+  const keys = new Set(KEYS_READ_BY_EXPORT);
+  for (const table of source.tables) {
+    if (!table.recordKeys) return undefined;
+    for (const key of table.recordKeys) keys.add(key);
+  }
+  return [...keys].sort();
 }
 
 /** HQ's `archived` is a JSON boolean; a text 'true' is accepted too (tastypie declares it a CharField). */
@@ -253,11 +270,13 @@ async function openPull(
     startedAt: Date.now(),
     resumedFrom: stored?.position ?? null,
   };
+  const recordKeys = sourceRecordKeys(source);
   const request: PullRequest = {
     project: plan.project,
     resource: source.resource,
     params: pullParams(source, plan.deletions ?? 'ignore'),
     pageSize: plan.pageSize,
+    ...(recordKeys ? { recordKeys } : {}),
     ...(stored ? { from: stored.position } : {}),
     ...(plan.since !== undefined && incremental ? { since: plan.since } : {}),
     ...(plan.until !== undefined && incremental ? { until: plan.until } : {}),

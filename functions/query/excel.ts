@@ -18,6 +18,7 @@ import {
 } from './jsonpath';
 import { Apply, type CompileContext, compileExpr, compileValue, Lit, type MLNode, Ref } from './minilinq';
 import { DATA_TYPES, paramText, RESOURCES, type TableDraft } from './plan';
+import { recordKeysOf } from './record-keys';
 import type { DataType } from './types';
 import { expressionKind, type ValueKind } from './value-kinds';
 import { unwrapVal } from './values';
@@ -549,6 +550,7 @@ export function compileSheets(sheets: readonly SheetGrid[], opts: ExcelCompileOp
 
     // ---- compile every field
     const fields: ReturnType<typeof compileField>[] = [];
+    const fieldNodes: MLNode[] = [];
     const valueKinds: (ValueKind | null)[] = [];
     const fieldErrorsBefore = errors.length;
     for (const s of specs) {
@@ -621,6 +623,7 @@ export function compileSheets(sheets: readonly SheetGrid[], opts: ExcelCompileOp
       const mapping = mappings.get(s.heading);
       if (mapping) expr = mappedField(mapping, expr);
       valueKinds.push(expressionKind(expr));
+      fieldNodes.push(expr);
       fields.push(
         compileField(expr, {
           baseUrl: opts.baseUrl,
@@ -671,6 +674,7 @@ export function compileSheets(sheets: readonly SheetGrid[], opts: ExcelCompileOp
         valueKinds,
         missingValue: opts.missingValue,
         producer: { kind: 'fields', items: itemsFn, fields },
+        recordKeys: recordKeysOf(items ? [items, ...fieldNodes] : fieldNodes),
       },
     });
   }

@@ -50,6 +50,8 @@ export interface TableDraft {
   readonly valueKinds?: readonly (ValueKind | null)[];
   readonly missingValue: string | null;
   readonly producer: RowProducer;
+  /** See `TablePlan.recordKeys`. @default - null: whole records */
+  readonly recordKeys?: readonly string[] | null;
 }
 
 function docId(record: JsonObject): string {
@@ -88,6 +90,7 @@ export function makeTablePlan(d: TableDraft): TablePlan {
     dataTypes: d.dataTypes,
     ...(d.valueKinds?.some((k) => k !== null) ? { valueKinds: d.valueKinds } : {}),
     ...(missingValue !== null ? { missingValue } : {}),
+    recordKeys: d.recordKeys ?? null,
     rowsFor(record) {
       try {
         return rowsFor(record);

@@ -32,6 +32,11 @@ export interface TableSpec {
 /** One table fed by a source: turns one HQ record into zero or more rows (child tables give many). */
 export interface TablePlan extends TableSpec {
   rowsFor(record: JsonObject): Cell[][];
+  /**
+   * The only top-level keys of a record `rowsFor` may read (record-keys.ts): a record handed to it may
+   * lack every other key. Absent or null: it may read any key, and gets whole records.
+   */
+  readonly recordKeys?: readonly string[] | null;
 }
 
 /** One API pass: every table whose sheet has the same resource, filters and referenced items. */

@@ -145,6 +145,67 @@ describe('reading fields of items held as bytes', () => {
   });
 });
 
+describe('reading only the kept keys of items', () => {
+  const items = [
+    '{"id":"a","form":{"id":"inner","x":[1,{"y":"]}"}]},"metadata":{"a":"b,c"},"n":-1.5e3}',
+    '{ "metadata" : { "deep" : [ true, false, null ] } , "id" : "b" , "form" : { } }',
+    '{"id":"c\\"q\\"","form":"text, with } and ]","skip":"\\\\"}',
+    '{"id":"first","form":1,"id":"last"}',
+    '{"form":{"metadata":{"id":"nested only"}}}',
+    '{"\\u006fther":"escaped key","form":2,"skip":3}',
+    '{"id":"é😀","form":{"é":"ü"},"zz":0}',
+    '{}',
+  ];
+  const text = `{"meta":{"next":null,"limit":2},"objects":[${items.join(',')}]}`;
+  const parsed = JSON.parse(text).objects as Record<string, unknown>[];
+  const keep = ['form', 'id'];
+
+  it('parses each item as JSON.parse would, then without the keys left out', () => {
+    const { items: list } = readListBody(bytes(text), 'objects', { recordKeys: keep });
+    expect(list!.length).toBe(parsed.length);
+    for (const [k, whole] of parsed.entries()) {
+      const record = list!.record(k);
+      // Every kept key as JSON.parse gives it (the last of a repeated key wins); no key left out, save
+      // one written with an escape, which is kept as its bytes cannot be compared with a name.
+      for (const key of keep) expect(record[key], items[k]).toEqual(whole[key]);
+      const extra = Object.keys(record).filter((key) => !keep.includes(key));
+      expect(extra, items[k]).toEqual(k === 5 ? ['other'] : []);
+    }
+    expect(list!.record(1)).toEqual({ id: 'b', form: {} });
+    expect(list!.record(4)).toEqual({ form: { metadata: { id: 'nested only' } } });
+  });
+
+  it('keeps the asked-for fields too, even those not among the kept keys', () => {
+    const { items: list } = readListBody(bytes(text), 'objects', {
+      recordKeys: ['form'],
+      fields: ['n', 'id'],
+    });
+    expect(list!.field(0, 'n')).toBe(-1500);
+    expect(list!.field(2, 'id')).toBe('c"q"');
+    expect(list!.record(0)).toEqual({ id: 'a', form: parsed[0]!.form, n: -1500 });
+  });
+
+  it('reads items whole when they keep their bytes, or when a byte outside strings is no JSON token', () => {
+    const raw = readListBody(bytes(text), 'objects', { recordKeys: keep, keepRaw: true });
+    expect(raw.items!.record(0)).toEqual(parsed[0]);
+    expect(rawJsonOf(raw.items!.record(0))).toBeDefined();
+    const broken = text.replace('"deep" : [ true, false, null ]', '"deep" : [ true, fals, null ]');
+    const read = readListBody(bytes(broken), 'objects', { recordKeys: keep });
+    expect(read.items!.record(0)).toEqual(parsed[0]);
+    expect(() => read.items!.record(1)).toThrow(/item 1 of "objects" is not valid JSON/);
+    for (const literal of ['tru', 'nul', '01x', '-', '1.', '1e', '+1', 'NaN']) {
+      const body = bytes(`{"objects":[{"id":"a","skip":${literal}}]}`);
+      expect(scanList(body, 'objects', [], keep)?.members ?? null, literal).toBeNull();
+    }
+    for (const literal of ['true', 'false', 'null', '0', '-0.5', '12e+3', '4E-2', '-7']) {
+      const body = bytes(`{"objects":[{"id":"a","skip":${literal}}]}`);
+      expect(readListBody(body, 'objects', { recordKeys: keep }).items!.record(0), literal).toEqual({
+        id: 'a',
+      });
+    }
+  });
+});
+
 describe('JSON lines output', () => {
   let dir: string | null = null;
   afterEach(() => {
