@@ -175,6 +175,14 @@ describe('reading only the kept keys of items', () => {
     expect(list!.record(4)).toEqual({ form: { metadata: { id: 'nested only' } } });
   });
 
+  it('reads items of 64 KiB and more, whose members lie past 16-bit offsets', () => {
+    const long = 'x'.repeat(70_000);
+    const body = `{"objects":[{"skip":"${long}","id":"a","form":{"v":"${long}"}},{"id":"b","skip":1}]}`;
+    const { items: list } = readListBody(bytes(body), 'objects', { recordKeys: keep });
+    expect(list!.record(0)).toEqual({ id: 'a', form: { v: long } });
+    expect(list!.record(1)).toEqual({ id: 'b' });
+  });
+
   it('keeps the asked-for fields too, even those not among the kept keys', () => {
     const { items: list } = readListBody(bytes(text), 'objects', {
       recordKeys: ['form'],
