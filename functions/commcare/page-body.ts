@@ -303,7 +303,7 @@ export function scanList(
  * Where `scanList` notes kept members while it scans, kept from one body to the next: typed arrays, whose
  * memory is outside the JavaScript heap. Plain arrays of a 5,000-case page's members grew past the size
  * V8 keeps in the young generation, and each page's then waited in the old generation for the next full
- * collection (1,000,000 forms: peak RSS ~119 MB instead of ~110).
+ * collection: 1,000,000 forms peaked 5–7 MB higher with them than without kept keys, 3 MB with these.
  */
 const MEMBER_SCRATCH: { members: Int32Array; starts: Int32Array } = {
   members: new Int32Array(1 << 14),
