@@ -123,6 +123,16 @@ describe('the record keys a table reads', () => {
     }
   });
 
+  it('asks for whole records for child tables that fall back to the record (exportRootIfNoSubdocument)', async () => {
+    const book = await workbook([sheet('children', 'form.form.child', [['name', 'name']])]);
+    const cut = await compileWorkbook(book, opts);
+    expect(cut.sources.map(sourceRecordKeys)).toEqual([
+      ['archived', 'child', 'domain', 'form', 'id', 'name'],
+    ]);
+    const whole = await compileWorkbook(book, { ...opts, exportRootIfNoSubdocument: true });
+    expect(whole.sources.map(sourceRecordKeys)).toEqual([undefined]);
+  });
+
   it('asks for whole records for computed references, api_data inside a value, and JSON queries', () => {
     expect(recordKeysOf([Ref('form.a'), Ref('$.received_on')])).toEqual([
       'a',
