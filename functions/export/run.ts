@@ -132,6 +132,7 @@ export function withDeletionColumns(source: SourcePlan): SourcePlan {
         headings: [...table.headings, DELETED_COLUMN, DELETED_AT_COLUMN],
         dataTypes: [...table.dataTypes, 'boolean', 'datetime'],
         ...(table.valueKinds ? { valueKinds: [...table.valueKinds, null, null] } : {}),
+        ...(table.missingValue !== undefined ? { missingValue: table.missingValue } : {}),
         ...(table.recordKeys ? { recordKeys: table.recordKeys } : {}),
         rowsFor: (record) => table.rowsFor(record),
       }),
