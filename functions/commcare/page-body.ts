@@ -240,20 +240,26 @@ export function scanList(
       }
       if (depth === 0) {
         // Only whitespace may follow the top-level object.
-        for (let k = i + 1; k < n; k += 1) if (!isSpace(bytes[k]!)) return null;
+        if (!onlySpace(bytes, i + 1, n)) return null;
         if (open === -1 || close === -1) return null;
+        let kept: Uint16Array | Int32Array | null = null;
+        let keptStarts: Int32Array | null = null;
+        if (projecting) {
+          if (itemCount === memberStarts.length) memberStarts = grown(memberStarts);
+          memberStarts[itemCount++] = memberCount;
+          kept = relativeMembers(members, memberStarts, itemCount, items);
+          keptStarts = memberStarts.slice(0, itemCount);
+        }
         MEMBER_SCRATCH.members = members;
         MEMBER_SCRATCH.starts = memberStarts;
-        if (itemCount === memberStarts.length) memberStarts = grown(memberStarts);
-        memberStarts[itemCount++] = memberCount;
         return {
           open,
           close,
           items,
           lineBreaks,
           fields: Int32Array.from(fieldSpans),
-          members: projecting ? relativeMembers(members, memberStarts, itemCount, items) : null,
-          memberStarts: projecting ? memberStarts.slice(0, itemCount) : null,
+          members: kept,
+          memberStarts: keptStarts,
         };
       }
     } else if (depth === 3) {

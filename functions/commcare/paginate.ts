@@ -80,7 +80,7 @@ function readKeyed(ctx: PagingContext, url: string, bytes: Buffer): KeyedRespons
   const fields = keyFieldsOf(ctx.spec);
   const origin = new URL(url).pathname;
   const keepRaw = ctx.keepRaw ?? false;
-  const recordKeys = keepRaw ? undefined : ctx.recordKeys;
+  const { recordKeys } = ctx;
   const { root, items } = readListBody(bytes, listKeyOf(ctx.spec), { fields, keepRaw, origin, recordKeys });
   const envelope = parseEnvelope(ctx.spec, root, origin);
   return { envelope, items: items ?? ListItems.ofRecords(envelope.records, fields) };
