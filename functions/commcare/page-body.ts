@@ -13,14 +13,18 @@
  * falls back to parsing the whole body, so odd but valid bodies read exactly as JSON.parse reads them and
  * broken ones fail the same way.
  *
- * A caller that reads only some top-level keys of each item names them (`recordKeys`), and an item is
- * then parsed from its members with those keys alone: a form's `metadata`, `attachments` and a dozen
- * small fields are never decoded nor parsed. The scanner checks the literals of the members it leaves
- * out (`true`, `false`, `null`, numbers), and a body with anything else where a token belongs is read
- * whole, so a broken record still fails when it is read; what it cannot see in a member left out is a
- * slip of grammar between well-formed tokens (a missing comma), which nothing reads either.
+ * A caller that reads only some parts of each item names them as key paths (`recordKeys`), and an item
+ * is then parsed from those parts alone: its members with the paths' first keys, and inside an object a
+ * path goes on into, only the members the paths name there (`projectObject`). A form's `metadata`,
+ * `attachments`, a dozen small fields, and the case blocks and most of `meta` inside `form` are never
+ * decoded nor parsed. The scanner checks the literals of the members it leaves out (`true`, `false`,
+ * `null`, numbers), and a body with anything else where a token belongs is read whole, so a broken record
+ * still fails when it is read; what it cannot see in a member left out is a slip of grammar between
+ * well-formed tokens (a missing comma), which nothing reads either.
  */
 import type { JsonObject, JsonValue } from '../common/json';
+import { type KeyTree, keyTreeOf } from './key-paths';
+import type { RecordKeyPath } from './types';
 
 /** Byte ranges found by `scanList`. */
 export interface ListLayout {
@@ -41,9 +45,11 @@ export interface ListLayout {
    */
   readonly fields: Int32Array;
   /**
-   * With kept keys (`scanList`'s `keep`), the byte ranges of each item's kept members, flattened: a
+   * With kept paths (`scanList`'s `keep`), the byte ranges of each item's kept members, flattened: a
    * member is `"key": value`, from its key's opening quote to the end of its value, and members next to
-   * each other are one range (their comma inside). Item k's ranges are
+   * each other are one range (their comma inside). A member read in part is a range from its key through
+   * its value's `{`, the ranges of the members kept inside, and a range from its `}` (`keptText` puts no
+   * comma after a `{` nor before a `}`). Item k's ranges are
    * `members[memberStarts[k]..memberStarts[k + 1])`, two numbers each, in the item's order, counted from
    * the item's first byte: 16 bits each when every item is shorter than 64 KiB, which halves what a
    * page waiting to be written holds for them. Null when every key is kept.
@@ -79,17 +85,17 @@ function isSpace(c: number): boolean {
 /**
  * Finds the array stored under `key` in the top-level object of `bytes` and the byte range of each of its
  * items. Null when the body is not laid out as `{ ..., "<key>": [ {..}, {..} ], ... }` with every item an
- * object and the key present once (the caller then parses the whole body). With `keep`, it also notes
- * where each item's members with those keys (and the `fieldNames`) are (`ListLayout.members`); a key
- * written with an escape is kept whatever it is, as its bytes cannot be compared with a name.
+ * object and the key present once (the caller then parses the whole body). With `keep` (key paths), it
+ * also notes where each item's kept members (and the `fieldNames`) are (`ListLayout.members`); a key
+ * written with an escape is kept whole whatever it is, as its bytes cannot be compared with a name.
  */
 export function scanList(
   bytes: Uint8Array,
   key: string,
   fieldNames: readonly string[] = [],
-  keep: readonly string[] | null = null,
+  keep: readonly RecordKeyPath[] | null = null,
 ): ListLayout | null {
-  const keys = keyTable(key, fieldNames, keep ?? []);
+  const { keys, children } = itemProjection(key, fieldNames, keep ?? []);
   const nFields = fieldNames.length;
   const n = bytes.length;
   const items: number[] = [];
@@ -108,6 +114,9 @@ export function scanList(
   let itemExpectKey = false;
   let itemField = -1;
   let itemAfterColon = false;
+  // How the value of the current item key is kept when it is an object: in part (`projectObject`), or
+  // whole (null).
+  let itemChild: Projection | null = null;
   let itemBase = 0;
   let depth = 0;
   let open = -1;
@@ -127,15 +136,8 @@ export function scanList(
     if (c === QUOTE) {
       if (inList && depth === 2) return null; // a string item
       const start = i + 1;
-      // memchr for the closing quote; a quote preceded by an odd run of backslashes is escaped.
-      let j = bytes.indexOf(QUOTE, start);
-      for (;;) {
-        if (j === -1) return null;
-        let slashes = 0;
-        while (bytes[j - 1 - slashes] === BACKSLASH) slashes += 1;
-        if ((slashes & 1) === 0) break;
-        j = bytes.indexOf(QUOTE, j + 1);
-      }
+      const j = stringEnd(bytes, start);
+      if (j === -1) return null;
       if (depth === 1 && expectKey) {
         keyMatched = equalKey(bytes, start, j, keys, 0);
         expectKey = false;
@@ -145,11 +147,12 @@ export function scanList(
         if (itemExpectKey) {
           const named = fieldIndex(bytes, start, j, keys);
           itemField = named < nFields ? named : -1;
+          itemChild = named >= 0 ? children[named]! : null;
           if (projecting && (named >= 0 || hasByte(bytes, start, j, BACKSLASH))) {
             memberStart = start - 1;
             // Right after the item's last kept member (only its comma between): one range for both.
             const itemMembers = memberStarts[itemCount - 1]!;
-            if (memberCount > itemMembers && onlySpace(bytes, members[memberCount - 1]! + 1, memberStart)) {
+            if (memberCount > itemMembers && joinsLast(bytes, members[memberCount - 1]!, memberStart)) {
               memberStart = members[memberCount - 2]!;
               memberCount -= 2;
             }
@@ -209,6 +212,31 @@ export function scanList(
       // An asked-for field whose value is not a string: read it from the parsed record.
       if (itemField >= 0) fieldSpans[itemBase + 2 * itemField] = FIELD_NOT_PLAIN;
       itemAfterColon = false;
+      if (c === OPEN_BRACE && itemChild !== null && projecting && memberStart >= 0) {
+        // A kept member read in part: its key through the brace is a range, then the value's kept members.
+        if (memberCount + 2 > members.length) members = grown(members);
+        members[memberCount++] = memberStart;
+        members[memberCount++] = i + 1;
+        MEMBER_SCRATCH.members = members;
+        MEMBER_SCRATCH.count = memberCount;
+        MEMBER_SCRATCH.lineBreaks = false;
+        const end = projectObject(bytes, i, itemChild, memberStarts[itemCount - 1]!);
+        members = MEMBER_SCRATCH.members;
+        memberCount = MEMBER_SCRATCH.count;
+        if (end !== -1) {
+          if (MEMBER_SCRATCH.lineBreaks) lineBreaks = true;
+          // The closing brace starts the range that the next comma or the item's end closes.
+          memberStart = end - 1;
+          if (joinsLast(bytes, members[memberCount - 1]!, memberStart)) {
+            memberStart = members[memberCount - 2]!;
+            memberCount -= 2;
+          }
+          i = end;
+          continue;
+        }
+        // Something the projection does not take: the body is read without kept keys (see `literalEnd`).
+        projecting = false;
+      }
     }
     if (c === OPEN_BRACE || c === OPEN_BRACKET) {
       if (depth === 0) {
@@ -311,10 +339,131 @@ export function scanList(
  * V8 keeps in the young generation, and each page's then waited in the old generation for the next full
  * collection: 1,000,000 forms peaked 5–7 MB higher with them than without kept keys, 3 MB with these.
  */
-const MEMBER_SCRATCH: { members: Int32Array; starts: Int32Array } = {
+const MEMBER_SCRATCH: { members: Int32Array; starts: Int32Array; count: number; lineBreaks: boolean } = {
   members: new Int32Array(1 << 14),
   starts: new Int32Array(1 << 12),
+  // While `projectObject` runs: how many range bounds `members` holds, and whether it met a line break.
+  count: 0,
+  lineBreaks: false,
 };
+
+/**
+ * The end of the string whose contents start at `start` (the index of its closing quote), or -1 when it
+ * does not end: memchr for a quote, and a quote preceded by an odd run of backslashes is escaped.
+ */
+function stringEnd(bytes: Uint8Array, start: number): number {
+  let j = bytes.indexOf(QUOTE, start);
+  for (;;) {
+    if (j === -1) return -1;
+    let slashes = 0;
+    while (bytes[j - 1 - slashes] === BACKSLASH) slashes += 1;
+    if ((slashes & 1) === 0) return j;
+    j = bytes.indexOf(QUOTE, j + 1);
+  }
+}
+
+/**
+ * True when a range starting at `start` can join the last one, which ends (exclusive) at `lastEnd`:
+ * the byte at `lastEnd` is the comma, the brace or the first byte of the next range, and only
+ * whitespace follows it up to `start`.
+ */
+function joinsLast(bytes: Uint8Array, lastEnd: number, start: number): boolean {
+  return onlySpace(bytes, lastEnd + 1, start);
+}
+
+/** Adds the range [start, end) to `MEMBER_SCRATCH` (while `projectObject` runs). */
+function pushRange(start: number, end: number): void {
+  const scratch = MEMBER_SCRATCH;
+  if (scratch.count + 2 > scratch.members.length) scratch.members = grown(scratch.members);
+  scratch.members[scratch.count++] = start;
+  scratch.members[scratch.count++] = end;
+}
+
+/**
+ * Where a range starting at `start` begins: there, or at the start of the item's last range, removed
+ * from `MEMBER_SCRATCH`, when only a comma and whitespace lie between them (`joinsLast`).
+ */
+function openRange(bytes: Uint8Array, start: number, itemFirst: number): number {
+  const scratch = MEMBER_SCRATCH;
+  if (scratch.count > itemFirst && joinsLast(bytes, scratch.members[scratch.count - 1]!, start)) {
+    scratch.count -= 2;
+    return scratch.members[scratch.count]!;
+  }
+  return start;
+}
+
+/**
+ * Scans the object that opens at `open`, the value of a kept member read in part, and adds to
+ * `MEMBER_SCRATCH` the ranges of its members with `projection`'s keys (objects among them read in part
+ * in turn), the item's ranges starting at `itemFirst`. Returns the index after its closing brace, or -1
+ * when the body ends first or holds something that is no JSON token where one belongs. Like the rest of
+ * the scanner it checks the literals of what it leaves out and leaves the grammar to JSON.parse.
+ */
+function projectObject(bytes: Uint8Array, open: number, projection: Projection, itemFirst: number): number {
+  const { keys, children } = projection;
+  const n = bytes.length;
+  let depth = 1;
+  let expectKey = true;
+  let afterColon = false;
+  let child: Projection | null = null;
+  let memberStart = -1;
+  let i = open + 1;
+  while (i < n) {
+    const c = bytes[i]!;
+    if (c === QUOTE) {
+      const j = stringEnd(bytes, i + 1);
+      if (j === -1) return -1;
+      if (depth === 1 && expectKey) {
+        const named = fieldIndex(bytes, i + 1, j, keys);
+        if (named >= 0 || hasByte(bytes, i + 1, j, BACKSLASH)) memberStart = openRange(bytes, i, itemFirst);
+        child = named >= 0 ? children[named]! : null;
+        expectKey = false;
+      } else if (depth === 1) afterColon = false;
+      i = j + 1;
+      continue;
+    }
+    if (isSpace(c)) {
+      if (c === 0x0a || c === 0x0d) MEMBER_SCRATCH.lineBreaks = true;
+      i += 1;
+      continue;
+    }
+    if (depth === 1 && afterColon) {
+      afterColon = false;
+      if (c === OPEN_BRACE && child !== null && memberStart >= 0) {
+        pushRange(memberStart, i + 1);
+        const end = projectObject(bytes, i, child, itemFirst);
+        if (end === -1) return -1;
+        memberStart = openRange(bytes, end - 1, itemFirst);
+        i = end;
+        continue;
+      }
+    }
+    if (c === OPEN_BRACE || c === OPEN_BRACKET) depth += 1;
+    else if (c === CLOSE_BRACE || c === CLOSE_BRACKET) {
+      depth -= 1;
+      if (depth === 0) {
+        if (memberStart >= 0) pushRange(memberStart, i);
+        return i + 1;
+      }
+    } else if (c === COMMA) {
+      if (depth === 1) {
+        if (memberStart >= 0) pushRange(memberStart, i);
+        memberStart = -1;
+        expectKey = true;
+        child = null;
+      }
+    } else if (c === COLON) {
+      if (depth === 1) afterColon = true;
+    } else {
+      const end = literalEnd(bytes, i);
+      if (end === -1) return -1;
+      i = end;
+      continue;
+    }
+    i += 1;
+  }
+  return -1;
+}
 
 /** True when `bytes[from..to)` is whitespace only. */
 function onlySpace(bytes: Uint8Array, from: number, to: number): boolean {
@@ -406,8 +555,7 @@ interface KeyTable {
 
 const KEY_TABLES = new Map<string, KeyTable>();
 
-function keyTable(listKey: string, fieldNames: readonly string[], keep: readonly string[]): KeyTable {
-  const kept = keep.filter((name) => !fieldNames.includes(name));
+function keyTable(listKey: string, fieldNames: readonly string[], kept: readonly string[]): KeyTable {
   const id = `${listKey}\u0000${fieldNames.join('\u0000')}\u0001${kept.join('\u0000')}`;
   let table = KEY_TABLES.get(id);
   if (table === undefined) {
@@ -418,6 +566,48 @@ function keyTable(listKey: string, fieldNames: readonly string[], keep: readonly
     if (KEY_TABLES.size < 100) KEY_TABLES.set(id, table);
   }
   return table;
+}
+
+/**
+ * How the members of an object are kept: those whose keys are in `keys` (from entry 1 on; entry 0 is the
+ * list's key at the top level and unused below it), each key's value whole (`children` null at the key's
+ * index, as `fieldIndex` gives it) or, when it is an object, in part as its own projection says.
+ */
+interface Projection {
+  readonly keys: KeyTable;
+  readonly children: readonly (Projection | null)[];
+}
+
+const ITEM_PROJECTIONS = new Map<string, Projection>();
+
+/**
+ * The projection of a list's items: the asked-for fields and the kept paths' first keys, in a key table
+ * with the list's key (see `keyTable`), and below them what the paths keep.
+ */
+function itemProjection(
+  listKey: string,
+  fieldNames: readonly string[],
+  keep: readonly RecordKeyPath[],
+): Projection {
+  const id = JSON.stringify([listKey, fieldNames, keep]);
+  let projection = ITEM_PROJECTIONS.get(id);
+  if (projection === undefined) {
+    const tree = keyTreeOf(keep);
+    const kept = [...tree.keys()].filter((name) => !fieldNames.includes(name));
+    projection = {
+      keys: keyTable(listKey, fieldNames, kept),
+      children: [...fieldNames, ...kept].map((name) => projectionOf(tree.get(name))),
+    };
+    if (ITEM_PROJECTIONS.size < 100) ITEM_PROJECTIONS.set(id, projection);
+  }
+  return projection;
+}
+
+/** The projection of a value kept in part (`tree`), or null for a value kept whole or not named at all. */
+function projectionOf(tree: KeyTree | null | undefined): Projection | null {
+  if (tree === null || tree === undefined) return null;
+  const names = [...tree.keys()];
+  return { keys: keyTable('', [], names), children: names.map((name) => projectionOf(tree.get(name))) };
 }
 
 /** Index of the asked-for field or kept key (after the fields) whose name is `bytes[start..end)`, or -1. */
@@ -531,8 +721,8 @@ export class ListItems {
   }
 
   /**
-   * Item `k`, parsed (a new object at each call for a body held as bytes): with kept keys, only its
-   * members with those keys (`ListLayout.members`), the others never decoded.
+   * Item `k`, parsed (a new object at each call for a body held as bytes): with kept paths, only the
+   * members they keep (`ListLayout.members`), the others never decoded.
    */
   record(k: number): JsonObject {
     if (this.parsed !== null) return this.parsed[k]!;
@@ -598,7 +788,7 @@ export class ListItems {
 
 /** `{` item k's kept members `}` as text, the item starting at `base` (see `ListLayout.members`). */
 function keptText(
-  bytes: Buffer,
+  bytes: Uint8Array,
   base: number,
   members: Uint16Array | Int32Array,
   memberStarts: Int32Array,
@@ -606,13 +796,27 @@ function keptText(
 ): string {
   const from = memberStarts[k]!;
   const to = memberStarts[k + 1]!;
-  let text = '{';
+  // Braces, and a comma between ranges at most.
+  let length = 2 + (to - from) / 2;
+  for (let m = from; m < to; m += 2) length += members[m + 1]! - members[m]!;
+  if (length > TEXT_SCRATCH.length)
+    TEXT_SCRATCH = Buffer.allocUnsafeSlow(Math.max(length, 2 * TEXT_SCRATCH.length));
+  const out = TEXT_SCRATCH;
+  out[0] = OPEN_BRACE;
+  let at = 1;
   for (let m = from; m < to; m += 2) {
-    if (m > from) text += ',';
-    text += bytes.toString('utf8', base + members[m]!, base + members[m + 1]!);
+    const start = base + members[m]!;
+    const end = base + members[m + 1]!;
+    // No comma after a range that opens an object read in part, nor before one that closes it.
+    if (m > from && out[at - 1] !== OPEN_BRACE && bytes[start] !== CLOSE_BRACE) out[at++] = COMMA;
+    for (let b = start; b < end; b += 1) out[at++] = bytes[b]!;
   }
-  return `${text}}`;
+  out[at++] = CLOSE_BRACE;
+  return out.toString('utf8', 0, at);
 }
+
+/** Where `keptText` assembles an item's kept ranges before decoding them at once; grown as needed. */
+let TEXT_SCRATCH = Buffer.allocUnsafeSlow(1 << 16);
 
 /** Records a page hands out: iterable, with a length, each record parsed when the iteration reaches it. */
 export class LazyRecords implements Iterable<JsonObject> {
@@ -662,10 +866,10 @@ export function readListBody(
     /** Where the body came from (a URL path), for the error an item that is not JSON raises when read. */
     readonly origin?: string;
     /**
-     * The only top-level keys of an item the caller reads (with `fields`): items are parsed without
-     * the others. Not with `keepRaw`, whose items keep all their bytes.
+     * The only parts of an item the caller reads, as key paths (with `fields`, read whole): items are
+     * parsed without the rest. Not with `keepRaw`, whose items keep all their bytes.
      */
-    readonly recordKeys?: readonly string[] | undefined;
+    readonly recordKeys?: readonly RecordKeyPath[] | undefined;
   } = {},
 ): { readonly root: unknown; readonly items: ListItems | null } {
   const fields = options.fields ?? [];

@@ -23,7 +23,7 @@ import {
   resolveNext,
   withQuery,
 } from './resources';
-import type { PageRecords, PullPosition, QueryParams } from './types';
+import type { PageRecords, PullPosition, QueryParams, RecordKeyPath } from './types';
 
 export interface PagingContext {
   readonly http: CommCareHttp;
@@ -35,8 +35,8 @@ export interface PagingContext {
   readonly hooks?: RequestHooks;
   /** Keep each record's bytes (`rawJsonOf`); see `CommCareClientOptions.keepRawRecords`. */
   readonly keepRaw?: boolean;
-  /** The only top-level keys of a record the caller reads (`PullRequest.recordKeys`); unused with `keepRaw`. */
-  readonly recordKeys?: readonly string[];
+  /** The only parts of a record the caller reads (`PullRequest.recordKeys`); unused with `keepRaw`. */
+  readonly recordKeys?: readonly RecordKeyPath[];
 }
 
 /** A page before numbering. */

@@ -33,6 +33,13 @@ export interface PullPosition {
   readonly cursor?: string | null;
 }
 
+/**
+ * A part of a record a caller reads, as the keys that lead to it from the record's top level:
+ * `["form", "meta", "username"]`. The value at its end is read whole; each object on the way only for
+ * the keys that paths name inside it.
+ */
+export type RecordKeyPath = readonly string[];
+
 /** What to pull. */
 export interface PullRequest {
   readonly project: string;
@@ -48,11 +55,11 @@ export interface PullRequest {
   /** Page size; capped at the resource's maximum `limit`. */
   readonly pageSize?: number;
   /**
-   * The only top-level keys of a record the caller reads. Records of forms and cases may then lack the
-   * others (they are never decoded or parsed); every key is kept when the client keeps raw records.
-   * Absent: whole records.
+   * The only parts of a record the caller reads, as key paths from its top level (`RecordKeyPath`).
+   * Records of forms and cases may then lack everything else (it is never decoded or parsed); every
+   * key is kept when the client keeps raw records. Absent: whole records.
    */
-  readonly recordKeys?: readonly string[];
+  readonly recordKeys?: readonly RecordKeyPath[];
   /**
    * Aborting it stops the pull: requests in flight and waits before retries end at once. The pull also
    * stops all of its own work when it fails or the caller stops reading.

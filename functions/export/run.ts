@@ -6,7 +6,8 @@
  * tests run the same code.
  */
 import { setImmediate } from 'node:timers/promises';
-import type { Page, PullPosition, PullRequest, QueryParams } from '../commcare/types';
+import { unionOfKeyPaths } from '../commcare/key-paths';
+import type { Page, PullPosition, PullRequest, QueryParams, RecordKeyPath } from '../commcare/types';
 import type { JsonObject } from '../common/json';
 import type { Cell, SourcePlan, TablePlan, TableSpec } from '../query/types';
 import {
@@ -152,19 +153,19 @@ export function pullParams(source: Pick<SourcePlan, 'resource' | 'params'>, mode
 }
 
 /** Keys of a record the export itself reads, whatever the query: the id and `archived` (`isArchived`). */
-const KEYS_READ_BY_EXPORT = ['archived', 'id'];
+const KEYS_READ_BY_EXPORT: readonly RecordKeyPath[] = [['archived'], ['id']];
 
 /**
- * The top-level keys of a record that the source's tables and the export read, so the client may leave
- * the others out of each record (`PullRequest.recordKeys`); undefined when some table may read any key.
+ * The parts of a record that the source's tables and the export read, as key paths, so the client may
+ * leave the rest out of each record (`PullRequest.recordKeys`); undefined when some table may read any key.
  */
-export function sourceRecordKeys(source: Pick<SourcePlan, 'tables'>): string[] | undefined {
-  const keys = new Set(KEYS_READ_BY_EXPORT);
+export function sourceRecordKeys(source: Pick<SourcePlan, 'tables'>): RecordKeyPath[] | undefined {
+  const sets: (readonly RecordKeyPath[])[] = [KEYS_READ_BY_EXPORT];
   for (const table of source.tables) {
     if (!table.recordKeys) return undefined;
-    for (const key of table.recordKeys) keys.add(key);
+    sets.push(table.recordKeys);
   }
-  return [...keys].sort();
+  return unionOfKeyPaths(sets);
 }
 
 /** HQ's `archived` is a JSON boolean; a text 'true' is accepted too (tastypie declares it a CharField). */

@@ -1,5 +1,5 @@
 /** Builds the runtime plan objects (`TablePlan`, `SourcePlan`) from compiled closures. */
-import type { QueryParams, ResourceName } from '../commcare/types';
+import type { QueryParams, RecordKeyPath, ResourceName } from '../commcare/types';
 import type { JsonObject } from '../common/json';
 import { QueryRuntimeError } from './errors';
 import { pyStr } from './jsonpath';
@@ -51,7 +51,7 @@ export interface TableDraft {
   readonly missingValue: string | null;
   readonly producer: RowProducer;
   /** See `TablePlan.recordKeys`. @default - null: whole records */
-  readonly recordKeys?: readonly string[] | null;
+  readonly recordKeys?: readonly RecordKeyPath[] | null;
 }
 
 function docId(record: JsonObject): string {

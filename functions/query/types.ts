@@ -1,4 +1,4 @@
-import type { QueryParams, ResourceName } from '../commcare/types';
+import type { QueryParams, RecordKeyPath, ResourceName } from '../commcare/types';
 import type { JsonObject } from '../common/json';
 import type { ValueKind } from './value-kinds';
 
@@ -33,10 +33,10 @@ export interface TableSpec {
 export interface TablePlan extends TableSpec {
   rowsFor(record: JsonObject): Cell[][];
   /**
-   * The only top-level keys of a record `rowsFor` may read (record-keys.ts): a record handed to it may
-   * lack every other key. Absent or null: it may read any key, and gets whole records.
+   * The only parts of a record `rowsFor` may read, as key paths (record-keys.ts): a record handed to it
+   * may lack everything else. Absent or null: it may read any key, and gets whole records.
    */
-  readonly recordKeys?: readonly string[] | null;
+  readonly recordKeys?: readonly RecordKeyPath[] | null;
 }
 
 /** One API pass: every table whose sheet has the same resource, filters and referenced items. */

@@ -2,6 +2,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { type KeyTree, keyTreeOf } from '../../functions/commcare/key-paths';
 import {
   BodyNotJsonError,
   parseListBody,
@@ -158,7 +159,8 @@ describe('reading only the kept keys of items', () => {
   ];
   const text = `{"meta":{"next":null,"limit":2},"objects":[${items.join(',')}]}`;
   const parsed = JSON.parse(text).objects as Record<string, unknown>[];
-  const keep = ['form', 'id'];
+  const keepNames = ['form', 'id'];
+  const keep = keepNames.map((name) => [name]);
 
   it('parses each item as JSON.parse would, then without the keys left out', () => {
     const { items: list } = readListBody(bytes(text), 'objects', { recordKeys: keep });
@@ -167,8 +169,8 @@ describe('reading only the kept keys of items', () => {
       const record = list!.record(k);
       // Every kept key as JSON.parse gives it (the last of a repeated key wins); no key left out, save
       // one written with an escape, which is kept as its bytes cannot be compared with a name.
-      for (const key of keep) expect(record[key], items[k]).toEqual(whole[key]);
-      const extra = Object.keys(record).filter((key) => !keep.includes(key));
+      for (const key of keepNames) expect(record[key], items[k]).toEqual(whole[key]);
+      const extra = Object.keys(record).filter((key) => !keepNames.includes(key));
       expect(extra, items[k]).toEqual(k === 5 ? ['other'] : []);
     }
     expect(list!.record(1)).toEqual({ id: 'b', form: {} });
@@ -185,7 +187,7 @@ describe('reading only the kept keys of items', () => {
 
   it('keeps the asked-for fields too, even those not among the kept keys', () => {
     const { items: list } = readListBody(bytes(text), 'objects', {
-      recordKeys: ['form'],
+      recordKeys: [['form']],
       fields: ['n', 'id'],
     });
     expect(list!.field(0, 'n')).toBe(-1500);
@@ -211,6 +213,62 @@ describe('reading only the kept keys of items', () => {
         id: 'a',
       });
     }
+  });
+});
+
+describe('reading only the kept paths inside kept objects', () => {
+  /** What a record read with `paths` must be: JSON.parse's record, each object on a path cut to the keys named. */
+  function cut(value: unknown, tree: KeyTree | null): unknown {
+    if (tree === null || value === null || typeof value !== 'object' || Array.isArray(value)) return value;
+    const out: Record<string, unknown> = {};
+    for (const [key, inner] of Object.entries(value)) {
+      const sub = tree.get(key);
+      if (sub !== undefined) out[key] = cut(inner, sub);
+    }
+    return out;
+  }
+  const paths = [['id'], ['form', 'id'], ['form', 'a'], ['form', 'b', 'c'], ['form', 'list'], ['other']];
+  const items = [
+    '{"id":"1","form":{"z":0,"a":"x","b":{"c":[1,{"d":2}],"e":"f"},"list":[{"a":1,"z":2}],"y":{"a":1}},"zz":{}}',
+    '{ "form" : { "b" : { "e" : { "c" : 1 } , "c" : { "q" : true } } , "a" : null } , "id" : "2" }',
+    '{"id":"3","form":"not an object","other":{"a":1}}',
+    '{"id":"4","form":["a",{"a":1}],"other":2}',
+    '{"id":"5","form":{},"zz":1}',
+    '{"id":"6","form":{"z":{"a":"}{,\\\\"},"a":"],[","b":{}},"form":{"a":"last wins","b":null}}',
+    '{"form":{"a":1,"a":2,"b":{"c":1,"c":{"x":1}}},"id":"7"}',
+    '{"id":"8","form":{"a":"é😀","b":{"zz":"ü","c":"日本"}},"other":"ß"}',
+    '{"id":"9","form":{"b":{"c":1,"z":[{"b":{"c":2}}]},"id":"inner","a":{"b":{"c":3}}}}',
+    '{"form":\n {"a":\n 1,\n "z": 2}, "id": "10"}',
+  ];
+  const text = `{"meta":{"limit":10},"objects":[${items.join(',')}]}`;
+  const parsed = JSON.parse(text).objects as unknown[];
+
+  it('gives each item as JSON.parse would, cut to the paths, each object on a path to the keys it names', () => {
+    const { items: list } = readListBody(bytes(text), 'objects', { recordKeys: paths });
+    const tree = keyTreeOf(paths);
+    expect(list!.length).toBe(parsed.length);
+    for (const [k, whole] of parsed.entries()) expect(list!.record(k), items[k]).toEqual(cut(whole, tree));
+    // Not a vacuous comparison: cut values differ from whole ones.
+    expect(list!.record(0)).toEqual({
+      id: '1',
+      form: { a: 'x', b: { c: [1, { d: 2 }] }, list: [{ a: 1, z: 2 }] },
+    });
+    expect(list!.record(9)).toEqual({ form: { a: 1 }, id: '10' });
+    // A member whose key is written with an escape is kept whole, as its bytes cannot be compared with a name.
+    const escaped = '{"objects":[{"form":{"\\u0061":{"z":1},"z":2}}]}';
+    expect(readListBody(bytes(escaped), 'objects', { recordKeys: paths }).items!.record(0)).toEqual({
+      form: { a: { z: 1 } },
+    });
+  });
+
+  it('reads the body without kept paths when a byte left out is no JSON token, so a broken item still fails', () => {
+    const broken = text.replace('"y":{"a":1}', '"y":{"a":tru}');
+    const { items: list } = readListBody(bytes(broken), 'objects', { recordKeys: paths });
+    expect(() => list!.record(0)).toThrow(/item 0 of "objects" is not valid JSON/);
+    expect(list!.record(1)).toEqual(parsed[1]);
+    expect(scanList(bytes(broken), 'objects', [], paths)?.members ?? null).toBeNull();
+    const unterminated = bytes('{"objects":[{"id":"1","form":{"z":"never closed}]}');
+    expect(() => readListBody(unterminated, 'objects', { recordKeys: paths })).toThrow(BodyNotJsonError);
   });
 });
 

@@ -1,6 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { readListBody } from '../../functions/commcare/page-body';
+import type { RecordKeyPath } from '../../functions/commcare/types';
 import type { JsonObject } from '../../functions/common/json';
 import { sourceRecordKeys } from '../../functions/export/run';
 import { compileMiniLinq, compileWorkbook } from '../../functions/query/index';
@@ -12,12 +14,14 @@ import { TABLE_SHEET_HEADINGS, workbook } from '../support/query-workbook';
 const dir = join(import.meta.dirname, '../fixtures/queries');
 const opts = { baseUrl: 'https://www.commcarehq.org/' };
 
-/** `record` with only `keys` (what the client hands over when a pull names its record keys). */
-function pick(record: JsonObject, keys: readonly string[]): JsonObject {
-  return Object.fromEntries(Object.entries(record).filter(([key]) => keys.includes(key)));
+/** `records` as the client hands them over when a pull names the parts it reads: read from a page's bytes. */
+function cutRecords(records: readonly JsonObject[], keys: readonly RecordKeyPath[]): JsonObject[] {
+  const body = Buffer.from(JSON.stringify({ meta: {}, objects: records }));
+  const { items } = readListBody(body, 'objects', { recordKeys: keys });
+  return Array.from({ length: items!.length }, (_, k) => items!.record(k));
 }
 
-/** Each table's rows from whole records and from records cut to their source's keys; and how many sources were cut. */
+/** Each table's rows from whole records and from records cut to their source's paths; and how many sources were cut. */
 function bothWays(query: CompiledQuery, records: readonly JsonObject[]) {
   const whole: Record<string, unknown[]> = {};
   const cut: Record<string, unknown[]> = {};
@@ -27,7 +31,8 @@ function bothWays(query: CompiledQuery, records: readonly JsonObject[]) {
     if (keys) projected += 1;
     for (const table of source.tables) {
       whole[table.name] = structuredClone(records).flatMap((r) => table.rowsFor(r));
-      cut[table.name] = structuredClone(records).flatMap((r) => table.rowsFor(keys ? pick(r, keys) : r));
+      const read = keys ? cutRecords(records, keys) : structuredClone(records);
+      cut[table.name] = read.flatMap((r) => table.rowsFor(r));
     }
   }
   return { whole, cut, projected };
@@ -90,7 +95,11 @@ describe('the record keys a table reads', () => {
       opts,
     );
     const keys = query.sources.map(sourceRecordKeys);
-    expect(keys).toEqual([['archived', 'child', 'domain', 'form', 'id', 'name', 'photo']]);
+    // The child list and the photo whole, each object on the way to them with its id; `name` is the
+    // child items' own (relative paths count as starting at the record too).
+    expect(keys).toEqual([
+      [['archived'], ['domain'], ['form', 'child'], ['form', 'id'], ['form', 'photo'], ['id'], ['name']],
+    ]);
     const record: JsonObject = {
       id: 'f1',
       domain: 'demo',
@@ -127,7 +136,7 @@ describe('the record keys a table reads', () => {
     const book = await workbook([sheet('children', 'form.form.child', [['name', 'name']])]);
     const cut = await compileWorkbook(book, opts);
     expect(cut.sources.map(sourceRecordKeys)).toEqual([
-      ['archived', 'child', 'domain', 'form', 'id', 'name'],
+      [['archived'], ['domain'], ['form', 'child'], ['form', 'id'], ['id'], ['name']],
     ]);
     const whole = await compileWorkbook(book, { ...opts, exportRootIfNoSubdocument: true });
     expect(whole.sources.map(sourceRecordKeys)).toEqual([undefined]);
@@ -135,20 +144,22 @@ describe('the record keys a table reads', () => {
 
   it('asks for whole records for computed references, api_data inside a value, and JSON queries', () => {
     expect(recordKeysOf([Ref('form.a'), Ref('$.received_on')])).toEqual([
-      'a',
-      'domain',
-      'form',
-      'id',
-      'received_on',
+      ['domain'],
+      ['form', 'a'],
+      ['form', 'id'],
+      ['id'],
+      ['received_on'],
     ]);
-    // Inside a member the record's other keys are out of reach.
-    expect(recordKeysOf([Ref('form.*'), Ref('form..case_name')])).toEqual([
-      'case_name',
-      'domain',
-      'form',
-      'id',
+    // Inside a member the record's other keys are out of reach; the member is read whole.
+    expect(recordKeysOf([Ref('form.*'), Ref('form..case_name')])).toEqual([['domain'], ['form'], ['id']]);
+    // jsonpath-ng binds `where` tighter than `.`: `(form where $).archived`, `form` whole.
+    expect(recordKeysOf([Ref('form where $.archived')])).toEqual([['domain'], ['form'], ['id']]);
+    expect(recordKeysOf([Ref('form.(a where b.c)')])).toEqual([
+      ['domain'],
+      ['form', 'a'],
+      ['form', 'id'],
+      ['id'],
     ]);
-    expect(recordKeysOf([Ref('form where $.archived')])).toEqual(['archived', 'domain', 'form', 'id']);
     expect(recordKeysOf([Ref(Lit('form.a'))])).toBeNull();
     expect(recordKeysOf([Apply(Ref('len'), Apply(Ref('api_data')))])).toBeNull();
     expect(recordKeysOf([Ref('form.[')])).toBeNull();
