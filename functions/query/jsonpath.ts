@@ -743,10 +743,38 @@ export interface CompiledPath {
 export const NO_MATCH: unique symbol = Symbol('no match');
 export const SLOW: unique symbol = Symbol('slow');
 
+/**
+ * For `id` or `$.id`: whether the path is one of those two (`'this'` or `'root'`), else null. jsonpath-ng
+ * answers them with an auto id (`AutoIdForDatum`), which for a dict at the top of its document that has
+ * an `id` is that id as a field (`Fields(id)`), rendered as `str()` does.
+ */
+function topIdPath(node: PathNode): 'this' | 'root' | null {
+  if (node.t === 'fields') return node.names.length === 1 && node.names[0] === 'id' ? 'this' : null;
+  if (node.t === 'child' && node.left.t === 'root') return topIdPath(node.right) === 'this' ? 'root' : null;
+  return null;
+}
+
+/** `quick` for `id` and `$.id` (`topIdPath`): a record's own id without building its matches. */
+function quickTopId(from: 'this' | 'root'): (data: unknown) => unknown {
+  return (data: unknown) => {
+    let top: unknown = data;
+    if (data instanceof Datum) {
+      if (data.autoIdOf) return SLOW;
+      let cur = data;
+      if (from === 'root') while (cur.parent) cur = cur.parent;
+      else if (cur.parent) return SLOW; // nested: its pseudopath starts with its parents'
+      top = cur.value;
+    }
+    if (!isDict(top) || !Object.hasOwn(top, 'id')) return SLOW;
+    return quoteField(pyStr(top.id));
+  };
+}
+
 export function compilePath(source: string): CompiledPath {
   const node = parsePath(source);
   const chain = plainFieldChain(node);
-  let quick: ((data: unknown) => unknown) | null = null;
+  const topId = topIdPath(node);
+  let quick: ((data: unknown) => unknown) | null = topId === null ? null : quickTopId(topId);
   if (chain) {
     const { names, fromRoot } = chain;
     quick = (data: unknown) => {

@@ -14,6 +14,7 @@ import {
   pathToString,
   pyStr,
   type Seg,
+  SLOW,
   safeSourceField,
 } from '../../functions/query/jsonpath';
 
@@ -187,6 +188,37 @@ describe('auto ids', () => {
       }),
       { numRuns: 1000 },
     );
+  });
+
+  it('answers `id` and `$.id` of a record without building its matches, as the matches give it', () => {
+    const id = fc.oneof(
+      fc.constantFrom('p', 'q.r', 'a[0]', '$', "it's", ''),
+      fc.integer(),
+      fc.boolean(),
+      fc.constant(null),
+    );
+    const doc = fc.oneof(
+      fc.record({ id, a: fc.constant(1) }),
+      fc.record({ a: fc.constant(1) }),
+      fc.constant('s'),
+      fc.constant([1]),
+    );
+    fc.assert(
+      fc.property(doc, (data) => {
+        for (const path of ['id', '$.id']) {
+          const compiled = compilePath(path);
+          const quick = compiled.quick!(data);
+          if (quick !== SLOW) expect([quick], path).toEqual(compiled.find(data).map(datumValue));
+        }
+      }),
+      { numRuns: 300 },
+    );
+    // Not vacuous: a record's id is answered quick; an item inside one is left to the matches.
+    expect(compilePath('id').quick!({ id: 'a.b' })).toBe("'a.b'");
+    const member = compilePath('form.members[*]').find({ id: 'F', form: { members: [{ id: 'M' }] } })[0]!;
+    expect(compilePath('id').quick!(member)).toBe(SLOW);
+    expect(compilePath('$.id').quick!(member)).toBe('F');
+    expect(compilePath('$.id').find(member).map(datumValue)).toEqual(['F']);
   });
 
   it('gives the path from the form id down, as jsonpath-ng 1.6 prints it', () => {
