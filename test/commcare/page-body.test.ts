@@ -5,7 +5,11 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { type KeyTree, keyTreeOf } from '../../functions/commcare/key-paths';
 import {
   BodyNotJsonError,
+  FIELD_NOT_PLAIN,
   parseListBody,
+  READY_BODIES,
+  READY_FIELDS,
+  READY_PATHS,
   rawJsonOf,
   readListBody,
   scanList,
@@ -269,6 +273,28 @@ describe('reading only the kept paths inside kept objects', () => {
     expect(scanList(bytes(broken), 'objects', [], paths)?.members ?? null).toBeNull();
     const unterminated = bytes('{"objects":[{"id":"1","form":{"z":"never closed}]}');
     expect(() => readListBody(unterminated, 'objects', { recordKeys: paths })).toThrow(BodyNotJsonError);
+  });
+});
+
+describe('the bodies that ready the scanner', () => {
+  it('take the branches they are there for', () => {
+    const [whole, broken] = READY_BODIES.map((text) => bytes(text));
+    const layout = scanList(whole!, 'objects', READY_FIELDS, READY_PATHS)!;
+    expect(layout.members).not.toBeNull();
+    expect(layout.lineBreaks).toBe(true);
+    // indexed_on plain and id written with an escape; then indexed_on a number and id plain.
+    expect(layout.fields[0]).toBeGreaterThan(0);
+    expect(layout.fields[2]).toBe(FIELD_NOT_PLAIN);
+    expect(layout.fields[4]).toBe(FIELD_NOT_PLAIN);
+    expect(layout.fields[6]).toBeGreaterThan(0);
+    const { items } = readListBody(whole!, 'objects', { fields: READY_FIELDS, recordKeys: READY_PATHS });
+    // `k` read in part, then again under a key written with an escape, kept whole (the last one wins).
+    expect(items!.record(0)).toEqual({ id: '"a', indexed_on: 't', x: 'y', k: 0 });
+    expect(items!.record(1)).toEqual({ indexed_on: 2, k: [1], id: 'b' });
+    // A broken literal where the projection meets it: the body is read whole and the item fails.
+    expect(scanList(broken!, 'objects', READY_FIELDS, READY_PATHS)?.members ?? null).toBeNull();
+    const read = readListBody(broken!, 'objects', { recordKeys: READY_PATHS });
+    expect(() => read.items!.record(0)).toThrow(BodyNotJsonError);
   });
 });
 
