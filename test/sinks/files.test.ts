@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { ExportLease } from '../../functions/checkpoints/object-store';
 import { cellToText, formatDetDateTime, safeKeySegment } from '../../functions/sinks/cells';
 import { FileSink } from '../../functions/sinks/file-sink';
-import { csvField, csvFormat, csvLine } from '../../functions/sinks/formats/csv';
+import { csvField, csvFormat, csvLine, encodeCsvLine } from '../../functions/sinks/formats/csv';
 import { sheetName } from '../../functions/sinks/formats/xlsx';
 import { checkpoint, childTable, deadPid, formRow, formsTable, parseCsv, run } from './helpers';
 import { createSink, LocalObjectStoreFor, readManifests } from './local-helpers';
@@ -62,6 +62,34 @@ describe('file formats', () => {
       }),
       { numRuns: 2000 },
     );
+  });
+
+  it('encodes a line into a buffer as the bytes of its text, or says it does not fit', () => {
+    const cell = fc.oneof(
+      fc.string({ maxLength: 12 }),
+      fc.string({ unit: 'grapheme', maxLength: 6 }),
+      fc.constantFrom('', 'a,b', 'say "hi"', 'two\r\nlines', 'nul\0', '日本,語', 'é'),
+      fc.integer(),
+      fc.double(),
+      fc.boolean(),
+      fc.date({ noInvalidDate: true }),
+      fc.constant(null),
+    );
+    fc.assert(
+      fc.property(fc.array(cell, { maxLength: 8 }), fc.nat(40), fc.nat(200), (cells, at, room) => {
+        const expected = Buffer.from(csvLine(cells), 'utf8');
+        const out = Buffer.alloc(at + room);
+        const end = encodeCsvLine(cells, out, at);
+        if (expected.length > room) expect(end).toBe(-1);
+        else if (end !== -1) expect(out.subarray(at, end)).toEqual(expected);
+        // Refused only near the end of the buffer: with room for every field as written, it fits.
+        if (room >= 3 * expected.length + 3 * cells.length + 4) expect(end).toBe(at + expected.length);
+      }),
+      { numRuns: 3000 },
+    );
+    const out = Buffer.alloc(16);
+    expect(out.subarray(0, encodeCsvLine([null], out, 0)).toString()).toBe('""\r\n');
+    expect(out.subarray(0, encodeCsvLine([], out, 0)).toString()).toBe('\r\n');
   });
 
   it('writes csv that reads back cell by cell, one file per table', async () => {

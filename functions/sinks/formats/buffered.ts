@@ -56,6 +56,33 @@ export class BufferedText {
     this.used += piece.write(text, this.used, 'utf8');
   }
 
+  /**
+   * Adds the line of `cells` that `encode` writes straight into the current piece (see `encodeCsvLine`),
+   * or `line`'s text when it does not fit an empty piece either.
+   */
+  appendEncoded(
+    cells: readonly Cell[],
+    encode: (cells: readonly Cell[], out: Buffer, at: number) => number,
+    line: (cells: readonly Cell[]) => string,
+  ): void {
+    if (this.piece !== null) {
+      const end = encode(cells, this.piece, this.used);
+      if (end !== -1) {
+        this.used = end;
+        return;
+      }
+      this.retire();
+    }
+    const piece = Buffer.allocUnsafe(PIECE_BYTES);
+    const end = encode(cells, piece, 0);
+    if (end === -1) {
+      this.append(line(cells));
+      return;
+    }
+    this.piece = piece;
+    this.used = end;
+  }
+
   async add(text: string): Promise<void> {
     this.append(text);
     if (this.full) await this.flush();
@@ -88,6 +115,8 @@ export function lineFormat(spec: {
   readonly contentType: string;
   readonly heading: (table: TableSpec) => string;
   readonly line: (cells: readonly Cell[]) => string;
+  /** `line` written straight into a buffer, when the format has it (`BufferedText.appendEncoded`). */
+  readonly encode?: (cells: readonly Cell[], out: Buffer, at: number) => number;
 }): FileFormat {
   return {
     name: spec.name,
@@ -105,8 +134,10 @@ export function lineFormat(spec: {
       return {
         async writeRows(rows) {
           heading();
+          const encode = spec.encode;
           for (const row of rows) {
-            text.append(spec.line(row));
+            if (encode === undefined) text.append(spec.line(row));
+            else text.appendEncoded(row, encode, spec.line);
             if (text.full) await text.flush();
           }
         },
