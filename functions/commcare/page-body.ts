@@ -551,6 +551,16 @@ function literalEnd(bytes: Uint8Array, i: number): number {
 interface KeyTable {
   readonly bytes: Uint8Array;
   readonly ends: Int32Array;
+  /**
+   * The byte lengths of keys 1 on (not the list's key), as bits: bit n for a length n under 31, bit 31 for
+   * any longer. Most keys of an item are none of the table's, and most of those have a length none has.
+   */
+  readonly lengths: number;
+}
+
+/** `KeyTable.lengths`' bit for a key of `length` bytes. */
+function lengthBit(length: number): number {
+  return length < 31 ? 1 << length : 1 << 31;
 }
 
 const KEY_TABLES = new Map<string, KeyTable>();
@@ -562,7 +572,9 @@ function keyTable(listKey: string, fieldNames: readonly string[], kept: readonly
     const parts = [listKey, ...fieldNames, ...kept].map((name) => Buffer.from(name, 'utf8'));
     const ends = new Int32Array(parts.length + 1);
     for (let k = 0; k < parts.length; k += 1) ends[k + 1] = ends[k]! + parts[k]!.length;
-    table = { bytes: new Uint8Array(Buffer.concat(parts)), ends };
+    let lengths = 0;
+    for (let k = 1; k < parts.length; k += 1) lengths |= lengthBit(parts[k]!.length);
+    table = { bytes: new Uint8Array(Buffer.concat(parts)), ends, lengths };
     if (KEY_TABLES.size < 100) KEY_TABLES.set(id, table);
   }
   return table;
@@ -612,6 +624,7 @@ function projectionOf(tree: KeyTree | null | undefined): Projection | null {
 
 /** Index of the asked-for field or kept key (after the fields) whose name is `bytes[start..end)`, or -1. */
 function fieldIndex(bytes: Uint8Array, start: number, end: number, keys: KeyTable): number {
+  if ((keys.lengths & lengthBit(end - start)) === 0) return -1;
   const n = keys.ends.length - 1;
   for (let k = 1; k < n; k += 1) if (equalKey(bytes, start, end, keys, k)) return k - 1;
   return -1;
