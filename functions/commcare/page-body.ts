@@ -566,7 +566,8 @@ function lengthBit(length: number): number {
 const KEY_TABLES = new Map<string, KeyTable>();
 
 function keyTable(listKey: string, fieldNames: readonly string[], kept: readonly string[]): KeyTable {
-  const id = `${listKey}\u0000${fieldNames.join('\u0000')}\u0001${kept.join('\u0000')}`;
+  // JSON, not names joined with a separator: no kept keys and one empty key must not share a table.
+  const id = JSON.stringify([listKey, fieldNames, kept]);
   let table = KEY_TABLES.get(id);
   if (table === undefined) {
     const parts = [listKey, ...fieldNames, ...kept].map((name) => Buffer.from(name, 'utf8'));

@@ -1,6 +1,7 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type KeyTree, keyTreeOf } from '../../functions/commcare/key-paths';
 import {
@@ -273,6 +274,56 @@ describe('reading only the kept paths inside kept objects', () => {
     expect(scanList(bytes(broken), 'objects', [], paths)?.members ?? null).toBeNull();
     const unterminated = bytes('{"objects":[{"id":"1","form":{"z":"never closed}]}');
     expect(() => readListBody(unterminated, 'objects', { recordKeys: paths })).toThrow(BodyNotJsonError);
+  });
+});
+
+describe('kept paths over any JSON', () => {
+  /** JSON.parse's record with each object on a path cut to the keys named there; keys written with an escape stay. */
+  function cutAsRead(value: unknown, tree: KeyTree | null): unknown {
+    if (tree === null || value === null || typeof value !== 'object' || Array.isArray(value)) return value;
+    const out: Record<string, unknown> = {};
+    for (const [key, inner] of Object.entries(value)) {
+      const escaped = JSON.stringify(key) !== `"${key}"`;
+      const sub = tree.get(key);
+      if (escaped) out[key] = inner;
+      else if (sub !== undefined) out[key] = cutAsRead(inner, sub);
+    }
+    return out;
+  }
+  const key = fc.constantFrom('a', 'b', 'id', 'é', 'q"t', 'b\\s', 'form', '');
+  const json = fc.letrec((tie) => ({
+    value: fc.oneof(
+      { depthSize: 'small' },
+      fc.string({ maxLength: 6 }),
+      fc.constantFrom('"', '\\', '}', ']', '{"a":1}', 'é😀', '\u2028'),
+      fc.double({ noNaN: true, noDefaultInfinity: true }),
+      fc.integer(),
+      fc.boolean(),
+      fc.constant(null),
+      fc.array(tie('value'), { maxLength: 3 }),
+      fc.dictionary(key, tie('value'), { maxKeys: 4 }),
+    ),
+  })).value;
+  const record = fc.dictionary(key, json, { maxKeys: 5 });
+  const path = fc.array(key, { minLength: 1, maxLength: 3 });
+
+  it('gives what JSON.parse gives, cut to the paths, whatever the records, paths and spacing', () => {
+    fc.assert(
+      fc.property(
+        fc.array(record, { maxLength: 4 }),
+        fc.array(path, { maxLength: 4 }),
+        fc.boolean(),
+        (records, paths, pretty) => {
+          const text = JSON.stringify({ meta: { n: 1 }, objects: records }, null, pretty ? 1 : undefined);
+          const { items } = readListBody(bytes(text), 'objects', { recordKeys: paths });
+          const tree = keyTreeOf(paths);
+          const parsed = JSON.parse(text).objects as unknown[];
+          expect(items!.length).toBe(parsed.length);
+          for (const [k, whole] of parsed.entries()) expect(items!.record(k)).toEqual(cutAsRead(whole, tree));
+        },
+      ),
+      { numRuns: 2000 },
+    );
   });
 });
 
