@@ -813,9 +813,8 @@ function keptText(
   // Braces, and a comma between ranges at most.
   let length = 2 + (to - from) / 2;
   for (let m = from; m < to; m += 2) length += members[m + 1]! - members[m]!;
-  if (length > TEXT_SCRATCH.length)
-    TEXT_SCRATCH = Buffer.allocUnsafeSlow(Math.max(length, 2 * TEXT_SCRATCH.length));
-  const out = TEXT_SCRATCH;
+  // An item larger than the scratch buffer gets a buffer of its own, which goes with it.
+  const out = length <= TEXT_SCRATCH.length ? TEXT_SCRATCH : Buffer.allocUnsafe(length);
   out[0] = OPEN_BRACE;
   let at = 1;
   for (let m = from; m < to; m += 2) {
@@ -829,8 +828,8 @@ function keptText(
   return out.toString('utf8', 0, at);
 }
 
-/** Where `keptText` assembles an item's kept ranges before decoding them at once; grown as needed. */
-let TEXT_SCRATCH = Buffer.allocUnsafeSlow(1 << 16);
+/** Where `keptText` assembles an item's kept ranges before decoding them at once (items up to 64 KiB). */
+const TEXT_SCRATCH = Buffer.allocUnsafeSlow(1 << 16);
 
 /** Records a page hands out: iterable, with a length, each record parsed when the iteration reaches it. */
 export class LazyRecords implements Iterable<JsonObject> {
