@@ -231,6 +231,13 @@ export interface DetComparison {
   /** DET's median wall ÷ ccexport's, and the same for CPU seconds and CPU per record. */
   readonly wallRatio: number;
   readonly cpuRatio: number;
+  /**
+   * The records each tool pulled from the stand-in (`recordsPulled`) and DET's CPU per record ÷
+   * ccexport's: the issue's CPU goal is per record. Absent for `--help`.
+   */
+  readonly detRecords?: number;
+  readonly ccexportRecords?: number;
+  readonly cpuPerRecordRatio?: number;
   /** Rows each tool wrote (the same work), where countable. */
   readonly detRows: number | null;
   readonly ccexportRows: number | null;
@@ -316,6 +323,9 @@ async function compare(options: DetOptions, scenario: Exclude<DetScenario, 'help
   const ours: TimedRun[] = [];
   let detRows: number | null = null;
   let ccexportRows: number | null = null;
+  // Whether a tool asked for archived forms, read from its requests at the stand-in.
+  const archivedAsked = { det: false, ccexport: false };
+  let records: { det: number; ccexport: number } | null = null;
   const common = (tool: 'det' | 'ccexport') => [
     '--commcare-hq',
     proxy.url,
@@ -373,6 +383,8 @@ async function compare(options: DetOptions, scenario: Exclude<DetScenario, 'help
             ...(path ? { path } : {}),
           };
           (tool === 'det' ? det : ours).push(sample);
+          if (proxy.requests().some((path) => /[?&]include_archived=true(&|$)/.test(path)))
+            archivedAsked[tool] = true;
           if (run === 0 && scenario !== 'sql') {
             if (tool === 'det') detRows = detCsvRows(join(dir, 'det.zip'));
             else ccexportRows = ccexportCsvRows(join(dir, 'out'));
@@ -383,6 +395,10 @@ async function compare(options: DetOptions, scenario: Exclude<DetScenario, 'help
         }
       }
     }
+    records = {
+      det: await recordsPulled(sandbox.url, archivedAsked.det),
+      ccexport: await recordsPulled(sandbox.url, archivedAsked.ccexport),
+    };
   } finally {
     await proxy.close();
     await sandbox.stop();
@@ -406,10 +422,41 @@ async function compare(options: DetOptions, scenario: Exclude<DetScenario, 'help
     ccexport: c,
     wallRatio: round(d.seconds / c.seconds, 2),
     cpuRatio: round(d.cpuSeconds / c.cpuSeconds, 2),
+    ...(records
+      ? {
+          detRecords: records.det,
+          ccexportRecords: records.ccexport,
+          cpuPerRecordRatio: round(d.cpuSeconds / records.det / (c.cpuSeconds / records.ccexport), 2),
+        }
+      : {}),
     detRows,
     ccexportRows,
     load: [round(load0, 2), round(loadavg()[0] ?? 0, 2)],
   };
+}
+
+/**
+ * How many records a tool pulls for the workbook's three sources (`writeDetWorkbook`), as the stand-in
+ * counts them (`total_count`): the follow-up and registration forms, with archived ones when the tool
+ * asked for them, and every case. ccexport asks for archived forms when it tracks deletions (its default,
+ * export/run.ts `pullParams`), to remove their rows; DET never does. Its CPU then covers more records than
+ * DET's, so the CPU goal, per record, divides each tool's CPU by its own count.
+ */
+async function recordsPulled(hq: string, archived: boolean): Promise<number> {
+  const count = async (resource: 'form' | 'case', params: Record<string, string>) => {
+    const url = new URL(`/a/${DEFAULT_PROJECT.name}/api/v0.5/${resource}/`, hq);
+    url.searchParams.set('limit', '1');
+    for (const [key, value] of Object.entries(params)) url.searchParams.set(key, value);
+    const answer = await fetch(url, {
+      headers: { Authorization: `ApiKey ${DEFAULT_USERNAME}:${DEFAULT_API_KEY}` },
+    });
+    if (!answer.ok) throw new Error(`the stand-in answered ${answer.status} to ${url.pathname}`);
+    return ((await answer.json()) as { meta: { total_count: number } }).meta.total_count;
+  };
+  let total = await count('case', {});
+  for (const xmlns of [FOLLOWUP, REGISTRATION])
+    total += await count('form', { 'xmlns.exact': xmlns, ...(archived ? { include_archived: 'true' } : {}) });
+  return total;
 }
 
 async function compareHelp(options: DetOptions): Promise<DetComparison> {

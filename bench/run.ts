@@ -281,8 +281,14 @@ export function detVerdicts(results: readonly DetComparison[]): string[] {
             (r.det.path ? `; DET ${describePath(r.det.path)}` : ''),
         );
     } else if (r.scenario === 'cpu') {
+      // The goal is per record: ccexport, tracking deletions, also reads the archived forms DET never sees.
+      const perRecord = r.cpuPerRecordRatio ?? r.cpuRatio;
+      const counts =
+        r.detRecords !== undefined
+          ? ` (${r.cpuRatio}x in all; DET read ${r.detRecords.toLocaleString('en-US')} records, ccexport ${r.ccexportRecords?.toLocaleString('en-US')})`
+          : '';
       out.push(
-        `no latency: CPU ${r.cpuRatio}x less than DET (goal >= ${g.cpuPerRecordRatio}x: ${verdict(r.cpuRatio >= g.cpuPerRecordRatio)}); ` +
+        `no latency: CPU per record ${perRecord}x less than DET${counts} (goal >= ${g.cpuPerRecordRatio}x: ${verdict(perRecord >= g.cpuPerRecordRatio)}); ` +
           `wall ${r.wallRatio}x (goal >= ${g.cpuWallRatio}x: ${verdict(r.wallRatio >= g.cpuWallRatio)}); ` +
           `peak RSS ${r.ccexport.peakRssMb} MB (goal <= ${g.csvPeakRssMb}: ${verdict(r.ccexport.peakRssMb <= g.csvPeakRssMb)})`,
       );
