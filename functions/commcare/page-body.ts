@@ -102,10 +102,10 @@ export function scanList(
   const fieldSpans: number[] = [];
   // Cleared for the rest of the body at the first byte outside strings that is no JSON token.
   let projecting = keep !== null;
-  // Growable scratch arrays, reused from body to body (see `MEMBER_SCRATCH`); copied out at the end.
-  let members = MEMBER_SCRATCH.members;
+  // Kept ranges go to `MEMBER_SCRATCH` (`pushRange`, `openRange`), reused from body to body and copied out
+  // at the end; each item's first range index goes to `memberStarts`, a growable scratch array too.
+  MEMBER_SCRATCH.count = 0;
   let memberStarts = MEMBER_SCRATCH.starts;
-  let memberCount = 0;
   let itemCount = 0;
   // Where the current item's kept member starts (its key's opening quote), -1 while none is open.
   let memberStart = -1;
@@ -148,15 +148,8 @@ export function scanList(
           const named = fieldIndex(bytes, start, j, keys);
           itemField = named < nFields ? named : -1;
           itemChild = named >= 0 ? children[named]! : null;
-          if (projecting && (named >= 0 || hasByte(bytes, start, j, BACKSLASH))) {
-            memberStart = start - 1;
-            // Right after the item's last kept member (only its comma between): one range for both.
-            const itemMembers = memberStarts[itemCount - 1]!;
-            if (memberCount > itemMembers && joinsLast(bytes, members[memberCount - 1]!, memberStart)) {
-              memberStart = members[memberCount - 2]!;
-              memberCount -= 2;
-            }
-          }
+          if (projecting && (named >= 0 || hasByte(bytes, start, j, BACKSLASH)))
+            memberStart = openRange(bytes, start - 1, memberStarts[itemCount - 1]!);
           itemExpectKey = false;
         } else if (itemAfterColon && itemField >= 0) {
           const at = itemBase + 2 * itemField;
@@ -190,7 +183,7 @@ export function scanList(
         itemStart = i;
         if (projecting) {
           if (itemCount === memberStarts.length) memberStarts = grown(memberStarts);
-          memberStarts[itemCount++] = memberCount;
+          memberStarts[itemCount++] = MEMBER_SCRATCH.count;
         }
         memberStart = -1;
         wantItem = false;
@@ -214,23 +207,14 @@ export function scanList(
       itemAfterColon = false;
       if (c === OPEN_BRACE && itemChild !== null && projecting && memberStart >= 0) {
         // A kept member read in part: its key through the brace is a range, then the value's kept members.
-        if (memberCount + 2 > members.length) members = grown(members);
-        members[memberCount++] = memberStart;
-        members[memberCount++] = i + 1;
-        MEMBER_SCRATCH.members = members;
-        MEMBER_SCRATCH.count = memberCount;
+        const itemFirst = memberStarts[itemCount - 1]!;
+        pushRange(memberStart, i + 1);
         MEMBER_SCRATCH.lineBreaks = false;
-        const end = projectObject(bytes, i, itemChild, memberStarts[itemCount - 1]!);
-        members = MEMBER_SCRATCH.members;
-        memberCount = MEMBER_SCRATCH.count;
+        const end = projectObject(bytes, i, itemChild, itemFirst);
         if (end !== -1) {
           if (MEMBER_SCRATCH.lineBreaks) lineBreaks = true;
           // The closing brace starts the range that the next comma or the item's end closes.
-          memberStart = end - 1;
-          if (joinsLast(bytes, members[memberCount - 1]!, memberStart)) {
-            memberStart = members[memberCount - 2]!;
-            memberCount -= 2;
-          }
+          memberStart = openRange(bytes, end - 1, itemFirst);
           i = end;
           continue;
         }
@@ -259,12 +243,8 @@ export function scanList(
       if (depth < 0) return null;
       if (inList && depth === 2) {
         items.push(itemStart, i + 1);
-        if (memberStart >= 0) {
-          if (memberCount + 2 > members.length) members = grown(members);
-          members[memberCount++] = memberStart;
-          members[memberCount++] = i;
-          memberStart = -1;
-        }
+        if (memberStart >= 0) pushRange(memberStart, i);
+        memberStart = -1;
       }
       if (depth === 0) {
         // Only whitespace may follow the top-level object.
@@ -274,11 +254,10 @@ export function scanList(
         let keptStarts: Int32Array | null = null;
         if (projecting) {
           if (itemCount === memberStarts.length) memberStarts = grown(memberStarts);
-          memberStarts[itemCount++] = memberCount;
-          kept = relativeMembers(members, memberStarts, itemCount, items);
+          memberStarts[itemCount++] = MEMBER_SCRATCH.count;
+          kept = relativeMembers(MEMBER_SCRATCH.members, memberStarts, itemCount, items);
           keptStarts = memberStarts.slice(0, itemCount);
         }
-        MEMBER_SCRATCH.members = members;
         MEMBER_SCRATCH.starts = memberStarts;
         return {
           open,
@@ -294,12 +273,8 @@ export function scanList(
       if (c === COMMA) {
         itemExpectKey = true;
         itemField = -1;
-        if (memberStart >= 0) {
-          if (memberCount + 2 > members.length) members = grown(members);
-          members[memberCount++] = memberStart;
-          members[memberCount++] = i;
-          memberStart = -1;
-        }
+        if (memberStart >= 0) pushRange(memberStart, i);
+        memberStart = -1;
       } else if (c === COLON) {
         itemAfterColon = true;
       }
@@ -342,7 +317,7 @@ export function scanList(
 const MEMBER_SCRATCH: { members: Int32Array; starts: Int32Array; count: number; lineBreaks: boolean } = {
   members: new Int32Array(1 << 14),
   starts: new Int32Array(1 << 12),
-  // While `projectObject` runs: how many range bounds `members` holds, and whether it met a line break.
+  // How many range bounds `members` holds; whether `projectObject` met a line break.
   count: 0,
   lineBreaks: false,
 };
@@ -371,7 +346,7 @@ function joinsLast(bytes: Uint8Array, lastEnd: number, start: number): boolean {
   return onlySpace(bytes, lastEnd + 1, start);
 }
 
-/** Adds the range [start, end) to `MEMBER_SCRATCH` (while `projectObject` runs). */
+/** Adds the range [start, end) to `MEMBER_SCRATCH`. */
 function pushRange(start: number, end: number): void {
   const scratch = MEMBER_SCRATCH;
   if (scratch.count + 2 > scratch.members.length) scratch.members = grown(scratch.members);
