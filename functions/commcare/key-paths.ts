@@ -48,7 +48,5 @@ export function keyPathsOf(tree: KeyTree): RecordKeyPath[] {
 
 /** Everything several sets of paths read, as one set in the form `keyPathsOf` gives. */
 export function unionOfKeyPaths(sets: readonly (readonly RecordKeyPath[])[]): RecordKeyPath[] {
-  const tree: KeyTree = new Map();
-  for (const set of sets) for (const path of set) addKeyPath(tree, path);
-  return keyPathsOf(tree);
+  return keyPathsOf(keyTreeOf(sets.flat()));
 }
