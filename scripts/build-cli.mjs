@@ -44,9 +44,10 @@ const EXTERNAL = [
   'constructs',
   'cdk-nag',
 ];
-// What the bundle leaves out of axios. The CLI's one HTTP client (functions/commcare/http.ts) sends GETs
-// through axios's Node `http` adapter, with no request body and no HTTP/2, yet importing axios loaded at
-// every start three things only other uses need (~60 ms of CPU, an eighth of a 100-form export's):
+// What the bundle leaves out of axios. The CLI's HTTP client sends its GETs with Node's own client, or,
+// when the environment names a proxy, through axios's Node `http` adapter (functions/commcare/
+// transport.ts), with no request body and no HTTP/2; yet importing axios loaded three things only other
+// uses need (~60 ms of CPU, an eighth of a 100-form export's):
 // - its fetch adapter, and its FormData check, read Node's global `fetch`, `Request`, `Response` and
 //   `FormData`, whose first access loads and compiles Node's bundled undici (~30 ms). The adapter becomes
 //   "not supported here" (axios then keeps to `http`, its first choice in Node anyway); `isFormData`
@@ -56,7 +57,8 @@ const EXTERNAL = [
 // - Node's `http2` module (~9 ms to load), imported for the `httpVersion: 2` option that nothing here
 //   sets: axios's import of it becomes a stand-in that loads it on first use.
 // A patch whose text is no longer found (a newer axios) is skipped with a warning: the command works as
-// before, only slower, and test/cli/bundle.test.ts, which checks that a run loads no undici, fails.
+// before, only slower, and test/cli/bundle.test.ts, which checks that a run through a proxy loads no
+// undici, fails.
 const AXIOS_TRIMS = [
   {
     path: /[\\/]node_modules[\\/]axios[\\/]lib[\\/]adapters[\\/]fetch\.js$/,

@@ -18,18 +18,17 @@
  *   at once, not retried: a small compressed body can inflate a thousandfold (a "gzip bomb"), and the
  *   same answer would come again.
  *
- * axios is asked never to throw on a status (`validateStatus`) and to hand over the body as a stream, so
- * every error we raise is built here from status, path and a redacted body, never from an axios error
- * (whose `config.headers` holds the key). The body is read into one buffer (`readBody`): of the answer's
- * `Content-Length` when it is not compressed, so a 2 MB page is not first held as a list of 64 KiB
- * chunks and then copied into a second 2 MB buffer (axios' own buffering); that halves the memory an
- * answer in flight takes and the malloc heap's growth with it. The bytes go to the caller's `decode`
- * once (list pages are read record by record without a whole-body string, see page-body.ts); a body
- * that is not JSON is a retry.
+ * The transport (transport.ts: Node's client, or axios behind a proxy) hands over any status with the
+ * body as a stream, so every error we raise is built here from status, path and a redacted body, never
+ * from a client's error (axios errors keep `config.headers`, which holds the key). The body is read into
+ * one buffer (`readBody`): of the answer's `Content-Length` when it is not compressed, so a 2 MB page is
+ * not first held as a list of 64 KiB chunks and then copied into a second 2 MB buffer; that halves the
+ * memory an answer in flight takes and the malloc heap's growth with it. The bytes go to the caller's
+ * `decode` once (list pages are read record by record without a whole-body string, see page-body.ts);
+ * a body that is not JSON is a retry.
  */
 
 import type { Readable } from 'node:stream';
-import axios, { type AxiosInstance } from 'axios';
 import type { RunBudget } from './budget';
 import {
   CommCareAuthError,
@@ -41,6 +40,7 @@ import {
   redact,
 } from './errors';
 import { BodyNotJsonError, ownBody, parseWhole } from './page-body';
+import { axiosTransport, nodeTransport, proxyNamedIn, type Transport } from './transport';
 
 export type CommCareLogLevel = 'debug' | 'info' | 'warn' | 'error';
 
@@ -89,6 +89,8 @@ export interface HttpOptions {
   readonly random: () => number;
   readonly now: () => number;
   readonly logger: CommCareLogger | undefined;
+  /** How requests are sent. @default Node's client, or axios when the environment names a proxy (transport.ts) */
+  readonly transport?: Transport;
 }
 
 /** Per-request observers: the window scheduler listens for 429s and successes to adapt its limit. */
@@ -128,27 +130,19 @@ export class CommCareHttp {
     throttled: 0,
     throttleWaitMs: 0,
   };
-  private readonly axios: AxiosInstance;
+  private readonly transport: Transport;
+  private readonly headers: Record<string, string>;
   private readonly secrets: string[];
 
   constructor(private readonly options: HttpOptions) {
     this.secrets = [options.apiKey, encodeURIComponent(options.apiKey)];
-    this.axios = axios.create({
-      timeout: options.timeoutMs,
-      maxRedirects: 0,
-      // The body is read and limited by `readBody` (after decompression); axios' own limit on a stream
-      // would re-wrap it in an async generator.
-      maxContentLength: -1,
-      // Keep the raw bytes: we decode them once ourselves, and a truncated body is a retry, not a crash.
-      responseType: 'stream',
-      transformResponse: [(data: unknown) => data],
-      validateStatus: () => true,
-      headers: {
-        Authorization: `ApiKey ${options.username}:${options.apiKey}`,
-        Accept: 'application/json',
-        'User-Agent': options.userAgent,
-      },
-    });
+    this.transport =
+      options.transport ?? (proxyNamedIn(process.env) ? axiosTransport(options.timeoutMs) : nodeTransport);
+    this.headers = {
+      authorization: `ApiKey ${options.username}:${options.apiKey}`,
+      accept: 'application/json',
+      'user-agent': options.userAgent,
+    };
   }
 
   /** Logs through the caller's logger with every string redacted (belt and braces: nothing should carry the key). */
@@ -296,17 +290,17 @@ export class CommCareHttp {
     let bytes: Buffer;
     let headers: Record<string, unknown>;
     try {
-      const response = await this.axios.get<Readable>(url, {
-        // axios' `timeout` is a socket idle timeout in Node; the signal bounds the whole exchange, body
-        // included (aborting destroys the body stream).
-        signal: cancel
-          ? AbortSignal.any([AbortSignal.timeout(this.options.timeoutMs), cancel])
-          : AbortSignal.timeout(this.options.timeoutMs),
-      });
-      status = response.status;
-      headers = response.headers as Record<string, unknown>;
+      // The signal bounds the whole exchange, body included (aborting destroys the body stream).
+      const timeout = AbortSignal.timeout(this.options.timeoutMs);
+      const answer = await this.transport(
+        url,
+        this.headers,
+        cancel ? AbortSignal.any([timeout, cancel]) : timeout,
+      );
+      status = answer.status;
+      headers = answer.headers;
       // An answer that never ends stops where the run's byte budget does, if that comes first.
-      bytes = await readBody(response.data, this.maxBodyBytes(), identitySize(response));
+      bytes = await readBody(answer.body, this.maxBodyBytes(), answer.identitySize);
     } catch (error) {
       if (isOverLength(error)) {
         const budget = this.options.budget;
@@ -363,7 +357,13 @@ export class CommCareHttp {
     const e = error as { code?: unknown; message?: unknown; name?: unknown };
     const code = typeof e.code === 'string' ? e.code : typeof e.name === 'string' ? e.name : 'error';
     const message = typeof e.message === 'string' ? e.message : 'request failed';
-    const timedOut = code === 'ECONNABORTED' || code === 'ERR_CANCELED' || code === 'ETIMEDOUT';
+    // Node's client rejects with an AbortError when the timeout's signal aborts; axios with its codes.
+    const timedOut =
+      code === 'ABORT_ERR' ||
+      code === 'AbortError' ||
+      code === 'ECONNABORTED' ||
+      code === 'ERR_CANCELED' ||
+      code === 'ETIMEDOUT';
     const reason = timedOut
       ? `no complete answer within ${this.options.timeoutMs} ms (${code})`
       : `${code}: ${message}`;
@@ -408,19 +408,6 @@ class BodyOverLimitError extends Error {
 
 function isOverLength(error: unknown): boolean {
   return error instanceof BodyOverLimitError;
-}
-
-/**
- * The body's size when it arrives as sent, with a `Content-Length` (HQ's answers carry one unless they
- * are compressed or chunked); null otherwise. axios decompresses through a stream of its own, so an
- * answer whose data is not the response message itself was compressed and its length says nothing of the
- * body's.
- */
-function identitySize(response: { data: unknown; request?: unknown; headers: unknown }): number | null {
-  const message = (response.request as { res?: unknown } | undefined)?.res;
-  if (message === undefined || response.data !== message) return null;
-  const length = Number((response.headers as Record<string, unknown>)['content-length']);
-  return Number.isSafeInteger(length) && length > 0 ? length : null;
 }
 
 /**

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { main as mainFromSources } from '../../functions/cli/main';
 import { type RunningSandbox, startSandbox } from '../../functions/sandbox';
 import { motoS3 } from '../support/aws';
+import { startForwardProxy } from '../support/forward-proxy';
 import { captureIO } from './capture';
 
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -69,27 +70,62 @@ describe('the built command (what `npm ci` prepares for bin/ccexport.js)', () =>
     expect(readFileSync(join(output, 'form.jsonl'), 'utf8').trim().split('\n').length).toBeGreaterThan(100);
   });
 
-  it('runs a csv export without loading the parts of axios it never uses (undici, http2, form-data)', async () => {
-    // A process of its own: the test runner has loaded much of Node already.
+  /**
+   * A csv export in a process of its own (the test runner has loaded much of Node already), with
+   * `extraEnv` and no proxy variables of the runner's: Node's built-in modules it loaded, and the files
+   * of the bundle (main.js and its chunks) it read.
+   */
+  async function exportInProcess(name: string, extraEnv: Record<string, string>) {
     const script = [
       `const { main } = await import(${JSON.stringify(pathToFileURL(join(out, 'main.js')).href)});`,
       'process.exitCode = await main(process.argv.slice(1));',
       "process.stderr.write('modules: ' + JSON.stringify(process.moduleLoadList) + '\\n');",
     ].join('\n');
+    const register = `data:text/javascript,import{register}from'node:module';register(${JSON.stringify(
+      pathToFileURL(join(ROOT, 'test', 'support', 'record-imports.mjs')).href,
+    )})`;
+    const imports = join(out, `${name}-imports.txt`);
+    const env: NodeJS.ProcessEnv = { CCEXPORT_API_KEY: KEY, RECORD_IMPORTS: imports, ...extraEnv };
+    for (const [variable, value] of Object.entries(process.env))
+      if (!/proxy/i.test(variable) && !(variable in env)) env[variable] = value;
     const { stdout, stderr } = await promisify(execFile)(
       process.execPath,
       [
-        ...['--input-type=module', '-e', script, '--'],
+        ...['--import', register, '--input-type=module', '-e', script, '--'],
         ...['run', '--project', 'clinic', '--commcare-hq', sandbox.url, '--username', USER],
         ...['--query', join(ROOT, 'examples', 'household-registration.xlsx'), '--output-format', 'csv'],
-        ...['--output', join(out, 'csv-export'), '--progress', 'none'],
+        ...['--output', join(out, name), '--progress', 'none'],
       ],
-      { env: { ...process.env, CCEXPORT_API_KEY: KEY } },
+      { env },
     );
-    const modules = JSON.parse(/^modules: (.*)$/m.exec(stderr)?.[1] ?? '[]') as string[];
-    expect(modules).toContain('NativeModule http');
-    expect(modules.filter((name) => /undici|http2/.test(name))).toEqual([]);
+    const builtins = JSON.parse(/^modules: (.*)$/m.exec(stderr)?.[1] ?? '[]') as string[];
+    const files = readFileSync(imports, 'utf8')
+      .split('\n')
+      .filter((url) => url.startsWith(pathToFileURL(out).href))
+      .map((url) => readFileSync(new URL(url), 'utf8'));
+    return { stdout, builtins, files };
+  }
+
+  it("sends its requests with Node's client, never loading axios, when no proxy is named", async () => {
+    const { stdout, builtins, files } = await exportInProcess('csv-direct', {});
     expect(stdout).toMatch(/Export finished: [1-9][\d,]* records, [1-9][\d,]* rows/);
+    expect(builtins).toContain('NativeModule http');
+    expect(files.length).toBeGreaterThan(5);
+    expect(files.filter((text) => text.includes('node_modules/axios/'))).toEqual([]);
+  });
+
+  it('goes through the proxy HTTP_PROXY names with axios, without the parts of it never used (undici, http2, form-data)', async () => {
+    const proxy = await startForwardProxy();
+    try {
+      const { stdout, builtins, files } = await exportInProcess('csv-proxied', { HTTP_PROXY: proxy.url });
+      expect(stdout).toMatch(/Export finished: [1-9][\d,]* records, [1-9][\d,]* rows/);
+      expect(proxy.seen.length).toBeGreaterThan(1);
+      expect(proxy.seen.every((url) => url.startsWith(`${sandbox.url}/`))).toBe(true);
+      expect(files.some((text) => text.includes('node_modules/axios/'))).toBe(true);
+      expect(builtins.filter((name) => /undici|http2/.test(name))).toEqual([]);
+    } finally {
+      await proxy.close();
+    }
     // form-data's stand-in keeps mime-types and its table out of the bundle.
     const chunks = readdirSync(out).filter((name) => name.endsWith('.js'));
     expect(

@@ -1,0 +1,48 @@
+/**
+ * A plain HTTP forward proxy on loopback, the kind `HTTP_PROXY` names: it takes absolute-form requests
+ * (`GET http://host:port/path`), sends them on and pipes the answers back, and keeps the URLs it was
+ * asked for. No CONNECT (https through a tunnel): the servers behind it in tests are plain http.
+ */
+import { createServer, request } from 'node:http';
+
+export interface ForwardProxy {
+  readonly url: string;
+  /** Absolute URLs of the requests it forwarded, in order. */
+  readonly seen: string[];
+  close(): Promise<void>;
+}
+
+export async function startForwardProxy(): Promise<ForwardProxy> {
+  const seen: string[] = [];
+  const server = createServer((req, res) => {
+    const target = new URL(req.url ?? '');
+    seen.push(target.href);
+    const out = request(
+      {
+        host: target.hostname,
+        port: target.port,
+        path: target.pathname + target.search,
+        method: req.method,
+        headers: req.headers,
+      },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      },
+    );
+    out.on('error', () => res.destroy());
+    req.pipe(out);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    seen,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
