@@ -416,32 +416,49 @@ function isOverLength(error: unknown): boolean {
  * come, so none of them is kept; a body that turns out longer is carried on in chunks. A body that ends
  * early (the connection dropped) rejects like any network error, and is retried.
  */
-export async function readBody(body: Readable, limit: number, size: number | null): Promise<Buffer> {
-  let whole = size !== null && size <= limit ? Buffer.allocUnsafe(size) : null;
-  let filled = 0;
-  const chunks: Buffer[] = [];
-  let total = 0;
-  try {
-    for await (const chunk of body as AsyncIterable<Buffer>) {
+export function readBody(body: Readable, limit: number, size: number | null): Promise<Buffer> {
+  return new Promise<Buffer>((resolve, reject) => {
+    let whole = size !== null && size <= limit ? Buffer.allocUnsafe(size) : null;
+    let filled = 0;
+    const chunks: Buffer[] = [];
+    let total = 0;
+    let settled = false;
+    const fail = (error: unknown) => {
+      if (settled) return;
+      settled = true;
+      body.destroy();
+      reject(error);
+    };
+    // Chunks as they come ('data'), not through the stream's async iterator, which takes a promise and
+    // a few turns of the microtask queue for each of a page's ~30 chunks.
+    body.on('data', (chunk: Buffer) => {
+      if (settled) return;
       total += chunk.length;
-      if (total > limit) throw new BodyOverLimitError(limit);
+      if (total > limit) {
+        fail(new BodyOverLimitError(limit));
+        return;
+      }
       if (whole !== null && filled + chunk.length <= whole.length) {
-        chunk.copy(whole, filled);
+        whole.set(chunk, filled);
         filled += chunk.length;
-        continue;
+        return;
       }
       if (whole !== null) {
         chunks.push(whole.subarray(0, filled));
         whole = null;
       }
       chunks.push(chunk);
-    }
-  } catch (error) {
-    body.destroy();
-    throw error;
-  }
-  if (whole !== null) return filled === whole.length ? ownBody(whole) : whole.subarray(0, filled);
-  return chunks.length === 1 ? chunks[0]! : ownBody(Buffer.concat(chunks, total));
+    });
+    body.on('error', fail);
+    body.on('end', () => {
+      if (settled) return;
+      settled = true;
+      if (whole !== null) resolve(filled === whole.length ? ownBody(whole) : whole.subarray(0, filled));
+      else resolve(chunks.length === 1 ? chunks[0]! : ownBody(Buffer.concat(chunks, total)));
+    });
+    // Closed without an end or an error (destroyed from outside): the body is not complete.
+    body.on('close', () => fail(new Error('the answer closed before its body ended')));
+  });
 }
 
 function formatBytes(bytes: number): string {
