@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import { createServer } from 'node:http';
 import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
@@ -8,6 +8,7 @@ import {
   type Transport,
 } from '../../functions/commcare/transport';
 import { type ForwardProxy, startForwardProxy } from '../support/forward-proxy';
+import { type ListeningServer, listenOnLoopback } from '../support/loopback';
 
 const BODY = JSON.stringify({ meta: { next: null }, objects: [{ id: 'a', text: 'x'.repeat(5000) }] });
 const ENCODERS: Record<string, (bytes: Buffer) => Buffer> = {
@@ -16,18 +17,15 @@ const ENCODERS: Record<string, (bytes: Buffer) => Buffer> = {
   br: brotliCompressSync,
 };
 
-let server: Server | null = null;
+let server: ListeningServer | null = null;
 let proxy: ForwardProxy | null = null;
 const savedEnv = { ...process.env };
 
 afterEach(async () => {
   await proxy?.close();
   proxy = null;
-  if (server) {
-    server.closeAllConnections();
-    await new Promise<void>((resolve) => server!.close(() => resolve()));
-    server = null;
-  }
+  await server?.close();
+  server = null;
   for (const name of Object.keys(process.env)) if (!(name in savedEnv)) delete process.env[name];
   Object.assign(process.env, savedEnv);
 });
@@ -35,7 +33,7 @@ afterEach(async () => {
 /** A server answering BODY, compressed as the `encoding` query parameter says; the Accept-Encoding it got. */
 async function startServer(): Promise<{ url: string; accepted: string[] }> {
   const accepted: string[] = [];
-  server = createServer((req, res) => {
+  const http = createServer((req, res) => {
     accepted.push(String(req.headers['accept-encoding'] ?? ''));
     const encoding = new URL(req.url ?? '/', 'http://x').searchParams.get('encoding');
     const plain = Buffer.from(BODY);
@@ -47,9 +45,8 @@ async function startServer(): Promise<{ url: string; accepted: string[] }> {
     });
     res.end(bytes);
   });
-  await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  return { url: `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`, accepted };
+  server = await listenOnLoopback(http);
+  return { url: server.url, accepted };
 }
 
 async function text(transport: Transport, url: string) {
@@ -91,11 +88,8 @@ describe("Node's client", () => {
   });
 
   it('rejects when its signal aborts before the answer', async () => {
-    server = createServer(() => {}); // never answers
-    await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', resolve));
-    const address = server.address();
-    const url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/`;
-    await expect(nodeTransport(url, {}, AbortSignal.timeout(50))).rejects.toMatchObject({
+    server = await listenOnLoopback(createServer(() => {})); // never answers
+    await expect(nodeTransport(`${server.url}/`, {}, AbortSignal.timeout(50))).rejects.toMatchObject({
       name: 'AbortError',
     });
   });

@@ -14,6 +14,7 @@
  */
 import { createServer, request as httpRequest } from 'node:http';
 import { performance } from 'node:perf_hooks';
+import { listenOnLoopback } from './loopback';
 
 /** One data request as the proxy saw it; times are `performance.now()` of the proxy's process. */
 export interface ProxiedRequest {
@@ -97,11 +98,9 @@ export async function startCountingProxy(target: string, latencyMs = 0): Promise
     out.on('error', () => res.destroy());
     req.pipe(out);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : 0;
+  const { url, close } = await listenOnLoopback(server);
   return {
-    url: `http://127.0.0.1:${port}`,
+    url,
     maxInFlight: () => max,
     requests: () => seen.map((r) => r.path),
     timeline: () => seen,
@@ -109,10 +108,6 @@ export async function startCountingProxy(target: string, latencyMs = 0): Promise
       max = 0;
       seen = [];
     },
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
+    close,
   };
 }

@@ -4,6 +4,7 @@
  * asked for. No CONNECT (https through a tunnel): the servers behind it in tests are plain http.
  */
 import { createServer, request } from 'node:http';
+import { listenOnLoopback } from './loopback';
 
 export interface ForwardProxy {
   readonly url: string;
@@ -33,16 +34,6 @@ export async function startForwardProxy(): Promise<ForwardProxy> {
     out.on('error', () => res.destroy());
     req.pipe(out);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : 0;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    seen,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
+  const { url, close } = await listenOnLoopback(server);
+  return { url, seen, close };
 }
