@@ -84,7 +84,10 @@ function pathKeys(path: PathNode, paths: KeyTree): boolean {
   return endsRead(placeAfter(path, [], paths), paths);
 }
 
-/** Notes that a walk ending at `end` reads its value whole; false when that is the record or anything. */
+/**
+ * Notes that a walk ending at `end` reads its value whole: true when it did or already was (`WHOLE`),
+ * false when `end` is the record itself or anything (null).
+ */
 function endsRead(end: Place | null, paths: KeyTree): boolean {
   return end !== null && (end === WHOLE || readWhole(end, paths));
 }
@@ -126,11 +129,11 @@ function placeAfter(path: PathNode, from: Place, paths: KeyTree): Place | null {
       // The condition is tested on each match of the left side; the matches are what the path yields.
       const left = placeAfter(path.left, from, paths);
       if (left === null) return null;
-      const matches = left !== WHOLE && left.length > 0 && readWhole(left, paths) ? WHOLE : left;
+      const matches = endsRead(left, paths) ? WHOLE : left;
       // A condition that ends at the match or the record (`@`, `$`) finds it whatever was left out.
       const condition = placeAfter(path.right, matches, paths);
       if (condition === null) return null;
-      if (condition !== WHOLE && condition.length > 0) readWhole(condition, paths);
+      endsRead(condition, paths);
       return matches;
     }
     case 'desc': {
@@ -144,8 +147,10 @@ function placeAfter(path: PathNode, from: Place, paths: KeyTree): Place | null {
       const left = placeAfter(path.left, from, paths);
       const right = placeAfter(path.right, from, paths);
       if (left === null || right === null) return null;
-      for (const side of [left, right]) if (side !== WHOLE && side.length > 0) readWhole(side, paths);
-      return left === WHOLE || left.length > 0 ? (right === WHOLE || right.length > 0 ? WHOLE : right) : left;
+      const leftRead = endsRead(left, paths);
+      const rightRead = endsRead(right, paths);
+      // Either side may yield the record itself (`$`), which the whole path then yields as well.
+      return leftRead ? (rightRead ? WHOLE : right) : left;
     }
   }
 }
