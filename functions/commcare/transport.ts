@@ -70,17 +70,15 @@ function answerOf(response: IncomingMessage): Answer {
       : encoding === 'br'
         ? createBrotliDecompress()
         : null;
-  if (inflate === null) {
-    const length = Number(headers['content-length']);
-    return {
-      status,
-      headers,
-      body: response,
-      identitySize: Number.isSafeInteger(length) && length > 0 ? length : null,
-    };
-  }
+  if (inflate === null) return { status, headers, body: response, identitySize: declaredLength(headers) };
   // A failure on either side (the connection, the compressed data) ends the stream read with it.
   return { status, headers, body: pipeline(response, inflate, () => undefined), identitySize: null };
+}
+
+/** The body's length the answer declares (`Content-Length`), or null without a usable one. */
+function declaredLength(headers: Record<string, unknown>): number | null {
+  const length = Number(headers['content-length']);
+  return Number.isSafeInteger(length) && length > 0 ? length : null;
 }
 
 /**
@@ -107,16 +105,13 @@ export function axiosTransport(timeoutMs: number): Transport {
       signal,
     });
     const message = (response.request as { res?: unknown } | undefined)?.res;
-    // axios decompresses through a stream of its own: only the response message itself is the body as sent.
-    const length = Number((response.headers as Record<string, unknown>)['content-length']);
+    const answerHeaders = response.headers as Record<string, unknown>;
     return {
       status: response.status,
-      headers: response.headers as Record<string, unknown>,
+      headers: answerHeaders,
       body: response.data,
-      identitySize:
-        message !== undefined && response.data === message && Number.isSafeInteger(length) && length > 0
-          ? length
-          : null,
+      // axios decompresses through a stream of its own: only the response message itself is the body as sent.
+      identitySize: message !== undefined && response.data === message ? declaredLength(answerHeaders) : null,
     };
   };
 }
