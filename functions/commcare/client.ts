@@ -29,7 +29,15 @@ import {
   withQuery,
 } from './resources';
 import type { Page, PullPosition, PullRequest, QueryParams } from './types';
-import { AimdLimiter, orderedMerge, RequestBudget, splitRange, withinBudget } from './windows';
+import {
+  AimdLimiter,
+  earlyReleaseHooks,
+  HeldSlot,
+  orderedMerge,
+  RequestBudget,
+  splitRange,
+  withinBudget,
+} from './windows';
 
 export interface CommCareClientOptions {
   /** `prod` (https://www.commcarehq.org), `local` (http://localhost:8000) or any http(s) base URL. */
@@ -461,7 +469,22 @@ export class CommCareClient {
   ): AsyncGenerator<RawPage> {
     const budget = this.budgetFor(ctx.project);
     const wctx: PagingContext = { ...ctx, hooks: { ...this.adaptiveHooks(budget, true), ...ctx.hooks } };
-    const sequential = keysetPages(wctx, { params, start, endParam: until, stopBefore: null, pageSize });
+    // The first round trip's two requests give their slots back once a slow answer is in (see
+    // `EARLY_RELEASE_AFTER_MS`); the sequential pull's later requests, if any, keep theirs.
+    const firstRound = { open: true };
+    const inSlot = (slot: HeldSlot): PagingContext => ({
+      ...wctx,
+      hooks: { ...wctx.hooks, ...earlyReleaseHooks(slot, () => firstRound.open) },
+    });
+    const firstSlot = new HeldSlot(budget);
+    const tailSlot = new HeldSlot(budget);
+    const sequential = keysetPages(inSlot(firstSlot), {
+      params,
+      start,
+      endParam: until,
+      stopBefore: null,
+      pageSize,
+    });
 
     // The first page is held by a mutable field and let go once yielded: a suspended generator keeps its
     // locals (V8 keeps every register of the frame, used or not), so a `const` page here would stay in
@@ -469,12 +492,15 @@ export class CommCareClient {
     const opening: { first: RawPage | null } = { first: null };
     const tail = await Promise.all([
       budget
-        .run(() => sequential.next())
+        .run(() => sequential.next(), firstSlot)
         .then((step) => {
           if (!step.done) opening.first = step.value;
         }),
-      until === null ? budget.run(() => fetchTailPage(wctx, { params, start, pageSize })) : null,
+      until === null
+        ? budget.run(() => fetchTailPage(inSlot(tailSlot), { params, start, pageSize }), tailSlot)
+        : null,
     ]).then(([, tailPage]) => tailPage);
+    firstRound.open = false;
     if (opening.first === null) return;
     const { position: firstPosition, last: firstIsLast, totalCount } = opening.first;
     const lo = firstPosition?.indexedOn ? requireTimestamp(firstPosition.indexedOn, 'indexed_on') : null;
@@ -482,7 +508,7 @@ export class CommCareClient {
     if (firstIsLast || lo === null || hi === null || !(hi > lo)) {
       yield opening.first;
       opening.first = null;
-      if (!firstIsLast) yield* withinBudget({ [Symbol.asyncIterator]: () => sequential }, budget);
+      if (!firstIsLast) yield* withinBudget({ [Symbol.asyncIterator]: () => sequential }, budget, firstSlot);
       return;
     }
     // The last page is used when it is whole (a short one would reach back into the first page) and
@@ -507,7 +533,7 @@ export class CommCareClient {
       });
       yield opening.first;
       opening.first = null;
-      yield* withinBudget({ [Symbol.asyncIterator]: () => sequential }, budget);
+      yield* withinBudget({ [Symbol.asyncIterator]: () => sequential }, budget, firstSlot);
       return;
     }
     await sequential.return(undefined);

@@ -29,6 +29,7 @@
  */
 
 import type { Readable } from 'node:stream';
+import { setImmediate } from 'node:timers/promises';
 import type { RunBudget } from './budget';
 import {
   CommCareAuthError,
@@ -109,6 +110,15 @@ export interface RequestHooks {
   readonly throttleWaitFloorMs?: number;
   /** Aborting it cancels the request in flight and any wait before a retry (`CommCareCancelledError`). */
   readonly signal?: AbortSignal;
+  /**
+   * A 2xx answer's body is in, before it is decoded; `waitedMs`: from sending the request to the answer's
+   * head (the server's time over it). The request budget gives a slow answer's slot back here, and
+   * returns true: the body is then decoded a turn of the event loop later, so that the request waiting
+   * for the slot goes out first.
+   */
+  answered?(waitedMs: number): boolean;
+  /** Before each retry of the request, after its wait (the budget takes a slot given back again). */
+  resending?(): Promise<void>;
 }
 
 /** Turns a 2xx body into a value; throws `BodyNotJsonError` for a body to retry. */
@@ -181,10 +191,11 @@ export class CommCareHttp {
     let throttles = 0;
     let throttleWaited = 0;
     const signal = hooks.signal;
-    for (;;) {
+    for (let attempts = 0; ; attempts++) {
+      if (attempts > 0) await hooks.resending?.();
       this.throwIfCancelled(signal, path);
       const ticket = hooks.onStart?.();
-      const attempt = await this.attempt(url, path, project, decode, signal);
+      const attempt = await this.attempt(url, path, project, decode, hooks);
       this.throwIfCancelled(signal, path);
       if (attempt.kind === 'ok') {
         hooks.onSuccess?.(ticket);
@@ -282,21 +293,25 @@ export class CommCareHttp {
     path: string,
     project: string | null,
     decode: BodyDecoder<T>,
-    cancel: AbortSignal | undefined,
+    hooks: RequestHooks,
   ): Promise<Attempt<T>> {
+    const cancel = hooks.signal;
     this.stats.requests += 1;
     this.log('debug', 'GET', { path });
     let status: number;
     let bytes: Buffer;
     let headers: Record<string, unknown>;
+    let waitedMs: number;
     try {
       // The signal bounds the whole exchange, body included (aborting destroys the body stream).
       const timeout = AbortSignal.timeout(this.options.timeoutMs);
+      const sentAt = performance.now();
       const answer = await this.transport(
         url,
         this.headers,
         cancel ? AbortSignal.any([timeout, cancel]) : timeout,
       );
+      waitedMs = performance.now() - sentAt;
       status = answer.status;
       headers = answer.headers;
       // An answer that never ends stops where the run's byte budget does, if that comes first.
@@ -319,6 +334,7 @@ export class CommCareHttp {
     }
     if (status >= 200 && status < 300) {
       this.options.budget?.addBytes(bytes.length, project, path);
+      if (hooks.answered?.(waitedMs)) await setImmediate();
       try {
         return { kind: 'ok', body: decode(bytes) };
       } catch (error) {

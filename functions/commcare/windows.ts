@@ -18,6 +18,7 @@
  * already acted on), and each round of `limit` successes adds one, between 1 and the configured maximum.
  */
 import type { Micros } from './dates';
+import type { RequestHooks } from './http';
 
 /**
  * What a 429 leaves of the limit (rounded, and always at least one less): CUBIC's 0.7 rather than
@@ -99,7 +100,9 @@ export function splitRange(lo: Micros, hi: Micros, count: number): Micros[] {
  * The requests one project may have in flight, shared by every pull of that project: the data sources
  * of one export are pulled at once, and HQ throttles per project and user, so the adaptive limit is one
  * number for all of them, never one per source. A request holds a slot from just before it is sent until
- * its page has arrived (429 waits and retries included, as the limit is how hard we press HQ).
+ * its page has been read (429 waits and retries included, as the limit is how hard we press HQ), or,
+ * for a windowed pull's first round trip when HQ was slow to answer, until its answer is in
+ * (`EARLY_RELEASE_AFTER_MS`).
  */
 export class RequestBudget {
   private running = 0;
@@ -142,8 +145,11 @@ export class RequestBudget {
     this.watchers.add(fn);
     return () => this.watchers.delete(fn);
   }
-  /** Waits for a free slot, runs `fn` in it, and gives the slot back. */
-  async run<T>(fn: () => Promise<T>): Promise<T> {
+  /**
+   * Waits for a free slot and gives it to `slot`. The check and the take happen in one step, so two
+   * requests waiting for the same free slot cannot both take it.
+   */
+  async acquire(slot: HeldSlot): Promise<void> {
     while (!this.free) {
       await new Promise<void>((resolve) => {
         const stop = this.watch(() => {
@@ -152,21 +158,95 @@ export class RequestBudget {
         });
       });
     }
-    this.take();
+    slot.take();
+  }
+  /**
+   * Waits for a free slot, runs `fn` in it, and gives the slot back when `fn` ends, unless `slot` (the
+   * slot `fn`'s request holds, see `HeldSlot`) gave it back before.
+   */
+  async run<T>(fn: () => Promise<T>, slot: HeldSlot = new HeldSlot(this)): Promise<T> {
+    await this.acquire(slot);
     try {
       return await fn();
     } finally {
-      this.give();
+      slot.give();
     }
   }
 }
 
-/** Pages of `pages`, each fetched in a slot of `budget` (a pull that has no windows of its own). */
-export async function* withinBudget<T>(pages: AsyncIterable<T>, budget: RequestBudget): AsyncGenerator<T> {
+/**
+ * The budget slot of one request at a time of a pull: taken when the request is sent, and given back
+ * when its page is read, or before, once its answer is in (`earlyReleaseHooks`). A retry of a request
+ * whose slot was given back takes one again (`retake`), waiting for a free one.
+ */
+export class HeldSlot {
+  private held = false;
+  constructor(private readonly budget: RequestBudget) {}
+  get isHeld(): boolean {
+    return this.held;
+  }
+  take(): void {
+    this.budget.take();
+    this.held = true;
+  }
+  /** Gives the slot back if it is still held. */
+  give(): void {
+    if (!this.held) return;
+    this.held = false;
+    this.budget.give();
+  }
+  /** Takes a slot again (waiting for a free one) if it was given back. */
+  async retake(): Promise<void> {
+    if (!this.held) await this.budget.acquire(this);
+  }
+}
+
+/**
+ * An answer that took at least this long (ms from the request to its head) gives its slot back once its
+ * body is in, before its page is read, where `earlyReleaseHooks` are used: the first round trip of a
+ * windowed pull (its first page and its last page, `CommCareClient.parallelKeyset`).
+ *
+ * Why there: the first round's pages arrive together (every source opens at once) and are read while
+ * the code is cold (~40 ms a page, ~6 ms later), so a slot held until its page is read keeps the next
+ * request waiting for the other pages' reading too, and every later round keeps that delay. Why slow
+ * answers only: against a server that answers at once, reading is what limits the pull and the slot held
+ * until the page is read bounds the pages in memory; HQ takes seconds over a page. Later requests keep
+ * their slot until their page is read: one page more in memory for each request in flight, while a later
+ * page's reading delays the next request by a few ms of a round trip of seconds.
+ */
+export const EARLY_RELEASE_AFTER_MS = 200;
+
+/**
+ * Hooks that give `slot` back once a slow answer is in (while `active()`), and take one again to retry
+ * the request.
+ */
+export function earlyReleaseHooks(
+  slot: HeldSlot,
+  active: () => boolean = () => true,
+): Pick<RequestHooks, 'answered' | 'resending'> {
+  return {
+    answered: (waitedMs) => {
+      if (waitedMs < EARLY_RELEASE_AFTER_MS || !slot.isHeld || !active()) return false;
+      slot.give();
+      return true;
+    },
+    resending: () => slot.retake(),
+  };
+}
+
+/**
+ * Pages of `pages`, each fetched in a slot of `budget` (a pull that has no windows of its own); `slot`
+ * when the pull's requests may give theirs back early (`earlyReleaseHooks`).
+ */
+export async function* withinBudget<T>(
+  pages: AsyncIterable<T>,
+  budget: RequestBudget,
+  slot: HeldSlot = new HeldSlot(budget),
+): AsyncGenerator<T> {
   const iterator = pages[Symbol.asyncIterator]();
   try {
     for (;;) {
-      const step = await budget.run(() => iterator.next());
+      const step = await budget.run(() => iterator.next(), slot);
       if (step.done) return;
       yield step.value;
     }

@@ -1,0 +1,189 @@
+/**
+ * A slow answer of a windowed pull's first round trip gives its request slot back once its body is in,
+ * before the page is read, and a retry takes a slot again: at the HTTP layer against a loopback HQ held
+ * back by the counting proxy, in the budget's own terms, and through the client's pulls, counted at the
+ * proxy.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { createCommCareClient, type Page } from '../../functions/commcare';
+import { CommCareHttp, type RequestHooks } from '../../functions/commcare/http';
+import { parseWhole } from '../../functions/commcare/page-body';
+import {
+  AimdLimiter,
+  EARLY_RELEASE_AFTER_MS,
+  earlyReleaseHooks,
+  HeldSlot,
+  RequestBudget,
+} from '../../functions/commcare/windows';
+import { type CountingProxy, startCountingProxy } from '../support/counting-proxy';
+import { FAKE_KEY, FAKE_USER, type FakeHq, makeForms, startFakeHq } from './fake-hq';
+
+let hq: FakeHq | null = null;
+let proxy: CountingProxy | null = null;
+
+afterEach(async () => {
+  await proxy?.close();
+  proxy = null;
+  await hq?.close();
+  hq = null;
+});
+
+/** HQ with 100 forms and 60 cases behind the counting proxy, every answer held `latencyMs` after its request. */
+async function slowHq(latencyMs: number): Promise<{ hq: FakeHq; proxy: CountingProxy }> {
+  hq = await startFakeHq({ forms: makeForms(100), cases: makeForms(60) });
+  proxy = await startCountingProxy(hq.url, latencyMs);
+  return { hq, proxy };
+}
+
+/** The first answer to the forms' first page: 200 with half a list, which only reading the body finds out. */
+function truncateFirstFormPage(fake: FakeHq): void {
+  fake.addFault((_req, res, url) => {
+    if (!url.pathname.includes('/form/') || url.searchParams.get('order_by') !== 'indexed_on') return false;
+    if (url.searchParams.has('indexed_on_start')) return false;
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end('{"meta": {"next": null, "limit": 10}, "objects": [{"id": "x", "indexed_on": ');
+    return true;
+  }, true);
+}
+
+function http(baseUrl: string): CommCareHttp {
+  return new CommCareHttp({
+    baseUrl,
+    username: FAKE_USER,
+    apiKey: FAKE_KEY,
+    timeoutMs: 10_000,
+    maxRetries: 2,
+    maxRetryTimeMs: 10_000,
+    maxThrottleWaitMs: 10_000,
+    backoffBaseMs: 1,
+    backoffMaxMs: 1,
+    userAgent: 'test',
+    maxResponseBytes: 2 ** 20,
+    sleep: async () => undefined,
+    random: () => 0,
+    now: Date.now,
+    logger: undefined,
+  });
+}
+
+describe('the answered and resending hooks', () => {
+  it('tell how long HQ took, before the body is decoded, which then waits a turn when the hook asks', async () => {
+    const { proxy } = await slowHq(250);
+    const url = `${proxy.url}/a/demo/api/form/v1/?order_by=indexed_on&limit=10`;
+    const events: string[] = [];
+    const waited: number[] = [];
+    const hooks = (release: boolean): RequestHooks => ({
+      answered: (ms) => {
+        waited.push(ms);
+        events.push('answered');
+        // Runs before the decode only when the decode waits a turn.
+        setImmediate(() => events.push('next turn'));
+        return release;
+      },
+    });
+    const decode = () => events.push('decode');
+
+    await http(proxy.url).get(url, 'demo', hooks(true), decode);
+    expect(events).toEqual(['answered', 'next turn', 'decode']);
+    events.length = 0;
+    await http(proxy.url).get(url, 'demo', hooks(false), decode);
+    expect(events).toEqual(['answered', 'decode']);
+    expect(waited.every((ms) => ms >= 240)).toBe(true);
+  });
+
+  it('are called again for a retry of a body that is not JSON, resending first', async () => {
+    const { hq, proxy } = await slowHq(0);
+    hq.addFault((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"objects": [');
+      return true;
+    }, true);
+    const events: string[] = [];
+    const hooks: RequestHooks = {
+      answered: () => {
+        events.push('answered');
+        return false;
+      },
+      resending: async () => {
+        events.push('resending');
+      },
+    };
+    const body = await http(proxy.url).get(
+      `${proxy.url}/a/demo/api/form/v1/?limit=1`,
+      'demo',
+      hooks,
+      parseWhole,
+    );
+    expect(body).toHaveProperty('objects');
+    expect(events).toEqual(['answered', 'resending', 'answered']);
+  });
+});
+
+describe('a request slot given back early', () => {
+  it(`is given back only for an answer that took ${EARLY_RELEASE_AFTER_MS} ms or more, and once`, () => {
+    const budget = new RequestBudget(new AimdLimiter({ initial: 2, max: 2 }));
+    const slot = new HeldSlot(budget);
+    const hooks = earlyReleaseHooks(slot);
+    slot.take();
+    expect(hooks.answered!(EARLY_RELEASE_AFTER_MS - 1)).toBe(false);
+    expect(budget.inFlight).toBe(1);
+    expect(hooks.answered!(EARLY_RELEASE_AFTER_MS)).toBe(true);
+    expect(budget.inFlight).toBe(0);
+    // The page read after it, and a second give, count nothing more.
+    expect(hooks.answered!(EARLY_RELEASE_AFTER_MS * 2)).toBe(false);
+    slot.give();
+    expect(budget.inFlight).toBe(0);
+  });
+
+  it('is taken again for a retry, waiting while the budget is full', async () => {
+    const budget = new RequestBudget(new AimdLimiter({ initial: 1, max: 1 }));
+    const slot = new HeldSlot(budget);
+    const other = new HeldSlot(budget);
+    slot.take();
+    slot.give();
+    other.take();
+    let retaken = false;
+    const retry = earlyReleaseHooks(slot).resending!().then(() => {
+      retaken = true;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(retaken).toBe(false);
+    other.give();
+    await retry;
+    expect(retaken).toBe(true);
+    expect(slot.isHeld).toBe(true);
+    expect(budget.inFlight).toBe(1);
+    // A slot still held is not taken twice.
+    await earlyReleaseHooks(slot).resending!();
+    expect(budget.inFlight).toBe(1);
+  });
+});
+
+describe('windowed pulls from a slow HQ', () => {
+  it('keep within their shared requests in flight at HQ, a retried first page included, and give every record in order', async () => {
+    const { hq, proxy } = await slowHq(EARLY_RELEASE_AFTER_MS + 50);
+    truncateFirstFormPage(hq);
+    const client = createCommCareClient({
+      baseUrl: proxy.url,
+      username: FAKE_USER,
+      apiKey: FAKE_KEY,
+      concurrency: 2,
+      maxConcurrency: 2,
+      backoffBaseMs: 1,
+      backoffMaxMs: 1,
+    });
+    const pull = async (resource: 'form' | 'case') => {
+      const pages: Page[] = [];
+      for await (const page of client.pages({ project: 'demo', resource, pageSize: 10 })) pages.push(page);
+      return pages.flatMap((p) => [...p.records].map((r) => r.id));
+    };
+    // The case pull waits for a slot the forms' first round gives back; the forms' retry must wait too.
+    const [forms, cases] = await Promise.all([pull('form'), pull('case')]);
+
+    expect(forms).toEqual(makeForms(100).map((f) => f.id));
+    expect(cases).toEqual(makeForms(60).map((f) => f.id));
+    expect(client.stats.retries).toBe(1);
+    expect(proxy.maxInFlight()).toBe(2);
+    expect(proxy.requests().some((path) => path.includes('indexed_on_end'))).toBe(true);
+  });
+});
