@@ -470,21 +470,25 @@ export class CommCareClient {
     const budget = this.budgetFor(ctx.project);
     const wctx: PagingContext = { ...ctx, hooks: { ...this.adaptiveHooks(budget, true), ...ctx.hooks } };
     // The first round trip's two requests give their slots back once a slow answer is in (see
-    // `EARLY_RELEASE_AFTER_MS`); the sequential pull's later requests, if any, keep theirs.
-    const firstRound = { open: true };
-    const inSlot = (slot: HeldSlot): PagingContext => ({
+    // `EARLY_RELEASE_AFTER_MS`); the sequential pull's later requests, if any, keep theirs. Once one of the
+    // two pages is read, the other is the one that lets the windows be planned (`FirstRoundReads`).
+    const firstRound = { open: true, firstRead: false, tailRead: until !== null };
+    const inSlot = (slot: HeldSlot, urgent: () => boolean): PagingContext => ({
       ...wctx,
-      hooks: { ...wctx.hooks, ...earlyReleaseHooks(slot, () => firstRound.open) },
+      hooks: { ...wctx.hooks, ...earlyReleaseHooks(slot, () => firstRound.open, urgent) },
     });
     const firstSlot = new HeldSlot(budget);
     const tailSlot = new HeldSlot(budget);
-    const sequential = keysetPages(inSlot(firstSlot), {
-      params,
-      start,
-      endParam: until,
-      stopBefore: null,
-      pageSize,
-    });
+    const sequential = keysetPages(
+      inSlot(firstSlot, () => firstRound.tailRead),
+      {
+        params,
+        start,
+        endParam: until,
+        stopBefore: null,
+        pageSize,
+      },
+    );
 
     // The first page is held by a mutable field and let go once yielded: a suspended generator keeps its
     // locals (V8 keeps every register of the frame, used or not), so a `const` page here would stay in
@@ -494,10 +498,23 @@ export class CommCareClient {
       budget
         .run(() => sequential.next(), firstSlot)
         .then((step) => {
+          firstRound.firstRead = true;
           if (!step.done) opening.first = step.value;
         }),
       until === null
-        ? budget.run(() => fetchTailPage(inSlot(tailSlot), { params, start, pageSize }), tailSlot)
+        ? budget
+            .run(
+              () =>
+                fetchTailPage(
+                  inSlot(tailSlot, () => firstRound.firstRead),
+                  { params, start, pageSize },
+                ),
+              tailSlot,
+            )
+            .then((page) => {
+              firstRound.tailRead = true;
+              return page;
+            })
         : null,
     ]).then(([, tailPage]) => tailPage);
     firstRound.open = false;

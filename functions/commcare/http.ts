@@ -29,7 +29,6 @@
  */
 
 import type { Readable } from 'node:stream';
-import { setImmediate } from 'node:timers/promises';
 import type { RunBudget } from './budget';
 import {
   CommCareAuthError,
@@ -113,10 +112,10 @@ export interface RequestHooks {
   /**
    * A 2xx answer's body is in, before it is decoded; `waitedMs`: from sending the request to the answer's
    * head (the server's time over it). The request budget gives a slow answer's slot back here, and
-   * returns true: the body is then decoded a turn of the event loop later, so that the request waiting
-   * for the slot goes out first.
+   * returns when the body is to be decoded (a later turn of the event loop, so that the request waiting
+   * for the slot goes out first); undefined: at once.
    */
-  answered?(waitedMs: number): boolean;
+  answered?(waitedMs: number): Promise<void> | undefined;
   /** Before each retry of the request, after its wait (the budget takes a slot given back again). */
   resending?(): Promise<void>;
 }
@@ -334,7 +333,8 @@ export class CommCareHttp {
     }
     if (status >= 200 && status < 300) {
       this.options.budget?.addBytes(bytes.length, project, path);
-      if (hooks.answered?.(waitedMs)) await setImmediate();
+      const turn = hooks.answered?.(waitedMs);
+      if (turn) await turn;
       try {
         return { kind: 'ok', body: decode(bytes) };
       } catch (error) {

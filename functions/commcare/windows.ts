@@ -105,6 +105,8 @@ export function splitRange(lo: Micros, hi: Micros, count: number): Micros[] {
  * (`EARLY_RELEASE_AFTER_MS`).
  */
 export class RequestBudget {
+  /** Turns for reading the pages of the pulls' first round trips (`FirstRoundReads`). */
+  readonly firstRoundReads = new FirstRoundReads();
   private running = 0;
   private readonly watchers = new Set<() => void>();
   private readonly holders = new Set<() => number>();
@@ -181,7 +183,7 @@ export class RequestBudget {
  */
 export class HeldSlot {
   private held = false;
-  constructor(private readonly budget: RequestBudget) {}
+  constructor(readonly budget: RequestBudget) {}
   get isHeld(): boolean {
     return this.held;
   }
@@ -217,18 +219,52 @@ export class HeldSlot {
 export const EARLY_RELEASE_AFTER_MS = 200;
 
 /**
- * Hooks that give `slot` back once a slow answer is in (while `active()`), and take one again to retry
- * the request.
+ * Reads the first round's pages of a project's pulls one a turn of the event loop, once their slots are
+ * given back: the page that lets its pull plan its windows (its other first-round page already read) goes
+ * first, then the others as they came. The first round's pages arrive together and each is read cold in
+ * ~20–50 ms, so reading them as they came made a pull whose two pages came first and third wait for
+ * three readings before sending its windows.
+ */
+export class FirstRoundReads {
+  private readonly waiting: { readonly urgent: () => boolean; readonly go: () => void }[] = [];
+  private scheduled = false;
+
+  /** Resolves when the page may be read; `urgent()`: reading it lets its pull plan its windows. */
+  turn(urgent: () => boolean): Promise<void> {
+    return new Promise<void>((go) => {
+      this.waiting.push({ urgent, go });
+      this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    // One page a turn: the page read in a turn settles its pull's state before the next turn picks.
+    setImmediate(() => {
+      this.scheduled = false;
+      const first = this.waiting.findIndex((w) => w.urgent());
+      const [next] = this.waiting.splice(first >= 0 ? first : 0, 1);
+      next?.go();
+      if (this.waiting.length > 0) this.schedule();
+    });
+  }
+}
+
+/**
+ * Hooks that give `slot` back once a slow answer is in (while `active()`), the page then read at its
+ * turn (`FirstRoundReads`, `urgent` as there), and take one again to retry the request.
  */
 export function earlyReleaseHooks(
   slot: HeldSlot,
   active: () => boolean = () => true,
+  urgent: () => boolean = () => false,
 ): Pick<RequestHooks, 'answered' | 'resending'> {
   return {
     answered: (waitedMs) => {
-      if (waitedMs < EARLY_RELEASE_AFTER_MS || !slot.isHeld || !active()) return false;
+      if (waitedMs < EARLY_RELEASE_AFTER_MS || !slot.isHeld || !active()) return undefined;
       slot.give();
-      return true;
+      return slot.budget.firstRoundReads.turn(urgent);
     },
     resending: () => slot.retake(),
   };

@@ -12,6 +12,7 @@ import {
   AimdLimiter,
   EARLY_RELEASE_AFTER_MS,
   earlyReleaseHooks,
+  FirstRoundReads,
   HeldSlot,
   RequestBudget,
 } from '../../functions/commcare/windows';
@@ -76,9 +77,9 @@ describe('the answered and resending hooks', () => {
       answered: (ms) => {
         waited.push(ms);
         events.push('answered');
-        // Runs before the decode only when the decode waits a turn.
+        // Runs before the decode only when the decode waits for a later turn.
         setImmediate(() => events.push('next turn'));
-        return release;
+        return release ? new Promise((resolve) => setImmediate(resolve)) : undefined;
       },
     });
     const decode = () => events.push('decode');
@@ -102,7 +103,7 @@ describe('the answered and resending hooks', () => {
     const hooks: RequestHooks = {
       answered: () => {
         events.push('answered');
-        return false;
+        return undefined;
       },
       resending: async () => {
         events.push('resending');
@@ -125,14 +126,34 @@ describe('a request slot given back early', () => {
     const slot = new HeldSlot(budget);
     const hooks = earlyReleaseHooks(slot);
     slot.take();
-    expect(hooks.answered!(EARLY_RELEASE_AFTER_MS - 1)).toBe(false);
+    expect(hooks.answered!(EARLY_RELEASE_AFTER_MS - 1)).toBeUndefined();
     expect(budget.inFlight).toBe(1);
-    expect(hooks.answered!(EARLY_RELEASE_AFTER_MS)).toBe(true);
+    expect(hooks.answered!(EARLY_RELEASE_AFTER_MS)).toBeInstanceOf(Promise);
     expect(budget.inFlight).toBe(0);
     // The page read after it, and a second give, count nothing more.
-    expect(hooks.answered!(EARLY_RELEASE_AFTER_MS * 2)).toBe(false);
+    expect(hooks.answered!(EARLY_RELEASE_AFTER_MS * 2)).toBeUndefined();
     slot.give();
     expect(budget.inFlight).toBe(0);
+  });
+
+  it("has its page read at its turn, the page that completes its pull's first round first", async () => {
+    const reads = new FirstRoundReads();
+    const order: string[] = [];
+    const pulls = { a: false, b: false };
+    // Pull a's first page, pull b's first page, then pull a's last page (urgent once a's first is read).
+    const turns = [
+      reads
+        .turn(() => false)
+        .then(() => {
+          order.push('a first');
+          pulls.a = true;
+        }),
+      reads.turn(() => pulls.b).then(() => order.push('b first')),
+      reads.turn(() => pulls.a).then(() => order.push('a last')),
+      reads.turn(() => false).then(() => order.push('b last')),
+    ];
+    await Promise.all(turns);
+    expect(order).toEqual(['a first', 'a last', 'b first', 'b last']);
   });
 
   it('is taken again for a retry, waiting while the budget is full', async () => {
