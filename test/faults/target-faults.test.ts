@@ -1,5 +1,4 @@
-import { createServer, type IncomingMessage, request, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { ListMultipartUploadsCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -10,6 +9,8 @@ import type { ExportSink } from '../../functions/sinks/types';
 import { CHAOS_KEY, CHAOS_USER, createDatabase, dropDatabase } from '../chaos/support';
 import { createBucket } from '../chaos/trial';
 import { motoS3 } from '../support/aws';
+import { passOn } from '../support/forward-proxy';
+import { listenOnLoopback } from '../support/loopback';
 import { diffToCheckpoint, diffWhole, exportToPostgres } from './support';
 
 const PROJECT = 'target';
@@ -103,29 +104,10 @@ async function faultyProxy(target: string, fail: (req: IncomingMessage) => boole
       });
       return;
     }
-    const forward = request(
-      {
-        host: upstream.hostname,
-        port: upstream.port,
-        method: req.method,
-        path: req.url,
-        headers: req.headers,
-      },
-      (up) => {
-        res.writeHead(up.statusCode ?? 502, up.headers);
-        up.pipe(res);
-      },
-    );
-    forward.on('error', () => res.destroy());
-    req.pipe(forward);
+    passOn(req, res, upstream, req.url ?? '/');
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    endpoint: `http://127.0.0.1:${port}`,
-    failures: () => failures,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
+  const { url, close } = await listenOnLoopback(server);
+  return { endpoint: url, failures: () => failures, close };
 }
 
 describe('an S3 multipart part upload that keeps failing', () => {

@@ -3,8 +3,26 @@
  * (`GET http://host:port/path`), sends them on and pipes the answers back, and keeps the URLs it was
  * asked for. No CONNECT (https through a tunnel): the servers behind it in tests are plain http.
  */
-import { createServer, request } from 'node:http';
+import { createServer, type IncomingMessage, request, type ServerResponse } from 'node:http';
 import { listenOnLoopback } from './loopback';
+
+/** Sends `req` on to `host:port` at `path`, as it came, and pipes the answer back to `res`. */
+export function passOn(
+  req: IncomingMessage,
+  res: ServerResponse,
+  target: { readonly hostname: string; readonly port: string },
+  path: string,
+): void {
+  const out = request(
+    { host: target.hostname, port: target.port, path, method: req.method, headers: req.headers },
+    (answer) => {
+      res.writeHead(answer.statusCode ?? 502, answer.headers);
+      answer.pipe(res);
+    },
+  );
+  out.on('error', () => res.destroy());
+  req.pipe(out);
+}
 
 export interface ForwardProxy {
   readonly url: string;
@@ -18,21 +36,7 @@ export async function startForwardProxy(): Promise<ForwardProxy> {
   const server = createServer((req, res) => {
     const target = new URL(req.url ?? '');
     seen.push(target.href);
-    const out = request(
-      {
-        host: target.hostname,
-        port: target.port,
-        path: target.pathname + target.search,
-        method: req.method,
-        headers: req.headers,
-      },
-      (answer) => {
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
-      },
-    );
-    out.on('error', () => res.destroy());
-    req.pipe(out);
+    passOn(req, res, target, target.pathname + target.search);
   });
   const { url, close } = await listenOnLoopback(server);
   return { url, seen, close };
