@@ -484,6 +484,114 @@ function isDigit(c: number | undefined): boolean {
   return c !== undefined && c >= DIGIT_0 && c <= DIGIT_9;
 }
 
+/**
+ * The text of the top-level string `field` of the first item of the list `listKey`, read by walking the
+ * body's structure only as far as that item (the envelope's members before the list, then one item, not
+ * the page's thousand): what a caller planning from a page's first record needs before the page is read.
+ * Null when the body is not laid out as `scanList` expects that far, the list is empty, or the value is
+ * not a string without escapes (read the page instead). A key written with an escape is not `field`.
+ * The last occurrence of a repeated key wins, as in JSON.parse. Nothing after the first item is looked
+ * at, so a body broken further on still peeks (and fails when it is read).
+ */
+export function peekFirstItemField(bytes: Buffer, listKey: string, field: string): string | null {
+  const n = bytes.length;
+  let i = spaceEnd(bytes, 0, n);
+  if (bytes[i] !== OPEN_BRACE) return null;
+  i += 1;
+  for (;;) {
+    i = spaceEnd(bytes, i, n);
+    if (bytes[i] !== QUOTE) return null;
+    const keyEnd = stringEnd(bytes, i + 1);
+    if (keyEnd === -1) return null;
+    const isList = isWord(bytes, i + 1, keyEnd, listKey);
+    i = spaceEnd(bytes, keyEnd + 1, n);
+    if (bytes[i] !== COLON) return null;
+    i = spaceEnd(bytes, i + 1, n);
+    if (isList) {
+      if (bytes[i] !== OPEN_BRACKET) return null;
+      i = spaceEnd(bytes, i + 1, n);
+      return bytes[i] === OPEN_BRACE ? itemStringField(bytes, i, field) : null;
+    }
+    i = valueEnd(bytes, i);
+    if (i === -1) return null;
+    i = spaceEnd(bytes, i, n);
+    if (bytes[i] !== COMMA) return null;
+    i += 1;
+  }
+}
+
+/** `peekFirstItemField` inside the item whose `{` is at `open`. */
+function itemStringField(bytes: Buffer, open: number, field: string): string | null {
+  const n = bytes.length;
+  let found: string | null = null;
+  let i = spaceEnd(bytes, open + 1, n);
+  if (bytes[i] === CLOSE_BRACE) return null;
+  for (;;) {
+    if (bytes[i] !== QUOTE) return null;
+    const keyEnd = stringEnd(bytes, i + 1);
+    if (keyEnd === -1) return null;
+    const named = isWord(bytes, i + 1, keyEnd, field);
+    i = spaceEnd(bytes, keyEnd + 1, n);
+    if (bytes[i] !== COLON) return null;
+    i = spaceEnd(bytes, i + 1, n);
+    const end = valueEnd(bytes, i);
+    if (end === -1) return null;
+    if (named) {
+      found =
+        bytes[i] === QUOTE && !hasByte(bytes, i + 1, end - 1, BACKSLASH)
+          ? bytes.toString('utf8', i + 1, end - 1)
+          : null;
+    }
+    i = spaceEnd(bytes, end, n);
+    if (bytes[i] === CLOSE_BRACE) return found;
+    if (bytes[i] !== COMMA) return null;
+    i = spaceEnd(bytes, i + 1, n);
+  }
+}
+
+/**
+ * The end (exclusive) of the JSON value at `i`: a string, an object or array (its strings and nesting
+ * followed), or a literal; -1 when it does not end or is no value.
+ */
+function valueEnd(bytes: Uint8Array, i: number): number {
+  const c = bytes[i];
+  if (c === QUOTE) {
+    const j = stringEnd(bytes, i + 1);
+    return j === -1 ? -1 : j + 1;
+  }
+  if (c !== OPEN_BRACE && c !== OPEN_BRACKET) return literalEnd(bytes, i);
+  let depth = 0;
+  for (let k = i; k < bytes.length; k += 1) {
+    const b = bytes[k];
+    if (b === QUOTE) {
+      const j = stringEnd(bytes, k + 1);
+      if (j === -1) return -1;
+      k = j;
+    } else if (b === OPEN_BRACE || b === OPEN_BRACKET) {
+      depth += 1;
+    } else if (b === CLOSE_BRACE || b === CLOSE_BRACKET) {
+      depth -= 1;
+      if (depth === 0) return k + 1;
+    }
+  }
+  return -1;
+}
+
+/** The first index at or after `from` (below `to`) that is not whitespace. */
+function spaceEnd(bytes: Uint8Array, from: number, to: number): number {
+  let k = from;
+  while (k < to && isSpace(bytes[k]!)) k += 1;
+  return k;
+}
+
+/** True when `bytes[start..end)` is `word` in UTF-8 (as written, without escapes). */
+function isWord(bytes: Uint8Array, start: number, end: number, word: string): boolean {
+  const written = Buffer.from(word);
+  if (end - start !== written.length) return false;
+  for (let k = 0; k < written.length; k += 1) if (bytes[start + k] !== written[k]) return false;
+  return true;
+}
+
 /** True when `bytes[at..]` starts with the ASCII `word`. */
 function startsWith(bytes: Uint8Array, at: number, word: string): boolean {
   for (let k = 0; k < word.length; k += 1) if (bytes[at + k] !== word.charCodeAt(k)) return false;

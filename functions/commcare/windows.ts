@@ -219,22 +219,94 @@ export class HeldSlot {
 export const EARLY_RELEASE_AFTER_MS = 200;
 
 /**
+ * How long a first-round page waits for the answers sent in the same round trip (within this many ms of
+ * its own request) to come in before it is read, at most (see `FirstRoundReads`).
+ */
+export const FIRST_ROUND_PEERS_MS = 50;
+
+/** One request of a pull's first round trip, as `FirstRoundReads` follows it. */
+export interface FirstRoundRequest {
+  /** The request is being sent (its slot taken). */
+  sent(): void;
+  /** Its answer is in, or it failed or was given up; later calls do nothing. */
+  done(): void;
+}
+
+interface FirstRoundTurn {
+  readonly priority: () => number;
+  /** When the page's request was sent; -Infinity for `idle` waiters. */
+  readonly sentAt: number;
+  readonly since: number;
+  readonly go: () => void;
+}
+
+/**
  * Reads the first round's pages of a project's pulls one a turn of the event loop, once their slots are
- * given back: the page that lets its pull plan its windows (its other first-round page already read) goes
- * first, then the others as they came. The first round's pages arrive together and each is read cold in
- * ~20–50 ms, so reading them as they came made a pull whose two pages came first and third wait for
- * three readings before sending its windows.
+ * given back, the most useful first, and after the round's other answers are in.
+ *
+ * - The first round's answers arrive together, and reading a page while the code is cold takes ~40–60 ms
+ *   (~6 ms later on), during which nothing else runs: the other answers' bodies wait in their sockets,
+ *   holding their slots and the requests waiting for those. So a page waits until the answers to the
+ *   requests sent within `FIRST_ROUND_PEERS_MS` of its own are in, for at most as long; requests sent a
+ *   round later (the next pulls' first round) are not waited for.
+ * - The most useful page is read first (`priority`, higher first, ties in arrival order): a tail page's
+ *   peek (a moment's work that may complete its pull's plan), then a first page whose pull can plan its
+ *   windows once it is read, then the others.
+ * - `idle` is for work that can wait (the caller's first page, a tail page read in full): it runs once no
+ *   page waits for its turn.
  */
 export class FirstRoundReads {
-  private readonly waiting: { readonly urgent: () => boolean; readonly go: () => void }[] = [];
+  private readonly unanswered = new Set<{ readonly sentAt: number }>();
+  private readonly waiting: FirstRoundTurn[] = [];
   private scheduled = false;
+  private recheck: ReturnType<typeof setTimeout> | null = null;
 
-  /** Resolves when the page may be read; `urgent()`: reading it lets its pull plan its windows. */
-  turn(urgent: () => boolean): Promise<void> {
+  constructor(private readonly now: () => number = () => performance.now()) {}
+
+  /** A first-round request to follow: call `sent` as it goes out, `done` once its answer is in. */
+  request(): FirstRoundRequest & { readonly sentAt: number } {
+    const entry = { sentAt: Number.POSITIVE_INFINITY };
+    return {
+      get sentAt() {
+        return entry.sentAt;
+      },
+      sent: () => {
+        entry.sentAt = this.now();
+        this.unanswered.add(entry);
+      },
+      done: () => {
+        if (this.unanswered.delete(entry) && this.waiting.length > 0) this.schedule();
+      },
+    };
+  }
+
+  /** Resolves when the page of the request sent at `sentAt` may be read (see the class). */
+  turn(priority: () => number, sentAt: number): Promise<void> {
+    return this.enqueue(priority, sentAt);
+  }
+
+  /** Resolves once no first-round page waits to be read. */
+  idle(): Promise<void> {
+    return this.enqueue(() => Number.NEGATIVE_INFINITY, Number.NEGATIVE_INFINITY);
+  }
+
+  private enqueue(priority: () => number, sentAt: number): Promise<void> {
     return new Promise<void>((go) => {
-      this.waiting.push({ urgent, go });
+      this.waiting.push({ priority, sentAt, since: this.now(), go });
       this.schedule();
     });
+  }
+
+  /** True while a page still waits for an answer to a request of its own round (within its time). */
+  private heldForPeers(): boolean {
+    const now = this.now();
+    for (const w of this.waiting) {
+      if (now - w.since >= FIRST_ROUND_PEERS_MS) continue;
+      for (const request of this.unanswered) {
+        if (request.sentAt <= w.sentAt + FIRST_ROUND_PEERS_MS) return true;
+      }
+    }
+    return false;
   }
 
   private schedule(): void {
@@ -243,9 +315,21 @@ export class FirstRoundReads {
     // One page a turn: the page read in a turn settles its pull's state before the next turn picks.
     setImmediate(() => {
       this.scheduled = false;
-      const first = this.waiting.findIndex((w) => w.urgent());
-      const [next] = this.waiting.splice(first >= 0 ? first : 0, 1);
-      next?.go();
+      if (this.waiting.length === 0) return;
+      if (this.heldForPeers()) {
+        // Looked at again when an answer comes in (`done`), or once the wait has run its course.
+        this.recheck ??= setTimeout(() => {
+          this.recheck = null;
+          this.schedule();
+        }, FIRST_ROUND_PEERS_MS / 5);
+        return;
+      }
+      let best = 0;
+      for (let k = 1; k < this.waiting.length; k += 1) {
+        if (this.waiting[k]!.priority() > this.waiting[best]!.priority()) best = k;
+      }
+      const [next] = this.waiting.splice(best, 1);
+      next!.go();
       if (this.waiting.length > 0) this.schedule();
     });
   }
@@ -253,20 +337,27 @@ export class FirstRoundReads {
 
 /**
  * Hooks that give `slot` back once a slow answer is in (while `active()`), the page then read at its
- * turn (`FirstRoundReads`, `urgent` as there), and take one again to retry the request.
+ * turn (`FirstRoundReads`, with `priority` as there), and take one again to retry the request. `request`
+ * is told when the answer is in.
  */
 export function earlyReleaseHooks(
   slot: HeldSlot,
   active: () => boolean = () => true,
-  urgent: () => boolean = () => false,
+  priority: () => number = () => 0,
+  request?: FirstRoundRequest & { readonly sentAt: number },
 ): Pick<RequestHooks, 'answered' | 'resending'> {
   return {
     answered: (waitedMs) => {
+      request?.done();
       if (waitedMs < EARLY_RELEASE_AFTER_MS || !slot.isHeld || !active()) return undefined;
       slot.give();
-      return slot.budget.firstRoundReads.turn(urgent);
+      const reads = slot.budget.firstRoundReads;
+      return reads.turn(priority, request?.sentAt ?? performance.now() - waitedMs);
     },
-    resending: () => slot.retake(),
+    resending: async () => {
+      request?.sent();
+      await slot.retake();
+    },
   };
 }
 

@@ -12,6 +12,7 @@ import {
   AimdLimiter,
   EARLY_RELEASE_AFTER_MS,
   earlyReleaseHooks,
+  FIRST_ROUND_PEERS_MS,
   FirstRoundReads,
   HeldSlot,
   RequestBudget,
@@ -140,20 +141,50 @@ describe('a request slot given back early', () => {
     const reads = new FirstRoundReads();
     const order: string[] = [];
     const pulls = { a: false, b: false };
-    // Pull a's first page, pull b's first page, then pull a's last page (urgent once a's first is read).
+    // Pull a's first page, pull b's first page, then pull a's last page (first once a's first is read),
+    // and the caller's work (idle), which waits for every page.
     const turns = [
+      reads.idle().then(() => order.push('caller')),
       reads
-        .turn(() => false)
+        .turn(() => 0, 0)
         .then(() => {
           order.push('a first');
           pulls.a = true;
         }),
-      reads.turn(() => pulls.b).then(() => order.push('b first')),
-      reads.turn(() => pulls.a).then(() => order.push('a last')),
-      reads.turn(() => false).then(() => order.push('b last')),
+      reads.turn(() => (pulls.b ? 1 : 0), 0).then(() => order.push('b first')),
+      reads.turn(() => (pulls.a ? 1 : 0), 0).then(() => order.push('a last')),
+      reads.turn(() => 0, 0).then(() => order.push('b last')),
     ];
     await Promise.all(turns);
-    expect(order).toEqual(['a first', 'a last', 'b first', 'b last']);
+    expect(order).toEqual(['a first', 'a last', 'b first', 'b last', 'caller']);
+  });
+
+  it("waits for the answers of its own round trip before a page is read, not for a later round's", async () => {
+    let now = 0;
+    const reads = new FirstRoundReads(() => now);
+    const order: string[] = [];
+    const peer = reads.request();
+    const later = reads.request();
+    peer.sent();
+    now = FIRST_ROUND_PEERS_MS + 1;
+    later.sent();
+    const read = reads.turn(() => 0, 0).then(() => order.push('read'));
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    // The peer (sent with it) is still unanswered: the page waits.
+    expect(order).toEqual([]);
+    peer.done();
+    await read;
+    // The request sent a round trip later was not waited for.
+    expect(order).toEqual(['read']);
+
+    // A peer that never answers holds a page back for FIRST_ROUND_PEERS_MS at most.
+    const slow = reads.request();
+    slow.sent();
+    const since = now;
+    const held = reads.turn(() => 0, now);
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    now = since + FIRST_ROUND_PEERS_MS;
+    await held;
   });
 
   it('is taken again for a retry, waiting while the budget is full', async () => {
@@ -207,4 +238,54 @@ describe('windowed pulls from a slow HQ', () => {
     expect(proxy.maxInFlight()).toBe(2);
     expect(proxy.requests().some((path) => path.includes('indexed_on_end'))).toBe(true);
   });
+});
+
+/** Forms indexed at `offsets` (ms after 2024-01-01), in that order. */
+function formsAt(offsets: readonly number[]) {
+  const base = Date.UTC(2024, 0, 1);
+  return offsets.map((offset, i) => ({
+    id: `form-${String(i).padStart(5, '0')}`,
+    indexed_on: `${new Date(base + offset).toISOString().slice(0, 19)}.${String(offset % 1000).padStart(3, '0')}000Z`,
+  }));
+}
+
+describe('windows planned before the last page is read', () => {
+  const minute = 60_000;
+  const day = 1440 * minute;
+  const layouts: Record<string, number[]> = {
+    // The last page spans far less time than an even spread gives it: the windows are re-cut to it.
+    'dense at the end': [
+      ...Array.from({ length: 100 }, (_, i) => i * day),
+      ...Array.from({ length: 40 }, (_, i) => 100 * day + i * minute),
+    ],
+    // The last page reaches back far before its estimated start: cuts past it are dropped.
+    'sparse at the end': [
+      ...Array.from({ length: 100 }, (_, i) => i * minute),
+      ...Array.from({ length: 20 }, (_, i) => 100 * minute + (i + 1) * day),
+    ],
+    even: Array.from({ length: 120 }, (_, i) => i * minute),
+  };
+
+  for (const [layout, offsets] of Object.entries(layouts)) {
+    it(`give every record once, in order, from a slow HQ (${layout})`, async () => {
+      const forms = formsAt(offsets);
+      hq = await startFakeHq({ forms });
+      proxy = await startCountingProxy(hq.url, EARLY_RELEASE_AFTER_MS + 50);
+      const client = createCommCareClient({
+        baseUrl: proxy.url,
+        username: FAKE_USER,
+        apiKey: FAKE_KEY,
+        concurrency: 4,
+        maxConcurrency: 4,
+      });
+      const pages: Page[] = [];
+      for await (const page of client.pages({ project: 'demo', resource: 'form', pageSize: 10 }))
+        pages.push(page);
+
+      expect(pages.flatMap((p) => [...p.records].map((r) => r.id))).toEqual(forms.map((f) => f.id));
+      // The last page is the pull's newest records, read newest first in the first round trip.
+      expect(proxy.requests().filter((r) => r.includes('order_by=-indexed_on'))).toHaveLength(1);
+      expect(proxy.maxInFlight()).toBeLessThanOrEqual(4);
+    });
+  }
 });

@@ -8,6 +8,7 @@ import {
   BodyNotJsonError,
   FIELD_NOT_PLAIN,
   parseListBody,
+  peekFirstItemField,
   READY_BODIES,
   READY_FIELDS,
   READY_PATHS,
@@ -324,6 +325,33 @@ describe('kept paths over any JSON', () => {
       ),
       { numRuns: 2000 },
     );
+  });
+
+  it("peeks at the first item's string field as JSON.parse reads it, without the items after it", () => {
+    fc.assert(
+      fc.property(fc.array(record, { maxLength: 3 }), key, fc.boolean(), (records, field, pretty) => {
+        const text = JSON.stringify(
+          { meta: { n: [1, '}'] }, objects: records },
+          null,
+          pretty ? 1 : undefined,
+        );
+        const first = (JSON.parse(text).objects as Record<string, unknown>[])[0];
+        const value = first?.[field];
+        const plain = typeof value === 'string' && !JSON.stringify(value).slice(1, -1).includes('\\');
+        // A key written with an escape is not compared, as in the scanner.
+        if (JSON.stringify(field).includes('\\')) return;
+        expect(peekFirstItemField(bytes(text), 'objects', field)).toBe(plain ? value : null);
+      }),
+      { numRuns: 2000 },
+    );
+    const body = '{"objects": [{"indexed_on": "a", "x": {"y": "]}"}, "indexed_on": "b"}, {"indexed_on": ';
+    expect(peekFirstItemField(bytes(body), 'objects', 'indexed_on')).toBe('b');
+    expect(peekFirstItemField(bytes('{"objects": [], "meta": {}}'), 'objects', 'indexed_on')).toBeNull();
+    expect(peekFirstItemField(bytes('[{"indexed_on": "a"}]'), 'objects', 'indexed_on')).toBeNull();
+    expect(peekFirstItemField(bytes('{"objects": ["a"]}'), 'objects', 'indexed_on')).toBeNull();
+    expect(
+      peekFirstItemField(bytes('{"objects": [{"indexed_on": "a\\"b"}]}'), 'objects', 'indexed_on'),
+    ).toBeNull();
   });
 });
 
