@@ -35,6 +35,7 @@ import {
   AimdLimiter,
   earlyReleaseHooks,
   HeldSlot,
+  laneReleaseHooks,
   orderedMerge,
   RequestBudget,
   splitRange,
@@ -638,7 +639,12 @@ export class CommCareClient {
       if ((end - finalFrom) * perMicro <= pageSize * this.pagesPerWindow) cuts.push(...planned);
       else cuts.push(...splitRange(from, end - 1, windowsFor((end - from) * perMicro)));
     };
-    const windows = function* (): Generator<() => AsyncIterable<RawPage>> {
+    // A window's requests give their slot back once a slow answer is in (`laneReleaseHooks`).
+    const laneCtx = (slot: HeldSlot): PagingContext => ({
+      ...wctx,
+      hooks: { ...wctx.hooks, ...laneReleaseHooks(slot) },
+    });
+    const windows = function* (): Generator<(slot: HeldSlot) => AsyncIterable<RawPage>> {
       // The first window goes on from where the first page ended (its boundary ids included).
       let from = lo;
       let windowStart: PullPosition | null = firstPosition;
@@ -651,8 +657,8 @@ export class CommCareClient {
         const cut = cuts[i];
         if (cut !== undefined && !(ending.known && ending.end !== null && cut >= ending.end)) {
           const window = { start: windowStart, stopBefore: cut };
-          yield () =>
-            keysetPages(wctx, {
+          yield (slot) =>
+            keysetPages(laneCtx(slot), {
               params,
               start: window.start,
               endParam: formatNaiveUtc(cut),
@@ -667,11 +673,11 @@ export class CommCareClient {
         // before the last page is read, it waits for that reading (at most the first round's reads).
         const finalStart = windowStart;
         const finalFrom = from;
-        yield async function* () {
+        yield async function* (slot: HeldSlot) {
           await ready;
           const stop = ending.end;
           if (stop !== null && stop <= finalFrom) return;
-          yield* keysetPages(wctx, {
+          yield* keysetPages(laneCtx(slot), {
             params,
             start: finalStart,
             endParam: stop === null ? until : formatNaiveUtc(stop),
