@@ -35,7 +35,6 @@ import {
   AimdLimiter,
   earlyReleaseHooks,
   HeldSlot,
-  laneReleaseHooks,
   orderedMerge,
   RequestBudget,
   splitRange,
@@ -639,12 +638,7 @@ export class CommCareClient {
       if ((end - finalFrom) * perMicro <= pageSize * this.pagesPerWindow) cuts.push(...planned);
       else cuts.push(...splitRange(from, end - 1, windowsFor((end - from) * perMicro)));
     };
-    // A window's requests give their slot back once a slow answer is in (`laneReleaseHooks`).
-    const laneCtx = (slot: HeldSlot): PagingContext => ({
-      ...wctx,
-      hooks: { ...wctx.hooks, ...laneReleaseHooks(slot) },
-    });
-    const windows = function* (): Generator<(slot: HeldSlot) => AsyncIterable<RawPage>> {
+    const windows = function* (): Generator<() => AsyncIterable<RawPage>> {
       // The first window goes on from where the first page ended (its boundary ids included).
       let from = lo;
       let windowStart: PullPosition | null = firstPosition;
@@ -657,8 +651,8 @@ export class CommCareClient {
         const cut = cuts[i];
         if (cut !== undefined && !(ending.known && ending.end !== null && cut >= ending.end)) {
           const window = { start: windowStart, stopBefore: cut };
-          yield (slot) =>
-            keysetPages(laneCtx(slot), {
+          yield () =>
+            keysetPages(wctx, {
               params,
               start: window.start,
               endParam: formatNaiveUtc(cut),
@@ -673,11 +667,11 @@ export class CommCareClient {
         // before the last page is read, it waits for that reading (at most the first round's reads).
         const finalStart = windowStart;
         const finalFrom = from;
-        yield async function* (slot: HeldSlot) {
+        yield async function* () {
           await ready;
           const stop = ending.end;
           if (stop !== null && stop <= finalFrom) return;
-          yield* keysetPages(laneCtx(slot), {
+          yield* keysetPages(wctx, {
             params,
             start: finalStart,
             endParam: stop === null ? until : formatNaiveUtc(stop),

@@ -205,20 +205,16 @@ export class HeldSlot {
 
 /**
  * An answer that took at least this long (ms from the request to its head) gives its slot back once its
- * body is in, before its page is read: in a windowed pull's first round trip (its first page and its
- * last page, `earlyReleaseHooks`) and in its windows (`laneReleaseHooks`); a sequential pull's requests
- * keep theirs until their page is read.
+ * body is in, before its page is read, where `earlyReleaseHooks` are used: the first round trip of a
+ * windowed pull (its first page and its last page, `CommCareClient.parallelKeyset`).
  *
- * Why: the first round's pages arrive together (every source opens at once) and are read while the code
- * is cold (~40 ms a page), so a slot held until its page is read keeps the next request waiting for the
- * other pages' reading too, and every later round keeps that delay; later, each window's page read in
- * its slot (~6–15 ms, more while another page is read or written) adds to every round trip of its chain
- * of requests (20,000 forms at 500 ms a page, 8 runs each, interleaved: mean 3.390 → 3.353 s, 6.38 →
- * 6.32 round trips, for the windows). Why slow answers only: against a server that answers at once,
- * reading is what limits the pull and the slot held until the page is read bounds the pages in memory
- * (1,000,000 forms from the sandbox, 3 runs: peak RSS 112.9–115.2 MB with the windows giving theirs
- * back, 109.7–115.4 MB without); HQ takes seconds over a page, and a page given back early is one more
- * in memory while it is read.
+ * Why there: the first round's pages arrive together (every source opens at once) and are read while
+ * the code is cold (~40 ms a page, ~6 ms later), so a slot held until its page is read keeps the next
+ * request waiting for the other pages' reading too, and every later round keeps that delay. Why slow
+ * answers only: against a server that answers at once, reading is what limits the pull and the slot held
+ * until the page is read bounds the pages in memory; HQ takes seconds over a page. Later requests keep
+ * their slot until their page is read: one page more in memory for each request in flight, while a later
+ * page's reading delays the next request by a few ms of a round trip of seconds.
  */
 export const EARLY_RELEASE_AFTER_MS = 200;
 
@@ -366,22 +362,6 @@ export function earlyReleaseHooks(
 }
 
 /**
- * Hooks for a window's requests (`orderedMerge` hands each window its lane's slot): a slow answer gives
- * the slot back once its body is in, as in the first round trip (`EARLY_RELEASE_AFTER_MS`), its page
- * then read a turn of the event loop later, so the next request goes out first.
- */
-export function laneReleaseHooks(slot: HeldSlot): Pick<RequestHooks, 'answered' | 'resending'> {
-  return {
-    answered: (waitedMs) => {
-      if (waitedMs < EARLY_RELEASE_AFTER_MS || !slot.isHeld) return undefined;
-      slot.give();
-      return new Promise<void>((resolve) => setImmediate(resolve));
-    },
-    resending: () => slot.retake(),
-  };
-}
-
-/**
  * Pages of `pages`, each fetched in a slot of `budget` (a pull that has no windows of its own); `slot`
  * when the pull's requests may give theirs back early (`earlyReleaseHooks`).
  */
@@ -419,8 +399,6 @@ function requireLimiter(limiter: AimdLimiter | undefined): AimdLimiter {
 /** One open source: its iterator, unread items and whether it is fetching or done. */
 interface Lane<T> {
   readonly iterator: AsyncIterator<T>;
-  /** The budget slot of the lane's request in flight. */
-  readonly slot: HeldSlot;
   readonly items: T[];
   fetching: boolean;
   done: boolean;
@@ -447,7 +425,7 @@ interface Lane<T> {
  * yielded stays valid because it came strictly in order.
  */
 export async function* orderedMerge<T>(
-  sources: Iterable<(slot: HeldSlot) => AsyncIterable<T>>,
+  sources: Iterable<() => AsyncIterable<T>>,
   options: OrderedMergeOptions,
 ): AsyncGenerator<T> {
   const pending = sources[Symbol.iterator]();
@@ -474,20 +452,19 @@ export async function* orderedMerge<T>(
 
   const fetchNext = (lane: Lane<T>): void => {
     lane.fetching = true;
-    lane.slot.take();
+    budget.take();
     lane.iterator.next().then(
       (step) => {
         lane.fetching = false;
         if (step.done) lane.done = true;
         else lane.items.push(step.value);
         if (stopped) {
-          lane.slot.give();
+          budget.give();
           void lane.iterator.return?.()?.catch(() => undefined);
           return;
         }
-        // Giving the slot back pumps every pull sharing the budget, this one included (unless the
-        // request gave it back already, `laneReleaseHooks`).
-        lane.slot.give();
+        // Giving the slot back pumps every pull sharing the budget, this one included.
+        budget.give();
         wake();
       },
       (error: unknown) => {
@@ -497,7 +474,7 @@ export async function* orderedMerge<T>(
           failure.set = true;
           failure.error = error;
         }
-        lane.slot.give();
+        budget.give();
         wake();
       },
     );
@@ -521,10 +498,8 @@ export async function* orderedMerge<T>(
           wake();
           return;
         }
-        const slot = new HeldSlot(budget);
         open.push({
-          slot,
-          iterator: next.value(slot)[Symbol.asyncIterator](),
+          iterator: next.value()[Symbol.asyncIterator](),
           items: [],
           fetching: false,
           done: false,

@@ -240,35 +240,6 @@ describe('windowed pulls from a slow HQ', () => {
   });
 });
 
-describe("a window's request from a slow HQ", () => {
-  it('gives its slot back once its body is in, takes one again for a retry, and never exceeds the limit', async () => {
-    const { hq, proxy } = await slowHq(EARLY_RELEASE_AFTER_MS + 50);
-    // The first answer to a window (a request bounded at both ends): 200 with half a list.
-    hq.addFault((_req, res, url) => {
-      if (!url.searchParams.has('indexed_on_start') || !url.searchParams.has('indexed_on_end')) return false;
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end('{"meta": {"next": null, "limit": 10}, "objects": [{"id": "x", "indexed_on": ');
-      return true;
-    }, true);
-    const client = createCommCareClient({
-      baseUrl: proxy.url,
-      username: FAKE_USER,
-      apiKey: FAKE_KEY,
-      concurrency: 2,
-      maxConcurrency: 2,
-      backoffBaseMs: 1,
-      backoffMaxMs: 1,
-    });
-    const ids: string[] = [];
-    for await (const page of client.pages({ project: 'demo', resource: 'form', pageSize: 10 }))
-      for (const record of page.records) ids.push(String(record.id));
-
-    expect(ids).toEqual(makeForms(100).map((f) => f.id));
-    expect(client.stats.retries).toBe(1);
-    expect(proxy.maxInFlight()).toBe(2);
-  });
-});
-
 /** Forms indexed at `offsets` (ms after 2024-01-01), in that order. */
 function formsAt(offsets: readonly number[]) {
   const base = Date.UTC(2024, 0, 1);
