@@ -499,15 +499,10 @@ export function peekFirstItemField(bytes: Buffer, listKey: string, field: string
   if (bytes[i] !== OPEN_BRACE) return null;
   i += 1;
   for (;;) {
-    i = spaceEnd(bytes, i, n);
-    if (bytes[i] !== QUOTE) return null;
-    const keyEnd = stringEnd(bytes, i + 1);
-    if (keyEnd === -1) return null;
-    const isList = isWord(bytes, i + 1, keyEnd, listKey);
-    i = spaceEnd(bytes, keyEnd + 1, n);
-    if (bytes[i] !== COLON) return null;
-    i = spaceEnd(bytes, i + 1, n);
-    if (isList) {
+    const member = memberAt(bytes, spaceEnd(bytes, i, n), listKey);
+    if (member === null) return null;
+    i = member.value;
+    if (member.named) {
       if (bytes[i] !== OPEN_BRACKET) return null;
       i = spaceEnd(bytes, i + 1, n);
       return bytes[i] === OPEN_BRACE ? itemStringField(bytes, i, field) : null;
@@ -527,16 +522,12 @@ function itemStringField(bytes: Buffer, open: number, field: string): string | n
   let i = spaceEnd(bytes, open + 1, n);
   if (bytes[i] === CLOSE_BRACE) return null;
   for (;;) {
-    if (bytes[i] !== QUOTE) return null;
-    const keyEnd = stringEnd(bytes, i + 1);
-    if (keyEnd === -1) return null;
-    const named = isWord(bytes, i + 1, keyEnd, field);
-    i = spaceEnd(bytes, keyEnd + 1, n);
-    if (bytes[i] !== COLON) return null;
-    i = spaceEnd(bytes, i + 1, n);
+    const member = memberAt(bytes, i, field);
+    if (member === null) return null;
+    i = member.value;
     const end = valueEnd(bytes, i);
     if (end === -1) return null;
-    if (named) {
+    if (member.named) {
       found =
         bytes[i] === QUOTE && !hasByte(bytes, i + 1, end - 1, BACKSLASH)
           ? bytes.toString('utf8', i + 1, end - 1)
@@ -547,6 +538,19 @@ function itemStringField(bytes: Buffer, open: number, field: string): string | n
     if (bytes[i] !== COMMA) return null;
     i = spaceEnd(bytes, i + 1, n);
   }
+}
+
+/**
+ * The member whose key's opening quote is at `at`: whether its key is `word`, and where its value starts;
+ * null when no `"key":` is there.
+ */
+function memberAt(bytes: Uint8Array, at: number, word: string): { named: boolean; value: number } | null {
+  if (bytes[at] !== QUOTE) return null;
+  const keyEnd = stringEnd(bytes, at + 1);
+  if (keyEnd === -1) return null;
+  const colon = spaceEnd(bytes, keyEnd + 1, bytes.length);
+  if (bytes[colon] !== COLON) return null;
+  return { named: isWord(bytes, at + 1, keyEnd, word), value: spaceEnd(bytes, colon + 1, bytes.length) };
 }
 
 /**
