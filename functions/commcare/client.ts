@@ -34,6 +34,7 @@ import type { Page, PullPosition, PullRequest, QueryParams } from './types';
 import {
   AimdLimiter,
   earlyReleaseHooks,
+  type FirstRoundRequest,
   HeldSlot,
   orderedMerge,
   RequestBudget,
@@ -493,7 +494,7 @@ export class CommCareClient {
     const firstRound = { open: true, tailPeeked: until !== null };
     const firstRequest = reads.request();
     const tailRequest = reads.request();
-    const inSlot = (slot: HeldSlot, priority: () => number, request: typeof firstRequest): PagingContext => ({
+    const inSlot = (slot: HeldSlot, priority: () => number, request: FirstRoundRequest): PagingContext => ({
       ...wctx,
       hooks: { ...wctx.hooks, ...earlyReleaseHooks(slot, () => firstRound.open, priority, request) },
     });
@@ -648,13 +649,14 @@ export class CommCareClient {
           recutDone = true;
           recut(from, i);
         }
+        // Cuts at or past where the last page begins are gone once it is read (`recut`).
         const cut = cuts[i];
-        if (cut !== undefined && !(ending.known && ending.end !== null && cut >= ending.end)) {
-          const window = { start: windowStart, stopBefore: cut };
+        if (cut !== undefined) {
+          const start = windowStart;
           yield () =>
             keysetPages(wctx, {
               params,
-              start: window.start,
+              start,
               endParam: formatNaiveUtc(cut),
               stopBefore: cut,
               pageSize,

@@ -226,6 +226,8 @@ export const FIRST_ROUND_PEERS_MS = 50;
 
 /** One request of a pull's first round trip, as `FirstRoundReads` follows it. */
 export interface FirstRoundRequest {
+  /** When it was last sent (`performance.now()`); +Infinity before. */
+  readonly sentAt: number;
   /** The request is being sent (its slot taken). */
   sent(): void;
   /** Its answer is in, or it failed or was given up; later calls do nothing. */
@@ -264,7 +266,7 @@ export class FirstRoundReads {
   constructor(private readonly now: () => number = () => performance.now()) {}
 
   /** A first-round request to follow: call `sent` as it goes out, `done` once its answer is in. */
-  request(): FirstRoundRequest & { readonly sentAt: number } {
+  request(): FirstRoundRequest {
     const entry = { sentAt: Number.POSITIVE_INFINITY };
     return {
       get sentAt() {
@@ -344,7 +346,7 @@ export function earlyReleaseHooks(
   slot: HeldSlot,
   active: () => boolean = () => true,
   priority: () => number = () => 0,
-  request?: FirstRoundRequest & { readonly sentAt: number },
+  request?: FirstRoundRequest,
 ): Pick<RequestHooks, 'answered' | 'resending'> {
   return {
     answered: (waitedMs) => {
