@@ -240,6 +240,36 @@ describe('windowed pulls from a slow HQ', () => {
   });
 });
 
+describe('a last page that peeks well but is broken further on', () => {
+  it('leaves the final window open, so every record still comes, once and in order', async () => {
+    const forms = makeForms(100);
+    const newest = forms.at(-1)!;
+    const { hq, proxy } = await slowHq(EARLY_RELEASE_AFTER_MS + 50);
+    hq.addFault((_req, res, url) => {
+      if (url.searchParams.get('order_by') !== '-indexed_on') return false;
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(
+        `{"meta": {"next": null, "limit": 10, "total_count": 100}, "objects": [${JSON.stringify(newest)}, {"id": `,
+      );
+      return true;
+    }, true);
+    const client = createCommCareClient({
+      baseUrl: proxy.url,
+      username: FAKE_USER,
+      apiKey: FAKE_KEY,
+      concurrency: 4,
+      maxConcurrency: 4,
+    });
+    const ids: string[] = [];
+    for await (const page of client.pages({ project: 'demo', resource: 'form', pageSize: 10 }))
+      for (const record of page.records) ids.push(String(record.id));
+
+    expect(ids).toEqual(forms.map((f) => f.id));
+    // The last page was not asked for again: its records came through the open final window.
+    expect(proxy.requests().filter((r) => r.includes('order_by=-indexed_on'))).toHaveLength(1);
+  });
+});
+
 /** Forms indexed at `offsets` (ms after 2024-01-01), in that order. */
 function formsAt(offsets: readonly number[]) {
   const base = Date.UTC(2024, 0, 1);
